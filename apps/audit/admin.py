@@ -1,0 +1,25 @@
+from django.contrib import admin
+
+from apps.audit.models import AuditEvent
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Append-only: viewable, never added, changed or deleted here."""
+
+    list_display = ("id", "timestamp", "event_type", "actor", "resource_type", "resource_id", "success", "ip_address")
+    list_filter = ("event_type", "resource_type", "success")
+    search_fields = ("resource_id", "actor", "event_type", "trace_id")
+    date_hierarchy = "timestamp"
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,80 @@
+from django.contrib import admin, messages
+
+from apps.lablets import services
+from apps.lablets.models import LabletDefinition, LabletInstance
+from labmanager.errors import DomainError
+
+
+def _run(modeladmin, request, queryset, call, verb, noun):
+    done = 0
+    for obj in queryset:
+        try:
+            call(obj, request.user.get_username())
+            done += 1
+        except DomainError as exc:
+            modeladmin.message_user(request, exc.detail, messages.ERROR)
+    if done:
+        modeladmin.message_user(request, f"{verb} {done} {noun}.", messages.SUCCESS)
+
+
+@admin.register(LabletDefinition)
+class LabletDefinitionAdmin(admin.ModelAdmin):
+    list_display = ("name", "version", "public_id", "is_active", "cpu_cores", "memory_gb", "node_count",
+                    "max_duration_minutes", "updated_at")
+    list_filter = ("is_active",)
+    search_fields = ("name", "version", "public_id", "description")
+    actions = ["deprecate", "activate"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Definitions are written through the API (validated there); the admin shows them.
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Deprecate selected definitions")
+    def deprecate(self, request, queryset):
+        _run(self, request, queryset,
+             lambda d, actor: services.lablet_definition_update(definition=d, actor=actor, data={"is_active": False}),
+             "Deprecated", "definition(s)")
+
+    @admin.action(description="Re-activate selected definitions")
+    def activate(self, request, queryset):
+        _run(self, request, queryset,
+             lambda d, actor: services.lablet_definition_update(definition=d, actor=actor, data={"is_active": True}),
+             "Activated", "definition(s)")
+
+
+@admin.register(LabletInstance)
+class LabletInstanceAdmin(admin.ModelAdmin):
+    list_display = ("public_id", "definition", "owner_id", "status", "worker", "timeslot_start", "timeslot_end",
+                    "priority", "created_by")
+    list_filter = ("status", "definition", "worker")
+    search_fields = ("public_id", "owner_id", "reservation_id", "cml_lab_id")
+    list_select_related = ("definition", "worker", "created_by")
+    date_hierarchy = "timeslot_start"
+    actions = ["start_collection", "start_grading", "terminate"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Start collection")
+    def start_collection(self, request, queryset):
+        _run(self, request, queryset,
+             lambda i, actor: services.lablet_instance_start_collection(instance=i, actor=actor),
+             "Started collection on", "instance(s)")
+
+    @admin.action(description="Start grading")
+    def start_grading(self, request, queryset):
+        _run(self, request, queryset,
+             lambda i, actor: services.lablet_instance_start_grading(instance=i, actor=actor),
+             "Started grading on", "instance(s)")
+
+    @admin.action(description="Terminate")
+    def terminate(self, request, queryset):
+        _run(self, request, queryset,
+             lambda i, actor: services.lablet_instance_terminate(instance=i, actor=actor),
+             "Terminated", "instance(s)")

@@ -1,0 +1,89 @@
+from rest_framework import serializers
+
+from apps.lablets.models import LabletDefinition, LabletInstance
+
+
+class ResourceRequirementsSerializer(serializers.Serializer):
+    cpu_cores = serializers.IntegerField(min_value=1)
+    memory_gb = serializers.IntegerField(min_value=1)
+    storage_gb = serializers.IntegerField(min_value=1)
+    node_count = serializers.IntegerField(min_value=1)
+
+
+class LifecycleSerializer(serializers.Serializer):
+    default_duration_minutes = serializers.IntegerField(min_value=1, required=False, default=120)
+    max_duration_minutes = serializers.IntegerField(min_value=1, required=False)
+    idle_timeout_minutes = serializers.IntegerField(min_value=1, required=False, default=30)
+
+
+class PortDefinitionSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    device_name = serializers.CharField(max_length=100)
+    console_type = serializers.ChoiceField(choices=["serial", "vnc", "ssh", "telnet", "http", "https"])
+    port = serializers.IntegerField(min_value=1, max_value=65535, required=False)
+
+
+class LabletDefinitionSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id", read_only=True)
+    resource_requirements = ResourceRequirementsSerializer(source="*", read_only=True)
+    lifecycle = LifecycleSerializer(source="*", read_only=True)
+    port_definitions = PortDefinitionSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = LabletDefinition
+        fields = [
+            "id", "name", "version", "description", "cml_lab_yaml", "content_hash", "resource_requirements",
+            "lifecycle", "port_definitions", "is_active", "created_at", "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class LabletDefinitionWriteSerializer(serializers.Serializer):
+    """Body of POST (all of name, version, cml_lab_yaml, resource_requirements) and PUT (any subset)."""
+
+    name = serializers.CharField(max_length=100)
+    version = serializers.CharField(max_length=40)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    cml_lab_yaml = serializers.CharField(trim_whitespace=False)
+    resource_requirements = ResourceRequirementsSerializer()
+    lifecycle = LifecycleSerializer(required=False)
+    port_definitions = PortDefinitionSerializer(many=True, required=False, default=list)
+    is_active = serializers.BooleanField(required=False, default=True)
+
+
+class LabletInstanceSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id", read_only=True)
+    definition_id = serializers.CharField(source="definition.public_id", read_only=True)
+    definition_name = serializers.CharField(source="definition.name", read_only=True)
+    definition_version = serializers.CharField(source="definition.version", read_only=True)
+    worker_id = serializers.CharField(source="worker.public_id", read_only=True, allow_null=True, default=None)
+    created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True, default=None)
+
+    class Meta:
+        model = LabletInstance
+        fields = [
+            "id", "definition_id", "definition_name", "definition_version", "status", "owner_id", "created_by",
+            "timeslot_start", "timeslot_end", "reservation_id", "worker_id", "cml_lab_id", "priority",
+            "scheduled_at", "instantiating_at", "running_at", "collecting_at", "grading_at", "stopping_at",
+            "stopped_at", "archived_at", "terminated_at", "artifacts", "grading_result", "created_at", "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class LabletInstanceCreateSerializer(serializers.Serializer):
+    definition_id = serializers.CharField(max_length=40)
+    owner_id = serializers.CharField(max_length=150)
+    timeslot_start = serializers.DateTimeField()
+    timeslot_end = serializers.DateTimeField(required=False, help_text="Default: start + the definition's default duration.")
+    reservation_id = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    priority = serializers.IntegerField(min_value=1, max_value=10, required=False, default=5)
+
+
+class LabletInstanceExtendSerializer(serializers.Serializer):
+    minutes = serializers.IntegerField(min_value=1, required=False, help_text="Minutes to add to timeslot_end.")
+    timeslot_end = serializers.DateTimeField(required=False, help_text="The new end of the timeslot.")
+
+    def validate(self, attrs):
+        if ("minutes" in attrs) == ("timeslot_end" in attrs):
+            raise serializers.ValidationError({"minutes": ["Send exactly one of minutes or timeslot_end."]})
+        return attrs

@@ -1,0 +1,177 @@
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from apps.lablets import selectors, services
+from apps.lablets.api.serializers import (
+    LabletDefinitionSerializer,
+    LabletDefinitionWriteSerializer,
+    LabletInstanceCreateSerializer,
+    LabletInstanceExtendSerializer,
+    LabletInstanceSerializer,
+)
+from labmanager.api.actors import actor_for
+from labmanager.api.idempotency import idempotent
+from labmanager.api.lists import csv_param, envelope_serializer, list_parameters
+from labmanager.api.roles import ADMIN, INSTRUCTOR, OPERATOR
+from labmanager.api.schema import READ_ERRORS, WRITE_ERRORS, problem
+from labmanager.api.views import ResourceViewSet
+
+DEFINITION_SORT = {"created_at": "created_at", "updated_at": "updated_at", "name": "name", "version": "version"}
+INSTANCE_SORT = {
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+    "timeslot_start": "timeslot_start",
+    "timeslot_end": "timeslot_end",
+    "status": "status",
+    "owner_id": "owner_id",
+    "priority": "priority",
+}
+DefinitionList = envelope_serializer("LabletDefinitionList", "lablet_definitions", LabletDefinitionSerializer)
+InstanceList = envelope_serializer("LabletInstanceList", "lablet_instances", LabletInstanceSerializer)
+INSTANCE_FILTERS = [
+    OpenApiParameter("status", OpenApiTypes.STR, description="Comma-separated statuses."),
+    OpenApiParameter("owner_id", OpenApiTypes.STR),
+    OpenApiParameter("definition_id", OpenApiTypes.STR),
+    OpenApiParameter("worker_id", OpenApiTypes.STR),
+]
+
+
+def _flag(request, name: str) -> bool:
+    return request.query_params.get(name, "").lower() in ("true", "1", "yes")
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=list_parameters(DEFINITION_SORT, OpenApiParameter("name", OpenApiTypes.STR)),
+        responses={200: DefinitionList, **READ_ERRORS},
+    ),
+    retrieve=extend_schema(responses={200: LabletDefinitionSerializer, **READ_ERRORS}),
+    create=extend_schema(request=LabletDefinitionWriteSerializer, responses={201: LabletDefinitionSerializer, **WRITE_ERRORS}),
+    update=extend_schema(
+        request=LabletDefinitionWriteSerializer(partial=True),
+        description="Any subset of the create fields; omitted fields keep their value.",
+        responses={200: LabletDefinitionSerializer, **WRITE_ERRORS},
+    ),
+    destroy=extend_schema(responses={204: None, **WRITE_ERRORS}),
+)
+class LabletDefinitionViewSet(ResourceViewSet):
+    """Lab templates. Instructors and admins manage them; operators read."""
+
+    serializer_class = LabletDefinitionSerializer
+    list_key = "lablet_definitions"
+    sort_fields = DEFINITION_SORT
+    read_roles = (ADMIN, OPERATOR, INSTRUCTOR)
+    write_roles = (ADMIN, INSTRUCTOR)
+
+    def get_queryset(self):
+        return selectors.lablet_definition_list()
+
+    def list(self, request):
+        return self.list_response(selectors.lablet_definition_list(filters={"name": request.query_params.get("name")}))
+
+    def retrieve(self, request, id=None):
+        return Response(LabletDefinitionSerializer(self.get_object()).data)
+
+    def create(self, request):
+        def perform():
+            data = LabletDefinitionWriteSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            definition = services.lablet_definition_create(
+                actor=actor_for(request), user=request.user, data=data.validated_data
+            )
+            return Response(LabletDefinitionSerializer(definition).data, status=status.HTTP_201_CREATED)
+
+        return idempotent(perform, request)
+
+    def update(self, request, id=None):
+        definition = self.get_object()
+        data = LabletDefinitionWriteSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        definition = services.lablet_definition_update(
+            definition=definition, actor=actor_for(request), data=data.validated_data
+        )
+        return Response(LabletDefinitionSerializer(definition).data)
+
+    def destroy(self, request, id=None):
+        services.lablet_definition_delete(definition=self.get_object(), actor=actor_for(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        request=None,
+        responses={200: LabletDefinitionSerializer, 501: problem("CML sync is not available yet."), **WRITE_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def sync(self, request, id=None):
+        definition = services.lablet_definition_sync(definition=self.get_object(), actor=actor_for(request))
+        return Response(LabletDefinitionSerializer(definition).data)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=list_parameters(INSTANCE_SORT, *INSTANCE_FILTERS), responses={200: InstanceList, **READ_ERRORS}
+    ),
+    retrieve=extend_schema(responses={200: LabletInstanceSerializer, **READ_ERRORS}),
+    create=extend_schema(request=LabletInstanceCreateSerializer, responses={201: LabletInstanceSerializer, **WRITE_ERRORS}),
+)
+class LabletInstanceViewSet(ResourceViewSet):
+    """Lab instances for students. Instructors see and act on the ones they created; admins on all."""
+
+    serializer_class = LabletInstanceSerializer
+    list_key = "lablet_instances"
+    sort_fields = INSTANCE_SORT
+    read_roles = (ADMIN, OPERATOR, INSTRUCTOR)
+    write_roles = (ADMIN, INSTRUCTOR)
+
+    def get_queryset(self):
+        return selectors.lablet_instance_visible_to(user=self.request.user)
+
+    def list(self, request):
+        filters = {
+            "status": csv_param(request, "status"),
+            "include_terminated": _flag(request, "include_terminated"),
+            "owner_id": request.query_params.get("owner_id"),
+            "definition_id": request.query_params.get("definition_id"),
+            "worker_id": request.query_params.get("worker_id"),
+        }
+        return self.list_response(selectors.lablet_instance_list(user=request.user, filters=filters))
+
+    def retrieve(self, request, id=None):
+        return Response(LabletInstanceSerializer(self.get_object()).data)
+
+    def create(self, request):
+        def perform():
+            data = LabletInstanceCreateSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            instance = services.lablet_instance_create(actor=actor_for(request), user=request.user, **data.validated_data)
+            return Response(LabletInstanceSerializer(instance).data, status=status.HTTP_201_CREATED)
+
+        return idempotent(perform, request)
+
+    def _verb(self, service, **kwargs):
+        instance = service(instance=self.get_object(), actor=actor_for(self.request), **kwargs)
+        return Response(LabletInstanceSerializer(instance).data)
+
+    @extend_schema(request=None, responses={200: LabletInstanceSerializer, **WRITE_ERRORS})
+    @action(detail=True, methods=["post"], url_path="start-collection")
+    def start_collection(self, request, id=None):
+        return self._verb(services.lablet_instance_start_collection)
+
+    @extend_schema(request=None, responses={200: LabletInstanceSerializer, **WRITE_ERRORS})
+    @action(detail=True, methods=["post"], url_path="start-grading")
+    def start_grading(self, request, id=None):
+        return self._verb(services.lablet_instance_start_grading)
+
+    @extend_schema(request=LabletInstanceExtendSerializer, responses={200: LabletInstanceSerializer, **WRITE_ERRORS})
+    @action(detail=True, methods=["post"])
+    def extend(self, request, id=None):
+        data = LabletInstanceExtendSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return self._verb(services.lablet_instance_extend, **data.validated_data)
+
+    @extend_schema(request=None, responses={200: LabletInstanceSerializer, **WRITE_ERRORS})
+    @action(detail=True, methods=["post"])
+    def terminate(self, request, id=None):
+        return self._verb(services.lablet_instance_terminate)

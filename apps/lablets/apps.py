@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class LabletsConfig(AppConfig):
+    name = "apps.lablets"
+    label = "lablets"

@@ -1,0 +1,118 @@
+"""Lablet definitions (lab templates) and lablet instances (a lab for a student in a timeslot)."""
+
+import hashlib
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from labmanager.ids import definition_id, instance_id
+
+
+class LabletDefinition(models.Model):
+    public_id = models.CharField(max_length=40, unique=True, default=definition_id, editable=False)
+    name = models.CharField(max_length=100)
+    version = models.CharField(max_length=40)
+    description = models.TextField(blank=True)
+    cml_lab_yaml = models.TextField()
+    content_hash = models.CharField(max_length=64, editable=False, help_text="SHA-256 of cml_lab_yaml")
+    # resource_requirements
+    cpu_cores = models.PositiveIntegerField()
+    memory_gb = models.PositiveIntegerField()
+    storage_gb = models.PositiveIntegerField()
+    node_count = models.PositiveIntegerField()
+    # lifecycle
+    default_duration_minutes = models.PositiveIntegerField(default=120)
+    max_duration_minutes = models.PositiveIntegerField(default=240)
+    idle_timeout_minutes = models.PositiveIntegerField(default=30)
+    port_definitions = models.JSONField(default=list, blank=True)
+    is_active = models.BooleanField(default=True, help_text="Deprecated definitions take no new instances.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="definition_unique_name_version"),
+            models.CheckConstraint(
+                condition=models.Q(max_duration_minutes__gte=models.F("default_duration_minutes")),
+                name="definition_max_duration_covers_default",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.name} {self.version}"
+
+    @staticmethod
+    def hash_yaml(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+class InstanceStatus(models.TextChoices):
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    INSTANTIATING = "instantiating"
+    RUNNING = "running"
+    COLLECTING = "collecting"
+    GRADING = "grading"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    ARCHIVED = "archived"
+    TERMINATED = "terminated"
+
+
+class LabletInstance(models.Model):
+    public_id = models.CharField(max_length=40, unique=True, default=instance_id, editable=False)
+    definition = models.ForeignKey(LabletDefinition, on_delete=models.PROTECT, related_name="instances")
+    owner_id = models.CharField(max_length=150, db_index=True, help_text="The student.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    timeslot_start = models.DateTimeField(db_index=True)
+    timeslot_end = models.DateTimeField()
+    reservation_id = models.CharField(max_length=100, blank=True)
+    worker = models.ForeignKey(
+        "workers.Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="instances"
+    )
+    cml_lab_id = models.CharField(max_length=64, blank=True)
+    priority = models.PositiveSmallIntegerField(
+        default=5, validators=[MinValueValidator(1), MaxValueValidator(10)]
+    )
+    status = models.CharField(
+        max_length=20, choices=InstanceStatus.choices, default=InstanceStatus.PENDING, db_index=True
+    )
+    # The time each state was reached (stamped by the lifecycle function).
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    instantiating_at = models.DateTimeField(null=True, blank=True)
+    running_at = models.DateTimeField(null=True, blank=True)
+    collecting_at = models.DateTimeField(null=True, blank=True)
+    grading_at = models.DateTimeField(null=True, blank=True)
+    stopping_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+    terminated_at = models.DateTimeField(null=True, blank=True)
+    artifacts = models.JSONField(default=list, blank=True)
+    grading_result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "-created_at"], name="instance_status_created")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=InstanceStatus.values), name="instance_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(timeslot_end__gt=models.F("timeslot_start")), name="instance_timeslot_ordered"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(priority__gte=1, priority__lte=10), name="instance_priority_range"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.public_id} ({self.owner_id}, {self.status})"

@@ -1,0 +1,40 @@
+"""Reads of lablet definitions and instances, with what lists need joined in."""
+
+from django.db.models import QuerySet
+
+from apps.lablets.models import LabletDefinition, LabletInstance
+from labmanager.api.roles import ADMIN, OPERATOR, user_roles
+
+
+def lablet_definition_list(*, filters: dict | None = None) -> QuerySet[LabletDefinition]:
+    filters = filters or {}
+    qs = LabletDefinition.objects.select_related("created_by")
+    if filters.get("name"):
+        qs = qs.filter(name=filters["name"])
+    if filters.get("is_active") is not None:
+        qs = qs.filter(is_active=filters["is_active"])
+    return qs
+
+
+def lablet_instance_visible_to(*, user) -> QuerySet[LabletInstance]:
+    """Admins and operators see every instance; instructors only those they created."""
+    qs = LabletInstance.objects.select_related("definition", "worker", "created_by")
+    if user_roles(user) & {ADMIN, OPERATOR}:
+        return qs
+    return qs.filter(created_by=user)
+
+
+def lablet_instance_list(*, user, filters: dict | None = None) -> QuerySet[LabletInstance]:
+    filters = filters or {}
+    qs = lablet_instance_visible_to(user=user)
+    if filters.get("status"):
+        qs = qs.filter(status__in=filters["status"])
+    elif not filters.get("include_terminated"):
+        qs = qs.exclude(status="terminated")
+    if filters.get("owner_id"):
+        qs = qs.filter(owner_id=filters["owner_id"])
+    if filters.get("definition_id"):
+        qs = qs.filter(definition__public_id=filters["definition_id"])
+    if filters.get("worker_id"):
+        qs = qs.filter(worker__public_id=filters["worker_id"])
+    return qs

@@ -1,0 +1,1 @@
+"""The FIFO session queue and shared labs arrive with the sessions capability."""

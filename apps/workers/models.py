@@ -1,0 +1,58 @@
+"""Workers: EC2 instances running Cisco Modeling Labs."""
+
+from django.db import models
+
+from labmanager.ids import worker_id
+
+
+class WorkerStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    TERMINATED = "terminated"
+    FAILED = "failed"
+
+
+class Worker(models.Model):
+    public_id = models.CharField(max_length=40, unique=True, default=worker_id, editable=False)
+    name = models.CharField(max_length=100)
+    status = models.CharField(max_length=20, choices=WorkerStatus.choices, default=WorkerStatus.PENDING, db_index=True)
+    aws_instance_id = models.CharField(max_length=40, blank=True, db_index=True)
+    aws_region = models.CharField(max_length=30, default="us-west-2")
+    instance_type = models.CharField(max_length=40, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    private_ip_address = models.GenericIPAddressField(null=True, blank=True)
+    cml_service_status = models.CharField(max_length=30, default="unknown")
+    license_status = models.CharField(max_length=30, default="unknown")
+    # Declared capacity.
+    cpu_cores = models.PositiveIntegerField(default=0)
+    memory_gb = models.PositiveIntegerField(default=0)
+    storage_gb = models.PositiveIntegerField(default=0)
+    max_nodes = models.PositiveIntegerField(default=0)
+    # Live usage, as last reported by CML.
+    cpu_usage_percent = models.FloatField(null=True, blank=True)
+    memory_usage_percent = models.FloatField(null=True, blank=True)
+    nodes_running = models.PositiveIntegerField(default=0)
+    draining = models.BooleanField(default=False)
+    last_ec2_sync_at = models.DateTimeField(null=True, blank=True)
+    last_cml_sync_at = models.DateTimeField(null=True, blank=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=WorkerStatus.values), name="worker_status_valid"
+            ),
+            models.UniqueConstraint(
+                fields=["aws_region", "aws_instance_id"],
+                condition=~models.Q(aws_instance_id="") & ~models.Q(status="terminated"),
+                name="worker_unique_live_instance",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.public_id})"

@@ -1,0 +1,37 @@
+from django.contrib import admin
+
+from labmanager.models import ApiKey, IdempotencyRecord
+from labmanager.services import api_key_revoke
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are created with `manage.py create_api_key` (the key is shown once); here they are seen and revoked."""
+
+    list_display = ("prefix", "user", "name", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("prefix", "user__username", "name")
+    readonly_fields = ("user", "prefix", "key_hash", "created_at", "last_used_at", "revoked_at")
+    actions = ["revoke"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset):
+        keys = list(queryset.filter(revoked_at__isnull=True).select_related("user"))
+        for api_key in keys:
+            api_key_revoke(api_key=api_key, actor=request.user.get_username())
+        self.message_user(request, f"Revoked {len(keys)} key(s).")
+
+
+@admin.register(IdempotencyRecord)
+class IdempotencyRecordAdmin(admin.ModelAdmin):
+    list_display = ("key", "user", "method", "path", "status_code", "created_at")
+    search_fields = ("key", "user__username", "path")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

@@ -1,0 +1,46 @@
+"""Domain errors: raised by services, mapped to problem+json in one place (labmanager.api.problems)."""
+
+
+class DomainError(Exception):
+    status_code = 400
+    title = "Bad Request"
+
+    def __init__(self, detail: str, *, errors: dict | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or {}
+
+
+class InvalidTransition(DomainError):
+    status_code = 409
+    title = "Invalid state transition"
+
+    def __init__(self, entity: str, public_id: str, source: str, target: str):
+        super().__init__(f"{entity} {public_id} cannot go from '{source}' to '{target}'.")
+        self.source = source
+        self.target = target
+
+
+class Conflict(DomainError):
+    status_code = 409
+    title = "Conflict"
+
+
+class ValidationFailed(DomainError):
+    status_code = 422
+    title = "Unprocessable Entity"
+
+
+class NotFound(DomainError):
+    status_code = 404
+    title = "Not Found"
+
+
+class UpstreamUnavailable(DomainError):
+    status_code = 502
+    title = "Bad Gateway"
+
+
+class NotImplementedYet(DomainError):
+    status_code = 501
+    title = "Not Implemented"

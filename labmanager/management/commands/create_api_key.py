@@ -1,0 +1,23 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from labmanager.errors import DomainError
+from labmanager.services import ROLES, api_key_create, user_ensure_with_role
+
+
+class Command(BaseCommand):
+    help = "Create an API key for a user (created if missing, added to ROLE). Prints the key alone on stdout."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--user", required=True, help="username")
+        parser.add_argument("--role", required=True, choices=ROLES)
+        parser.add_argument("--name", default="", help="a label for the key")
+
+    def handle(self, *args, user, role, name, **options):
+        try:
+            account, created = user_ensure_with_role(username=user, role=role, actor="create_api_key")
+            _, raw = api_key_create(user=account, name=name, actor="create_api_key")
+        except DomainError as exc:
+            raise CommandError(exc.detail)
+        if created:
+            self.stderr.write(f"Created user {user} with role {role}.")
+        self.stdout.write(raw)

@@ -1,0 +1,104 @@
+"""Request plumbing: a trace id on every request and problem+json for every error under /api."""
+
+import contextvars
+import logging
+import time
+import uuid
+
+from django.http import JsonResponse
+
+from labmanager.api.problems import problem_payload
+
+trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="-")
+client_ip_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_ip", default=None)
+request_log = logging.getLogger("labmanager.request")
+error_log = logging.getLogger("labmanager.errors")
+
+TRACE_HEADER = "X-Trace-Id"
+
+
+def current_trace_id() -> str:
+    return trace_id_var.get()
+
+
+def current_client_ip() -> str | None:
+    return client_ip_var.get()
+
+
+class TraceIdLogFilter(logging.Filter):
+    """Adds `trace_id` to every log record (the one of the request being served, or `-`)."""
+
+    def filter(self, record):
+        if not hasattr(record, "trace_id"):
+            record.trace_id = trace_id_var.get()
+        return True
+
+
+class TraceIdMiddleware:
+    """Gives each request a trace id (sent back as X-Trace-Id) and logs one line per request."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        trace_id = uuid.uuid4().hex
+        token = trace_id_var.set(trace_id)
+        ip_token = client_ip_var.set(request.META.get("REMOTE_ADDR") or None)
+        request.trace_id = trace_id
+        started = time.perf_counter()
+        try:
+            response = self.get_response(request)
+            response[TRACE_HEADER] = trace_id
+            if request.path.startswith("/api"):
+                request_log.info(
+                    "%s %s %s %.1fms",
+                    request.method,
+                    request.get_full_path(),
+                    response.status_code,
+                    (time.perf_counter() - started) * 1000,
+                )
+            return response
+        finally:
+            trace_id_var.reset(token)
+            client_ip_var.reset(ip_token)
+
+
+def is_api_path(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
+
+
+class ApiProblemMiddleware:
+    """Under /api nothing leaves as HTML: Django's own 404/403/500 pages become problem+json.
+
+    DRF views already answer problem+json through `problem_exception_handler`; this catches
+    what never reaches DRF (unknown paths, CSRF failures, uncaught exceptions).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if not is_api_path(request.path) or response.status_code < 400:
+            return response
+        if response.get("Content-Type", "").startswith(("application/problem+json", "text/event-stream")):
+            return response
+        detail = {
+            404: f"No API resource at {request.path}.",
+            405: f"Method {request.method} is not allowed on {request.path}.",
+            403: "Forbidden.",
+        }.get(response.status_code, "")
+        return problem_response(request, response.status_code, detail=detail)
+
+    def process_exception(self, request, exception):
+        if not is_api_path(request.path):
+            return None
+        error_log.exception("Unhandled error on %s %s", request.method, request.path)
+        return problem_response(request, 500, detail="An internal error occurred; quote the trace_id to support.")
+
+
+def problem_response(request, status: int, *, detail: str = "", extra: dict | None = None) -> JsonResponse:
+    payload = problem_payload(status=status, detail=detail, instance=request.path, extra=extra)
+    response = JsonResponse(payload, status=status, content_type="application/problem+json")
+    response[TRACE_HEADER] = current_trace_id()
+    return response

@@ -38,10 +38,6 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         return 'Bearer realm="api"'
 
 
-class CsrfSessionAuthentication(authentication.SessionAuthentication):
-    """Django session login (the dashboard); CSRF-checked for unsafe methods as usual."""
-
-
 class ApiKeyScheme(OpenApiAuthenticationExtension):
     target_class = "labmanager.api.authentication.ApiKeyAuthentication"
     name = ["ApiKeyHeader", "BearerAuth"]

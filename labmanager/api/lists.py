@@ -5,7 +5,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter
+from drf_spectacular.utils import OpenApiParameter, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -89,8 +89,10 @@ def _page_url(request, limit: int, offset: int) -> str:
 
 
 def envelope_serializer(name: str, key: str, item_serializer) -> type[serializers.Serializer]:
-    """A named serializer class describing the list envelope in the OpenAPI schema."""
-    return type(
+    """A named serializer class describing the list envelope in the OpenAPI schema.
+
+    `many=False`: the list action answers one envelope object, not an array of envelopes."""
+    envelope = type(
         name,
         (serializers.Serializer,),
         {
@@ -101,3 +103,4 @@ def envelope_serializer(name: str, key: str, item_serializer) -> type[serializer
             "__module__": __name__,
         },
     )
+    return extend_schema_serializer(many=False)(envelope)

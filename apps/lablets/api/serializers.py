@@ -1,6 +1,8 @@
 from rest_framework import serializers
 
 from apps.lablets.models import LabletDefinition, LabletInstance
+from apps.lablets.services.definitions import validate_cml_yaml
+from labmanager.errors import ValidationFailed
 
 
 class ResourceRequirementsSerializer(serializers.Serializer):
@@ -49,6 +51,14 @@ class LabletDefinitionWriteSerializer(serializers.Serializer):
     lifecycle = LifecycleSerializer(required=False)
     port_definitions = PortDefinitionSerializer(many=True, required=False, default=list)
     is_active = serializers.BooleanField(required=False, default=True)
+
+    def validate_cml_lab_yaml(self, value):
+        # The service checks it again; here it is reported together with the other field errors.
+        try:
+            validate_cml_yaml(value)
+        except ValidationFailed as exc:
+            raise serializers.ValidationError(exc.errors["cml_lab_yaml"])
+        return value
 
 
 class LabletInstanceSerializer(serializers.ModelSerializer):

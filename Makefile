@@ -1,0 +1,39 @@
+# LabManager: `make run` starts everything on the embedded defaults, `make test` runs the suite.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup run test bench migrate schema clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) is required (Python 3.11)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+migrate: setup
+	$(PY) manage.py migrate --noinput
+
+run: migrate
+	$(PY) manage.py collectstatic --noinput -v0
+	$(PY) manage.py setup_schedules
+	$(PY) manage.py seed_demo
+	HOST=$(HOST) PORT=$(PORT) bin/run.sh
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/list_instances.py
+
+schema: setup
+	$(PY) manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,176 @@
+"""Nothing assigns `status` except the two lifecycle functions.
+
+The scan is textual (regexes) and the enclosing function of each hit is found with `ast`.
+It looks for:
+  - attribute assignment:   `obj.status = ...`
+  - a `status=` keyword (or a "status" dict key) inside `.update(`, `.create(`, `.get_or_create(`,
+    `.update_or_create(`, `.bulk_create(`, `.bulk_update(` calls, even over several lines;
+  - `setattr(obj, "status", ...)`.
+"""
+
+import ast
+import re
+from pathlib import Path
+
+from django.conf import settings
+
+ROOT = Path(settings.BASE_DIR)
+SCANNED_DIRS = ("apps", "labmanager")
+
+# (path relative to the project root, function name) allowed to write status.
+ALLOWED = {
+    ("apps/lablets/services/instances.py", "lablet_instance_transition"),
+    ("apps/workers/services.py", "worker_transition"),
+}
+
+ATTRIBUTE_ASSIGNMENT = re.compile(r"\.status\s*(?::[^=\n]+)?=(?!=)")
+SETATTR_STATUS = re.compile(r"""\bsetattr\(\s*[^,()]+,\s*(['"])status\1""")
+WRITE_CALL = re.compile(r"\.(?:update|create|get_or_create|update_or_create|bulk_create|bulk_update)\(")
+STATUS_KEYWORD = re.compile(r"(?<![\w.])status\s*=(?!=)")
+STATUS_DICT_KEY = re.compile(r"""(['"])status\1\s*:""")
+STRING_LITERAL = re.compile(r"""[bBrRuUfF]*(['"])(?:\\.|(?!\1).)*\1""")
+
+
+def _call_arguments(source: str, open_paren: int) -> str:
+    """The text between `source[open_paren]` == "(" and its matching ")", skipping string literals."""
+    depth, index, quote = 0, open_paren, None
+    while index < len(source):
+        char = source[index]
+        if quote:
+            if char == "\\":
+                index += 1
+            elif char == quote:
+                quote = None
+        elif char in "'\"":
+            quote = char
+        elif char == "#":
+            newline = source.find("\n", index)
+            index = len(source) if newline == -1 else newline
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return source[open_paren + 1 : index]
+        index += 1
+    return source[open_paren + 1 :]
+
+
+def _enclosing_function(tree: ast.AST, line: int) -> str | None:
+    best = None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.lineno <= line <= node.end_lineno:
+            if best is None or node.lineno >= best.lineno:
+                best = node
+    return best.name if best else None
+
+
+def status_writes(source: str) -> list[tuple[int, str]]:
+    """(line, snippet) of every status write found in `source`."""
+    hits = []
+    for pattern in (ATTRIBUTE_ASSIGNMENT, SETATTR_STATUS):
+        for match in pattern.finditer(source):
+            hits.append((match.start(), match.group(0)))
+    for call in WRITE_CALL.finditer(source):
+        arguments = _call_arguments(source, call.end() - 1)
+        if STATUS_KEYWORD.search(STRING_LITERAL.sub('""', arguments)) or STATUS_DICT_KEY.search(arguments):
+            hits.append((call.start(), call.group(0) + arguments.strip()[:80] + ")"))
+    return sorted((source.count("\n", 0, offset) + 1, snippet) for offset, snippet in hits)
+
+
+def forbidden_status_writes(source: str, relative_path: str) -> list[str]:
+    tree = ast.parse(source)
+    found = []
+    for line, snippet in status_writes(source):
+        function = _enclosing_function(tree, line)
+        if (relative_path, function) not in ALLOWED:
+            found.append(f"{relative_path}:{line} in {function or '<module>'}: {snippet}")
+    return found
+
+
+def _python_files():
+    for directory in SCANNED_DIRS:
+        for path in sorted((ROOT / directory).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            yield path
+
+
+def test_nothing_but_the_lifecycle_functions_assigns_status():
+    scanned = list(_python_files())
+    assert len(scanned) > 20, "the scan found suspiciously few files"
+    offenders = []
+    for path in scanned:
+        offenders += forbidden_status_writes(path.read_text(), path.relative_to(ROOT).as_posix())
+    assert offenders == [], "status written outside the lifecycle functions:\n" + "\n".join(offenders)
+
+
+def test_the_lifecycle_functions_are_where_the_scan_expects_them():
+    # If they move or are renamed, the allow-list must follow, or the scan proves nothing.
+    for relative_path, function in ALLOWED:
+        source = (ROOT / relative_path).read_text()
+        writes = [line for line, _ in status_writes(source) if _enclosing_function(ast.parse(source), line) == function]
+        assert writes, f"{relative_path}:{function} no longer assigns status where the scan allows it"
+
+
+SAMPLE = '''
+from django.db import models
+
+
+def sneaky_pause(instance):
+    instance.status = "stopped"
+    instance.save()
+
+
+def sneaky_annotated(instance):
+    instance.status: str = "stopped"
+
+
+def sneaky_bulk(pk):
+    LabletInstance.objects.filter(pk=pk).update(
+        updated_at=now(),
+        status="terminated",  # a comment with a ) in it
+    )
+
+
+def sneaky_create(definition):
+    return Worker.objects.create(name="x", status="running")
+
+
+def sneaky_dict(pk):
+    Worker.objects.filter(pk=pk).update(**{"status": "failed"})
+
+
+def sneaky_setattr(worker):
+    setattr(worker, "status", "failed")
+
+
+def innocent(instance, request):
+    if instance.status == "running":
+        pass
+    Worker.objects.filter(status="running").count()
+    LabletInstance.objects.create(definition=d, owner_id="s")
+    digest.update(b"status=")
+    Response(data, status=201)
+    payload.update(extra)
+    instance.cml_service_status = "available"
+    Worker.objects.filter(pk=1).update(license_status="registered", status_changed_at=now())
+    setattr(instance, stamp, now())
+'''
+
+
+def test_the_scan_catches_every_kind_of_status_write_and_nothing_else():
+    offenders = forbidden_status_writes(SAMPLE, "apps/sample/services.py")
+    functions = [entry.split(" in ")[1].split(":")[0] for entry in offenders]
+    assert functions == [
+        "sneaky_pause", "sneaky_annotated", "sneaky_bulk", "sneaky_create", "sneaky_dict", "sneaky_setattr",
+    ], offenders
+
+
+def test_the_scan_allows_writes_only_inside_the_allowed_function_of_the_allowed_file():
+    source = "def worker_transition(worker, to):\n    worker.status = to\n"
+    assert forbidden_status_writes(source, "apps/workers/services.py") == []
+    assert forbidden_status_writes(source, "apps/workers/views.py") != []
+    elsewhere = "def worker_start(worker):\n    worker.status = 'running'\n"
+    assert forbidden_status_writes(elsewhere, "apps/workers/services.py") != []

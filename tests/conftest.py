@@ -8,6 +8,12 @@ from labmanager.services import api_key_create, user_ensure_with_role
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # Every role user gets a password; the default PBKDF2 costs ~0.3 s a user on this machine.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _clear_cache():
     # Rate-limit counters live in the cache (Redis on the CI's second run): start each test clean.
     cache.clear()

@@ -3,7 +3,7 @@
 import threading
 
 import pytest
-from django.conf import settings
+from django.conf import settings as django_settings
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -15,11 +15,6 @@ from tests.factories import LabletDefinitionFactory
 
 INSTANCES = "/api/lablet-instances"
 
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # conftest gives every role user a password; the default PBKDF2 costs ~0.3 s per user and test.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -191,7 +186,7 @@ def _post_concurrently(bodies_and_keys, raw_key):
 THREADS = 8
 
 
-@pytest.mark.skipif(not settings.IS_POSTGRES, reason="needs concurrent writers: PostgreSQL only")
+@pytest.mark.skipif(not django_settings.IS_POSTGRES, reason="needs concurrent writers: PostgreSQL only")
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_retries_with_one_key_create_one_instance(instructor_user, definition):
     raw_key = client_for(instructor_user).raw_key
@@ -206,8 +201,7 @@ def test_concurrent_retries_with_one_key_create_one_instance(instructor_user, de
     assert IdempotencyRecord.objects.filter(user=instructor_user, key="burst-key").count() == 1
 
 
-@pytest.mark.skipif(not settings.IS_POSTGRES, reason="needs concurrent writers: PostgreSQL only")
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True)  # both databases: SQLite serialises the writers on its lock
 def test_concurrent_posts_with_distinct_keys_each_create(instructor_user, definition):
     raw_key = client_for(instructor_user).raw_key
     requests = [(instance_body(definition, owner=f"student-{n}"), f"key-{n}") for n in range(THREADS)]

@@ -11,11 +11,6 @@ pytestmark = pytest.mark.django_db
 FEW, MANY = 5, 200
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # conftest gives every role user a password; the default PBKDF2 costs ~0.3 s per user and test.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 def _instances(count, *, user):
     # Each instance has its own definition and worker, so a missing join costs one query per row.
@@ -70,3 +65,21 @@ def test_instance_list_for_an_instructor_joins_what_it_shows(instructor_client, 
     rows = response.json()["lablet_instances"]
     assert len(rows) == 30
     assert all(row["worker_id"] and row["definition_name"] and row["created_by"] == "instructor1" for row in rows)
+
+
+@pytest.mark.parametrize("spelling", ["true", "True", "1", "yes", "on"])
+def test_every_boolean_spelling_of_include_terminated_shows_terminated_workers(admin_client, spelling):
+    from apps.workers.services import worker_terminate
+    from tests.factories import WorkerFactory
+
+    worker_terminate(worker=WorkerFactory(), actor="tests")
+    assert admin_client.get("/api/workers").json()["total"] == 0
+    assert admin_client.get(f"/api/workers?include_terminated={spelling}").json()["total"] == 1
+
+
+@pytest.mark.parametrize("path", ["/api/workers", "/api/lablet-instances"])
+def test_it_refuses_an_unknown_status_filter(admin_client, path):
+    response = admin_client.get(f"{path}?status=running,bogus")
+    assert response.status_code == 422
+    assert response["Content-Type"] == "application/problem+json"
+    assert "bogus" in response.json()["errors"]["status"][0]

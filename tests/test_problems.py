@@ -17,11 +17,6 @@ pytestmark = pytest.mark.django_db
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "trace_id"}
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hasher(settings):
-    # conftest gives every role user a password; PBKDF2 costs ~0.4 s a user on this machine.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 def assert_problem(response, status: int, path: str) -> dict:
     assert response.status_code == status, response.content

@@ -6,6 +6,8 @@ It looks for:
   - a `status=` keyword (or a "status" dict key) inside `.update(`, `.create(`, `.get_or_create(`,
     `.update_or_create(`, `.bulk_create(`, `.bulk_update(` calls, even over several lines;
   - `setattr(obj, "status", ...)`.
+One thing is not a status write: a plain (non-model) class setting `self.status` in its own
+`__init__`, e.g. an HTTP error object keeping its status code (the CML simulator's `SimError`).
 """
 
 import ast
@@ -23,7 +25,7 @@ ALLOWED = {
     ("apps/workers/services.py", "worker_transition"),
 }
 
-ATTRIBUTE_ASSIGNMENT = re.compile(r"\.status\s*(?::[^=\n]+)?=(?!=)")
+ATTRIBUTE_ASSIGNMENT = re.compile(r"(?:\b(?P<owner>\w+))?\.status\s*(?::[^=\n]+)?=(?!=)")
 SETATTR_STATUS = re.compile(r"""\bsetattr\(\s*[^,()]+,\s*(['"])status\1""")
 WRITE_CALL = re.compile(r"\.(?:update|create|get_or_create|update_or_create|bulk_create|bulk_update)\(")
 STATUS_KEYWORD = re.compile(r"(?<![\w.])status\s*=(?!=)")
@@ -57,21 +59,39 @@ def _call_arguments(source: str, open_paren: int) -> str:
     return source[open_paren + 1 :]
 
 
-def _enclosing_function(tree: ast.AST, line: int) -> str | None:
+def _innermost(tree: ast.AST, line: int, kinds) -> ast.AST | None:
     best = None
     for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.lineno <= line <= node.end_lineno:
+        if isinstance(node, kinds) and node.lineno <= line <= node.end_lineno:
             if best is None or node.lineno >= best.lineno:
                 best = node
-    return best.name if best else None
+    return best
+
+
+def _enclosing_function(tree: ast.AST, line: int) -> str | None:
+    function = _innermost(tree, line, (ast.FunctionDef, ast.AsyncFunctionDef))
+    return function.name if function else None
+
+
+def _is_plain_constructor(tree: ast.AST, line: int) -> bool:
+    """Is `line` inside `__init__` of a class that is not a Django model?"""
+    if _enclosing_function(tree, line) != "__init__":
+        return False
+    cls = _innermost(tree, line, ast.ClassDef)
+    return cls is not None and not any(ast.unparse(base).endswith("Model") for base in cls.bases)
 
 
 def status_writes(source: str) -> list[tuple[int, str]]:
     """(line, snippet) of every status write found in `source`."""
+    tree = ast.parse(source)
     hits = []
-    for pattern in (ATTRIBUTE_ASSIGNMENT, SETATTR_STATUS):
-        for match in pattern.finditer(source):
-            hits.append((match.start(), match.group(0)))
+    for match in ATTRIBUTE_ASSIGNMENT.finditer(source):
+        line = source.count("\n", 0, match.start()) + 1
+        if match.group("owner") == "self" and _is_plain_constructor(tree, line):
+            continue
+        hits.append((match.start(), match.group(0)))
+    for match in SETATTR_STATUS.finditer(source):
+        hits.append((match.start(), match.group(0)))
     for call in WRITE_CALL.finditer(source):
         arguments = _call_arguments(source, call.end() - 1)
         if STATUS_KEYWORD.search(STRING_LITERAL.sub('""', arguments)) or STATUS_DICT_KEY.search(arguments):
@@ -146,6 +166,22 @@ def sneaky_setattr(worker):
     setattr(worker, "status", "failed")
 
 
+class Pausable(models.Model):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.status = "paused"
+
+
+class SimError(Exception):
+    def __init__(self, status, description):
+        self.status = status  # an HTTP status code, not domain state
+
+
+class Poller:
+    def tick(self):
+        self.status = "running"
+
+
 def innocent(instance, request):
     if instance.status == "running":
         pass
@@ -165,7 +201,10 @@ def test_the_scan_catches_every_kind_of_status_write_and_nothing_else():
     functions = [entry.split(" in ")[1].split(":")[0] for entry in offenders]
     assert functions == [
         "sneaky_pause", "sneaky_annotated", "sneaky_bulk", "sneaky_create", "sneaky_dict", "sneaky_setattr",
+        "__init__", "tick",
     ], offenders
+    paused_line = SAMPLE.splitlines().index('        self.status = "paused"') + 1
+    assert f":{paused_line} in __init__" in offenders[-2]  # the model's, not SimError's
 
 
 def test_the_scan_allows_writes_only_inside_the_allowed_function_of_the_allowed_file():

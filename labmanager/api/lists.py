@@ -51,11 +51,17 @@ def parse_list_params(request, sort_fields) -> dict:
     return params.validated_data
 
 
-def csv_param(request, name: str) -> list[str]:
-    """`?status=a,b&status=c` → ["a", "b", "c"]."""
+def csv_param(request, name: str, *, choices=None) -> list[str]:
+    """`?status=a,b&status=c` → ["a", "b", "c"]; values outside `choices` are a 422."""
     values = []
     for raw in request.query_params.getlist(name):
         values.extend(v.strip() for v in raw.split(",") if v.strip())
+    if choices is not None:
+        unknown = [v for v in values if v not in choices]
+        if unknown:
+            raise serializers.ValidationError(
+                {name: [f"Unknown value(s) {', '.join(unknown)}; use {', '.join(choices)}."]}
+            )
     return values
 
 

@@ -22,10 +22,19 @@ def problem(description: str) -> OpenApiResponse:
     return OpenApiResponse(ProblemSerializer, description=description)
 
 
-COMMON_ERRORS = {
-    401: problem("Not authenticated."),
-    403: problem("Your role does not allow this."),
-    429: problem("Rate limit exceeded."),
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_responses(**by_status: str) -> dict:
+    """`problem_responses(s409="...")` → `{(409, "application/problem+json"): <Problem>}` for extend_schema."""
+    return {(int(key[1:]), PROBLEM_JSON): problem(text) for key, text in by_status.items()}
+
+
+COMMON_ERRORS = problem_responses(
+    s401="Not authenticated.", s403="Your role does not allow this.", s429="Rate limit exceeded."
+)
+READ_ERRORS = {**COMMON_ERRORS, **problem_responses(s404="No such resource, or not visible to you.")}
+WRITE_ERRORS = {
+    **READ_ERRORS,
+    **problem_responses(s409="Conflict with the current state.", s422="Validation failed."),
 }
-READ_ERRORS = {**COMMON_ERRORS, 404: problem("No such resource, or not visible to you.")}
-WRITE_ERRORS = {**READ_ERRORS, 409: problem("Conflict with the current state."), 422: problem("Validation failed.")}

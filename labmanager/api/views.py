@@ -13,7 +13,7 @@ from rest_framework.response import Response
 
 from labmanager.api.lists import envelope_response, parse_list_params
 from labmanager.api.roles import RolePermission
-from labmanager.api.schema import problem
+from labmanager.api.schema import problem_responses
 
 
 class ResourceViewSet(viewsets.GenericViewSet):
@@ -34,8 +34,14 @@ class ResourceViewSet(viewsets.GenericViewSet):
         self.check_object_permissions(self.request, obj)
         return obj
 
+    def list_params(self) -> dict:
+        """limit/offset/sort/order/include_terminated, validated once per request (422 on bad values)."""
+        if not hasattr(self, "_list_params"):
+            self._list_params = parse_list_params(self.request, self.sort_fields)
+        return self._list_params
+
     def list_response(self, queryset):
-        params = parse_list_params(self.request, self.sort_fields)
+        params = self.list_params()
         return envelope_response(
             self.request,
             key=self.list_key,
@@ -106,7 +112,7 @@ def health(request):
     return Response({"status": "healthy"})
 
 
-@extend_schema(tags=["diagnostics"], responses={200: ReadySerializer, 503: problem("A dependency is down.")}, auth=[])
+@extend_schema(tags=["diagnostics"], responses={200: ReadySerializer, **problem_responses(s503="A dependency is down.")}, auth=[])
 @api_view(["GET"])
 @authentication_classes([])
 @permission_classes([AllowAny])

@@ -153,3 +153,22 @@ def test_it_performs_allowed_worker_transitions_and_refuses_the_rest(source, tar
         assert stored.status == source
         assert stored.status_changed_at == stamped_before
         assert _audit_for(worker.public_id) == audit_before
+
+
+def test_the_instance_table_is_exactly_the_documented_one():
+    # docs/lifecycle.md lists these edges; a new edge (say pending → running) must be added on purpose.
+    from apps.lablets.lifecycle import TRANSITIONS
+
+    documented = {
+        "pending": {"scheduled", "terminated"},
+        "scheduled": {"instantiating", "terminated"},
+        "instantiating": {"running", "terminated"},
+        "running": {"collecting", "stopping", "terminated"},
+        "collecting": {"grading", "stopping", "terminated"},
+        "grading": {"stopping", "terminated"},
+        "stopping": {"stopped", "terminated"},
+        "stopped": {"archived", "terminated"},
+        "archived": {"terminated"},
+        "terminated": set(),
+    }
+    assert {str(k): {str(t) for t in v} for k, v in TRANSITIONS.items()} == documented

@@ -14,11 +14,6 @@ PROBLEM_KEYS = {"type", "title", "status", "detail", "instance", "trace_id"}
 IMPORT = {"aws_instance_id": "i-0abc123def456789", "aws_region": "us-west-2"}
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # conftest gives every role user a password; the default PBKDF2 costs ~0.3 s per user and test.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 def assert_problem(response, status, *, error_field=None):
     assert response.status_code == status, response.content

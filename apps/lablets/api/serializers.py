@@ -1,3 +1,6 @@
+from datetime import timezone as dt_timezone
+
+from django.db import models
 from rest_framework import serializers
 
 from apps.lablets.models import LabletDefinition, LabletInstance
@@ -61,7 +64,26 @@ class LabletDefinitionWriteSerializer(serializers.Serializer):
         return value
 
 
+class UtcDateTimeField(serializers.DateTimeField):
+    """DRF's DateTimeField with its time zone fixed to UTC.
+
+    The output is the same as the default field's (`2025-01-20T09:00:00Z`): TIME_ZONE is UTC and nothing
+    activates another zone. The default field looks the current time zone up for every value (an
+    asgiref.Local read), which was a third of the time of serializing a page of instances (13 datetime
+    fields a row).
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("default_timezone", dt_timezone.utc)
+        super().__init__(**kwargs)
+
+
 class LabletInstanceSerializer(serializers.ModelSerializer):
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.DateTimeField: UtcDateTimeField,
+    }
+
     id = serializers.CharField(source="public_id", read_only=True)
     definition_id = serializers.CharField(source="definition.public_id", read_only=True)
     definition_name = serializers.CharField(source="definition.name", read_only=True)

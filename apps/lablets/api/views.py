@@ -12,11 +12,12 @@ from apps.lablets.api.serializers import (
     LabletInstanceExtendSerializer,
     LabletInstanceSerializer,
 )
+from apps.lablets.models import InstanceStatus
 from labmanager.api.actors import actor_for
 from labmanager.api.idempotency import idempotent
 from labmanager.api.lists import csv_param, envelope_serializer, list_parameters
 from labmanager.api.roles import ADMIN, INSTRUCTOR, OPERATOR
-from labmanager.api.schema import READ_ERRORS, WRITE_ERRORS, problem
+from labmanager.api.schema import READ_ERRORS, WRITE_ERRORS, problem_responses
 from labmanager.api.views import ResourceViewSet
 
 DEFINITION_SORT = {"created_at": "created_at", "updated_at": "updated_at", "name": "name", "version": "version"}
@@ -37,10 +38,6 @@ INSTANCE_FILTERS = [
     OpenApiParameter("definition_id", OpenApiTypes.STR),
     OpenApiParameter("worker_id", OpenApiTypes.STR),
 ]
-
-
-def _flag(request, name: str) -> bool:
-    return request.query_params.get(name, "").lower() in ("true", "1", "yes")
 
 
 @extend_schema_view(
@@ -101,7 +98,7 @@ class LabletDefinitionViewSet(ResourceViewSet):
 
     @extend_schema(
         request=None,
-        responses={200: LabletDefinitionSerializer, 501: problem("CML sync is not available yet."), **WRITE_ERRORS},
+        responses={200: LabletDefinitionSerializer, **problem_responses(s501="CML sync is not available yet."), **WRITE_ERRORS},
     )
     @action(detail=True, methods=["post"])
     def sync(self, request, id=None):
@@ -130,8 +127,8 @@ class LabletInstanceViewSet(ResourceViewSet):
 
     def list(self, request):
         filters = {
-            "status": csv_param(request, "status"),
-            "include_terminated": _flag(request, "include_terminated"),
+            "status": csv_param(request, "status", choices=InstanceStatus.values),
+            "include_terminated": self.list_params()["include_terminated"],
             "owner_id": request.query_params.get("owner_id"),
             "definition_id": request.query_params.get("definition_id"),
             "worker_id": request.query_params.get("worker_id"),

@@ -6,6 +6,7 @@ from rest_framework.response import Response
 
 from apps.workers import selectors, services
 from apps.workers.api.serializers import WorkerCreateSerializer, WorkerSerializer
+from apps.workers.models import WorkerStatus
 from labmanager.api.actors import actor_for
 from labmanager.api.idempotency import idempotent
 from labmanager.api.lists import csv_param, envelope_serializer, list_parameters
@@ -40,8 +41,8 @@ class WorkerViewSet(ResourceViewSet):
 
     def list(self, request):
         filters = {
-            "status": csv_param(request, "status"),
-            "include_terminated": request.query_params.get("include_terminated") in ("true", "1"),
+            "status": csv_param(request, "status", choices=WorkerStatus.values),
+            "include_terminated": self.list_params()["include_terminated"],
         }
         return self.list_response(selectors.worker_list(filters=filters))
 

@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 from django_q.models import Schedule
 
 MANAGED_PREFIX = "labmanager:"
@@ -25,6 +26,7 @@ class Command(BaseCommand):
             elif any(getattr(current, k) != v for k, v in fields.items()):
                 for key, value in fields.items():
                     setattr(current, key, value)
+                current.next_run = timezone.now()  # django-q computes the next run from here
                 current.save()
                 updated += 1
         for name, schedule in existing.items():

@@ -1,0 +1,136 @@
+"""The Django admin, as operators use it: pages load, the journal is read-only, actions go through services."""
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from apps.audit.models import AuditEvent
+from apps.workers.services import worker_transition
+from labmanager.models import ApiKey
+from labmanager.services import api_key_create
+from tests.factories import LabletDefinitionFactory, WorkerFactory, instance_in
+
+pytestmark = pytest.mark.django_db
+
+
+
+@pytest.fixture
+def admin_browser(admin_user):
+    assert admin_user.is_superuser
+    client = Client()
+    client.force_login(admin_user)
+    return client
+
+
+def _objects(admin_user):
+    worker = worker_transition(worker=WorkerFactory(), to="running", actor="tests")
+    instance = instance_in("running", worker=worker)
+    api_key, _ = api_key_create(user=admin_user, actor="tests")
+    return {
+        "workers_worker": worker,
+        "lablets_labletdefinition": instance.definition,
+        "lablets_labletinstance": instance,
+        "audit_auditevent": AuditEvent.objects.latest("id"),
+        "labmanager_apikey": api_key,
+    }
+
+
+@pytest.mark.parametrize(
+    "model", ["workers_worker", "lablets_labletdefinition", "lablets_labletinstance", "audit_auditevent", "labmanager_apikey"]
+)
+def test_the_changelist_and_change_page_load(admin_browser, admin_user, model):
+    obj = _objects(admin_user)[model]
+
+    change_url = reverse(f"admin:{model}_change", args=[obj.pk])
+    changelist = admin_browser.get(reverse(f"admin:{model}_changelist"))
+    change = admin_browser.get(change_url)
+
+    assert changelist.status_code == 200
+    assert change_url in changelist.content.decode(), "the row links to its page"
+    assert change.status_code == 200
+
+
+def test_the_audit_journal_cannot_be_added_changed_or_deleted_in_the_admin(admin_browser):
+    event = AuditEvent.objects.latest("id")  # the creation of the admin user was journaled
+    snapshot = AuditEvent.objects.filter(pk=event.pk).values().get()
+    change_url = reverse("admin:audit_auditevent_change", args=[event.pk])
+
+    assert admin_browser.get(reverse("admin:audit_auditevent_add")).status_code == 403
+    assert admin_browser.get(reverse("admin:audit_auditevent_delete", args=[event.pk])).status_code == 403
+    assert admin_browser.post(reverse("admin:audit_auditevent_delete", args=[event.pk]), {"post": "yes"}).status_code == 403
+    assert admin_browser.post(change_url, {"actor": "mallory", "event_type": "forged"}).status_code == 403
+    bulk = admin_browser.post(
+        reverse("admin:audit_auditevent_changelist"),
+        {"action": "delete_selected", "_selected_action": [event.pk], "post": "yes"},
+    )
+    assert bulk.status_code in (200, 302)
+    assert AuditEvent.objects.filter(pk=event.pk).values().get() == snapshot
+
+
+def test_the_terminate_action_terminates_an_instance_and_journals_it(admin_browser, admin_user):
+    instance = instance_in("running")
+
+    response = admin_browser.post(
+        reverse("admin:lablets_labletinstance_changelist"),
+        {"action": "terminate", "_selected_action": [instance.pk]},
+    )
+
+    assert response.status_code == 302
+    instance.refresh_from_db()
+    assert instance.status == "terminated"
+    assert instance.terminated_at is not None
+    event = AuditEvent.objects.filter(resource_id=instance.public_id).latest("id")
+    assert event.event_type == "lablet_instance.terminated"
+    assert event.actor == admin_user.username
+    assert event.metadata["from"] == "running"
+
+
+def test_the_terminate_action_reports_a_refused_transition(admin_browser):
+    instance = instance_in("terminated")
+    events = AuditEvent.objects.count()
+
+    response = admin_browser.post(
+        reverse("admin:lablets_labletinstance_changelist"),
+        {"action": "terminate", "_selected_action": [instance.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert "cannot go from" in response.content.decode()
+    assert AuditEvent.objects.count() == events
+
+
+def test_the_stop_action_stops_a_running_worker(admin_browser, admin_user):
+    worker = worker_transition(worker=WorkerFactory(), to="running", actor="tests")
+
+    response = admin_browser.post(
+        reverse("admin:workers_worker_changelist"),
+        {"action": "stop_workers", "_selected_action": [worker.pk]},
+    )
+
+    assert response.status_code == 302
+    worker.refresh_from_db()
+    assert worker.status == "stopped"
+    actions = list(AuditEvent.objects.filter(resource_id=worker.public_id, actor=admin_user.username)
+                   .values_list("event_type", flat=True))
+    assert actions == ["worker.stopping", "worker.stopped"]
+
+
+def test_lifecycle_fields_are_read_only_in_the_admin(admin_browser):
+    worker = worker_transition(worker=WorkerFactory(), to="running", actor="tests")
+    definition = LabletDefinitionFactory()
+
+    worker_page = admin_browser.get(reverse("admin:workers_worker_change", args=[worker.pk])).content.decode()
+    definition_page = admin_browser.get(reverse("admin:lablets_labletdefinition_change", args=[definition.pk])).content.decode()
+
+    assert 'name="status"' not in worker_page
+    assert 'name="cml_lab_yaml"' not in definition_page
+
+
+def test_api_keys_cannot_be_added_in_the_admin_and_their_hash_is_not_editable(admin_browser, admin_user):
+    api_key, _ = api_key_create(user=admin_user, actor="tests")
+
+    assert admin_browser.get(reverse("admin:labmanager_apikey_add")).status_code == 403
+    page = admin_browser.get(reverse("admin:labmanager_apikey_change", args=[api_key.pk])).content.decode()
+    assert 'name="key_hash"' not in page
+    assert ApiKey.objects.get(pk=api_key.pk).key_hash == api_key.key_hash

@@ -23,7 +23,6 @@ migrate: setup
 run: migrate
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py setup_schedules
-	$(PY) manage.py seed_demo
 	HOST=$(HOST) PORT=$(PORT) bin/run.sh
 
 test: setup
@@ -31,6 +30,7 @@ test: setup
 
 bench: setup
 	$(PY) bench/list_instances.py
+	$(PY) bench/workers.py
 
 schema: setup
 	$(PY) manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start the ASGI server (daphne) and the django-q2 cluster in the foreground; Ctrl-C stops both.
+# Start LabManager in the foreground: the simulators (unless real AWS / CML settings are given), demo
+# data, the ASGI server (daphne) and the django-q2 cluster. Ctrl-C (or SIGTERM) stops all of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -15,10 +16,41 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+wait_for_url() {  # $1 = URL; give up after 30 s
+  for _ in $(seq 1 60); do
+    $PY -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)" "$1" 2>/dev/null && return 0
+    sleep 0.5
+  done
+  echo "timed out waiting for $1" >&2; return 1
+}
+
+if [ -z "${AWS_ENDPOINT_URL:-}" ] && [ -z "${AWS_ACCESS_KEY_ID:-}" ] && [ -z "${AWS_PROFILE:-}" ]; then
+  EC2_SIM_PORT=${EC2_SIM_PORT:-5055}
+  $PY -m apps.workers.simulators.ec2 --port "$EC2_SIM_PORT" >/dev/null &
+  pids+=($!)
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$EC2_SIM_PORT" AWS_ACCESS_KEY_ID=simulated AWS_SECRET_ACCESS_KEY=simulated
+  export WORKER_AMI_ID=${WORKER_AMI_ID:-ami-12c6146b}
+  wait_for_url "$AWS_ENDPOINT_URL/moto-api/" || true
+  echo "EC2 simulator (moto) on $AWS_ENDPOINT_URL"
+fi
+if [ -z "${CML_URL_OVERRIDE:-}" ] && [ -z "${CML_PASSWORD:-}" ]; then
+  CML_SIM_PORT=${CML_SIM_PORT:-5056}
+  $PY -m apps.workers.simulators.cml --port "$CML_SIM_PORT" --boot-delay "${CML_SIM_BOOT_DELAY:-5}" >/dev/null &
+  pids+=($!)
+  export CML_URL_OVERRIDE="http://127.0.0.1:$CML_SIM_PORT" CML_USERNAME=admin CML_PASSWORD=sim-password
+  wait_for_url "$CML_URL_OVERRIDE/api/v0/system_information"
+  echo "CML simulator on $CML_URL_OVERRIDE (faults: POST $CML_URL_OVERRIDE/_sim/faults)"
+fi
+
+# Simulated EC2 starts empty each time: mark workers whose instances vanished, then (re)seed.
+$PY manage.py sync_workers >/dev/null
+$PY manage.py seed_demo
+$PY manage.py sync_workers
+
 $PY manage.py qcluster &
 pids+=($!)
 .venv/bin/daphne -b "$HOST" -p "$PORT" labmanager.asgi:application &
 pids+=($!)
 echo "LabManager is up at http://$HOST:$PORT/  (API docs: http://$HOST:$PORT/api/docs, admin: http://$HOST:$PORT/admin/)"
-# Exit (and stop the other) as soon as either process ends.
+# Exit (and stop the others) as soon as one process ends.
 wait -n

@@ -83,8 +83,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
     }
     DATABASES["default"]["TEST"] = {"NAME": env.str("SQLITE_TEST_PATH", default=str(VAR_DIR / "test.sqlite3"))}
-else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
+# Under ASGI every request runs in a thread of its own: persistent connections would pile up, so the
+# default closes them at the end of each request (Django's advice for ASGI).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 IS_POSTGRES = DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql")
 
@@ -120,11 +121,31 @@ Q_CLUSTER = {
 }
 # Declared here, reconciled by `manage.py setup_schedules` (create/update/delete by name).
 Q_SCHEDULES = {
-    "purge_idempotency_keys": {
-        "func": "labmanager.tasks.purge_idempotency_keys",
-        "schedule_type": "H",
-    },
+    "purge_idempotency_keys": {"func": "labmanager.tasks.purge_idempotency_keys", "schedule_type": "H"},
+    "ec2_sync": {"func": "apps.workers.tasks.ec2_sync", "schedule_type": "I", "minutes": 1},
+    "cml_health": {"func": "apps.workers.tasks.cml_health", "schedule_type": "I", "minutes": 1},
 }
+
+# --- AWS EC2 (workers) and CML ---------------------------------------------
+# With AWS_ENDPOINT_URL unset boto3 talks to AWS with its usual credential chain; `make run` and the
+# tests point it at moto's server on 127.0.0.1 instead.
+AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="")
+AWS_REGION = env.str("AWS_REGION", default="us-west-2")
+EC2_MAX_ATTEMPTS = env.int("EC2_MAX_ATTEMPTS", default=4)
+EC2_TIMEOUT_SECONDS = env.float("EC2_TIMEOUT_SECONDS", default=10.0)
+WORKER_AMI_ID = env.str("WORKER_AMI_ID", default="")
+WORKER_LAUNCH_TEMPLATE_ID = env.str("WORKER_LAUNCH_TEMPLATE_ID", default="")
+WORKER_SUBNET_ID = env.str("WORKER_SUBNET_ID", default="")
+WORKER_SECURITY_GROUP_IDS = env.list("WORKER_SECURITY_GROUP_IDS", default=[])
+WORKER_KEY_NAME = env.str("WORKER_KEY_NAME", default="")
+# The CML controller of a worker: its own `cml_url` if set, else this template over its address.
+CML_URL_TEMPLATE = env.str("CML_URL_TEMPLATE", default="https://{ip_address}")
+CML_URL_OVERRIDE = env.str("CML_URL_OVERRIDE", default="")  # one CML (the simulator) for every worker
+CML_USERNAME = env.str("CML_USERNAME", default="admin")
+CML_PASSWORD = env.str("CML_PASSWORD", default="")
+CML_VERIFY_TLS = env.bool("CML_VERIFY_TLS", default=False)
+CML_TIMEOUT_SECONDS = env.float("CML_TIMEOUT_SECONDS", default=5.0)
+CML_HEALTH_CONCURRENCY = env.int("CML_HEALTH_CONCURRENCY", default=100)
 
 # --- auth -------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -159,6 +180,7 @@ STORAGES = {
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="1000/min")
 API_MAX_PAGE_SIZE = 1000
 IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=24)
+IDEMPOTENCY_WAIT_SECONDS = env.float("IDEMPOTENCY_WAIT_SECONDS", default=30.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -209,5 +231,8 @@ LOGGING = {
     "loggers": {
         "django.request": {"level": "ERROR"},
         "daphne": {"level": "WARNING"},
+        "werkzeug": {"level": "WARNING"},  # moto and the simulators' request lines
+        "botocore": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},  # one line per CML request otherwise
     },
 }

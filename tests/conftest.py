@@ -1,10 +1,71 @@
 """Shared fixtures: users per role, API clients authenticated with real API keys."""
 
+import os
+
 import pytest
+from django.conf import settings as django_settings
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from labmanager.services import api_key_create, user_ensure_with_role
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ec2_sim():
+    """moto's EC2 server (behind the fault proxy) on 127.0.0.1, for the whole run; boto3 points at it."""
+    from apps.workers.simulators.ec2 import Ec2Simulator
+
+    sim = Ec2Simulator().start()
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-west-2"}.items():
+        os.environ[name] = value
+    overrides = {"AWS_ENDPOINT_URL": sim.url, "WORKER_AMI_ID": "ami-12c6146b", "EC2_MAX_ATTEMPTS": 2,
+                 "EC2_TIMEOUT_SECONDS": 2.0, "AWS_REGION": "us-west-2"}
+    saved = {name: getattr(django_settings, name) for name in overrides}
+    for name, value in overrides.items():
+        setattr(django_settings, name, value)
+    yield sim
+    for name, value in saved.items():
+        setattr(django_settings, name, value)
+    sim.stop()
+
+
+@pytest.fixture
+def ec2(ec2_sim):
+    """A clean EC2: no instances, no faults (for tests that count or sync instances)."""
+    from tests.factories import forget_instance_pool
+
+    ec2_sim.reset()
+    forget_instance_pool()
+    yield ec2_sim
+    ec2_sim.disarm()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cml_sim():
+    """One CML controller simulator on 127.0.0.1 serving every worker (CML_URL_OVERRIDE), nodes boot at once.
+    Autouse: no test may ever reach for a worker's own (simulated EC2, so not ours) address."""
+    from apps.workers.simulators.cml import CmlSimulator
+
+    sim = CmlSimulator(boot_delay=0.0, max_nodes=20)
+    sim.start()
+    overrides = {"CML_URL_OVERRIDE": sim.url, "CML_USERNAME": "admin", "CML_PASSWORD": "sim-password",
+                 "CML_TIMEOUT_SECONDS": 2.0}
+    saved = {name: getattr(django_settings, name) for name in overrides}
+    for name, value in overrides.items():
+        setattr(django_settings, name, value)
+    yield sim
+    for name, value in saved.items():
+        setattr(django_settings, name, value)
+    sim.stop()
+
+
+@pytest.fixture
+def cml(cml_sim):
+    """The CML simulator, reset: no labs, no faults, licensed."""
+    cml_sim.reset()
+    yield cml_sim
+    cml_sim.clear_faults()
 
 
 @pytest.fixture(autouse=True)

@@ -12,12 +12,34 @@ from apps.workers.models import Worker
 TOPOLOGY = "lab:\n  title: demo\nnodes: []\nlinks: []\n"
 
 
+_instance_pool: list[str] = []
+
+
+def moto_instance_id() -> str:
+    """The id of a real (running) instance in the EC2 simulator; launched 50 at a time for speed."""
+    from apps.workers import ec2
+
+    if not _instance_pool:
+        response = ec2._call("us-west-2", "run_instances", ImageId="ami-12c6146b", InstanceType="m5zn.metal",
+                             MinCount=50, MaxCount=50)
+        _instance_pool.extend(i["InstanceId"] for i in response["Instances"])
+    return _instance_pool.pop()
+
+
+def forget_instance_pool() -> None:
+    """After an EC2 reset the pooled ids no longer exist."""
+    _instance_pool.clear()
+
+
 class WorkerFactory(factory.django.DjangoModelFactory):
+    """A worker record over a real instance in the EC2 simulator (status pending: reach others with
+    worker_transition)."""
+
     class Meta:
         model = Worker
 
     name = factory.Sequence(lambda n: f"cml-worker-{n:02d}")
-    aws_instance_id = factory.Sequence(lambda n: f"i-{n:017x}")
+    aws_instance_id = factory.LazyFunction(moto_instance_id)
     instance_type = "m5zn.metal"
     cpu_cores = 48
     memory_gb = 192

@@ -11,11 +11,9 @@ from apps.lablets.models import LabletDefinition, LabletInstance
 from apps.workers.models import Worker
 from labmanager.models import IdempotencyRecord
 from tests.conftest import client_for
-from tests.factories import LabletDefinitionFactory
+from tests.factories import LabletDefinitionFactory, moto_instance_id
 
 INSTANCES = "/api/lablet-instances"
-
-
 
 @pytest.fixture
 def definition(db):
@@ -69,7 +67,7 @@ def _definition_body(_):
     "url,make_body,model",
     [
         ("/api/lablet-definitions", _definition_body, LabletDefinition),
-        ("/api/workers", lambda _: {"aws_instance_id": "i-0abc123def456789"}, Worker),
+        ("/api/workers", lambda _: {"aws_instance_id": moto_instance_id()}, Worker),  # a real instance in moto
         (INSTANCES, instance_body, LabletInstance),
     ],
     ids=["lablet-definitions", "workers", "lablet-instances"],
@@ -102,10 +100,25 @@ def test_it_refuses_the_same_key_with_another_body(instructor_client, definition
 def test_it_refuses_the_same_key_on_another_endpoint(admin_client, definition):
     assert post(admin_client, instance_body(definition), key="k-2").status_code == 201
 
-    response = post(admin_client, {"aws_instance_id": "i-0abc123def456789"}, key="k-2", url="/api/workers")
+    response = post(admin_client, {"aws_instance_id": moto_instance_id()}, key="k-2", url="/api/workers")
 
     assert response.status_code == 422
+    assert "Idempotency-Key" in response.json()["errors"]
     assert not Worker.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_create_that_ec2_fails_frees_the_key_for_a_retry(admin_client, ec2):
+    body = {"aws_instance_id": moto_instance_id()}
+    ec2.arm("DescribeInstances", "UnauthorizedOperation", times=1)
+
+    failed = post(admin_client, body, key="k-ec2", url="/api/workers")
+    retried = post(admin_client, body, key="k-ec2", url="/api/workers")
+
+    assert failed.status_code == 502, failed.content
+    assert retried.status_code == 201, retried.content
+    assert "Idempotent-Replayed" not in retried
+    assert Worker.objects.count() == 1
 
 
 @pytest.mark.django_db
@@ -169,7 +182,7 @@ def _post_concurrently(bodies_and_keys, raw_key):
             barrier.wait(timeout=10)
             response = post(client, body, key=key)
             results[index] = (response.status_code, response.json(), response.get("Idempotent-Replayed"))
-        except Exception as exc:  # reported by the assertions below
+        except Exception as exc:  # noqa: BLE001 -- reported by the assertions below
             results[index] = ("error", repr(exc), None)
         finally:
             connection.close()

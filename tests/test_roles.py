@@ -9,7 +9,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.audit.models import AuditEvent
-from apps.workers.services import worker_transition
+from apps.workers.services import worker_drain, worker_template_create, worker_transition
 from labmanager.models import ApiKey
 from labmanager.services import api_key_create, api_key_revoke
 from tests.factories import TOPOLOGY, LabletDefinitionFactory, WorkerFactory, instance_in
@@ -34,6 +34,15 @@ def _worker(state):
         return worker_transition(worker=worker, to=state, actor="tests")
 
     return make
+
+
+def _drained_worker(owner):
+    return worker_drain(worker=_worker("running")(owner), actor="tests")
+
+
+def _template(owner):
+    return worker_template_create(actor="tests", data={"name": "tpl", "instance_type": "m5zn.metal", "cpu_cores": 48,
+                                                      "memory_gb": 192, "storage_gb": 500, "max_nodes": 100})
 
 
 def _definition(owner):
@@ -72,6 +81,22 @@ ENDPOINTS = [
     ("DELETE", "/api/workers/{id}", _worker("running"), None, {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 403, OTHER: 403}),
     ("POST", "/api/workers/{id}/start", _worker("stopped"), None, {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 403, OTHER: 403}),
     ("POST", "/api/workers/{id}/stop", _worker("running"), None, {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 403, OTHER: 403}),
+    ("PATCH", "/api/workers/{id}", _worker("running"), lambda obj: {"capacity": {"max_nodes": 50}},
+     {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 403, OTHER: 403}),
+    ("POST", "/api/workers/{id}/drain", _worker("running"), None, {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 403, OTHER: 403}),
+    ("POST", "/api/workers/{id}/undrain", _drained_worker, None, {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 403, OTHER: 403}),
+    ("POST", "/api/workers/{id}/sync", _worker("running"), None, {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 403, OTHER: 403}),
+    ("POST", "/api/workers/{id}/license", _worker("running"), lambda obj: {"token": "tok", "reregister": True},
+     {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 403, OTHER: 403}),
+    ("DELETE", "/api/workers/{id}/license", _worker("running"), None, {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 403, OTHER: 403}),
+    ("GET", "/api/worker-templates", None, None, {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 403, OTHER: 403}),
+    ("POST", "/api/worker-templates", None, lambda obj: {"name": "tpl-new", "instance_type": "m5zn.metal",
+                                                         "cpu_cores": 48, "memory_gb": 192, "storage_gb": 500,
+                                                         "max_nodes": 100},
+     {ADMIN: 201, OPERATOR: 201, INSTRUCTOR: 403, OTHER: 403}),
+    ("GET", "/api/worker-templates/{id}", _template, None, {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 403, OTHER: 403}),
+    ("PUT", "/api/worker-templates/{id}", _template, lambda obj: {"cost_per_hour": "4.5"},
+     {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 403, OTHER: 403}),
     ("GET", "/api/lablet-definitions", None, None, {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 200, OTHER: 200}),
     ("POST", "/api/lablet-definitions", None, _new_definition, {ADMIN: 201, OPERATOR: 403, INSTRUCTOR: 201, OTHER: 201}),
     ("GET", "/api/lablet-definitions/{id}", _definition, None, {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 200, OTHER: 200}),

@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from apps.workers import services
-from apps.workers.models import Worker
+from apps.workers.models import Worker, WorkerTemplate
 from labmanager.errors import DomainError
 
 
@@ -20,12 +20,39 @@ def _run(modeladmin, request, queryset, service, verb):
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
     list_display = ("name", "public_id", "status", "aws_instance_id", "aws_region", "instance_type",
-                    "cml_service_status", "license_status", "draining", "updated_at")
+                    "cml_service_status", "license_status", "nodes_running", "draining", "last_cml_sync_at")
     list_filter = ("status", "aws_region", "instance_type", "cml_service_status", "license_status", "draining")
     search_fields = ("name", "public_id", "aws_instance_id", "ip_address")
-    readonly_fields = ("public_id", "status", "status_changed_at", "last_ec2_sync_at", "last_cml_sync_at",
-                       "created_at", "updated_at")
-    actions = ["start_workers", "stop_workers", "terminate_workers"]
+    # Operators may change the declared capacity and the CML connection; everything EC2 or CML reports,
+    # and the status, is read-only (changed by the actions below, which call the services).
+    fields = ("name", "public_id", "status", "draining", "aws_instance_id", "aws_region", "instance_type",
+              "ip_address", "private_ip_address", "template", "cpu_cores", "memory_gb", "storage_gb", "max_nodes",
+              "cml_url", "cml_username", "cml_password", "cml_service_status", "cml_version", "cml_error",
+              "license_status", "license_tier", "cpu_usage_percent", "memory_usage_percent", "memory_used_gb",
+              "memory_total_gb", "nodes_running", "cml_health", "status_changed_at", "last_ec2_sync_at",
+              "last_cml_sync_at", "created_at", "updated_at")
+    readonly_fields = ("public_id", "status", "draining", "aws_instance_id", "aws_region", "instance_type",
+                       "ip_address", "private_ip_address", "template", "cml_service_status", "cml_version",
+                       "cml_error", "license_status", "license_tier", "cpu_usage_percent", "memory_usage_percent",
+                       "memory_used_gb", "memory_total_gb", "nodes_running", "cml_health", "status_changed_at",
+                       "last_ec2_sync_at", "last_cml_sync_at", "created_at", "updated_at")
+    actions = ["start_workers", "stop_workers", "drain_workers", "undrain_workers", "sync_now", "terminate_workers"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if "cml_password" in form.base_fields:
+            from django import forms
+
+            form.base_fields["cml_password"].widget = forms.PasswordInput(render_value=True)
+        return form
+
+    def save_model(self, request, obj, form, change):
+        capacity = {f: form.cleaned_data[f] for f in services.CAPACITY_FIELDS if f in form.changed_data}
+        if capacity:
+            services.worker_update_capacity(worker=obj, actor=request.user.get_username(), capacity=capacity)
+        changes = {f: form.cleaned_data[f] for f in services.CONNECTION_FIELDS if f in form.changed_data}
+        if changes:
+            services.worker_update_connection(worker=obj, actor=request.user.get_username(), changes=changes)
 
     def has_add_permission(self, request):
         return False  # workers are imported or launched through the API (POST /api/workers)
@@ -38,6 +65,35 @@ class WorkerAdmin(admin.ModelAdmin):
     def stop_workers(self, request, queryset):
         _run(self, request, queryset, services.worker_stop, "Stopped")
 
+    @admin.action(description="Drain selected workers (no new placements)")
+    def drain_workers(self, request, queryset):
+        _run(self, request, queryset, services.worker_drain, "Drained")
+
+    @admin.action(description="Undrain selected workers")
+    def undrain_workers(self, request, queryset):
+        _run(self, request, queryset, services.worker_undrain, "Undrained")
+
+    @admin.action(description="Sync now (EC2 state and CML health)")
+    def sync_now(self, request, queryset):
+        services.worker_ec2_sync(actor=request.user.get_username())
+        _run(self, request, queryset.filter(status="running"), services.worker_cml_health, "Checked CML of")
+
     @admin.action(description="Terminate selected workers")
     def terminate_workers(self, request, queryset):
         _run(self, request, queryset, services.worker_terminate, "Terminated")
+
+
+@admin.register(WorkerTemplate)
+class WorkerTemplateAdmin(admin.ModelAdmin):
+    list_display = ("name", "public_id", "instance_type", "aws_region", "cpu_cores", "memory_gb", "max_nodes",
+                    "license_tier", "cost_per_hour")
+    search_fields = ("name", "instance_type")
+    readonly_fields = ("public_id", "created_at", "updated_at")
+
+    def save_model(self, request, obj, form, change):
+        data = {f: form.cleaned_data[f] for f in form.changed_data}
+        if change:
+            services.worker_template_update(template=obj, actor=request.user.get_username(), data=data)
+        else:
+            created = services.worker_template_create(actor=request.user.get_username(), data=form.cleaned_data)
+            obj.pk = created.pk

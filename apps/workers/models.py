@@ -2,7 +2,36 @@
 
 from django.db import models
 
-from labmanager.ids import worker_id
+from labmanager.ids import public_id, worker_id
+
+
+def template_id() -> str:
+    return public_id("wtpl")
+
+
+class WorkerTemplate(models.Model):
+    """How new workers are launched: instance type, AMI or launch template, region, declared capacity."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=template_id, editable=False)
+    name = models.CharField(max_length=100, unique=True)
+    instance_type = models.CharField(max_length=40)
+    ami_id = models.CharField(max_length=40, blank=True, help_text="Blank: settings.WORKER_AMI_ID")
+    launch_template_id = models.CharField(max_length=60, blank=True)
+    aws_region = models.CharField(max_length=30, default="us-west-2")
+    cpu_cores = models.PositiveIntegerField()
+    memory_gb = models.PositiveIntegerField()
+    storage_gb = models.PositiveIntegerField()
+    max_nodes = models.PositiveIntegerField()
+    license_tier = models.CharField(max_length=40, default="enterprise")
+    cost_per_hour = models.DecimalField(max_digits=8, decimal_places=4, default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return f"{self.name} ({self.instance_type})"
 
 
 class WorkerStatus(models.TextChoices):
@@ -23,8 +52,16 @@ class Worker(models.Model):
     instance_type = models.CharField(max_length=40, blank=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     private_ip_address = models.GenericIPAddressField(null=True, blank=True)
+    template = models.ForeignKey(WorkerTemplate, null=True, blank=True, on_delete=models.SET_NULL, related_name="workers")
+    cml_url = models.CharField(max_length=200, blank=True, help_text="Blank: settings.CML_URL_TEMPLATE")
+    cml_username = models.CharField(max_length=100, blank=True, help_text="Blank: settings.CML_USERNAME")
+    cml_password = models.CharField(max_length=200, blank=True, help_text="Blank: settings.CML_PASSWORD")
     cml_service_status = models.CharField(max_length=30, default="unknown")
+    cml_version = models.CharField(max_length=40, blank=True)
+    cml_health = models.JSONField(default=dict, blank=True)
+    cml_error = models.CharField(max_length=300, blank=True)
     license_status = models.CharField(max_length=30, default="unknown")
+    license_tier = models.CharField(max_length=40, blank=True)
     # Declared capacity.
     cpu_cores = models.PositiveIntegerField(default=0)
     memory_gb = models.PositiveIntegerField(default=0)
@@ -33,6 +70,8 @@ class Worker(models.Model):
     # Live usage, as last reported by CML.
     cpu_usage_percent = models.FloatField(null=True, blank=True)
     memory_usage_percent = models.FloatField(null=True, blank=True)
+    memory_used_gb = models.FloatField(null=True, blank=True)
+    memory_total_gb = models.FloatField(null=True, blank=True)
     nodes_running = models.PositiveIntegerField(default=0)
     draining = models.BooleanField(default=False)
     last_ec2_sync_at = models.DateTimeField(null=True, blank=True)
@@ -56,3 +95,8 @@ class Worker(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.public_id})"
+
+    @property
+    def is_placeable(self) -> bool:
+        """Takes new placements: running, not draining, its CML available."""
+        return self.status == WorkerStatus.RUNNING and not self.draining and self.cml_service_status == "available"

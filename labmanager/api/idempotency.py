@@ -1,10 +1,15 @@
 """Idempotency-Key on creating POSTs: a retry with the same key and body gets the first response;
-the same key with another body is 422. Safe under concurrent retries: the record row is inserted
-first in the request's transaction, so a concurrent twin blocks on the unique index until the
-first commits and then replays it (PostgreSQL), or is serialised by SQLite's write lock."""
+the same key with another body is 422.
+
+Two phases, so that no database transaction stays open while the create calls EC2 or CML: the key's
+row is committed first (the unique index makes exactly one request the owner), the create runs, and
+its response is stored on the row. A concurrent twin finds the row, waits until the owner stores its
+answer and replays it (409 if it takes longer than IDEMPOTENCY_WAIT_SECONDS). A create that fails
+removes the row, so the request can be retried with the same key."""
 
 import hashlib
 import json
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -12,20 +17,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.response import Response
 
-from labmanager.errors import ValidationFailed
+from labmanager.errors import Conflict, ValidationFailed
 from labmanager.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
-
-
-class _KeyTaken(Exception):
-    pass
-
-
-class _NotStored(Exception):
-    def __init__(self, response):
-        self.response = response
 
 
 def _fingerprint(request) -> str:
@@ -61,24 +57,32 @@ def idempotent(handler, request) -> Response:
     fingerprint = _fingerprint(request)
     cutoff = timezone.now() - timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS)
     IdempotencyRecord.objects.filter(user=request.user, key=key, created_at__lt=cutoff).delete()
+    deadline = time.monotonic() + settings.IDEMPOTENCY_WAIT_SECONDS
+    while True:
+        try:
+            with transaction.atomic():
+                record = IdempotencyRecord.objects.create(
+                    user=request.user, key=key, method=request.method, path=request.path, fingerprint=fingerprint
+                )
+            break  # this request owns the key
+        except IntegrityError:
+            existing = IdempotencyRecord.objects.filter(user=request.user, key=key).first()
+            if existing is None:
+                continue  # the owner failed and let go of the key: try to own it
+            if existing.fingerprint != fingerprint or existing.status_code:
+                return _replay(existing, fingerprint)
+            if time.monotonic() > deadline:
+                raise Conflict(f"A request with Idempotency-Key '{key}' is still in progress; retry later.")
+            time.sleep(0.05)
     try:
-        with transaction.atomic():
-            try:
-                with transaction.atomic():
-                    record = IdempotencyRecord.objects.create(
-                        user=request.user, key=key, method=request.method, path=request.path, fingerprint=fingerprint
-                    )
-            except IntegrityError:
-                raise _KeyTaken
-            response = handler()
-            if response.status_code >= 500:
-                raise _NotStored(response)
-            record.status_code = response.status_code
-            record.response_body = json.loads(json.dumps(response.data, default=str))
-            record.save(update_fields=["status_code", "response_body"])
-            return response
-    except _NotStored as exc:
-        return exc.response
-    except _KeyTaken:
-        record = IdempotencyRecord.objects.get(user=request.user, key=key)
-        return _replay(record, fingerprint)
+        response = handler()
+    except BaseException:
+        record.delete()
+        raise
+    if response.status_code >= 500:
+        record.delete()
+        return response
+    record.status_code = response.status_code
+    record.response_body = json.loads(json.dumps(response.data, default=str))
+    record.save(update_fields=["status_code", "response_body"])
+    return response

@@ -65,14 +65,20 @@ def csv_param(request, name: str, *, choices=None) -> list[str]:
     return values
 
 
-def envelope_response(request, *, key: str, queryset, serializer_class, params: dict, sort_fields: dict) -> Response:
+def envelope_response(request, *, key: str, queryset, serializer_class, params: dict, sort_fields: dict,
+                      represent_page=None) -> Response:
+    """One page in its envelope. `represent_page(sliced_queryset) -> list` replaces the serializer where a
+    list has a faster way to the same output."""
     limit, offset = params["limit"], params["offset"]
     column = sort_fields[params["sort"]]
     prefix = "-" if params["order"] == "desc" else ""
     queryset = queryset.order_by(f"{prefix}{column}", f"{prefix}pk")
     total = queryset.count()
-    rows = list(queryset[offset : offset + limit])
-    data = serializer_class(rows, many=True, context={"request": request}).data
+    page = queryset[offset : offset + limit]
+    if represent_page is not None:
+        data = represent_page(page)
+    else:
+        data = serializer_class(list(page), many=True, context={"request": request}).data
     response = Response({key: data, "total": total, "limit": limit, "offset": offset})
     response["X-Total-Count"] = str(total)
     links = []

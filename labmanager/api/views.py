@@ -40,7 +40,7 @@ class ResourceViewSet(viewsets.GenericViewSet):
             self._list_params = parse_list_params(self.request, self.sort_fields)
         return self._list_params
 
-    def list_response(self, queryset):
+    def list_response(self, queryset, *, represent_page=None):
         params = self.list_params()
         return envelope_response(
             self.request,
@@ -49,6 +49,7 @@ class ResourceViewSet(viewsets.GenericViewSet):
             serializer_class=self.get_serializer_class(),
             params=params,
             sort_fields=self.sort_fields,
+            represent_page=represent_page,
         )
 
 

@@ -1,18 +1,37 @@
-"""The workers REST contract: /api/workers list, import/launch, detail, start, stop, terminate."""
+"""The workers REST contract: /api/workers list, import/launch, detail, start, stop, terminate.
 
+Creation talks to EC2 (moto behind the simulator, see tests/conftest.py): imports name real instances.
+EC2-specific behaviour (tags, templates, sync, failures) is in test_ec2.py."""
+
+import boto3
 import pytest
+from django.conf import settings
 
 from apps.audit.models import AuditEvent
 from apps.workers.models import Worker
 from apps.workers.services import worker_transition
-from tests.factories import WorkerFactory
+from tests.factories import WorkerFactory, moto_instance_id
 
 pytestmark = pytest.mark.django_db
 
 WORKERS = "/api/workers"
 PROBLEM_KEYS = {"type", "title", "status", "detail", "instance", "trace_id"}
-IMPORT = {"aws_instance_id": "i-0abc123def456789", "aws_region": "us-west-2"}
+UNKNOWN_INSTANCE = "i-0abc123def456789"  # well-formed, but no such instance in EC2
 
+
+@pytest.fixture
+def instance_id():
+    """A real, running, untagged m5zn.metal instance in the simulator's us-west-2."""
+    return moto_instance_id()
+
+
+def import_body(instance_id, region="us-west-2"):
+    return {"aws_instance_id": instance_id, "aws_region": region}
+
+
+def describe(instance_id, region="us-west-2") -> dict:
+    client = boto3.client("ec2", region_name=region, endpoint_url=settings.AWS_ENDPOINT_URL)
+    return client.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
 
 
 def assert_problem(response, status, *, error_field=None):
@@ -41,16 +60,18 @@ def ids(response):
 # --- create -------------------------------------------------------------------------------------
 
 
-def test_it_imports_an_existing_ec2_instance(operator_client):
-    response = operator_client.post(WORKERS, IMPORT, format="json")
+def test_it_imports_an_existing_ec2_instance(operator_client, instance_id):
+    response = operator_client.post(WORKERS, import_body(instance_id), format="json")
 
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["id"].startswith("worker-")
-    assert body["aws_instance_id"] == "i-0abc123def456789"
+    assert body["aws_instance_id"] == instance_id
     assert body["aws_region"] == "us-west-2"
-    assert body["name"] == "i-0abc123def456789"
+    assert body["name"] == instance_id
     assert body["status"] == "running"
+    assert body["instance_type"] == "m5zn.metal"
+    assert body["ip_address"] == describe(instance_id)["PublicIpAddress"]
     assert body["capacity"] == {"cpu_cores": 48, "memory_gb": 192, "storage_gb": 500, "max_nodes": 100}
     for field in ("ip_address", "cml_service_status", "license_status", "instance_type", "usage", "draining"):
         assert field in body
@@ -60,16 +81,28 @@ def test_it_imports_an_existing_ec2_instance(operator_client):
     assert actions == ["worker.import", "worker.transition"]
 
 
+def test_it_refuses_to_import_an_instance_ec2_does_not_know(operator_client):
+    response = operator_client.post(WORKERS, import_body(UNKNOWN_INSTANCE), format="json")
+
+    body = assert_problem(response, 422, error_field="aws_instance_id")
+    assert UNKNOWN_INSTANCE in body["errors"]["aws_instance_id"][0]
+    assert not Worker.objects.exists()
+
+
 def test_it_launches_a_worker_of_a_known_instance_type(admin_client):
     response = admin_client.post(WORKERS, {"name": "cml-worker-prod-01", "instance_type": "m5.2xlarge"}, format="json")
 
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["name"] == "cml-worker-prod-01"
-    assert body["aws_instance_id"] == ""
+    assert body["aws_instance_id"].startswith("i-")
+    assert body["status"] == "running"  # moto starts instances at once
     assert body["instance_type"] == "m5.2xlarge"
     assert body["capacity"] == {"cpu_cores": 8, "memory_gb": 32, "storage_gb": 150, "max_nodes": 15}
     assert AuditEvent.objects.filter(resource_id=body["id"], action="worker.launch").count() == 1
+    instance = describe(body["aws_instance_id"])
+    assert instance["ImageId"] == settings.WORKER_AMI_ID
+    assert instance["InstanceType"] == "m5.2xlarge"
 
 
 def test_it_refuses_an_unknown_instance_type_without_capacity(operator_client):
@@ -102,38 +135,51 @@ def test_it_needs_a_name_or_an_instance_id(operator_client):
     assert_problem(operator_client.post(WORKERS, {"aws_region": "eu-west-1"}, format="json"), 422, error_field="name")
 
 
-def test_it_refuses_to_import_the_same_live_instance_twice(operator_client):
-    assert operator_client.post(WORKERS, IMPORT, format="json").status_code == 201
+def test_it_refuses_to_import_the_same_live_instance_twice(operator_client, instance_id):
+    assert operator_client.post(WORKERS, import_body(instance_id), format="json").status_code == 201
 
-    response = operator_client.post(WORKERS, IMPORT, format="json")
+    response = operator_client.post(WORKERS, import_body(instance_id), format="json")
 
     assert_problem(response, 409)
     assert Worker.objects.count() == 1
 
 
-def test_it_imports_the_same_instance_id_in_another_region(operator_client):
-    assert operator_client.post(WORKERS, IMPORT, format="json").status_code == 201
+def test_it_looks_for_an_instance_id_in_the_region_it_is_imported_from(operator_client, instance_id):
+    assert operator_client.post(WORKERS, import_body(instance_id), format="json").status_code == 201
 
-    response = operator_client.post(WORKERS, {**IMPORT, "aws_region": "eu-west-1"}, format="json")
+    # Not a 409: the duplicate check is per region. EC2's eu-west-1 has no such instance.
+    response = operator_client.post(WORKERS, import_body(instance_id, region="eu-west-1"), format="json")
 
-    assert response.status_code == 201
-    assert Worker.objects.count() == 2
+    assert_problem(response, 422, error_field="aws_instance_id")
+    assert Worker.objects.count() == 1
 
 
-def test_it_imports_an_instance_again_once_its_worker_is_terminated(operator_client):
-    first = operator_client.post(WORKERS, IMPORT, format="json").json()
+def test_it_imports_an_instance_again_once_its_worker_is_terminated(operator_client, instance_id):
+    # The record was terminated while its EC2 instance lives on (EC2 still says running).
+    gone = WorkerFactory(aws_instance_id=instance_id)
+    gone = worker_transition(worker=gone, to="terminated", actor="tests")
+
+    response = operator_client.post(WORKERS, import_body(instance_id), format="json")
+
+    assert response.status_code == 201, response.content
+    assert response.json()["id"] != gone.public_id
+    assert Worker.objects.filter(aws_instance_id=instance_id).count() == 2
+
+
+def test_it_refuses_to_import_an_instance_terminated_through_the_api(operator_client, instance_id):
+    first = operator_client.post(WORKERS, import_body(instance_id), format="json").json()
     assert operator_client.delete(f"{WORKERS}/{first['id']}").status_code == 200
 
-    response = operator_client.post(WORKERS, IMPORT, format="json")
+    response = operator_client.post(WORKERS, import_body(instance_id), format="json")
 
-    assert response.status_code == 201
-    assert response.json()["id"] != first["id"]
+    assert_problem(response, 422, error_field="aws_instance_id")
+    assert Worker.objects.count() == 1
 
 
 def test_it_refuses_worker_writes_by_instructors(instructor_client):
     worker = worker_in("running")
 
-    assert_problem(instructor_client.post(WORKERS, IMPORT, format="json"), 403)
+    assert_problem(instructor_client.post(WORKERS, import_body(moto_instance_id()), format="json"), 403)
     assert_problem(instructor_client.post(f"{WORKERS}/{worker.public_id}/stop"), 403)
     assert_problem(instructor_client.delete(f"{WORKERS}/{worker.public_id}"), 403)
     assert Worker.objects.get(pk=worker.pk).status == "running"
@@ -259,6 +305,7 @@ def test_it_terminates_a_worker_on_delete(operator_client):
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "terminated"
     assert Worker.objects.get(pk=worker.pk).status == "terminated"  # kept, not deleted
+    assert describe(worker.aws_instance_id)["State"]["Name"] == "terminated"
     assert operator_client.get(f"{WORKERS}/{worker.public_id}").json()["status"] == "terminated"
     assert ids(operator_client.get(WORKERS)) == []
 

@@ -1,6 +1,5 @@
 from datetime import timezone as dt_timezone
 
-from django.db import models
 from rest_framework import serializers
 
 from apps.lablets.models import LabletDefinition, LabletInstance
@@ -64,26 +63,15 @@ class LabletDefinitionWriteSerializer(serializers.Serializer):
         return value
 
 
-class UtcDateTimeField(serializers.DateTimeField):
-    """DRF's DateTimeField with its time zone fixed to UTC.
-
-    The output is the same as the default field's (`2025-01-20T09:00:00Z`): TIME_ZONE is UTC and nothing
-    activates another zone. The default field looks the current time zone up for every value (an
-    asgiref.Local read), which was a third of the time of serializing a page of instances (13 datetime
-    fields a row).
-    """
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("default_timezone", dt_timezone.utc)
-        super().__init__(**kwargs)
+def _iso(value):
+    """A datetime as DRF's DateTimeField writes it (UTC, `Z` suffix)."""
+    if value is None:
+        return None
+    text = value.astimezone(dt_timezone.utc).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 class LabletInstanceSerializer(serializers.ModelSerializer):
-    serializer_field_mapping = {
-        **serializers.ModelSerializer.serializer_field_mapping,
-        models.DateTimeField: UtcDateTimeField,
-    }
-
     id = serializers.CharField(source="public_id", read_only=True)
     definition_id = serializers.CharField(source="definition.public_id", read_only=True)
     definition_name = serializers.CharField(source="definition.name", read_only=True)
@@ -100,6 +88,37 @@ class LabletInstanceSerializer(serializers.ModelSerializer):
             "stopped_at", "archived_at", "terminated_at", "artifacts", "grading_result", "created_at", "updated_at",
         ]
         read_only_fields = fields
+
+    # A list page is built from `.values()` rows (apps.lablets.selectors.lablet_instance_rows), not model
+    # instances: four times less Python per row. `represent_row` gives exactly what DRF gives for the
+    # model instance (tests/lablets/test_serializers.py).
+    STAMPS = ("scheduled_at", "instantiating_at", "running_at", "collecting_at", "grading_at", "stopping_at",
+              "stopped_at", "archived_at", "terminated_at")
+
+    @classmethod
+    def represent_row(cls, row: dict) -> dict:
+        data = {
+            "id": row["public_id"],
+            "definition_id": row["definition__public_id"],
+            "definition_name": row["definition__name"],
+            "definition_version": row["definition__version"],
+            "status": row["status"],
+            "owner_id": row["owner_id"],
+            "created_by": row["created_by__username"],
+            "timeslot_start": _iso(row["timeslot_start"]),
+            "timeslot_end": _iso(row["timeslot_end"]),
+            "reservation_id": row["reservation_id"],
+            "worker_id": row["worker__public_id"],
+            "cml_lab_id": row["cml_lab_id"],
+            "priority": row["priority"],
+        }
+        for stamp in cls.STAMPS:
+            data[stamp] = _iso(row[stamp])
+        data["artifacts"] = row["artifacts"]
+        data["grading_result"] = row["grading_result"]
+        data["created_at"] = _iso(row["created_at"])
+        data["updated_at"] = _iso(row["updated_at"])
+        return data
 
 
 class LabletInstanceCreateSerializer(serializers.Serializer):

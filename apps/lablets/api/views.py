@@ -133,7 +133,12 @@ class LabletInstanceViewSet(ResourceViewSet):
             "definition_id": request.query_params.get("definition_id"),
             "worker_id": request.query_params.get("worker_id"),
         }
-        return self.list_response(selectors.lablet_instance_list(user=request.user, filters=filters))
+        return self.list_response(
+            selectors.lablet_instance_list(user=request.user, filters=filters),
+            represent_page=lambda page: [
+                LabletInstanceSerializer.represent_row(row) for row in selectors.lablet_instance_rows(page)
+            ],
+        )
 
     def retrieve(self, request, id=None):
         return Response(LabletInstanceSerializer(self.get_object()).data)

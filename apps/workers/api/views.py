@@ -1,31 +1,47 @@
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from apps.workers import selectors, services
-from apps.workers.api.serializers import WorkerCreateSerializer, WorkerSerializer
+from apps.workers.api.serializers import (
+    WorkerCreateSerializer,
+    WorkerLicenseSerializer,
+    WorkerSerializer,
+    WorkerTemplateSerializer,
+    WorkerUpdateSerializer,
+)
 from apps.workers.models import WorkerStatus
 from labmanager.api.actors import actor_for
 from labmanager.api.idempotency import idempotent
 from labmanager.api.lists import csv_param, envelope_serializer, list_parameters
 from labmanager.api.roles import ADMIN, INSTRUCTOR, OPERATOR
-from labmanager.api.schema import READ_ERRORS, WRITE_ERRORS
+from labmanager.api.schema import READ_ERRORS, WRITE_ERRORS, problem_responses
 from labmanager.api.views import ResourceViewSet
 
 SORT_FIELDS = {"created_at": "created_at", "name": "name", "status": "status", "updated_at": "updated_at"}
 WorkerList = envelope_serializer("WorkerList", "workers", WorkerSerializer)
+WorkerTemplateList = envelope_serializer("WorkerTemplateList", "worker_templates", WorkerTemplateSerializer)
 WORKER_FILTERS = [OpenApiParameter("status", OpenApiTypes.STR, description="Comma-separated statuses.")]
+UPSTREAM_ERRORS = {**WRITE_ERRORS, **problem_responses(s502="EC2 or CML failed; the attempt is in the audit journal.")}
+FORCE = OpenApiParameter("force", OpenApiTypes.BOOL, description="Terminate even if live lablet instances run there.")
+
+
+def _flag(value) -> bool:
+    return serializers.BooleanField().to_internal_value(value) if value not in (None, "") else False
 
 
 @extend_schema_view(
     list=extend_schema(parameters=list_parameters(SORT_FIELDS, *WORKER_FILTERS), responses={200: WorkerList, **READ_ERRORS}),
     retrieve=extend_schema(responses={200: WorkerSerializer, **READ_ERRORS}),
-    create=extend_schema(request=WorkerCreateSerializer, responses={201: WorkerSerializer, **WRITE_ERRORS}),
-    destroy=extend_schema(
-        summary="Terminate a worker", responses={200: WorkerSerializer, **WRITE_ERRORS}
+    create=extend_schema(request=WorkerCreateSerializer, responses={201: WorkerSerializer, **UPSTREAM_ERRORS}),
+    partial_update=extend_schema(
+        summary="Override a worker's declared capacity",
+        request=WorkerUpdateSerializer,
+        responses={200: WorkerSerializer, **WRITE_ERRORS},
     ),
+    destroy=extend_schema(summary="Terminate a worker", parameters=[FORCE], responses={200: WorkerSerializer, **UPSTREAM_ERRORS}),
 )
 class WorkerViewSet(ResourceViewSet):
     """CML workers (EC2 instances running CML). Operators and admins manage them; instructors read."""
@@ -35,6 +51,7 @@ class WorkerViewSet(ResourceViewSet):
     sort_fields = SORT_FIELDS
     read_roles = (ADMIN, OPERATOR, INSTRUCTOR)
     write_roles = (ADMIN, OPERATOR)
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
         return selectors.worker_list(filters={"include_terminated": True})
@@ -58,18 +75,99 @@ class WorkerViewSet(ResourceViewSet):
 
         return idempotent(perform, request)
 
-    def destroy(self, request, id=None):
-        worker = services.worker_terminate(worker=self.get_object(), actor=actor_for(request))
+    def partial_update(self, request, id=None):
+        worker = self.get_object()
+        data = WorkerUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        worker = services.worker_update_capacity(worker=worker, actor=actor_for(request), capacity=data.validated_data["capacity"])
         return Response(WorkerSerializer(worker).data)
 
-    @extend_schema(request=None, responses={200: WorkerSerializer, **WRITE_ERRORS})
+    def destroy(self, request, id=None):
+        force = _flag(request.query_params.get("force"))
+        worker = services.worker_terminate(worker=self.get_object(), actor=actor_for(request), force=force)
+        return Response(WorkerSerializer(worker).data)
+
+    def _verb(self, service, **kwargs):
+        worker = service(worker=self.get_object(), actor=actor_for(self.request), **kwargs)
+        return Response(WorkerSerializer(worker).data)
+
+    @extend_schema(request=None, responses={200: WorkerSerializer, **UPSTREAM_ERRORS})
     @action(detail=True, methods=["post"])
     def start(self, request, id=None):
-        worker = services.worker_start(worker=self.get_object(), actor=actor_for(request))
-        return Response(WorkerSerializer(worker).data)
+        return self._verb(services.worker_start)
+
+    @extend_schema(request=None, responses={200: WorkerSerializer, **UPSTREAM_ERRORS})
+    @action(detail=True, methods=["post"])
+    def stop(self, request, id=None):
+        return self._verb(services.worker_stop)
 
     @extend_schema(request=None, responses={200: WorkerSerializer, **WRITE_ERRORS})
     @action(detail=True, methods=["post"])
-    def stop(self, request, id=None):
-        worker = services.worker_stop(worker=self.get_object(), actor=actor_for(request))
-        return Response(WorkerSerializer(worker).data)
+    def drain(self, request, id=None):
+        """No new placements on this worker; what runs there keeps running."""
+        return self._verb(services.worker_drain)
+
+    @extend_schema(request=None, responses={200: WorkerSerializer, **WRITE_ERRORS})
+    @action(detail=True, methods=["post"])
+    def undrain(self, request, id=None):
+        return self._verb(services.worker_undrain)
+
+    @extend_schema(request=None, responses={200: WorkerSerializer, **WRITE_ERRORS})
+    @action(detail=True, methods=["post"], url_path="sync")
+    def sync_now(self, request, id=None):
+        """Check this worker's CML now (health, licence, load)."""
+        return self._verb(services.worker_cml_health)
+
+    @extend_schema(methods=["POST"], request=WorkerLicenseSerializer, responses={200: WorkerSerializer, **UPSTREAM_ERRORS})
+    @extend_schema(methods=["DELETE"], request=None, responses={200: WorkerSerializer, **UPSTREAM_ERRORS})
+    @action(detail=True, methods=["post", "delete"])
+    def license(self, request, id=None):
+        """Register the worker's CML with Smart Licensing (POST), or deregister it (DELETE)."""
+        if request.method == "DELETE":
+            return self._verb(services.worker_license_deregister)
+        data = WorkerLicenseSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return self._verb(services.worker_license_register, **data.validated_data)
+
+
+@extend_schema_view(
+    list=extend_schema(parameters=list_parameters({"created_at": "created_at", "name": "name"}),
+                       responses={200: WorkerTemplateList, **READ_ERRORS}),
+    retrieve=extend_schema(responses={200: WorkerTemplateSerializer, **READ_ERRORS}),
+    create=extend_schema(request=WorkerTemplateSerializer, responses={201: WorkerTemplateSerializer, **WRITE_ERRORS}),
+    update=extend_schema(request=WorkerTemplateSerializer, responses={200: WorkerTemplateSerializer, **WRITE_ERRORS}),
+)
+class WorkerTemplateViewSet(ResourceViewSet):
+    """How new workers are launched. Operators and admins."""
+
+    serializer_class = WorkerTemplateSerializer
+    list_key = "worker_templates"
+    sort_fields = {"created_at": "created_at", "name": "name"}
+    read_roles = (ADMIN, OPERATOR)
+    write_roles = (ADMIN, OPERATOR)
+    http_method_names = ["get", "post", "put", "head", "options"]
+
+    def get_queryset(self):
+        return selectors.worker_template_list()
+
+    def list(self, request):
+        return self.list_response(selectors.worker_template_list())
+
+    def retrieve(self, request, id=None):
+        return Response(WorkerTemplateSerializer(self.get_object()).data)
+
+    def create(self, request):
+        def perform():
+            data = WorkerTemplateSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            template = services.worker_template_create(actor=actor_for(request), data=data.validated_data)
+            return Response(WorkerTemplateSerializer(template).data, status=status.HTTP_201_CREATED)
+
+        return idempotent(perform, request)
+
+    def update(self, request, id=None):
+        template = self.get_object()
+        data = WorkerTemplateSerializer(template, data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        template = services.worker_template_update(template=template, actor=actor_for(request), data=data.validated_data)
+        return Response(WorkerTemplateSerializer(template).data)

@@ -20,9 +20,9 @@ from labmanager.services import user_ensure_with_role
 ACTOR = "seed_demo"
 DEMO_USERS = {"admin": "admin", "operator": "operator", "instructor": "instructor"}
 DEMO_WORKERS = [
-    {"name": "cml-worker-demo-01", "aws_instance_id": "i-0abc123def4567801", "instance_type": "m5zn.metal"},
-    {"name": "cml-worker-demo-02", "aws_instance_id": "i-0abc123def4567802", "instance_type": "m5zn.metal"},
-    {"name": "cml-worker-demo-03", "aws_instance_id": "i-0abc123def4567803", "instance_type": "m5.4xlarge"},
+    {"name": "cml-worker-demo-01", "instance_type": "m5zn.metal"},
+    {"name": "cml-worker-demo-02", "instance_type": "m5zn.metal"},
+    {"name": "cml-worker-demo-03", "instance_type": "m5.4xlarge"},
 ]
 # The path each demo instance takes through the lifecycle from pending.
 DEMO_PATHS = {
@@ -50,10 +50,10 @@ class Command(BaseCommand):
             user.save(update_fields=["password"])
             users[username] = user
 
-        for spec in DEMO_WORKERS:
-            if not Worker.objects.filter(name=spec["name"]).exists():
+        for spec in DEMO_WORKERS:  # launched in EC2 (the simulator under `make run`)
+            if not Worker.objects.filter(name=spec["name"]).exclude(status="terminated").exists():
                 workers.worker_create(actor=ACTOR, **spec)
-        stopped = Worker.objects.get(name="cml-worker-demo-03")
+        stopped = Worker.objects.exclude(status="terminated").get(name="cml-worker-demo-03")
         if stopped.status == "running":
             workers.worker_stop(worker=stopped, actor=ACTOR)
 
@@ -91,6 +91,6 @@ class Command(BaseCommand):
         for username in DEMO_USERS:
             self.stdout.write(f"  {username:<11} / {demo_password(username)}   role: {DEMO_USERS[username]}")
         self.stdout.write(
-            f"Demo data: {Worker.objects.count()} workers, {LabletDefinition.objects.count()} definitions, "
+            f"Demo data: {Worker.objects.exclude(status='terminated').count()} live workers, {LabletDefinition.objects.count()} definitions, "
             f"{definition.instances.count()} instances of {definition.name}."
         )

@@ -1,0 +1,327 @@
+"""Workers as EC2 instances: the status lifecycle, import, launch, start, stop, terminate, drain.
+
+EC2 calls happen between committed transitions, never inside a transaction (STYLE.md).
+"""
+
+import logging
+import re
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+from apps.workers import ec2
+from apps.workers.lifecycle import TRANSITIONS
+from apps.workers.models import Worker, WorkerStatus, WorkerTemplate
+from labmanager.errors import Conflict, DomainError, InvalidTransition, UpstreamUnavailable, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+AWS_INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
+
+# Declared capacity of the instance types CML workers usually run on (cpu, memory GB, storage GB, max nodes).
+KNOWN_INSTANCE_TYPES = {
+    "m5zn.metal": (48, 192, 500, 100),
+    "m5.metal": (96, 384, 1000, 200),
+    "c5.metal": (96, 192, 1000, 150),
+    "m5.4xlarge": (16, 64, 250, 30),
+    "m5.2xlarge": (8, 32, 150, 15),
+    "c5.2xlarge": (8, 16, 150, 10),
+}
+CAPACITY_FIELDS = ("cpu_cores", "memory_gb", "storage_gb", "max_nodes")
+
+EC2_TO_WORKER = {
+    "pending": WorkerStatus.PENDING,
+    "running": WorkerStatus.RUNNING,
+    "stopping": WorkerStatus.STOPPING,
+    "stopped": WorkerStatus.STOPPED,
+    "shutting-down": WorkerStatus.TERMINATED,
+    "terminated": WorkerStatus.TERMINATED,
+}
+
+
+def _audit(worker: Worker, *, event_type: str, actor: str, action: str, metadata: dict, success=True, error=""):
+    audit_record(
+        event_type=event_type,
+        actor=actor,
+        resource_type="worker",
+        resource_id=worker.public_id,
+        action=action,
+        success=success,
+        error=error,
+        metadata=metadata,
+    )
+
+
+@transaction.atomic
+def worker_transition(*, worker: Worker, to: str, actor: str, reason: str = "") -> Worker:
+    """The only place a worker's status changes: checks the edge, stamps, audits."""
+    locked = Worker.objects.select_for_update().get(pk=worker.pk)
+    source = locked.status
+    if to not in TRANSITIONS[source]:
+        raise InvalidTransition("Worker", locked.public_id, source, to)
+    locked.status = to
+    locked.status_changed_at = timezone.now()
+    locked.save(update_fields=["status", "status_changed_at", "updated_at"])
+    _audit(locked, event_type=f"worker.{to}", actor=actor, action="worker.transition",
+           metadata={"from": source, "to": to, "reason": reason})
+    return locked
+
+
+def _ec2_failed(worker: Worker | None, exc: ec2.Ec2Error, *, actor: str, action: str, field: str = "") -> DomainError:
+    """Record a refused or failed EC2 call and turn it into the matching domain error."""
+    if worker is not None:
+        _audit(worker, event_type="worker.ec2_failed", actor=actor, action=action, success=False, error=str(exc),
+               metadata={"code": exc.code})
+    else:
+        audit_record(event_type="worker.ec2_failed", actor=actor, resource_type="worker", resource_id="-",
+                     action=action, success=False, error=str(exc), metadata={"code": exc.code})
+    if isinstance(exc, ec2.Ec2NotFound):
+        return ValidationFailed(str(exc), errors={field: [str(exc)]} if field else None)
+    if isinstance(exc, ec2.Ec2CapacityError):
+        return Conflict(str(exc))
+    return UpstreamUnavailable(str(exc))
+
+
+def _record_ec2_facts(worker: Worker, info: ec2.InstanceInfo) -> None:
+    """Addresses and type as EC2 reports them (not the status: that goes through worker_transition).
+    Written only when they differ from the record in hand."""
+    facts = {
+        "aws_instance_id": info.instance_id,
+        "ip_address": info.public_ip,
+        "private_ip_address": info.private_ip,
+        "instance_type": info.instance_type or worker.instance_type,
+    }
+    if any(getattr(worker, key) != value for key, value in facts.items()):
+        Worker.objects.filter(pk=worker.pk).update(**facts, last_ec2_sync_at=timezone.now())
+        for key, value in facts.items():
+            setattr(worker, key, value)
+
+
+def worker_apply_ec2_state(*, worker: Worker, info: ec2.InstanceInfo, actor: str, reason: str,
+                           fresh: bool = False) -> Worker:
+    """Bring the record in line with what EC2 reports. Stale or impossible edges are logged, not raised.
+    `fresh=True`: the caller has just read `worker` (the sync), so it is not read again."""
+    _record_ec2_facts(worker, info)
+    target = EC2_TO_WORKER.get(info.state)
+    if not fresh:
+        worker.refresh_from_db()
+    if target is None or target == worker.status:
+        return worker
+    if target not in TRANSITIONS[worker.status]:
+        log.warning("Worker %s: EC2 says %s, record says %s; no such edge", worker.public_id, info.state, worker.status)
+        return worker
+    return worker_transition(worker=worker, to=target, actor=actor, reason=reason)
+
+
+def _capacity(instance_type: str, capacity: dict | None, template: WorkerTemplate | None = None) -> dict:
+    capacity = dict(capacity or {})
+    if template is not None:
+        defaults = tuple(getattr(template, f) for f in CAPACITY_FIELDS)
+    else:
+        defaults = KNOWN_INSTANCE_TYPES.get(instance_type)
+    missing = [f for f in CAPACITY_FIELDS if f not in capacity]
+    if missing and defaults is None:
+        raise ValidationFailed(
+            f"Instance type '{instance_type}' has no known capacity; send capacity.{', capacity.'.join(missing)}.",
+            errors={f"capacity.{f}": ["This field is required for an unknown instance type."] for f in missing},
+        )
+    for field, default in zip(CAPACITY_FIELDS, defaults or (0, 0, 0, 0)):
+        capacity.setdefault(field, default)
+    return {f: capacity[f] for f in CAPACITY_FIELDS}
+
+
+def _create_record(*, actor: str, mode: str, fields: dict) -> Worker:
+    try:
+        with transaction.atomic():
+            worker = Worker.objects.create(**fields)
+            _audit(worker, event_type="worker.created", actor=actor, action=f"worker.{mode}",
+                   metadata={"after": {k: str(v) for k, v in fields.items()} | {"status": worker.status}})
+    except IntegrityError:
+        raise Conflict(f"EC2 instance {fields.get('aws_instance_id')} in {fields.get('aws_region')} is already a worker.")
+    return worker
+
+
+def worker_import(*, actor: str, aws_instance_id: str, aws_region: str, name: str = "", capacity: dict | None = None,
+                  info: ec2.InstanceInfo | None = None) -> Worker:
+    """Adopt an existing EC2 instance: check it exists, record it, tag it as ours, take its state."""
+    if not AWS_INSTANCE_ID.match(aws_instance_id):
+        raise ValidationFailed("aws_instance_id must look like i-0abc123def456789.",
+                               errors={"aws_instance_id": ["Not an EC2 instance id."]})
+    if Worker.objects.filter(aws_region=aws_region, aws_instance_id=aws_instance_id).exclude(
+        status=WorkerStatus.TERMINATED
+    ).exists():
+        raise Conflict(f"EC2 instance {aws_instance_id} in {aws_region} is already a worker.")
+    if info is None:
+        try:
+            info = ec2.ec2_describe(region=aws_region, instance_id=aws_instance_id)
+        except ec2.Ec2Error as exc:
+            raise _ec2_failed(None, exc, actor=actor, action="worker.import", field="aws_instance_id")
+    if info.state in ("terminated", "shutting-down"):
+        raise ValidationFailed(f"EC2 instance {aws_instance_id} is {info.state}.",
+                               errors={"aws_instance_id": [f"The instance is {info.state}."]})
+    worker = _create_record(actor=actor, mode="import", fields={
+        "name": name or info.tags.get("Name") or aws_instance_id,
+        "aws_instance_id": aws_instance_id,
+        "aws_region": aws_region,
+        "instance_type": info.instance_type,
+        **_capacity(info.instance_type, capacity),
+    })
+    if info.worker_id != worker.public_id:
+        try:
+            ec2.ec2_tag(region=aws_region, instance_id=aws_instance_id, worker_id=worker.public_id)
+        except ec2.Ec2Error as exc:  # untagged still works: the sync also describes known ids
+            _ec2_failed(worker, exc, actor=actor, action="worker.tag")
+    return worker_apply_ec2_state(worker=worker, info=info, actor=actor, reason="imported from EC2")
+
+
+def worker_launch(*, actor: str, name: str, instance_type: str = "", aws_region: str = "",
+                  template: WorkerTemplate | None = None, capacity: dict | None = None) -> Worker:
+    """Launch a new EC2 instance from a template (or the configured AMI / launch template)."""
+    instance_type = instance_type or (template.instance_type if template else "m5zn.metal")
+    aws_region = aws_region or (template.aws_region if template else settings.AWS_REGION)
+    image_id = (template.ami_id if template else "") or settings.WORKER_AMI_ID
+    launch_template_id = (template.launch_template_id if template else "") or settings.WORKER_LAUNCH_TEMPLATE_ID
+    if not image_id and not launch_template_id:
+        raise ValidationFailed(
+            "No AMI or launch template to launch from: set WORKER_AMI_ID or WORKER_LAUNCH_TEMPLATE_ID, "
+            "or use a worker template that names one.",
+            errors={"template_id": ["No AMI or launch template configured."]},
+        )
+    worker = _create_record(actor=actor, mode="launch", fields={
+        "name": name, "aws_region": aws_region, "instance_type": instance_type, "template": template,
+        **_capacity(instance_type, capacity, template),
+    })
+    try:
+        info = ec2.ec2_launch(region=aws_region, instance_type=instance_type, worker_id=worker.public_id, name=name,
+                              image_id=image_id, launch_template_id=launch_template_id)
+        _record_ec2_facts(worker, info)
+        info = ec2.ec2_describe(region=aws_region, instance_id=info.instance_id)  # pending, or already running
+    except ec2.Ec2Error as exc:
+        error = _ec2_failed(worker, exc, actor=actor, action="worker.launch")
+        worker_transition(worker=worker, to=WorkerStatus.FAILED, actor=actor, reason=f"launch failed: {exc}")
+        raise error
+    return worker_apply_ec2_state(worker=worker, info=info, actor=actor, reason="launched")
+
+
+def worker_create(*, actor: str, name: str = "", aws_instance_id: str = "", aws_region: str = "",
+                  instance_type: str = "", template: WorkerTemplate | None = None,
+                  capacity: dict | None = None) -> Worker:
+    """POST /api/workers: import when `aws_instance_id` is given, otherwise launch."""
+    if aws_instance_id:
+        return worker_import(actor=actor, aws_instance_id=aws_instance_id,
+                             aws_region=aws_region or settings.AWS_REGION, name=name, capacity=capacity)
+    return worker_launch(actor=actor, name=name, instance_type=instance_type, aws_region=aws_region,
+                         template=template, capacity=capacity)
+
+
+def _ec2_action(worker: Worker, *, actor: str, call, verb: str, pending: str, rollback: str) -> Worker:
+    """Move to `pending`, call EC2, then take the state EC2 reports; on failure go back to `rollback`."""
+    worker = worker_transition(worker=worker, to=pending, actor=actor, reason=f"{verb} requested")
+    try:
+        call(region=worker.aws_region, instance_id=worker.aws_instance_id)
+        info = ec2.ec2_describe(region=worker.aws_region, instance_id=worker.aws_instance_id)
+    except ec2.Ec2Error as exc:
+        error = _ec2_failed(worker, exc, actor=actor, action=f"worker.{verb}")
+        worker_transition(worker=worker, to=rollback, actor=actor, reason=f"{verb} failed: {exc}")
+        raise error
+    return worker_apply_ec2_state(worker=worker, info=info, actor=actor, reason=f"{verb} confirmed by EC2")
+
+
+def _require_instance(worker: Worker, verb: str) -> None:
+    if not worker.aws_instance_id:
+        raise Conflict(f"Worker {worker.public_id} has no EC2 instance to {verb} (its launch failed); terminate it.")
+
+
+def worker_start(*, worker: Worker, actor: str) -> Worker:
+    _require_instance(worker, "start")
+    rollback = worker.status if worker.status in (WorkerStatus.STOPPED, WorkerStatus.FAILED) else WorkerStatus.STOPPED
+    return _ec2_action(worker, actor=actor, call=ec2.ec2_start, verb="start", pending=WorkerStatus.PENDING,
+                       rollback=rollback)
+
+
+def worker_stop(*, worker: Worker, actor: str) -> Worker:
+    if worker.status != WorkerStatus.RUNNING:
+        raise InvalidTransition("Worker", worker.public_id, worker.status, WorkerStatus.STOPPING)
+    _require_instance(worker, "stop")
+    return _ec2_action(worker, actor=actor, call=ec2.ec2_stop, verb="stop", pending=WorkerStatus.STOPPING,
+                       rollback=WorkerStatus.RUNNING)
+
+
+def worker_live_instance_count(worker: Worker) -> int:
+    from apps.lablets.lifecycle import LIVE
+
+    return worker.instances.filter(status__in=LIVE).count()
+
+
+def worker_terminate(*, worker: Worker, actor: str, force: bool = False) -> Worker:
+    """Terminate the EC2 instance, then the record. Refused while it hosts live instances unless forced."""
+    if worker.status == WorkerStatus.TERMINATED:
+        raise InvalidTransition("Worker", worker.public_id, worker.status, WorkerStatus.TERMINATED)
+    live = worker_live_instance_count(worker)
+    if live and not force:
+        raise Conflict(f"Worker {worker.public_id} hosts {live} live lablet instance(s); "
+                       "drain it and wait, or terminate with force=true.")
+    if worker.aws_instance_id:
+        try:
+            ec2.ec2_terminate(region=worker.aws_region, instance_id=worker.aws_instance_id)
+        except ec2.Ec2NotFound:
+            pass  # already gone from EC2: the record follows
+        except ec2.Ec2Error as exc:
+            raise _ec2_failed(worker, exc, actor=actor, action="worker.terminate")
+    reason = f"terminate requested (force, {live} live instance(s))" if live else "terminate requested"
+    return worker_transition(worker=worker, to=WorkerStatus.TERMINATED, actor=actor, reason=reason)
+
+
+@transaction.atomic
+def _set_draining(worker: Worker, *, actor: str, draining: bool) -> Worker:
+    locked = Worker.objects.select_for_update().get(pk=worker.pk)
+    if locked.status == WorkerStatus.TERMINATED:
+        raise Conflict(f"Worker {locked.public_id} is terminated.")
+    if locked.draining != draining:
+        locked.draining = draining
+        locked.save(update_fields=["draining", "updated_at"])
+        verb = "drained" if draining else "undrained"
+        _audit(locked, event_type=f"worker.{verb}", actor=actor, action=f"worker.{verb[:-2]}",
+               metadata={"draining": draining})
+    return locked
+
+
+def worker_drain(*, worker: Worker, actor: str) -> Worker:
+    """No new placements on this worker; what runs there keeps running."""
+    return _set_draining(worker, actor=actor, draining=True)
+
+
+def worker_undrain(*, worker: Worker, actor: str) -> Worker:
+    return _set_draining(worker, actor=actor, draining=False)
+
+
+@transaction.atomic
+def worker_update_capacity(*, worker: Worker, actor: str, capacity: dict) -> Worker:
+    """Operators override the declared capacity."""
+    locked = Worker.objects.select_for_update().get(pk=worker.pk)
+    before = {f: getattr(locked, f) for f in CAPACITY_FIELDS}
+    for field in CAPACITY_FIELDS:
+        if field in capacity:
+            setattr(locked, field, capacity[field])
+    locked.save(update_fields=[*CAPACITY_FIELDS, "updated_at"])
+    _audit(locked, event_type="worker.capacity_changed", actor=actor, action="worker.update_capacity",
+           metadata={"before": before, "after": {f: getattr(locked, f) for f in CAPACITY_FIELDS}})
+    return locked
+
+
+CONNECTION_FIELDS = ("name", "cml_url", "cml_username", "cml_password")
+
+
+@transaction.atomic
+def worker_update_connection(*, worker: Worker, actor: str, changes: dict) -> Worker:
+    """Operators rename a worker or point it at its CML controller (credentials are never audited)."""
+    locked = Worker.objects.select_for_update().get(pk=worker.pk)
+    changed = {k: v for k, v in changes.items() if k in CONNECTION_FIELDS}
+    for key, value in changed.items():
+        setattr(locked, key, value)
+    locked.save(update_fields=[*changed, "updated_at"])
+    _audit(locked, event_type="worker.updated", actor=actor, action="worker.update_connection",
+           metadata={"changed": sorted(changed), "name": locked.name, "cml_url": locked.cml_url})
+    return locked

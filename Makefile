@@ -31,6 +31,7 @@ test: setup
 bench: setup
 	$(PY) bench/list_instances.py
 	$(PY) bench/workers.py
+	$(PY) bench/placement.py
 
 schema: setup
 	$(PY) manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml

@@ -5,10 +5,11 @@ class DomainError(Exception):
     status_code = 400
     title = "Bad Request"
 
-    def __init__(self, detail: str, *, errors: dict | None = None):
+    def __init__(self, detail: str, *, errors: dict | None = None, extra: dict | None = None):
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or {}
+        self.extra = extra or {}  # extension members of the problem document (e.g. a quota's limit)
 
 
 class InvalidTransition(DomainError):

@@ -124,7 +124,41 @@ Q_SCHEDULES = {
     "purge_idempotency_keys": {"func": "labmanager.tasks.purge_idempotency_keys", "schedule_type": "H"},
     "ec2_sync": {"func": "apps.workers.tasks.ec2_sync", "schedule_type": "I", "minutes": 1},
     "cml_health": {"func": "apps.workers.tasks.cml_health", "schedule_type": "I", "minutes": 1},
+    "lifecycle_tick": {"func": "apps.lablets.tasks.lifecycle_tick", "schedule_type": "I", "minutes": 1},
+    "worker_cost": {"func": "apps.workers.tasks.worker_cost_tick", "schedule_type": "I", "minutes": 1},
 }
+
+# --- scheduler and lifecycle (docs/scheduler.md) ------------------------------
+SCHEDULER_POLICY = env.str("SCHEDULER_POLICY", default="best_fit")  # best_fit | spread
+# A waiting PENDING instance gains one priority point per this many minutes (aging), capped at 10.
+SCHEDULER_AGING_MINUTES = env.int("SCHEDULER_AGING_MINUTES", default=30)
+# Book stopped (startable) workers when no running one has room; they are started ahead of the slot.
+SCHEDULER_USE_STOPPED_WORKERS = env.bool("SCHEDULER_USE_STOPPED_WORKERS", default=True)
+# A worker whose CML licence tier is `personal` hosts at most this many live instances at once.
+PERSONAL_LICENSE_MAX_LIVE_INSTANCES = env.int("PERSONAL_LICENSE_MAX_LIVE_INSTANCES", default=1)
+# Console ports handed out per worker to running labs, inclusive range.
+CONSOLE_PORT_MIN = env.int("CONSOLE_PORT_MIN", default=9000)
+CONSOLE_PORT_MAX = env.int("CONSOLE_PORT_MAX", default=9999)
+BULK_MAX_OWNERS = env.int("BULK_MAX_OWNERS", default=500)
+# Quotas; 0 means no limit.
+QUOTA_INSTRUCTOR_MAX_LIVE = env.int("QUOTA_INSTRUCTOR_MAX_LIVE", default=0)
+QUOTA_INSTRUCTOR_MAX_MINUTES_PER_DAY = env.int("QUOTA_INSTRUCTOR_MAX_MINUTES_PER_DAY", default=0)
+QUOTA_OWNER_MAX_LIVE = env.int("QUOTA_OWNER_MAX_LIVE", default=0)
+QUOTA_OWNER_MAX_MINUTES_PER_DAY = env.int("QUOTA_OWNER_MAX_MINUTES_PER_DAY", default=0)
+# The lifecycle engine (apps.lablets.engine, run by the lifecycle_tick schedule).
+LIFECYCLE_LEAD_MINUTES = env.int("LIFECYCLE_LEAD_MINUTES", default=10)  # bring labs up this early
+LIFECYCLE_EXPIRE_AFTER_MINUTES = env.int("LIFECYCLE_EXPIRE_AFTER_MINUTES", default=15)  # not RUNNING by start+this
+LIFECYCLE_EXPIRING_WARNING_MINUTES = env.int("LIFECYCLE_EXPIRING_WARNING_MINUTES", default=10)
+LIFECYCLE_MAX_ATTEMPTS = env.int("LIFECYCLE_MAX_ATTEMPTS", default=3)
+LIFECYCLE_RETRY_BASE_SECONDS = env.int("LIFECYCLE_RETRY_BASE_SECONDS", default=30)  # doubles per attempt
+# Instance archives (lab YAML and artifacts) go to S3 (moto's S3 under `make run` and in tests).
+ARCHIVE_S3_BUCKET = env.str("ARCHIVE_S3_BUCKET", default="labmanager-archive")
+ARCHIVE_S3_PREFIX = env.str("ARCHIVE_S3_PREFIX", default="instances/")
+# Cost: running workers that host nothing for this long are stopped (0: never).
+WORKER_IDLE_STOP_MINUTES = env.int("WORKER_IDLE_STOP_MINUTES", default=30)
+# Cost: how long a stopped worker takes to boot and bring CML up; it is started this long (plus
+# LIFECYCLE_LEAD_MINUTES) before the first slot booked on it.
+WORKER_BOOT_MINUTES = env.int("WORKER_BOOT_MINUTES", default=10)
 
 # --- AWS EC2 (workers) and CML ---------------------------------------------
 # With AWS_ENDPOINT_URL unset boto3 talks to AWS with its usual credential chain; `make run` and the

@@ -24,10 +24,23 @@ def ec2_sim():
     saved = {name: getattr(django_settings, name) for name in overrides}
     for name, value in overrides.items():
         setattr(django_settings, name, value)
+    _warm_up_moto(sim.url)
     yield sim
     for name, value in saved.items():
         setattr(django_settings, name, value)
     sim.stop()
+
+
+def _warm_up_moto(url: str) -> None:
+    """moto builds its AMI and instance-type catalogues on the first EC2 call (seconds on a busy machine);
+    pay that here, with a patient client, not in the first test (whose gateway timeout is 2 s)."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("ec2", region_name="us-west-2", endpoint_url=url,
+                          config=Config(read_timeout=120, retries={"max_attempts": 1}))
+    reservation = client.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="t3.micro")
+    client.terminate_instances(InstanceIds=[i["InstanceId"] for i in reservation["Instances"]])
 
 
 @pytest.fixture

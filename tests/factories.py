@@ -71,6 +71,12 @@ class LabletInstanceFactory(factory.django.DjangoModelFactory):
     owner_id = factory.Sequence(lambda n: f"student-{n:05d}")
     timeslot_start = factory.LazyFunction(lambda: timezone.now() + timedelta(hours=1))
     timeslot_end = factory.LazyAttribute(lambda o: o.timeslot_start + timedelta(hours=2))
+    # What it needs, copied from the definition as lablet_instance_create does.
+    cpu_cores = factory.SelfAttribute("definition.cpu_cores")
+    memory_gb = factory.SelfAttribute("definition.memory_gb")
+    storage_gb = factory.SelfAttribute("definition.storage_gb")
+    node_count = factory.SelfAttribute("definition.node_count")
+    port_count = factory.LazyAttribute(lambda o: len(o.definition.port_definitions or []))
 
 
 # Shortest path from pending to each state, through allowed edges only.
@@ -95,3 +101,12 @@ def instance_in(state: str, **kwargs) -> LabletInstance:
     for step in PATH_TO[state]:
         instance = lablet_instance_transition(instance=instance, to=step, actor="tests")
     return instance
+
+
+def placeable_worker(**fields) -> Worker:
+    """A running worker whose CML is available (takes placements); `fields` override capacity etc."""
+    from apps.workers.services.fleet import worker_transition
+
+    worker = WorkerFactory(cml_service_status="available", license_status="registered",
+                           license_tier="enterprise", **fields)
+    return worker_transition(worker=worker, to="running", actor="tests")

@@ -24,8 +24,8 @@ def instance_body(definition, owner="student-12345"):
     return {
         "definition_id": definition.public_id,
         "owner_id": owner,
-        "timeslot_start": "2025-01-20T09:00:00Z",
-        "timeslot_end": "2025-01-20T11:00:00Z",
+        "timeslot_start": "2030-01-20T09:00:00Z",
+        "timeslot_end": "2030-01-20T11:00:00Z",
         "reservation_id": "res-ext-12345",
     }
 
@@ -126,7 +126,7 @@ def test_different_users_may_use_the_same_key(instructor_client, other_instructo
     body = instance_body(definition)
 
     mine = post(instructor_client, body, key="shared-key")
-    theirs = post(other_instructor_client, body, key="shared-key")
+    theirs = post(other_instructor_client, {**body, "owner_id": "student-other"}, key="shared-key")
 
     assert mine.status_code == theirs.status_code == 201
     assert "Idempotent-Replayed" not in theirs
@@ -140,7 +140,7 @@ def test_without_a_key_every_post_creates(instructor_client, definition):
     body = instance_body(definition)
 
     first = post(instructor_client, body)
-    second = post(instructor_client, body)
+    second = post(instructor_client, {**body, "owner_id": "student-other"})
 
     assert first.status_code == second.status_code == 201
     assert first.json()["id"] != second.json()["id"]
@@ -150,7 +150,7 @@ def test_without_a_key_every_post_creates(instructor_client, definition):
 
 @pytest.mark.django_db
 def test_a_refused_request_is_not_remembered(instructor_client, definition):
-    bad = {**instance_body(definition), "timeslot_end": "2025-01-20T08:00:00Z"}
+    bad = {**instance_body(definition), "timeslot_end": "2030-01-20T08:00:00Z"}
     assert post(instructor_client, bad, key="k-3").status_code == 422
     assert post(instructor_client, bad, key="k-3").status_code == 422  # evaluated again, not replayed
 

@@ -22,6 +22,7 @@ SCANNED_DIRS = ("apps", "labmanager")
 # (path relative to the project root, function name) allowed to write status.
 ALLOWED = {
     ("apps/lablets/services/instances.py", "lablet_instance_transition"),
+    ("apps/lablets/services/instances.py", "lablet_instances_transition_many"),
     ("apps/workers/services/fleet.py", "worker_transition"),
 }
 

@@ -7,8 +7,8 @@ from apps.lablets.models import InstanceStatus as S
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     S.PENDING: frozenset({S.SCHEDULED, S.TERMINATED}),
-    S.SCHEDULED: frozenset({S.INSTANTIATING, S.TERMINATED}),
-    S.INSTANTIATING: frozenset({S.RUNNING, S.TERMINATED}),
+    S.SCHEDULED: frozenset({S.INSTANTIATING, S.PENDING, S.TERMINATED}),  # PENDING: re-placement
+    S.INSTANTIATING: frozenset({S.RUNNING, S.STOPPING, S.TERMINATED}),  # STOPPING: ended before it ran
     S.RUNNING: frozenset({S.COLLECTING, S.STOPPING, S.TERMINATED}),
     S.COLLECTING: frozenset({S.GRADING, S.STOPPING, S.TERMINATED}),
     S.GRADING: frozenset({S.STOPPING, S.TERMINATED}),
@@ -23,6 +23,10 @@ LIVE = frozenset({S.PENDING, S.SCHEDULED, S.INSTANTIATING, S.RUNNING, S.COLLECTI
 # States whose timeslot may still be extended.
 EXTENDABLE = frozenset({S.PENDING, S.SCHEDULED, S.INSTANTIATING, S.RUNNING, S.COLLECTING, S.GRADING})
 TERMINAL = frozenset({S.TERMINATED})
+# States in which a CML lab may exist and the engine owns the next step (docs/lifecycle.md, the engine).
+TEARDOWN = frozenset({S.STOPPING, S.STOPPED, S.ARCHIVED})
+# States that end with the teardown path when the instance is terminated or its slot ends.
+WITH_LAB = frozenset({S.INSTANTIATING, S.RUNNING, S.COLLECTING, S.GRADING})
 
 # The timestamp field stamped when a state is reached.
 STAMP_FIELD = {state: f"{state}_at" for state in S.values if state != S.PENDING}

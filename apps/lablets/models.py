@@ -96,12 +96,51 @@ class LabletInstance(models.Model):
     terminated_at = models.DateTimeField(null=True, blank=True)
     artifacts = models.JSONField(default=list, blank=True)
     grading_result = models.JSONField(null=True, blank=True)
+    # What the instance needs, copied from its definition at creation (a later edit of the definition
+    # does not change what was booked).
+    cpu_cores = models.PositiveIntegerField(default=0)
+    memory_gb = models.PositiveIntegerField(default=0)
+    storage_gb = models.PositiveIntegerField(default=0)
+    node_count = models.PositiveIntegerField(default=0)
+    port_count = models.PositiveIntegerField(default=0)
+    # The lifecycle engine's bookkeeping.
+    termination_reason = models.CharField(max_length=200, blank=True)
+    lifecycle_step = models.CharField(max_length=200, blank=True, help_text="Progress of long work, e.g. 'nodes booting 3/5'.")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Failed attempts of the current step.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    console = models.JSONField(default=list, blank=True, help_text="Console access per port definition.")
+    archive_key = models.CharField(max_length=300, blank=True, help_text="S3 key prefix of the archive.")
+    expiring_notified_at = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField(null=True, blank=True)
+    # Set once the instance's CML lab is known to be gone (deleted, or never imported): until then a
+    # terminated instance that reached instantiating is swept by the engine's cleanup (docs/lifecycle.md).
+    cml_lab_removed_at = models.DateTimeField(null=True, blank=True)
+    # The engine's lease: a process working on the instance's current step (network calls included)
+    # holds it until then; a process killed mid-step loses it when it runs out. Not the retry time
+    # (`next_attempt_at`).
+    claimed_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "-created_at"], name="instance_status_created")]
+        indexes = [
+            models.Index(fields=["status", "-created_at"], name="instance_status_created"),
+            # The interval check: a worker's live bookings that overlap a slot, seeking by
+            # (worker, status) then ranging on the start; terminated history is never scanned.
+            models.Index(fields=["worker", "status", "timeslot_start"], name="instance_worker_booking"),
+            # The lifecycle tick: what is due in a state.
+            models.Index(fields=["status", "timeslot_start"], name="instance_status_start"),
+            models.Index(fields=["status", "timeslot_end"], name="instance_status_end"),
+            models.Index(fields=["owner_id", "status"], name="instance_owner_status"),
+            # The engine's cleanup of labs left behind by terminated instances: a handful of rows, never history.
+            models.Index(
+                fields=["next_attempt_at"], name="instance_lab_cleanup",
+                condition=models.Q(status="terminated", cml_lab_removed_at__isnull=True,
+                                   instantiating_at__isnull=False),
+            ),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(status__in=InstanceStatus.values), name="instance_status_valid"
@@ -116,3 +155,20 @@ class LabletInstance(models.Model):
 
     def __str__(self):
         return f"{self.public_id} ({self.owner_id}, {self.status})"
+
+
+class ConsolePort(models.Model):
+    """A console port on a worker, held by one running lab from instantiation until termination."""
+
+    worker = models.ForeignKey("workers.Worker", on_delete=models.CASCADE, related_name="console_ports")
+    port = models.PositiveIntegerField()
+    instance = models.ForeignKey(LabletInstance, on_delete=models.CASCADE, related_name="console_ports")
+    name = models.CharField(max_length=100, blank=True, help_text="The port definition it serves.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["worker", "port"]
+        constraints = [models.UniqueConstraint(fields=["worker", "port"], name="console_port_unique_per_worker")]
+
+    def __str__(self):
+        return f"{self.worker_id}:{self.port} -> {self.instance_id}"

@@ -100,3 +100,28 @@ class Worker(models.Model):
     def is_placeable(self) -> bool:
         """Takes new placements: running, not draining, its CML available."""
         return self.status == WorkerStatus.RUNNING and not self.draining and self.cml_service_status == "available"
+
+
+class WorkerRunPeriod(models.Model):
+    """One stretch of a worker in RUNNING (what EC2 bills): opened and closed by worker_transition.
+    `ended_at` is null while the worker is still running."""
+
+    worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="run_periods")
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["worker", "started_at"]
+        indexes = [
+            models.Index(fields=["worker", "started_at"], name="run_period_worker_started"),
+            models.Index(fields=["ended_at"], name="run_period_ended"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(ended_at__isnull=True) | models.Q(ended_at__gte=models.F("started_at")),
+                name="run_period_ordered",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.worker_id}: {self.started_at:%Y-%m-%d %H:%M} - {self.ended_at or 'now'}"

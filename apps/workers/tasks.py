@@ -2,7 +2,7 @@
 
 import logging
 
-from apps.workers.services import worker_cml_health_all, worker_ec2_sync
+from apps.workers.services import cost, worker_cml_health_all, worker_ec2_sync
 
 log = logging.getLogger(__name__)
 
@@ -16,4 +16,12 @@ def ec2_sync() -> dict:
 def cml_health() -> dict:
     summary = worker_cml_health_all()
     log.info("cml_health: %s", summary)
+    return summary
+
+
+def worker_cost_tick() -> dict:
+    """Start stopped workers ahead of booked slots, stop idle ones (apps.workers.services.cost)."""
+    summary = cost.worker_cost_tick()
+    if summary["started"] or summary["stopped"]:
+        log.info("worker_cost: %s", summary)
     return summary

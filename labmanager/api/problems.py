@@ -65,7 +65,7 @@ def problem_exception_handler(exc, context):
     headers = {}
 
     if isinstance(exc, DomainError):
-        extra = {"errors": exc.errors} if exc.errors else None
+        extra = {**exc.extra, **({"errors": exc.errors} if exc.errors else {})} or None
         return _problem(exc.status_code, exc.detail, instance, title=exc.title, extra=extra)
 
     if isinstance(exc, Http404):

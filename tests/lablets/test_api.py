@@ -284,8 +284,8 @@ def seed_instance_body(definition_id):
     return {
         "definition_id": definition_id,
         "owner_id": "student-12345",
-        "timeslot_start": "2025-01-20T09:00:00Z",
-        "timeslot_end": "2025-01-20T11:00:00Z",
+        "timeslot_start": "2030-01-20T09:00:00Z",
+        "timeslot_end": "2030-01-20T11:00:00Z",
         "reservation_id": "res-ext-12345",
     }
 
@@ -300,8 +300,8 @@ def test_it_creates_the_seed_instance(instructor_client, instructor_user, defini
     assert body["definition_id"] == definition.public_id
     assert body["definition_name"] == definition.name
     assert body["owner_id"] == "student-12345"
-    assert body["timeslot_start"] == "2025-01-20T09:00:00Z"
-    assert body["timeslot_end"] == "2025-01-20T11:00:00Z"
+    assert body["timeslot_start"] == "2030-01-20T09:00:00Z"
+    assert body["timeslot_end"] == "2030-01-20T11:00:00Z"
     assert body["reservation_id"] == "res-ext-12345"
     assert body["created_by"] == instructor_user.username
     assert body["worker_id"] is None
@@ -337,7 +337,7 @@ def test_it_refuses_a_deprecated_definition(instructor_client, definition):
     assert not LabletInstance.objects.exists()
 
 
-@pytest.mark.parametrize("end", ["2025-01-20T08:59:00Z", "2025-01-20T09:00:00Z"])
+@pytest.mark.parametrize("end", ["2030-01-20T08:59:00Z", "2030-01-20T09:00:00Z"])
 def test_it_refuses_a_timeslot_that_does_not_end_after_it_starts(instructor_client, definition, end):
     body = {**seed_instance_body(definition.public_id), "timeslot_end": end}
 
@@ -346,14 +346,14 @@ def test_it_refuses_a_timeslot_that_does_not_end_after_it_starts(instructor_clie
 
 
 def test_it_refuses_a_timeslot_longer_than_the_max_duration(instructor_client, definition):
-    body = {**seed_instance_body(definition.public_id), "timeslot_end": "2025-01-20T13:01:00Z"}  # 241 minutes
+    body = {**seed_instance_body(definition.public_id), "timeslot_end": "2030-01-20T13:01:00Z"}  # 241 minutes
 
     assert_problem(instructor_client.post(INSTANCES, body, format="json"), 422, error_field="timeslot_end")
     assert not LabletInstance.objects.exists()
 
 
 def test_it_accepts_a_timeslot_of_exactly_the_max_duration(instructor_client, definition):
-    body = {**seed_instance_body(definition.public_id), "timeslot_end": "2025-01-20T13:00:00Z"}  # 240 minutes
+    body = {**seed_instance_body(definition.public_id), "timeslot_end": "2030-01-20T13:00:00Z"}  # 240 minutes
 
     assert instructor_client.post(INSTANCES, body, format="json").status_code == 201
 
@@ -366,7 +366,7 @@ def test_it_defaults_the_timeslot_to_the_definition_duration(instructor_client):
     response = instructor_client.post(INSTANCES, body, format="json")
 
     assert response.status_code == 201, response.content
-    assert response.json()["timeslot_end"] == "2025-01-20T09:45:00Z"
+    assert response.json()["timeslot_end"] == "2030-01-20T09:45:00Z"
 
 
 @pytest.mark.parametrize("missing", ["definition_id", "owner_id", "timeslot_start"])

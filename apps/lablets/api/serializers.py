@@ -85,7 +85,8 @@ class LabletInstanceSerializer(serializers.ModelSerializer):
             "id", "definition_id", "definition_name", "definition_version", "status", "owner_id", "created_by",
             "timeslot_start", "timeslot_end", "reservation_id", "worker_id", "cml_lab_id", "priority",
             "scheduled_at", "instantiating_at", "running_at", "collecting_at", "grading_at", "stopping_at",
-            "stopped_at", "archived_at", "terminated_at", "artifacts", "grading_result", "created_at", "updated_at",
+            "stopped_at", "archived_at", "terminated_at", "artifacts", "grading_result", "termination_reason",
+            "lifecycle_step", "console", "archive_key", "last_error", "created_at", "updated_at",
         ]
         read_only_fields = fields
 
@@ -116,6 +117,8 @@ class LabletInstanceSerializer(serializers.ModelSerializer):
             data[stamp] = _iso(row[stamp])
         data["artifacts"] = row["artifacts"]
         data["grading_result"] = row["grading_result"]
+        for name in ("termination_reason", "lifecycle_step", "console", "archive_key", "last_error"):
+            data[name] = row[name]
         data["created_at"] = _iso(row["created_at"])
         data["updated_at"] = _iso(row["updated_at"])
         return data
@@ -128,6 +131,11 @@ class LabletInstanceCreateSerializer(serializers.Serializer):
     timeslot_end = serializers.DateTimeField(required=False, help_text="Default: start + the definition's default duration.")
     reservation_id = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
     priority = serializers.IntegerField(min_value=1, max_value=10, required=False, default=5)
+    reserve = serializers.BooleanField(
+        required=False, default=True,
+        help_text="When no worker has room for the whole timeslot: true keeps the instance PENDING as a "
+                  "reservation, placed as soon as capacity frees; false answers 409 and books nothing.",
+    )
 
 
 class LabletInstanceExtendSerializer(serializers.Serializer):
@@ -138,3 +146,9 @@ class LabletInstanceExtendSerializer(serializers.Serializer):
         if ("minutes" in attrs) == ("timeslot_end" in attrs):
             raise serializers.ValidationError({"minutes": ["Send exactly one of minutes or timeslot_end."]})
         return attrs
+
+
+class GradingResultSerializer(serializers.Serializer):
+    score = serializers.FloatField(min_value=0)
+    max_score = serializers.FloatField(min_value=0)
+    details = serializers.JSONField(required=False, default=None, help_text="Anything the grader wants to keep.")

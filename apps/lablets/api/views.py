@@ -6,6 +6,7 @@ from rest_framework.response import Response
 
 from apps.lablets import selectors, services
 from apps.lablets.api.serializers import (
+    GradingResultSerializer,
     LabletDefinitionSerializer,
     LabletDefinitionWriteSerializer,
     LabletInstanceCreateSerializer,
@@ -13,6 +14,7 @@ from apps.lablets.api.serializers import (
     LabletInstanceSerializer,
 )
 from apps.lablets.models import InstanceStatus
+from apps.lablets.services.instances import lablet_instance_record_activity, lablet_instance_record_grading
 from labmanager.api.actors import actor_for
 from labmanager.api.idempotency import idempotent
 from labmanager.api.lists import csv_param, envelope_serializer, list_parameters
@@ -156,7 +158,13 @@ class LabletInstanceViewSet(ResourceViewSet):
         instance = service(instance=self.get_object(), actor=actor_for(self.request), **kwargs)
         return Response(LabletInstanceSerializer(instance).data)
 
-    @extend_schema(request=None, responses={200: LabletInstanceSerializer, **WRITE_ERRORS})
+    @extend_schema(
+        request=None,
+        description="Extracts every booted node's configuration through CML into the instance's artifacts and "
+        "moves it to collecting. 502 (and still running) when CML fails.",
+        responses={200: LabletInstanceSerializer, **problem_responses(s502="CML failed; the instance is still running."),
+                   **WRITE_ERRORS},
+    )
     @action(detail=True, methods=["post"], url_path="start-collection")
     def start_collection(self, request, id=None):
         return self._verb(services.lablet_instance_start_collection)
@@ -173,7 +181,32 @@ class LabletInstanceViewSet(ResourceViewSet):
         data.is_valid(raise_exception=True)
         return self._verb(services.lablet_instance_extend, **data.validated_data)
 
-    @extend_schema(request=None, responses={200: LabletInstanceSerializer, **WRITE_ERRORS})
+    @extend_schema(
+        request=GradingResultSerializer,
+        description="Record a grader's result for a grading instance (409 in any other state).",
+        responses={200: LabletInstanceSerializer, **WRITE_ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="grading-result")
+    def grading_result(self, request, id=None):
+        data = GradingResultSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return self._verb(lablet_instance_record_grading, **data.validated_data)
+
+    @extend_schema(request=None, responses={204: None, **WRITE_ERRORS})
+    @action(detail=True, methods=["post"])
+    def activity(self, request, id=None):
+        """The student is using the lab: pushes the definition's idle timeout out (a heartbeat; 204)."""
+        lablet_instance_record_activity(instance=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        request=None,
+        description="Ends the instance from any state. Without a lab it is terminated at once; with one the "
+        "teardown (stop, archive to S3, delete the lab) runs before the answer as far as it can. An answer in "
+        "stopping, stopped or archived means a step is left (CML unreachable, or another process is in the "
+        "middle of one): the lifecycle tick finishes it (see lifecycle_step and last_error).",
+        responses={200: LabletInstanceSerializer, **WRITE_ERRORS},
+    )
     @action(detail=True, methods=["post"])
     def terminate(self, request, id=None):
         return self._verb(services.lablet_instance_terminate)

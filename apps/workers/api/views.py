@@ -101,11 +101,18 @@ class WorkerViewSet(ResourceViewSet):
     def stop(self, request, id=None):
         return self._verb(services.worker_stop)
 
-    @extend_schema(request=None, responses={200: WorkerSerializer, **WRITE_ERRORS})
+    @extend_schema(
+        request=None,
+        parameters=[OpenApiParameter("force", OpenApiTypes.BOOL, description=(
+            "Also hand its scheduled (not yet started) lablet instances back to the scheduler for "
+            "placement elsewhere."))],
+        responses={200: WorkerSerializer, **WRITE_ERRORS},
+    )
     @action(detail=True, methods=["post"])
     def drain(self, request, id=None):
-        """No new placements on this worker; what runs there keeps running."""
-        return self._verb(services.worker_drain)
+        """No new placements on this worker; what runs there keeps running. With force=true, its
+        scheduled instances are placed again on other workers."""
+        return self._verb(services.worker_drain, force=_flag(request.query_params.get("force")))
 
     @extend_schema(request=None, responses={200: WorkerSerializer, **WRITE_ERRORS})
     @action(detail=True, methods=["post"])

@@ -12,6 +12,7 @@ from .labs import (
     CmlNodeState,
     cml_lab_delete,
     cml_lab_export_yaml,
+    cml_lab_ids_by_title,
     cml_lab_import,
     cml_lab_node_configs,
     cml_lab_node_states,
@@ -19,6 +20,7 @@ from .labs import (
     cml_lab_start,
     cml_lab_state,
     cml_lab_stop,
+    cml_lab_titles,
     cml_lab_wipe,
 )
 from .system import (
@@ -36,6 +38,7 @@ __all__ = [
     "CmlSystemStatus",
     "cml_lab_delete",
     "cml_lab_export_yaml",
+    "cml_lab_ids_by_title",
     "cml_lab_import",
     "cml_lab_node_configs",
     "cml_lab_node_states",
@@ -43,6 +46,7 @@ __all__ = [
     "cml_lab_start",
     "cml_lab_state",
     "cml_lab_stop",
+    "cml_lab_titles",
     "cml_lab_wipe",
     "cml_license_deregister",
     "cml_license_register",

@@ -164,3 +164,18 @@ def cml_lab_node_configs(*, url: str, username: str, password: str, lab_id: str,
                     node.extract_configuration()
         lab.sync(topology_only=True, exclude_configurations=False)
         return {node.label: node.configuration or "" for node in lab.nodes()}
+
+
+def cml_lab_titles(*, url: str, username: str, password: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, str]:
+    """Every lab on the controller the user can see: lab id -> title (one request after login)."""
+    with cml_client(url=url, username=username, password=password, timeout=timeout) as client:
+        tiles = client._session.get(client._url_for("populate_lab_tiles")).json()
+        tiles = tiles.get("lab_tiles", tiles)  # CML before 2.1 answered the mapping itself
+        return {lab_id: data.get("lab_title", "") for lab_id, data in tiles.items()}
+
+
+def cml_lab_ids_by_title(*, url: str, username: str, password: str, title: str,
+                         timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+    """The ids of the labs titled exactly `title` (to find a lab whose id was never recorded)."""
+    labs = cml_lab_titles(url=url, username=username, password=password, timeout=timeout)
+    return sorted(lab_id for lab_id, lab_title in labs.items() if lab_title == title)

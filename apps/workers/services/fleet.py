@@ -13,7 +13,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.workers import ec2
 from apps.workers.lifecycle import TRANSITIONS
-from apps.workers.models import Worker, WorkerStatus, WorkerTemplate
+from apps.workers.models import Worker, WorkerRunPeriod, WorkerStatus, WorkerTemplate
 from labmanager.errors import Conflict, DomainError, InvalidTransition, UpstreamUnavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,14 @@ def _audit(worker: Worker, *, event_type: str, actor: str, action: str, metadata
     )
 
 
+def _record_run_period(worker: Worker, *, source: str, to: str, at) -> None:
+    """Running-hours (apps.workers.services.cost): a period opens on entering RUNNING, closes on leaving it."""
+    if to == WorkerStatus.RUNNING and source != WorkerStatus.RUNNING:
+        WorkerRunPeriod.objects.create(worker=worker, started_at=at)
+    elif source == WorkerStatus.RUNNING and to != WorkerStatus.RUNNING:
+        WorkerRunPeriod.objects.filter(worker=worker, ended_at__isnull=True).update(ended_at=at)
+
+
 @transaction.atomic
 def worker_transition(*, worker: Worker, to: str, actor: str, reason: str = "") -> Worker:
     """The only place a worker's status changes: checks the edge, stamps, audits."""
@@ -64,9 +72,23 @@ def worker_transition(*, worker: Worker, to: str, actor: str, reason: str = "") 
     locked.status = to
     locked.status_changed_at = timezone.now()
     locked.save(update_fields=["status", "status_changed_at", "updated_at"])
+    _record_run_period(locked, source=source, to=to, at=locked.status_changed_at)
     _audit(locked, event_type=f"worker.{to}", actor=actor, action="worker.transition",
            metadata={"from": source, "to": to, "reason": reason})
+    if to in (WorkerStatus.FAILED, WorkerStatus.TERMINATED):
+        # Re-placement, after this commits (its own transactions): the scheduled instances of a worker
+        # that can no longer host them are placed again elsewhere.
+        transaction.on_commit(lambda: _replace_scheduled(locked, actor=actor, why=f"worker {to}"))
     return locked
+
+
+def _replace_scheduled(worker: Worker, *, actor: str, why: str) -> None:
+    from apps.lablets.services.scheduling import lablet_instances_unplace_worker
+
+    try:
+        lablet_instances_unplace_worker(worker=worker, actor=actor, reason=why)
+    except Exception:  # the worker's change is committed; the next scheduler pass retries what is left
+        log.exception("Re-placement after %s of %s failed", why, worker.public_id)
 
 
 def _ec2_failed(worker: Worker | None, exc: ec2.Ec2Error, *, actor: str, action: str, field: str = "") -> DomainError:
@@ -288,9 +310,15 @@ def _set_draining(worker: Worker, *, actor: str, draining: bool) -> Worker:
     return locked
 
 
-def worker_drain(*, worker: Worker, actor: str) -> Worker:
-    """No new placements on this worker; what runs there keeps running."""
-    return _set_draining(worker, actor=actor, draining=True)
+def worker_drain(*, worker: Worker, actor: str, force: bool = False) -> Worker:
+    """No new placements on this worker; what runs there keeps running. With `force`, its SCHEDULED
+    instances (not started yet) go back to the scheduler and are placed on other workers."""
+    worker = _set_draining(worker, actor=actor, draining=True)
+    if force:
+        from apps.lablets.services.scheduling import lablet_instances_unplace_worker
+
+        lablet_instances_unplace_worker(worker=worker, actor=actor, reason="worker drained with force")
+    return worker
 
 
 def worker_undrain(*, worker: Worker, actor: str) -> Worker:

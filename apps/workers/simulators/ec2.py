@@ -140,7 +140,8 @@ def _handler_for(sim: Ec2Simulator):
             body = self._body()
             if self.path.startswith("/_sim/faults"):
                 return self._control(body)
-            action = (parse_qs(body.decode(errors="replace")).get("Action") or [""])[0]
+            form = "x-www-form-urlencoded" in (self.headers.get("Content-Type") or "")  # EC2's query API;
+            action = (parse_qs(body.decode(errors="replace")).get("Action") or [""])[0] if form else ""  # not S3
             if action:
                 sim.calls.append(action)
                 fault = sim._take_fault(action)
@@ -150,7 +151,12 @@ def _handler_for(sim: Ec2Simulator):
                     else:
                         status = FAULT_STATUS.get(fault.code, 400)
                         return self._send(status, _error_xml(fault.code, f"Simulated {fault.code} for {action}"))
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+            headers = {k: v for k, v in self.headers.items()
+                       if k.lower() not in ("host", "content-length", "expect")}
+            if body and not any(k.lower() == "content-type" for k in headers):
+                # S3 REST bodies (XML, objects) come without one; urllib would add a form content type and
+                # moto would then read the body as a form and see it empty.
+                headers["Content-Type"] = "application/octet-stream"
             request = urllib.request.Request(sim.moto_url + self.path, data=body or None, headers=headers,
                                              method=self.command)
             try:

@@ -3,6 +3,7 @@
 Idempotent: a second run creates nothing new (it only resets the demo users' passwords).
 """
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,10 +12,11 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from apps.lablets import services as lablets
-from apps.lablets.models import InstanceStatus as S
-from apps.lablets.models import LabletDefinition
+from apps.lablets.engine import lifecycle_tick
+from apps.lablets.models import LabletDefinition, LabletInstance
 from apps.workers import services as workers
 from apps.workers.models import Worker
+from labmanager.errors import DomainError
 from labmanager.services import user_ensure_with_role
 
 ACTOR = "seed_demo"
@@ -24,15 +26,16 @@ DEMO_WORKERS = [
     {"name": "cml-worker-demo-02", "instance_type": "m5zn.metal"},
     {"name": "cml-worker-demo-03", "instance_type": "m5.4xlarge"},
 ]
-# The path each demo instance takes through the lifecycle from pending.
-DEMO_PATHS = {
-    "student-001": [],
-    "student-002": [S.SCHEDULED],
-    "student-003": [S.SCHEDULED, S.INSTANTIATING, S.RUNNING],
-    "student-004": [S.SCHEDULED, S.INSTANTIATING, S.RUNNING, S.COLLECTING],
-    "student-005": [S.SCHEDULED, S.INSTANTIATING, S.RUNNING, S.STOPPING, S.STOPPED],
-    "student-006": [S.TERMINATED],
-}
+# The demo instances, booked through the real scheduler and brought up by the real lifecycle engine
+# (on the CML simulator under `make run`): (owner, definition index, slot start in minutes from now, then).
+DEMO_BOOKINGS = [
+    ("student-001", 0, 0, "run"),  # its slot starts now: imported and started on CML at once
+    ("student-002", 0, 0, "collect"),  # running, then its node configurations collected
+    ("student-003", 0, 120, None),  # scheduled on a worker, comes up 10 minutes before its slot
+    ("student-004", 1, 24 * 60, None),  # tomorrow
+    ("student-005", 0, 60, "terminate"),  # cancelled
+    ("student-006", 2, 24 * 60, None),  # needs more than any worker has: stays pending (a reservation)
+]
 
 
 def demo_password(username: str) -> str:
@@ -41,6 +44,31 @@ def demo_password(username: str) -> str:
 
 class Command(BaseCommand):
     help = "Seed demo users, workers, lablet definitions and instances (idempotent)."
+
+    def _book(self, instructor, definitions) -> None:
+        now = timezone.now().replace(second=0, microsecond=0)
+        booked = {}
+        for owner_id, index, starts_in, then in DEMO_BOOKINGS:
+            start = now + timedelta(minutes=starts_in)
+            booked[owner_id] = (lablets.lablet_instance_create(
+                actor=ACTOR, user=instructor, definition_id=definitions[index].public_id, owner_id=owner_id,
+                timeslot_start=start, timeslot_end=start + timedelta(hours=2)), then)
+        # Bring the labs whose slot starts now up on CML, as the every-minute lifecycle tick would.
+        for _ in range(3):
+            lifecycle_tick()
+            if all(i.status == "running" for i in LabletInstance.objects.filter(
+                    owner_id__in=[o for o, (_, then) in booked.items() if then in ("run", "collect")])):
+                break
+            time.sleep(1)
+        for owner_id, (instance, then) in booked.items():
+            instance.refresh_from_db()
+            try:
+                if then == "collect" and instance.status == "running":
+                    lablets.lablet_instance_start_collection(instance=instance, actor=ACTOR)
+                elif then == "terminate":
+                    lablets.lablet_instance_terminate(instance=instance, actor=ACTOR, reason="demo: cancelled")
+            except DomainError as exc:
+                self.stderr.write(f"{owner_id}: {exc.detail}")
 
     def handle(self, *args, **options):
         users = {}
@@ -57,12 +85,19 @@ class Command(BaseCommand):
         if stopped.status == "running":
             workers.worker_stop(worker=stopped, actor=ACTOR)
 
+        try:  # CML on the demo workers (the simulator under `make run`): available before placing
+            workers.worker_cml_health_all(actor=ACTOR)
+        except Exception as exc:  # noqa: BLE001 - demo data without CML still seeds
+            self.stderr.write(f"CML health check failed: {exc}")
+
         topology = (Path(settings.BASE_DIR) / "examples/topologies/two-routers.yaml").read_text()
         definitions = [
             {"name": "python-networking-lab", "version": "1.0.0", "description": "Basic Python networking exercises",
-             "resource_requirements": {"cpu_cores": 4, "memory_gb": 8, "storage_gb": 50, "node_count": 5}},
+             "resource_requirements": {"cpu_cores": 4, "memory_gb": 8, "storage_gb": 50, "node_count": 2}},
             {"name": "ospf-basics", "version": "2.1.0", "description": "Single-area OSPF between two routers",
              "resource_requirements": {"cpu_cores": 2, "memory_gb": 4, "storage_gb": 20, "node_count": 2}},
+            {"name": "datacenter-fabric", "version": "0.9.0", "description": "A large spine-leaf fabric",
+             "resource_requirements": {"cpu_cores": 400, "memory_gb": 1024, "storage_gb": 2000, "node_count": 2}},
         ]
         created_definitions = []
         for spec in definitions:
@@ -77,15 +112,8 @@ class Command(BaseCommand):
             created_definitions.append(definition)
 
         definition = created_definitions[0]
-        if not definition.instances.exists():
-            start = timezone.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-            for owner_id, path in DEMO_PATHS.items():
-                instance = lablets.lablet_instance_create(
-                    actor=ACTOR, user=users["instructor"], definition_id=definition.public_id, owner_id=owner_id,
-                    timeslot_start=start, timeslot_end=start + timedelta(hours=2),
-                )
-                for state in path:
-                    instance = lablets.lablet_instance_transition(instance=instance, to=state, actor=ACTOR, reason="demo data")
+        if not LabletInstance.objects.filter(owner_id__in=[b[0] for b in DEMO_BOOKINGS]).exists():
+            self._book(users["instructor"], created_definitions)
 
         self.stdout.write("Demo users (username / password):")
         for username in DEMO_USERS:

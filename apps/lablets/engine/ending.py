@@ -1,0 +1,80 @@
+"""Deciding that an instance ends (terminate requested, slot over, idle, expired, failed): database only.
+
+PENDING / SCHEDULED instances (no lab can exist yet), and instances without a worker, go straight to
+TERMINATED. Instances that may have a lab (INSTANTIATING, RUNNING, COLLECTING, GRADING) go to
+STOPPING and the teardown (`teardown.py`) takes them through STOPPED and ARCHIVED to TERMINATED.
+Instances already in the teardown just keep going. `termination_reason` keeps the first reason.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.lablets.lifecycle import WITH_LAB
+from apps.lablets.models import InstanceStatus as S
+from apps.lablets.models import LabletInstance
+from apps.lablets.services.instances import lablet_instance_transition
+from apps.lablets.services.ports import console_ports_release
+from apps.workers.models import WorkerStatus
+from labmanager.errors import InvalidTransition
+
+from .common import load, log
+
+
+def request_end(pk: int, *, reason: str, actor: str, now: datetime) -> tuple[LabletInstance, str]:
+    """Record that the instance must end. Returns (instance, what changed: TERMINATED, STOPPING or "").
+    InvalidTransition when it is already terminated."""
+    with transaction.atomic():
+        locked = (LabletInstance.objects.select_for_update(of=("self",)).select_related("definition", "worker")
+                  .get(pk=pk))
+        source = locked.status
+        if source == S.TERMINATED:
+            raise InvalidTransition("Lablet instance", locked.public_id, source, S.TERMINATED)
+        fields = {} if locked.termination_reason else {"termination_reason": reason[:200]}
+        no_lab = source in (S.PENDING, S.SCHEDULED)
+        unreachable = locked.worker is None or locked.worker.status == WorkerStatus.TERMINATED
+        if no_lab or unreachable:
+            if unreachable and locked.instantiating_at is not None:
+                fields["cml_lab_removed_at"] = now  # its CML went away with the worker
+            LabletInstance.objects.filter(pk=pk).update(
+                claimed_until=None, next_attempt_at=None, lifecycle_step="", **fields)
+            instance = lablet_instance_transition(instance=locked, to=S.TERMINATED, actor=actor,
+                                                  reason=locked.termination_reason or reason)
+            console_ports_release(instance=instance)
+            return instance, S.TERMINATED
+        if source in WITH_LAB:
+            LabletInstance.objects.filter(pk=pk).update(
+                attempts=0, next_attempt_at=None, last_error="", lifecycle_step="stopping lab", **fields)
+            return lablet_instance_transition(instance=locked, to=S.STOPPING, actor=actor, reason=reason), S.STOPPING
+        if fields:  # already in the teardown
+            LabletInstance.objects.filter(pk=pk).update(**fields)
+        return load(pk), ""
+
+
+def end_quietly(pk: int, *, reason: str, actor: str, now: datetime) -> str:
+    """request_end for the tick: a decision made stale by another process is a log line ("").
+    Otherwise returns the state reached (TERMINATED frees capacity at once, STOPPING starts the teardown)."""
+    try:
+        _, reached = request_end(pk, reason=reason, actor=actor, now=now)
+    except InvalidTransition as exc:
+        log.info("lifecycle: stale end of instance %s (%s): %s", pk, reason, exc)
+        return ""
+    return reached
+
+
+def give_up(pk: int, *, actor: str, now: datetime, error: str) -> None:
+    """A step failed LIFECYCLE_MAX_ATTEMPTS times: the instance ends now, capacity freed. A lab it may
+    have left on CML is deleted by the cleanup sweep (teardown.cleanup) as soon as CML answers."""
+    reason = f"failed: {error}"[:200]
+    with transaction.atomic():
+        locked = LabletInstance.objects.select_for_update(of=("self",)).get(pk=pk)
+        if locked.status == S.TERMINATED:
+            return
+        LabletInstance.objects.filter(pk=pk).update(
+            termination_reason=locked.termination_reason or reason, claimed_until=None, next_attempt_at=None,
+            attempts=0, lifecycle_step="", updated_at=timezone.now())
+        instance = lablet_instance_transition(instance=locked, to=S.TERMINATED, actor=actor, reason=reason)
+        console_ports_release(instance=instance)

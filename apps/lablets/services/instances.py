@@ -165,11 +165,13 @@ def lablet_instance_create(
     reservation_id: str = "",
     priority: int = 5,
     reserve: bool = True,
+    place: bool = True,
 ) -> LabletInstance:
     """Book a lab for `owner_id` and place it at once (admission at booking time).
 
     The instance is SCHEDULED on a worker with room for the whole slot, or stays PENDING as a
     reservation placed as soon as capacity frees; with `reserve=False` no room is a 409 instead.
+    `place=False` leaves it PENDING for the caller to place with others (a roster: one batch placement).
     """
     from apps.lablets.placement import Planner, need_of
     from apps.lablets.services.scheduling import (
@@ -216,6 +218,8 @@ def lablet_instance_create(
                 }
             },
         )
+        if not place:
+            return instance
         instance = lablet_instance_place(instance=instance, actor=actor)
         if instance.status == InstanceStatus.PENDING and not reserve:
             planner = Planner.for_slot(timeslot_start, timeslot_end, exclude_pk=instance.pk)

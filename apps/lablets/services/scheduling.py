@@ -96,6 +96,28 @@ PASS_COLUMNS = ("public_id", "status", "owner_id", "priority", "created_at", "ti
                 "definition__public_id")
 
 
+def _place_many(pending: list[LabletInstance], *, actor: str, policy: str, reason: str) -> list[LabletInstance]:
+    """Place `pending` (locked by the caller, in the order given) in one go: every worker locked in pk
+    order, bookings read once, planned in memory, one bulk write. Inside the caller's transaction."""
+    workers = list(Worker.objects.select_for_update().exclude(status=WorkerStatus.TERMINATED).order_by("pk"))
+    window_start = min(i.timeslot_start for i in pending)
+    window_end = max(i.timeslot_end for i in pending)
+    planner = Planner(workers, live_bookings([w.pk for w in workers], window_start, window_end), policy=policy)
+    placed, changes = [], {}
+    for instance in pending:
+        need = need_of(instance)
+        choice = planner.choose(need, instance.timeslot_start, instance.timeslot_end)
+        if choice is None:
+            continue
+        planner.book(choice.worker.pk, need, instance.timeslot_start, instance.timeslot_end)
+        placed.append(instance)
+        changes[instance.pk] = {"worker": choice.worker}
+    if placed:
+        lablet_instances_transition_many(instances=placed, to=InstanceStatus.SCHEDULED, actor=actor,
+                                         reason=reason, changes=changes)
+    return placed
+
+
 def lablet_instances_schedule_pending(*, actor: str = "system", now: datetime | None = None,
                                       policy: str | None = None) -> dict:
     """The scheduler pass: place every waiting PENDING instance that fits, highest (aged) priority first,
@@ -113,23 +135,24 @@ def lablet_instances_schedule_pending(*, actor: str = "system", now: datetime | 
         if not pending:
             return {"pending": 0, "placed": 0, "waiting": 0}
         pending.sort(key=lambda i: (-effective_priority(i.priority, i.created_at, now), i.created_at, i.pk))
-        workers = list(Worker.objects.select_for_update().exclude(status=WorkerStatus.TERMINATED).order_by("pk"))
-        window_start = min(i.timeslot_start for i in pending)
-        window_end = max(i.timeslot_end for i in pending)
-        planner = Planner(workers, live_bookings([w.pk for w in workers], window_start, window_end), policy=policy)
-        placed, changes = [], {}
-        for instance in pending:
-            need = need_of(instance)
-            choice = planner.choose(need, instance.timeslot_start, instance.timeslot_end)
-            if choice is None:
-                continue
-            planner.book(choice.worker.pk, need, instance.timeslot_start, instance.timeslot_end)
-            placed.append(instance)
-            changes[instance.pk] = {"worker": choice.worker}
-        if placed:
-            lablet_instances_transition_many(instances=placed, to=InstanceStatus.SCHEDULED, actor=actor,
-                                             reason=f"placed by the scheduler ({policy})", changes=changes)
+        placed = _place_many(pending, actor=actor, policy=policy, reason=f"placed by the scheduler ({policy})")
     return {"pending": len(pending), "placed": len(placed), "waiting": len(pending) - len(placed)}
+
+
+def lablet_instances_place_batch(*, pks: list[int], actor: str, policy: str | None = None) -> set[int]:
+    """Place these PENDING instances (a roster just booked) in the order given, in one pass; returns the
+    pks placed. Instances no longer pending (another pass placed them meanwhile) are left as they are."""
+    policy = policy or settings.SCHEDULER_POLICY
+    if not pks:
+        return set()
+    with transaction.atomic():
+        rows = {i.pk: i for i in LabletInstance.objects.select_for_update(of=("self",)).select_related("definition")
+                .filter(pk__in=pks, status=InstanceStatus.PENDING).only(*PASS_COLUMNS)}
+        pending = [rows[pk] for pk in pks if pk in rows]
+        if not pending:
+            return set()
+        placed = _place_many(pending, actor=actor, policy=policy, reason=f"placed with its roster ({policy})")
+    return {i.pk for i in placed}
 
 
 def lablet_instances_unplace_worker(*, worker: Worker, actor: str, reason: str) -> int:

@@ -89,7 +89,7 @@ def test_list_operations_document_paging_parameters(schema):
         ("/api/workers/{id}/start", "post", "409"),
         ("/api/lablet-instances/{id}/extend", "post", "422"),
         ("/api/lablet-definitions/{id}", "put", "403"),
-        ("/api/lablet-definitions/{id}/sync", "post", "501"),
+        ("/api/lablet-definitions/{id}/sync", "post", "502"),
         ("/api/diagnostics/ready", "get", "503"),
     ],
 )

@@ -117,7 +117,7 @@ ENDPOINTS = [
      {ADMIN: 200, OPERATOR: 403, INSTRUCTOR: 200, OTHER: 200}),
     ("DELETE", "/api/lablet-definitions/{id}", _definition, None, {ADMIN: 204, OPERATOR: 403, INSTRUCTOR: 204, OTHER: 204}),
     # Sync needs the CML client, not built yet: allowed roles get 501 problem+json.
-    ("POST", "/api/lablet-definitions/{id}/sync", _definition, None, {ADMIN: 501, OPERATOR: 403, INSTRUCTOR: 501, OTHER: 501}),
+    ("POST", "/api/lablet-definitions/{id}/sync", _definition, None, {ADMIN: 422, OPERATOR: 403, INSTRUCTOR: 422, OTHER: 422}),
     ("GET", "/api/lablet-instances", None, None, {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 200, OTHER: 200}),
     ("POST", "/api/lablet-instances", _definition, _new_instance, {ADMIN: 201, OPERATOR: 403, INSTRUCTOR: 201, OTHER: 201}),
     ("GET", "/api/lablet-instances/{id}", _instance("pending"), None, {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 200, OTHER: 404}),

@@ -27,6 +27,12 @@ class LabletDefinition(models.Model):
     idle_timeout_minutes = models.PositiveIntegerField(default=30)
     port_definitions = models.JSONField(default=list, blank=True)
     is_active = models.BooleanField(default=True, help_text="Deprecated definitions take no new instances.")
+    # The CML lab the topology is maintained in (POST .../sync pulls it back from there).
+    reference_lab_id = models.CharField(max_length=64, blank=True)
+    reference_worker = models.ForeignKey(
+        "workers.Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    synced_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

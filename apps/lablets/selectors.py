@@ -8,7 +8,7 @@ from labmanager.api.roles import ADMIN, OPERATOR, user_roles
 
 def lablet_definition_list(*, filters: dict | None = None) -> QuerySet[LabletDefinition]:
     filters = filters or {}
-    qs = LabletDefinition.objects.select_related("created_by")
+    qs = LabletDefinition.objects.select_related("created_by", "reference_worker")
     if filters.get("name"):
         qs = qs.filter(name=filters["name"])
     if filters.get("is_active") is not None:

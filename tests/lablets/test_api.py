@@ -261,12 +261,6 @@ def test_it_refuses_to_delete_a_definition_an_instance_uses(instructor_client, d
     assert LabletDefinition.objects.filter(pk=definition.pk).exists()
 
 
-def test_it_answers_501_to_sync(instructor_client, created_definition):
-    response = instructor_client.post(f"{DEFINITIONS}/{created_definition['id']}/sync")
-
-    assert_problem(response, 501)
-
-
 def test_it_lists_definitions_in_an_envelope(instructor_client, created_definition):
     response = instructor_client.get(DEFINITIONS, {"name": "python-networking-lab"})
 

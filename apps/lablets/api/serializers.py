@@ -32,14 +32,24 @@ class LabletDefinitionSerializer(serializers.ModelSerializer):
     resource_requirements = ResourceRequirementsSerializer(source="*", read_only=True)
     lifecycle = LifecycleSerializer(source="*", read_only=True)
     port_definitions = PortDefinitionSerializer(many=True, read_only=True)
+    reference_worker_id = serializers.CharField(source="reference_worker.public_id", read_only=True,
+                                                allow_null=True, default=None)
 
     class Meta:
         model = LabletDefinition
         fields = [
             "id", "name", "version", "description", "cml_lab_yaml", "content_hash", "resource_requirements",
-            "lifecycle", "port_definitions", "is_active", "created_at", "updated_at",
+            "lifecycle", "port_definitions", "is_active", "reference_lab_id", "reference_worker_id", "synced_at",
+            "created_at", "updated_at",
         ]
         read_only_fields = fields
+
+
+class LabletDefinitionSyncSerializer(serializers.Serializer):
+    lab_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="",
+                                   help_text="The CML lab to pull from; default: the definition's reference lab.")
+    worker_id = serializers.CharField(max_length=40, required=False, allow_blank=True, default="",
+                                      help_text="The worker whose CML holds the lab; default: the reference lab's.")
 
 
 class LabletDefinitionWriteSerializer(serializers.Serializer):

@@ -8,6 +8,7 @@ from apps.lablets import selectors, services
 from apps.lablets.api.serializers import (
     GradingResultSerializer,
     LabletDefinitionSerializer,
+    LabletDefinitionSyncSerializer,
     LabletDefinitionWriteSerializer,
     LabletInstanceCreateSerializer,
     LabletInstanceExtendSerializer,
@@ -21,6 +22,8 @@ from labmanager.api.lists import csv_param, envelope_serializer, list_parameters
 from labmanager.api.roles import ADMIN, INSTRUCTOR, OPERATOR
 from labmanager.api.schema import READ_ERRORS, WRITE_ERRORS, problem_responses
 from labmanager.api.views import ResourceViewSet
+
+UPSTREAM_WRITE_ERRORS = {**WRITE_ERRORS, **problem_responses(s502="CML failed.")}
 
 DEFINITION_SORT = {"created_at": "created_at", "updated_at": "updated_at", "name": "name", "version": "version"}
 INSTANCE_SORT = {
@@ -99,12 +102,17 @@ class LabletDefinitionViewSet(ResourceViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
-        request=None,
-        responses={200: LabletDefinitionSerializer, **problem_responses(s501="CML sync is not available yet."), **WRITE_ERRORS},
+        request=LabletDefinitionSyncSerializer,
+        responses={200: LabletDefinitionSerializer, **UPSTREAM_WRITE_ERRORS},
     )
     @action(detail=True, methods=["post"])
     def sync(self, request, id=None):
-        definition = services.lablet_definition_sync(definition=self.get_object(), actor=actor_for(request))
+        """Pull the topology back from a CML lab (`lab_id` on `worker_id`, or the definition's reference lab):
+        updates cml_lab_yaml and its content_hash; the lab becomes the reference."""
+        data = LabletDefinitionSyncSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        definition = services.lablet_definition_sync(definition=self.get_object(), actor=actor_for(request),
+                                                     **data.validated_data)
         return Response(LabletDefinitionSerializer(definition).data)
 
 

@@ -2,11 +2,12 @@
 
 import yaml
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.lablets.lifecycle import LIVE
 from apps.lablets.models import LabletDefinition
-from labmanager.errors import Conflict, NotImplementedYet, ValidationFailed
+from labmanager.errors import Conflict, UpstreamUnavailable, ValidationFailed
 
 REQUIREMENT_FIELDS = ("cpu_cores", "memory_gb", "storage_gb", "node_count")
 LIFECYCLE_FIELDS = ("default_duration_minutes", "max_duration_minutes", "idle_timeout_minutes")
@@ -127,7 +128,60 @@ def lablet_definition_delete(*, definition: LabletDefinition, actor: str) -> Non
     locked.delete()
 
 
-def lablet_definition_sync(*, definition: LabletDefinition, actor: str) -> LabletDefinition:
-    raise NotImplementedYet(
-        "Syncing a definition from CML needs the CML client of the workers capability, which is not built yet."
-    )
+def lablet_definition_sync(*, definition: LabletDefinition, actor: str, lab_id: str = "",
+                           worker_id: str = "") -> LabletDefinition:
+    """Pull the topology back from a CML lab: `lab_id` on worker `worker_id`, or the definition's
+    reference lab. Updates cml_lab_yaml and its content hash; the lab becomes the reference.
+
+    422 without a lab to sync from, for an unknown worker or lab, or for an export that is not a
+    topology; 502 when CML fails. The CML call happens before the database transaction."""
+    from apps.workers import cml
+    from apps.workers.models import Worker
+    from apps.workers.services.cml import cml_credentials
+
+    lab_id = lab_id or definition.reference_lab_id
+    worker = None
+    if worker_id:
+        worker = Worker.objects.filter(public_id=worker_id).exclude(status="terminated").first()
+        if worker is None:
+            raise ValidationFailed(f"Worker {worker_id} does not exist.", errors={"worker_id": ["Unknown worker."]})
+    else:
+        worker = definition.reference_worker
+    if not lab_id or worker is None:
+        raise ValidationFailed(
+            f"Lablet definition {definition.public_id} has no reference lab: send lab_id and worker_id.",
+            errors={"lab_id": ["Required (the definition has no reference lab)."]},
+        )
+    creds = cml_credentials(worker)
+    if creds is None:
+        raise ValidationFailed(f"Worker {worker.public_id} has no address to reach its CML.",
+                               errors={"worker_id": ["The worker has no address yet."]})
+    try:
+        text = cml.cml_lab_export_yaml(**creds, lab_id=lab_id)
+    except cml.CmlError as exc:
+        if exc.kind == cml.CmlError.NOT_FOUND:
+            raise ValidationFailed(f"CML on worker {worker.public_id} has no lab {lab_id}.",
+                                   errors={"lab_id": ["Unknown lab on that worker's CML."]})
+        raise UpstreamUnavailable(f"CML on worker {worker.public_id} failed ({exc.kind}): {exc}")
+    validate_cml_yaml(text)
+    with transaction.atomic():
+        locked = LabletDefinition.objects.select_for_update().get(pk=definition.pk)
+        before = {"content_hash": locked.content_hash, "reference_lab_id": locked.reference_lab_id}
+        locked.cml_lab_yaml = text
+        locked.content_hash = LabletDefinition.hash_yaml(text)
+        locked.reference_lab_id = lab_id
+        locked.reference_worker = worker
+        locked.synced_at = timezone.now()
+        locked.save(update_fields=["cml_lab_yaml", "content_hash", "reference_lab_id", "reference_worker",
+                                   "synced_at", "updated_at"])
+        audit_record(
+            event_type="lablet_definition.synced",
+            actor=actor,
+            resource_type="lablet_definition",
+            resource_id=locked.public_id,
+            action="lablet_definition.sync",
+            metadata={"before": before, "after": {"content_hash": locked.content_hash, "reference_lab_id": lab_id,
+                                                  "worker_id": worker.public_id},
+                      "changed": before["content_hash"] != locked.content_hash},
+        )
+    return locked

@@ -54,7 +54,7 @@ class Command(BaseCommand):
                 actor=ACTOR, user=instructor, definition_id=definitions[index].public_id, owner_id=owner_id,
                 timeslot_start=start, timeslot_end=start + timedelta(hours=2)), then)
         # Bring the labs whose slot starts now up on CML, as the every-minute lifecycle tick would.
-        for _ in range(3):
+        for _ in range(12):  # nodes boot in CML_SIM_BOOT_DELAY (5 s under `make run`)
             lifecycle_tick()
             if all(i.status == "running" for i in LabletInstance.objects.filter(
                     owner_id__in=[o for o, (_, then) in booked.items() if then in ("run", "collect")])):

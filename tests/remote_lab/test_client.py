@@ -308,6 +308,9 @@ def test_heartbeats_survive_transient_errors(make_client, fake_server, caplog):
     with caplog.at_level(logging.WARNING, logger="labmanager.remote_lab"):
         session_id = client.create_session().session_id
         assert wait_for(lambda: fake_server.heartbeats_of(session_id) >= 2)
+        # the warning is logged after the answer arrives: wait for it too (the thread may lag under load)
+        assert wait_for(lambda: client.heartbeats_sent >= 2 and
+                        sum("answered 500" in r.getMessage() for r in caplog.records) >= 2)
     assert client.heartbeat_running and not client.session_lost
     assert client.heartbeats_sent >= 2
     warnings = [r.getMessage() for r in caplog.records if "answered 500" in r.getMessage()]

@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP through Django, WebSocket through Channels (routes come with the events issue)."""
+"""ASGI entry point: HTTP through Django, WebSocket through Channels (/ws/events: apps/audit/live)."""
 
 import os
 
@@ -10,8 +10,11 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import path  # noqa: E402
 
-websocket_urlpatterns: list = []
+from apps.audit.live.consumers import EventsConsumer  # noqa: E402
+
+websocket_urlpatterns = [path("ws/events", EventsConsumer.as_asgi())]
 
 application = ProtocolTypeRouter(
     {

@@ -1,12 +1,45 @@
-"""The audit journal: one append-only row per change (hash chain comes with the audit issue)."""
+"""The audit journal: one append-only, hash-chained row per change (docs/audit.md)."""
 
 from django.db import models
+from django.utils import timezone
+
+
+class AppendOnlyError(Exception):
+    """The journal is append-only: rows are never changed or deleted through the application."""
+
+
+class AuditEventQuerySet(models.QuerySet):
+    """`AuditEvent.objects` refuses bulk changes. (The test database flush and the tamper tests work
+    with SQL, below the ORM; migrations use their own plain manager.)"""
+
+    def update(self, **kwargs):
+        raise AppendOnlyError("The audit journal is append-only: rows cannot be updated.")
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        raise AppendOnlyError("The audit journal is append-only: rows cannot be updated.")
+
+    def delete(self):
+        raise AppendOnlyError("The audit journal is append-only: rows cannot be deleted.")
+
+    delete.queryset_only = True  # as QuerySet.delete: no AuditEvent.objects.delete()
 
 
 class AuditEvent(models.Model):
-    timestamp = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The chain (apps/audit/chain.py): filled once, by audit_seal() right after the row's transaction commits.
+    sequence_num = models.PositiveBigIntegerField(
+        null=True, blank=True, unique=True,
+        help_text="Position in the chain: 1, 2, 3, ... without gaps (null until sealed, a moment after commit)",
+    )
+    prev_hash = models.CharField(max_length=64, blank=True, help_text="event_hash of the previous event (64 zeros for the first)")
+    event_hash = models.CharField(max_length=64, blank=True, help_text="SHA-256 of the canonical serialisation (apps/audit/chain.py)")
+    timestamp = models.DateTimeField(default=timezone.now, db_index=True)
     event_type = models.CharField(max_length=100, db_index=True, help_text="<entity>.<past_tense>")
-    actor = models.CharField(max_length=150, help_text="username, apikey:<prefix> or system")
+    actor = models.CharField(max_length=150, help_text="username, username (apikey:<prefix>), or system")
+    user_id = models.CharField(
+        max_length=150, null=True, blank=True, db_index=True,
+        help_text="username of the acting user (null for system jobs and anonymous callers)",
+    )
+    api_key_prefix = models.CharField(max_length=32, blank=True, help_text="prefix of the API key used, if any")
     resource_type = models.CharField(max_length=50)
     resource_id = models.CharField(max_length=64, db_index=True)
     action = models.CharField(max_length=100)
@@ -16,8 +49,31 @@ class AuditEvent(models.Model):
     trace_id = models.CharField(max_length=64, blank=True)
     metadata = models.JSONField(default=dict, blank=True, help_text="before/after and details")
 
+    objects = AuditEventQuerySet.as_manager()
+
     class Meta:
-        ordering = ["id"]
+        ordering = ["id"]  # the order of writing; the chain's order (sequence_num) follows it
+        indexes = [
+            models.Index(fields=["resource_type", "resource_id"], name="audit_resource_idx"),
+            # What audit_seal() looks for: rows committed but not chained yet (normally none or a few).
+            models.Index(fields=["id"], condition=models.Q(sequence_num__isnull=True), name="audit_unsealed_idx"),
+        ]
 
     def __str__(self):
-        return f"#{self.pk} {self.event_type} {self.resource_id} by {self.actor}"
+        return f"#{self.sequence_num} {self.event_type} {self.resource_id} by {self.actor}"
+
+    @property
+    def resource(self) -> str:
+        return f"{self.resource_type}:{self.resource_id}"
+
+    @property
+    def sealed(self) -> bool:
+        return self.sequence_num is not None
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyError("The audit journal is append-only: rows cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("The audit journal is append-only: rows cannot be deleted.")

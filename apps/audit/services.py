@@ -1,13 +1,44 @@
-"""The one audit/event hook: every change is recorded here, in the caller's transaction."""
+"""The one audit/event hook: every change is recorded here, in the caller's transaction.
+
+Each row becomes a link of a hash chain (apps/audit/chain.py) in two steps:
+
+1. `audit_record` / `audit_record_many` insert the rows in the caller's transaction, taking no lock: the
+   events commit or roll back with the change they record.
+2. Right after that transaction commits, `audit_seal` links every committed row not linked yet to the
+   head of the chain (`sequence_num`, `prev_hash`, `event_hash`), oldest id first, and publishes those
+   events to the live streams with their sequence numbers. Whoever seals, publishes.
+
+Seals are serialised across processes by one advisory lock on PostgreSQL (SQLite: the database's write
+lock, BEGIN IMMEDIATE), and a unique `sequence_num` backs that up. After a commit the writer only *tries*
+the lock: if another process holds it, that process seals this row too, because a sealer looks for
+unsealed rows once more after releasing the lock. A seal takes no other lock and touches only audit rows,
+so it never deadlocks with the callers' row locks, which extending the chain inside the caller's
+transaction would (docs/audit.md). Sealed rows never change again.
+"""
 
 import logging
+from contextlib import contextmanager
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
+from apps.audit.chain import CONTENT_FIELDS, GENESIS_HASH, event_hash, parse_actor
 from apps.audit.models import AuditEvent
 
 log = logging.getLogger(__name__)
 SYSTEM_ACTOR = "system"
+VERIFIED_EVENT = "audit.verified"
+# Advisory lock key of the chain ("LMAUDIT" in ASCII), bigint form: outside the int4 range of the
+# hashtext() keys of apps.lablets.services.scheduling.advisory_lock, so the two never collide.
+CHAIN_LOCK_KEY = 0x004C_4D41_5544_4954
+SEAL_BATCH = 5000
+_TABLE = AuditEvent._meta.db_table
+# NULLs (unsealed rows) sort first in SQLite and last in PostgreSQL: exclude them rather than rely on it.
+_HEAD_SQL = (f"SELECT sequence_num, event_hash FROM {_TABLE} WHERE sequence_num IS NOT NULL "
+             "ORDER BY sequence_num DESC LIMIT 1")
+_UNSEALED_SQL = f"SELECT 1 FROM {_TABLE} WHERE sequence_num IS NULL LIMIT 1"
+_SEAL_SQL = (f"UPDATE {_TABLE} SET sequence_num = %s, prev_hash = %s, event_hash = %s "
+             "WHERE id = %s AND sequence_num IS NULL")
 
 
 def audit_record(
@@ -20,57 +51,206 @@ def audit_record(
     success: bool = True,
     error: str = "",
     metadata: dict | None = None,
+    user_id: str | None = None,
+    api_key_prefix: str | None = None,
 ) -> AuditEvent:
-    """Append one audit row; must be called inside the transaction of the change it records."""
+    """Append one audit row; must be called inside the transaction of the change it records.
+
+    `user_id` / `api_key_prefix` default to what the actor string says (`alice (apikey:lm_ab12)`).
+    The row is sealed into the chain and published right after the transaction commits."""
     from labmanager.middleware import current_client_ip, current_trace_id
 
-    trace_id = current_trace_id()
-    event = AuditEvent.objects.create(
-        event_type=event_type,
-        actor=actor or SYSTEM_ACTOR,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        action=action,
-        success=success,
-        error=error,
-        ip_address=current_client_ip(),
-        trace_id="" if trace_id == "-" else trace_id,
-        metadata=metadata or {},
+    row = _row(
+        {"event_type": event_type, "actor": actor, "resource_type": resource_type, "resource_id": resource_id,
+         "action": action, "success": success, "error": error, "metadata": metadata, "user_id": user_id,
+         "api_key_prefix": api_key_prefix},
+        ip=current_client_ip(),
+        trace_id=current_trace_id(),
     )
-    transaction.on_commit(lambda: _publish(event))
+    event = AuditEvent(timestamp=timezone.now(), **row)
+    event.save(force_insert=True)
+    _seal_on_commit()
     return event
 
 
 def audit_record_many(events: list[dict]) -> list[AuditEvent]:
     """Append many audit rows at once (the scheduler's batch pass): each dict takes audit_record's
-    keyword arguments. Same transaction rule, same live publication, one INSERT per 500 rows."""
+    keyword arguments. Same transaction rule, same seal and publication after commit: one INSERT per
+    1,000 rows, one seal for the whole batch (the chain computed in Python, one UPDATE round trip)."""
     from labmanager.middleware import current_client_ip, current_trace_id
 
-    trace_id = current_trace_id()
-    ip = current_client_ip()
-    rows = [
-        AuditEvent(
-            event_type=e["event_type"],
-            actor=e.get("actor") or SYSTEM_ACTOR,
-            resource_type=e["resource_type"],
-            resource_id=e["resource_id"],
-            action=e["action"],
-            success=e.get("success", True),
-            error=e.get("error", ""),
-            ip_address=ip,
-            trace_id="" if trace_id == "-" else trace_id,
-            metadata=e.get("metadata") or {},
-        )
-        for e in events
-    ]
-    created = AuditEvent.objects.bulk_create(rows, batch_size=500)
-    if created and created[0].pk is not None:
-        transaction.on_commit(lambda: _publish_many(created))
+    if not events:
+        return []
+    ip, trace_id, now = current_client_ip(), current_trace_id(), timezone.now()
+    created = AuditEvent.objects.bulk_create(
+        [AuditEvent(timestamp=now, **_row(e, ip=ip, trace_id=trace_id)) for e in events], batch_size=1000
+    )
+    _seal_on_commit()
     return created
 
 
+def audit_seal(*, wait: bool = True, batch_size: int = SEAL_BATCH) -> int:
+    """Link every committed, unsealed row to the chain and publish it; returns how many were sealed.
+
+    Idempotent; safe from anywhere at any time (after each commit, before a verification, from a job).
+    With `wait=False` it returns at once when another process is sealing (that one seals for us)."""
+    total = 0
+    for _round in range(1000):
+        with _chain_lock(wait=wait) as held:
+            if not held:
+                return total
+            while True:
+                sealed = _seal_batch(batch_size)
+                total += len(sealed)
+                _publish_after_commit(sealed)
+                if len(sealed) < batch_size:
+                    break
+        # Rows committed after our last look, whose writers found the lock taken, are ours to seal.
+        if connection.vendor != "postgresql" or connection.in_atomic_block or not _unsealed_exist():
+            return total
+        wait = False  # if someone else has the lock now, they will see those rows
+    log.warning("audit_seal: still finding unsealed rows after 1000 rounds; the next seal continues")
+    return total
+
+
+def audit_verify(*, actor: str, record: bool = True, progress=None):
+    """Seal what is committed, verify the whole chain (apps/audit/verify.py), and journal the check as
+    `audit.verified` (success = the chain is intact). Returns the Verification."""
+    from apps.audit.verify import chain_verify
+
+    audit_seal()
+    result = chain_verify(progress=progress)
+    if record:
+        with transaction.atomic():
+            audit_record(
+                event_type=VERIFIED_EVENT, actor=actor, resource_type="audit_chain", resource_id="journal",
+                action="audit.verify", success=result.valid, error=result.reason,
+                metadata={"total_events": result.total_events, "first_tampered": result.first_tampered,
+                          "chain_root_hash": result.chain_root_hash},
+            )
+    return result
+
+
+def chain_head() -> tuple[int, str]:
+    """(sequence_num, event_hash) of the last sealed event, or (0, GENESIS_HASH) for an empty chain."""
+    with connection.cursor() as cursor:
+        cursor.execute(_HEAD_SQL)
+        head = cursor.fetchone()
+    return (head[0], head[1]) if head else (0, GENESIS_HASH)
+
+
+def _row(e: dict, *, ip: str | None, trace_id: str) -> dict:
+    """The columns of one event except the chain's (sequence_num, prev_hash, event_hash) and timestamp."""
+    actor = e.get("actor") or SYSTEM_ACTOR
+    parsed_user, parsed_prefix = parse_actor(actor)
+    user_id = e.get("user_id")
+    prefix = e.get("api_key_prefix")
+    return {
+        "event_type": e["event_type"],
+        "actor": actor,
+        "user_id": str(user_id) if user_id is not None else parsed_user,
+        "api_key_prefix": prefix if prefix is not None else parsed_prefix,
+        "resource_type": e["resource_type"],
+        "resource_id": str(e["resource_id"]),
+        "action": e["action"],
+        "success": bool(e.get("success", True)),
+        "ip_address": ip,
+        "error": str(e.get("error") or ""),
+        "trace_id": "" if trace_id == "-" else trace_id,
+        "metadata": e.get("metadata") or {},
+    }
+
+
+def _seal_on_commit() -> None:
+    """Seal after the current transaction commits: one hook per transaction, however many events."""
+    if connection.in_atomic_block and any(func is _seal_after_commit for _, func, _ in connection.run_on_commit):
+        return
+    transaction.on_commit(_seal_after_commit)
+
+
+def _seal_after_commit() -> None:
+    """on_commit hook of every transaction that journals. Never raises: the change is committed, and
+    the next seal (any commit, a verification) links whatever is left."""
+    try:
+        audit_seal(wait=False)
+    except Exception:
+        log.warning("Could not seal the audit journal after a commit", exc_info=True)
+
+
+@contextmanager
+def _chain_lock(*, wait: bool):
+    """Hold the right to extend the chain. PostgreSQL: a session advisory lock, released on exit (inside
+    a caller's transaction, a transaction one, released when that ends). SQLite: every write transaction
+    holds the database's write lock from its BEGIN IMMEDIATE, so there is nothing to take here."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        if connection.in_atomic_block:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
+            yield True
+            return
+        if wait:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [CHAIN_LOCK_KEY])
+        else:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [CHAIN_LOCK_KEY])
+            if not cursor.fetchone()[0]:
+                yield False
+                return
+    try:
+        yield True
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [CHAIN_LOCK_KEY])
+
+
+def _unsealed_exist() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(_UNSEALED_SQL)
+        return cursor.fetchone() is not None
+
+
+def _seal_batch(limit: int) -> list[AuditEvent]:
+    """One transaction: link up to `limit` unsealed rows after the head; returns them, sealed."""
+    with transaction.atomic():
+        sequence, prev = chain_head()  # under the chain lock: nobody else moves the head meanwhile
+        rows = list(
+            AuditEvent.objects.filter(sequence_num__isnull=True).order_by("id")
+            .values_list("id", *CONTENT_FIELDS)[:limit]
+        )
+        if not rows:
+            return []
+        sealed, params = [], []
+        for row in rows:
+            sequence += 1
+            digest = event_hash((sequence, prev, *row[1:]))
+            params.append((sequence, prev, digest, row[0]))
+            event = AuditEvent(id=row[0], sequence_num=sequence, prev_hash=prev, event_hash=digest,
+                               **dict(zip(CONTENT_FIELDS, row[1:])))
+            event._state.adding, event._state.db = False, connection.alias  # as loaded: save() refuses
+            sealed.append(event)
+            prev = digest
+        with connection.cursor() as cursor:
+            cursor.executemany(_SEAL_SQL, params)
+    return sealed
+
+
+def _publish_after_commit(events: list[AuditEvent]) -> None:
+    if events:
+        transaction.on_commit(lambda: _deliver(events))  # at once when not inside a transaction
+
+
+def _deliver(events: list[AuditEvent]) -> None:
+    """Sealed events go out: to the live streams (channel layer) and to the webhook subscriptions
+    (deliveries queued as django-q2 tasks; what this misses, the catch-up schedule delivers)."""
+    from apps.audit.webhooks.services import webhooks_dispatch_events
+
+    _publish_many(events)
+    webhooks_dispatch_events(events)  # never raises
+
+
 def _publish(event: AuditEvent) -> None:
-    """After commit, hand the event to the channel layer (live streams subscribe to group `events`)."""
+    """Hand one sealed event to the channel layer (live streams subscribe to group `events`)."""
     _publish_many([event])
 
 
@@ -90,13 +270,14 @@ def _publish_many(events: list[AuditEvent]) -> None:
     try:
         async_to_sync(send_all)()
     except Exception:  # a live-stream hiccup must never undo or fail a committed change
-        log.warning("Could not publish %d event(s) from %s", len(events), events[0].pk, exc_info=True)
+        log.warning("Could not publish %d event(s) from #%s", len(events), events[0].sequence_num, exc_info=True)
 
 
 def _message(event: AuditEvent) -> dict:
     return {
         "type": "event.message",
         "id": event.pk,
+        "sequence_num": event.sequence_num,
         "event_type": event.event_type,
         "resource_type": event.resource_type,
         "resource_id": event.resource_id,

@@ -1,0 +1,199 @@
+"""Benchmark the live fan-out: SSE subscribers on two daphne processes with Redis, events written by a
+separate process, latency from the event's journal timestamp (set just before its commit) to receipt.
+
+    .venv/bin/python bench/sse.py [--subscribers 1000] [--events 50] [--rate 10] [--timeout 120]
+
+Uses PostgreSQL (a database created and dropped here) when 127.0.0.1:5432 answers, else SQLite; Redis
+redis://127.0.0.1:6379/11 (REDIS_URL overrides). Bounded in count and time; always stops daphne.
+Goal: p99 under 500 ms for 1,000 subscribers.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+PG_DB = "labmanager_bench_sse"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+def pg_admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def django_run(env: dict, code: str, timeout=300) -> str:
+    done = subprocess.run([PY, "-c", "import django; django.setup()\n" + code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    return done.stdout
+
+
+WRITER = """
+import time
+from django.db import transaction
+from apps.audit.services import audit_record
+for n in range({events}):
+    with transaction.atomic():
+        audit_record(event_type="worker.running", actor="system", resource_type="worker",
+                     resource_id="wrk-bench", action="worker.bench", metadata={{"n": n}})
+    time.sleep({pause})
+"""
+
+
+async def subscriber(port: int, key: str, connected: asyncio.Event, counter: list, total: int,
+                     latencies: list, done: asyncio.Event):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET /api/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {key}\r\n"
+                 "Accept: text/event-stream\r\n\r\n".encode())
+    await writer.drain()
+    try:
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            if line.startswith(b": connected"):
+                counter[0] += 1
+                if counter[0] == total:
+                    connected.set()
+            elif line.startswith(b"data: "):
+                received = time.time()
+                stamp = json.loads(line[6:])["timestamp"]
+                latencies.append(received - _parse(stamp))
+    finally:
+        writer.close()
+
+
+def _parse(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+async def measure(ports, key, subscribers, events, pause, timeout):
+    connected, done = asyncio.Event(), asyncio.Event()
+    counter, latencies = [0], []
+    tasks = [asyncio.create_task(subscriber(ports[i % len(ports)], key, connected, counter, subscribers,
+                                            latencies, done)) for i in range(subscribers)]
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(connected.wait(), timeout)
+    except TimeoutError:
+        print(f"only {counter[0]} of {subscribers} subscribers connected in {timeout} s")
+    connect_s = time.monotonic() - started
+    writer = await asyncio.create_subprocess_exec(PY, "-c", "import django; django.setup()\n" +
+                                                  WRITER.format(events=events, pause=pause),
+                                                  cwd=ROOT, env=os.environ.copy())
+    await asyncio.wait_for(writer.wait(), timeout)
+    expected = counter[0] * events
+    deadline = time.monotonic() + 10
+    while len(latencies) < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return counter[0], connect_s, expected, latencies
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))] if values else float("nan")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=10.0, help="events per second written")
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    args.subscribers = min(args.subscribers, 5000)
+    args.events = min(args.events, 1000)
+
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="labmanager.settings", PYTHONPATH=str(ROOT),
+               REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/11"), REDIS_PREFIX="lm-bench-sse",
+               DB_CONN_MAX_AGE="0")
+    tmp = tempfile.TemporaryDirectory(prefix="bench-sse-")
+    use_pg = pg_available()
+    if use_pg:
+        pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}"')
+        pg_admin(f'CREATE DATABASE "{PG_DB}"')
+        env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{PG_DB}"
+    else:
+        env.pop("DATABASE_URL", None)
+        env["SQLITE_PATH"] = str(Path(tmp.name) / "bench.sqlite3")
+    print(f"SSE fan-out: database {'PostgreSQL' if use_pg else 'SQLite (PostgreSQL unavailable)'}, "
+          f"Redis {env['REDIS_URL']}, 2 daphne processes, {args.subscribers} subscribers, "
+          f"{args.events} events at {args.rate}/s")
+    servers = []
+    try:
+        subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=600)
+        key = django_run(env, "from labmanager.services import api_key_create, user_ensure_with_role\n"
+                         "u, _ = user_ensure_with_role(username='bench-sse', role='admin', actor='bench')\n"
+                         "print(api_key_create(user=u, actor='bench')[1])").strip().splitlines()[-1]
+        ports = [free_port(), free_port()]
+        for port in ports:
+            servers.append(subprocess.Popen([PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                                             "labmanager.asgi:application"], cwd=ROOT, env=env,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for port in ports:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("daphne did not start")
+                    time.sleep(0.2)
+        os.environ.update(env)
+        connected, connect_s, expected, latencies = asyncio.run(
+            measure(ports, key, args.subscribers, args.events, 1.0 / args.rate, args.timeout))
+        print(f"  subscribers connected: {connected} in {connect_s:.1f} s")
+        print(f"  deliveries: {len(latencies)} of {expected} expected")
+        ms = [value * 1000 for value in latencies]
+        p50, p99 = percentile(ms, 50), percentile(ms, 99)
+        print(f"  commit->delivery latency: p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(ms, default=0):.0f} ms "
+              f"(goal p99 < 500 ms: {'met' if p99 < 500 and len(latencies) == expected else 'NOT met'})")
+    finally:
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(5)
+        if use_pg:
+            pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

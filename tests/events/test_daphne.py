@@ -1,0 +1,136 @@
+"""Through a real daphne: SSE read by httpx and WebSocket by `websockets`, events written by another process."""
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+import websockets
+
+from tests.conftest import client_for
+from tests.events.conftest import write_events
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class SseReader:
+    """Reads `id/event/data` messages from an open httpx stream, with a bounded wait."""
+
+    def __init__(self, response):
+        self.lines = response.iter_lines()
+        self.comments = []
+
+    def next_event(self, timeout=15.0) -> dict:
+        deadline = time.monotonic() + timeout
+        message = {}
+        for line in self.lines:
+            if time.monotonic() > deadline:
+                break
+            if line.startswith(":"):
+                self.comments.append(line)
+            elif line == "":
+                if "data" in message:
+                    message["data"] = json.loads(message["data"])
+                    message["id"] = int(message["id"])
+                    return message
+                message = {}
+            else:
+                name, _, value = line.partition(":")
+                message[name] = value.lstrip(" ")
+        raise AssertionError("no event in time")
+
+    def wait_connected(self):
+        for line in self.lines:
+            if line.startswith(": connected"):
+                return
+
+
+def _stream(url, key, headers=None, **params):
+    return httpx.stream("GET", url + "/api/events/stream", params=params, timeout=httpx.Timeout(20.0),
+                        headers={"X-API-Key": key, **(headers or {})})
+
+
+def test_event_from_another_process_reaches_sse_client_and_resumes_without_gap(daphne_url, admin_user):
+    key = client_for(admin_user).raw_key
+    with _stream(daphne_url, key) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        reader = SseReader(response)
+        reader.wait_connected()
+        first = write_events("worker", "wrk-live1", "worker.pending", "worker.running", "worker.stopping")
+        got = [reader.next_event() for _ in first]
+    assert [m["id"] for m in got] == first
+    assert [m["event"] for m in got] == ["worker_status"] * 3
+    assert got[1]["data"]["type"] == "io.lablet.worker.running"
+    assert got[1]["data"]["event_type"] == "worker.running"
+    assert got[1]["data"]["resource"] == {"type": "worker", "id": "wrk-live1"}
+    assert got[1]["data"]["id"] == first[1]
+    # Disconnected after the 2nd... say the client only processed up to first[1]; more is written meanwhile.
+    missed = write_events("lablet_instance", "inst-x", "lablet_instance.scheduled", "lablet_instance.running")
+    with _stream(daphne_url, key, headers={"Last-Event-ID": str(first[1])}) as response:
+        reader = SseReader(response)
+        replayed = [reader.next_event() for _ in range(3)]
+        assert [m["id"] for m in replayed] == [first[2], *missed]
+        assert replayed[1]["event"] == "lablet_instance_status"
+        assert replayed[1]["data"]["type"] == "io.lablet.instance.scheduled"
+        live = write_events("session", "sess-1", "session.activated")
+        after = reader.next_event()
+        assert after["id"] == live[0]  # straight after the replay: no gap, no duplicate
+        assert after["event"] == "session_status" and after["data"]["type"] == "io.lablet.session.activated"
+
+
+def test_sse_filters_and_query_resume(daphne_url, operator_user):
+    key = client_for(operator_user).raw_key
+    base = write_events("worker", "wrk-a", "worker.pending")[0]
+    with _stream(daphne_url, key, worker_ids="wrk-b,wrk-c", event_types="worker.running,worker.stopped",
+                 last_event_id=str(base)) as response:
+        reader = SseReader(response)
+        seqs = write_events("worker", "wrk-a", "worker.running")  # other worker
+        seqs += write_events("worker", "wrk-b", "worker.pending", "worker.running")  # other type, then wanted
+        got = reader.next_event()
+    assert got["id"] == seqs[2] and got["data"]["resource"]["id"] == "wrk-b"
+
+
+def test_sse_refuses_without_credentials(daphne_url, db):
+    response = httpx.get(daphne_url + "/api/events/stream", timeout=10)
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("application/problem+json")
+    response = httpx.get(daphne_url + "/api/events/stream", headers={"X-API-Key": "lm_nope"}, timeout=10)
+    assert response.status_code == 401
+
+
+def test_websocket_subscribe_ping_and_resume_through_daphne(daphne_url, admin_user):
+    key = client_for(admin_user).raw_key
+    before = write_events("worker", "wrk-ws", "worker.pending", "worker.running")
+    ws_url = daphne_url.replace("http://", "ws://") + f"/ws/events?token={key}"
+
+    async def scenario():
+        async with websockets.connect(ws_url, origin="http://127.0.0.1", open_timeout=10) as ws:
+            await ws.send(json.dumps({"type": "ping"}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
+            await ws.send(json.dumps({"type": "subscribe", "worker_ids": ["wrk-ws"], "last_event_id": before[0]}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "subscribed"
+            replayed = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            live_ids = await asyncio.to_thread(write_events, "worker", "wrk-ws", "worker.stopping")
+            live = json.loads(await asyncio.wait_for(ws.recv(), 15))
+            return replayed, live, live_ids
+
+    replayed, live, live_ids = asyncio.run(scenario())
+    assert replayed["type"] == "event" and replayed["id"] == before[1] and replayed["event"] == "worker_status"
+    assert replayed["data"]["type"] == "io.lablet.worker.running"
+    assert live["id"] == live_ids[0]
+
+
+def test_websocket_refuses_without_credentials(daphne_url, db):
+    ws_url = daphne_url.replace("http://", "ws://") + "/ws/events"
+
+    async def scenario():
+        with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+            async with websockets.connect(ws_url, origin="http://127.0.0.1", open_timeout=10):
+                pass
+        return refused.value.response.status_code
+
+    assert asyncio.run(scenario()) == 403

@@ -45,3 +45,34 @@ class UpstreamUnavailable(DomainError):
 class NotImplementedYet(DomainError):
     status_code = 501
     title = "Not Implemented"
+
+
+class BadRequest(DomainError):
+    status_code = 400
+    title = "Bad Request"
+
+
+class PayloadTooLarge(DomainError):
+    status_code = 413
+    title = "Content Too Large"
+
+
+class Locked(DomainError):
+    status_code = 423
+    title = "Locked"
+
+
+class ServiceUnavailable(DomainError):
+    """503 with a Retry-After header (seconds), e.g. a full session queue."""
+
+    status_code = 503
+    title = "Service Unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int, **kwargs):
+        super().__init__(detail, **kwargs)
+        self.retry_after = max(int(retry_after), 1)
+        self.headers = {"Retry-After": str(self.retry_after)}
+
+
+class QueueFull(ServiceUnavailable):
+    title = "Queue full"

@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "django_q",
     "labmanager",
     "apps.audit",
+    "apps.audit.webhooks",
+    "django_prometheus",
     "apps.workers",
     "apps.lablets",
     "apps.sessions",
@@ -126,6 +128,8 @@ Q_SCHEDULES = {
     "cml_health": {"func": "apps.workers.tasks.cml_health", "schedule_type": "I", "minutes": 1},
     "lifecycle_tick": {"func": "apps.lablets.tasks.lifecycle_tick", "schedule_type": "I", "minutes": 1},
     "worker_cost": {"func": "apps.workers.tasks.worker_cost_tick", "schedule_type": "I", "minutes": 1},
+    "reap_sessions": {"func": "apps.sessions.tasks.reap_sessions", "schedule_type": "I", "minutes": 1},
+    "webhooks_catch_up": {"func": "apps.audit.webhooks.tasks.webhooks_catch_up", "schedule_type": "I", "minutes": 1},
 }
 
 # --- scheduler and lifecycle (docs/scheduler.md) ------------------------------
@@ -160,6 +164,22 @@ WORKER_IDLE_STOP_MINUTES = env.int("WORKER_IDLE_STOP_MINUTES", default=30)
 # LIFECYCLE_LEAD_MINUTES) before the first slot booked on it.
 WORKER_BOOT_MINUTES = env.int("WORKER_BOOT_MINUTES", default=10)
 
+# --- remote-lab sessions (docs/remote-lab.md) ---------------------------------
+SESSION_DEFAULT_POOL = env.str("SESSION_DEFAULT_POOL", default="default")  # POST /session without ?pool=
+SESSION_ACTIVE_STALE_SECONDS = env.int("SESSION_ACTIVE_STALE_SECONDS", default=300)  # reaped after this silence
+SESSION_WAITING_STALE_SECONDS = env.int("SESSION_WAITING_STALE_SECONDS", default=600)
+SESSION_QUEUE_MAX = env.int("SESSION_QUEUE_MAX", default=1000)  # waiting sessions per pool (0: no bound)
+# Reads of the queue reap and promote a pool at most this often (the schedule does it every minute).
+SESSION_SWEEP_INTERVAL_SECONDS = env.float("SESSION_SWEEP_INTERVAL_SECONDS", default=5.0)
+# Clients without an API key or token are accepted only from these networks (REMOTE_ADDR).
+SESSION_ANONYMOUS_NETWORKS = env.list("SESSION_ANONYMOUS_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+SESSION_API_RATE_LIMIT = env.str("SESSION_API_RATE_LIMIT", default="100000/min")  # per principal; "": none
+SESSION_UPLOAD_MAX_BYTES = env.int("SESSION_UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)  # topology + extra files
+SESSION_UPLOAD_MAX_FILES = env.int("SESSION_UPLOAD_MAX_FILES", default=20)  # extra_files per POST /lab
+SESSION_STORAGE_DIR = env.str("SESSION_STORAGE_DIR", default=str(VAR_DIR / "sessions"))
+SESSION_LAB_START_TIMEOUT_SECONDS = env.int("SESSION_LAB_START_TIMEOUT_SECONDS", default=600)
+SESSION_HISTORY_DAYS = env.int("SESSION_HISTORY_DAYS", default=30)  # ended sessions kept this long (0: forever)
+
 # --- AWS EC2 (workers) and CML ---------------------------------------------
 # With AWS_ENDPOINT_URL unset boto3 talks to AWS with its usual credential chain; `make run` and the
 # tests point it at moto's server on 127.0.0.1 instead.
@@ -180,6 +200,28 @@ CML_PASSWORD = env.str("CML_PASSWORD", default="")
 CML_VERIFY_TLS = env.bool("CML_VERIFY_TLS", default=False)
 CML_TIMEOUT_SECONDS = env.float("CML_TIMEOUT_SECONDS", default=5.0)
 CML_HEALTH_CONCURRENCY = env.int("CML_HEALTH_CONCURRENCY", default=100)
+
+# --- webhooks (docs/webhooks.md) -----------------------------------------------
+# SSRF guard: loopback, private and link-local targets are refused unless this is true (tests set it);
+# metadata, unspecified and multicast addresses are refused even then. Hosts listed in
+# WEBHOOK_ALLOWED_HOSTS skip the address check (exact host names, e.g. an internal receiver).
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False)
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)  # per delivery, the first included
+WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)  # doubles per attempt
+WEBHOOK_DISABLE_AFTER_FAILURES = env.int("WEBHOOK_DISABLE_AFTER_FAILURES", default=10)  # 0: never
+WEBHOOK_SIGNATURE_TOLERANCE_SECONDS = env.int("WEBHOOK_SIGNATURE_TOLERANCE_SECONDS", default=300)  # for receivers
+CLOUDEVENTS_SOURCE = env.str("CLOUDEVENTS_SOURCE", default="https://labmanager.local")
+
+# --- metrics (GET /metrics, docs/webhooks.md#metrics) ---------------------------
+# Scrapes from these networks need no credentials; others need an admin or operator API key.
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    *MIDDLEWARE,
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
 
 # --- auth -------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

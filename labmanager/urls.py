@@ -4,11 +4,17 @@ from django.urls import include, path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from apps.audit.live.stream import event_stream
 from labmanager.api import views as api_views
+from labmanager.metrics import metrics_view
 
 api_patterns = [
     path("", include("apps.workers.api.urls")),
     path("", include("apps.lablets.api.urls")),
+    path("remote-lab/", include("apps.sessions.api.urls")),
+    path("", include("apps.audit.api.urls")),
+    path("", include("apps.audit.webhooks.api.urls")),
+    path("events/stream", event_stream, name="events-stream"),
     path("diagnostics/health", api_views.health, name="health"),
     path("diagnostics/ready", api_views.ready, name="ready"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
@@ -19,6 +25,7 @@ api_patterns = [
 urlpatterns = [
     path("api/", include(api_patterns)),
     path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", TemplateView.as_view(template_name="home.html"), name="home"),

@@ -54,6 +54,12 @@ def _instance(state):
     return lambda owner: instance_in(state, created_by=owner)
 
 
+def _webhook(owner):
+    from apps.audit.webhooks.services import webhook_subscription_create
+
+    return webhook_subscription_create(actor="tests", url="https://93.184.216.34/hook")  # a public IP literal: no DNS
+
+
 def _new_worker(obj):
     return {"name": "cml-worker-new"}
 
@@ -134,6 +140,14 @@ ENDPOINTS = [
      {ADMIN: 200, OPERATOR: 403, INSTRUCTOR: 200, OTHER: 404}),
     ("POST", "/api/scheduler/preview", _definition, _preview, {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 200, OTHER: 200}),
     ("GET", "/api/scheduler/status", None, None, {ADMIN: 200, OPERATOR: 200, INSTRUCTOR: 200, OTHER: 200}),
+    ("GET", "/api/webhooks", None, None, {ADMIN: 200, OPERATOR: 403, INSTRUCTOR: 403, OTHER: 403}),
+    ("POST", "/api/webhooks", None, lambda obj: {"url": "https://93.184.216.34/hook"},
+     {ADMIN: 201, OPERATOR: 403, INSTRUCTOR: 403, OTHER: 403}),
+    ("GET", "/api/webhooks/{id}", _webhook, None, {ADMIN: 200, OPERATOR: 403, INSTRUCTOR: 403, OTHER: 403}),
+    ("PATCH", "/api/webhooks/{id}", _webhook, lambda obj: {"description": "changed"},
+     {ADMIN: 200, OPERATOR: 403, INSTRUCTOR: 403, OTHER: 403}),
+    ("DELETE", "/api/webhooks/{id}", _webhook, None, {ADMIN: 204, OPERATOR: 403, INSTRUCTOR: 403, OTHER: 403}),
+    ("GET", "/api/webhooks/{id}/deliveries", _webhook, None, {ADMIN: 200, OPERATOR: 403, INSTRUCTOR: 403, OTHER: 403}),
 ]
 
 CELLS = [

@@ -24,6 +24,9 @@ ALLOWED = {
     ("apps/lablets/services/instances.py", "lablet_instance_transition"),
     ("apps/lablets/services/instances.py", "lablet_instances_transition_many"),
     ("apps/workers/services/fleet.py", "worker_transition"),
+    ("apps/sessions/services/transitions.py", "session_transition"),
+    ("apps/sessions/services/transitions.py", "session_lab_transition"),
+    ("apps/audit/webhooks/delivery.py", "delivery_status_set"),
 }
 
 ATTRIBUTE_ASSIGNMENT = re.compile(r"(?:\b(?P<owner>\w+))?\.status\s*(?::[^=\n]+)?=(?!=)")

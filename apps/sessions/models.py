@@ -1,1 +1,136 @@
-"""The FIFO session queue and shared labs arrive with the sessions capability."""
+"""Remote-lab sessions: per-pool FIFO queues of sessions, and the shared lab of each worker.
+
+docs/remote-lab.md explains the design; in short:
+- a SessionPool row is the pool's lock and ticket counter; a Session stores its own queue position
+  (0 = active), kept right by bulk UPDATEs when sessions leave, so reading a position is one row;
+- a SessionLab row per worker is that worker's lab slot (and the row POST /lab locks); a LabClaim is
+  one session's reference on it (ref_count = number of claims); a LabTeardown is a CML lab still to
+  be deleted (durable until the teardown task has removed it).
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from apps.sessions.lifecycle import LabStatus, SessionStatus
+from apps.workers.models import Worker
+
+
+class SessionPool(models.Model):
+    """A queue: the workers whose `session_pool` is this name serve its sessions."""
+
+    name = models.CharField(max_length=50, unique=True)
+    next_ticket = models.PositiveBigIntegerField(default=1, editable=False,
+                                                 help_text="Arrival number of the next session (FIFO order).")
+    usable_workers = models.PositiveIntegerField(default=0, editable=False,
+                                                 help_text="Usable workers at the last maintenance pass.")
+    avg_session_seconds = models.FloatField(null=True, blank=True, editable=False,
+                                            help_text="Moving average of how long sessions stay active.")
+    sessions_finished = models.PositiveBigIntegerField(default=0, editable=False)
+    maintained_at = models.DateTimeField(null=True, blank=True, editable=False,
+                                         help_text="Last reaping/promotion pass over this pool.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Session(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    pool = models.ForeignKey(SessionPool, on_delete=models.PROTECT, related_name="sessions")
+    ticket = models.PositiveBigIntegerField(editable=False, help_text="Arrival order within the pool.")
+    status = models.CharField(max_length=10, choices=SessionStatus.choices, default=SessionStatus.WAITING)
+    position = models.PositiveIntegerField(default=0, help_text="0: active; 1..n: place in the queue.")
+    worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="lab_sessions",
+                               help_text="The worker an active session holds.")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="lab_sessions", help_text="Blank: an anonymous client.")
+    actor = models.CharField(max_length=150, help_text="Who created it, as the audit journal names them.")
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    activated_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["pool", "ticket"]
+        indexes = [
+            models.Index(fields=["pool", "status", "position"], name="session_pool_queue"),
+            models.Index(fields=["status", "last_seen_at"], name="session_staleness"),
+            models.Index(fields=["ended_at"], name="session_ended"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(status__in=SessionStatus.values), name="session_status_valid"),
+            models.UniqueConstraint(fields=["pool", "ticket"], name="session_unique_ticket"),
+            models.UniqueConstraint(fields=["worker"], condition=models.Q(status=SessionStatus.ACTIVE),
+                                    name="session_one_active_per_worker"),
+        ]
+
+    def __str__(self):
+        return f"{self.id} ({self.status}, {self.pool_id and self.pool.name})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in (SessionStatus.WAITING, SessionStatus.ACTIVE)
+
+
+class SessionLab(models.Model):
+    """The lab slot of one worker: which topology runs there for sessions, and how many hold it."""
+
+    worker = models.OneToOneField(Worker, on_delete=models.CASCADE, related_name="session_lab")
+    status = models.CharField(max_length=10, choices=LabStatus.choices, default=LabStatus.EMPTY)
+    topology_sha256 = models.CharField(max_length=64, blank=True)
+    topology_name = models.CharField(max_length=255, blank=True)
+    cml_lab_id = models.CharField(max_length=64, blank=True)
+    ref_count = models.PositiveIntegerField(default=0, help_text="Sessions holding a claim on it.")
+    devices = models.JSONField(default=list, blank=True)
+    start_token = models.UUIDField(null=True, blank=True, editable=False,
+                                   help_text="The acquire that is starting it (STARTING only).")
+    started_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["worker"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(status__in=LabStatus.values), name="session_lab_status_valid"),
+            models.CheckConstraint(condition=models.Q(ref_count__gte=0), name="session_lab_ref_count_positive"),
+        ]
+
+    def __str__(self):
+        return f"lab on {self.worker_id} ({self.status}, {self.topology_sha256[:12] or '-'}, refs {self.ref_count})"
+
+
+class LabClaim(models.Model):
+    """One session's reference on its worker's lab: a session holds at most one."""
+
+    session = models.OneToOneField(Session, on_delete=models.CASCADE, related_name="lab_claim")
+    lab = models.ForeignKey(SessionLab, on_delete=models.CASCADE, related_name="claims")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.session_id} -> {self.lab_id}"
+
+
+class LabTeardown(models.Model):
+    """A CML lab to delete: written in the transaction that drops it, removed once CML has deleted it."""
+
+    worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="session_lab_teardowns")
+    cml_lab_id = models.CharField(max_length=64)
+    topology_sha256 = models.CharField(max_length=64, blank=True)
+    reason = models.CharField(max_length=100, blank=True)
+    requested_at = models.DateTimeField(auto_now_add=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["requested_at"]
+
+    def __str__(self):
+        return f"teardown of {self.cml_lab_id} on {self.worker_id}"

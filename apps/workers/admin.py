@@ -20,12 +20,13 @@ def _run(modeladmin, request, queryset, service, verb):
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
     list_display = ("name", "public_id", "status", "aws_instance_id", "aws_region", "instance_type",
-                    "cml_service_status", "license_status", "nodes_running", "draining", "last_cml_sync_at")
-    list_filter = ("status", "aws_region", "instance_type", "cml_service_status", "license_status", "draining")
+                    "cml_service_status", "license_status", "nodes_running", "draining", "session_pool", "last_cml_sync_at")
+    list_filter = ("status", "aws_region", "instance_type", "cml_service_status", "license_status", "draining",
+                   "session_pool")
     search_fields = ("name", "public_id", "aws_instance_id", "ip_address")
     # Operators may change the declared capacity and the CML connection; everything EC2 or CML reports,
     # and the status, is read-only (changed by the actions below, which call the services).
-    fields = ("name", "public_id", "status", "draining", "aws_instance_id", "aws_region", "instance_type",
+    fields = ("name", "public_id", "status", "draining", "session_pool", "aws_instance_id", "aws_region", "instance_type",
               "ip_address", "private_ip_address", "template", "cpu_cores", "memory_gb", "storage_gb", "max_nodes",
               "cml_url", "cml_username", "cml_password", "cml_service_status", "cml_version", "cml_error",
               "license_status", "license_tier", "cpu_usage_percent", "memory_usage_percent", "memory_used_gb",
@@ -53,6 +54,10 @@ class WorkerAdmin(admin.ModelAdmin):
         changes = {f: form.cleaned_data[f] for f in services.CONNECTION_FIELDS if f in form.changed_data}
         if changes:
             services.worker_update_connection(worker=obj, actor=request.user.get_username(), changes=changes)
+        if "session_pool" in form.changed_data:  # remote-lab pool membership (docs/remote-lab.md)
+            from apps.sessions.services import worker_session_pool_set
+
+            worker_session_pool_set(worker=obj, pool=form.cleaned_data["session_pool"], actor=request.user.get_username())
 
     def has_add_permission(self, request):
         return False  # workers are imported or launched through the API (POST /api/workers)

@@ -74,6 +74,8 @@ class Worker(models.Model):
     memory_total_gb = models.FloatField(null=True, blank=True)
     nodes_running = models.PositiveIntegerField(default=0)
     draining = models.BooleanField(default=False)
+    session_pool = models.CharField(max_length=50, blank=True, db_index=True,
+                                    help_text="Remote-lab session pool this worker serves; blank: none.")
     last_ec2_sync_at = models.DateTimeField(null=True, blank=True)
     last_cml_sync_at = models.DateTimeField(null=True, blank=True)
     status_changed_at = models.DateTimeField(null=True, blank=True)

@@ -66,7 +66,10 @@ def problem_exception_handler(exc, context):
 
     if isinstance(exc, DomainError):
         extra = {**exc.extra, **({"errors": exc.errors} if exc.errors else {})} or None
-        return _problem(exc.status_code, exc.detail, instance, title=exc.title, extra=extra)
+        response = _problem(exc.status_code, exc.detail, instance, title=exc.title, extra=extra)
+        for key, value in getattr(exc, "headers", {}).items():  # e.g. Retry-After of a 503
+            response[key] = value
+        return response
 
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

@@ -47,8 +47,8 @@ class WorkerSerializer(serializers.ModelSerializer):
         fields = [
             "id", "name", "status", "aws_instance_id", "aws_region", "ip_address", "private_ip_address",
             "instance_type", "template_id", "cml_service_status", "license_status", "cml", "capacity", "usage",
-            "draining", "placeable", "last_ec2_sync_at", "last_cml_sync_at", "status_changed_at", "created_at",
-            "updated_at",
+            "draining", "placeable", "session_pool", "last_ec2_sync_at", "last_cml_sync_at", "status_changed_at",
+            "created_at", "updated_at",
         ]
         read_only_fields = fields
 

@@ -1,0 +1,126 @@
+"""Reads of sessions, pools and labs. Each read of one session is one indexed row (no queue scan)."""
+
+import math
+import uuid
+from dataclasses import dataclass
+
+from django.db.models import Count, Q, QuerySet
+
+from apps.sessions.lifecycle import LIVE, LabStatus, SessionStatus
+from apps.sessions.models import Session, SessionLab, SessionPool
+from labmanager.errors import Locked, NotFound
+
+SESSION_NOT_FOUND = "Session not found"  # the seed's messages, which its clients may match on
+SESSION_NOT_ACTIVE = "Session is not active"
+NO_LAB = "No lab running"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user (API key or bearer token) or an anonymous client from an allowed network.
+
+    Sessions belong to whoever created them; a privileged principal (admin or operator) sees every
+    session, anyone else their own and the anonymous ones (whose id is their only secret)."""
+
+    user_id: int | None
+    actor: str
+    privileged: bool = False
+
+    def visible(self) -> Q:
+        if self.privileged:
+            return Q()
+        if self.user_id is None:
+            return Q(owner__isnull=True)
+        return Q(owner__isnull=True) | Q(owner_id=self.user_id)
+
+    def can_see(self, session: Session) -> bool:
+        return self.privileged or session.owner_id is None or session.owner_id == self.user_id
+
+
+SYSTEM = Principal(user_id=None, actor="system", privileged=True)
+
+
+def parse_session_id(value) -> uuid.UUID:
+    """A session id from a path or the X-Session-ID header; anything that is not a UUID is unknown (404)."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value or "").strip())
+    except ValueError:
+        raise NotFound(SESSION_NOT_FOUND) from None
+
+
+def session_get_live(*, session_id, principal: Principal) -> Session:
+    """A waiting or active session the principal may see, else NotFound (404)."""
+    session = (Session.objects.select_related("pool", "worker")
+               .filter(pk=parse_session_id(session_id), status__in=LIVE).first())
+    if session is None or not principal.can_see(session):
+        raise NotFound(SESSION_NOT_FOUND)
+    return session
+
+
+def session_get_active(*, session_id, principal: Principal) -> Session:
+    """The /lab/* gate: unknown → 404, not active → 423."""
+    session = session_get_live(session_id=session_id, principal=principal)
+    if session.status != SessionStatus.ACTIVE:
+        raise Locked(SESSION_NOT_ACTIVE)
+    return session
+
+
+def session_estimated_wait(session: Session) -> int | None:
+    """Seconds until the session is likely active: its position over the pool's usable workers, times
+    the recent mean time a session stays active. None until a session of the pool has finished."""
+    if session.status == SessionStatus.ACTIVE:
+        return 0
+    pool = session.pool
+    if pool.avg_session_seconds is None:
+        return None
+    rounds = math.ceil(session.position / max(pool.usable_workers, 1))
+    return int(round(rounds * pool.avg_session_seconds))
+
+
+def session_list(*, principal: Principal, pool: str | None = None, status: str | None = None) -> QuerySet[Session]:
+    qs = Session.objects.select_related("pool", "worker").filter(principal.visible())
+    if pool:
+        qs = qs.filter(pool__name=pool)
+    if status:
+        qs = qs.filter(status=status)
+    return qs
+
+
+def session_active_first(*, principal: Principal, pool: str) -> Session | None:
+    """The longest-active session of a pool that the principal may see (GET /active-session)."""
+    return (session_list(principal=principal, pool=pool, status=SessionStatus.ACTIVE)
+            .order_by("activated_at", "ticket").first())
+
+
+def pool_counts() -> list[dict]:
+    """Per pool: waiting and active sessions (two indexed counts per pool), for /debug/health."""
+    counts = {
+        (row["pool_id"], row["status"]): row["n"]
+        for row in Session.objects.filter(status__in=LIVE).values("pool_id", "status").annotate(n=Count("pk")).order_by()
+    }
+    return [
+        {
+            "name": pool.name,
+            "waiting": counts.get((pool.pk, SessionStatus.WAITING), 0),
+            "active": counts.get((pool.pk, SessionStatus.ACTIVE), 0),
+            "usable_workers": pool.usable_workers,
+            "avg_session_seconds": pool.avg_session_seconds,
+        }
+        for pool in SessionPool.objects.all()
+    ]
+
+
+def session_lab_of(*, session: Session) -> SessionLab | None:
+    """The lab slot of the session's worker (None when nothing ever ran there)."""
+    if session.worker_id is None:
+        return None
+    return SessionLab.objects.filter(worker_id=session.worker_id).first()
+
+
+def session_lab_running(*, session: Session) -> SessionLab:
+    lab = session_lab_of(session=session)
+    if lab is None or lab.status != LabStatus.RUNNING:
+        raise NotFound(NO_LAB)
+    return lab

@@ -1,0 +1,272 @@
+"""The FIFO queue of each pool: create, heartbeat, end, promotion and stale reaping.
+
+Every change of a pool's queue happens with the pool's row locked (SELECT ... FOR UPDATE on
+PostgreSQL; SQLite serialises writers anyway), in this order: pool rows (by pk) → lab slots (by pk)
+→ the audit chain. Positions are stored on the sessions (0 active, 1..n waiting in arrival order) and
+kept right by bulk UPDATEs when sessions leave or are promoted, so reading one costs one row.
+"""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, Max, OuterRef, Q, Subquery
+from django.utils import timezone
+
+from apps.audit.services import audit_record, audit_record_many
+from apps.sessions.lifecycle import LIVE, SessionStatus
+from apps.sessions.models import Session, SessionPool
+from apps.sessions.selectors import SESSION_NOT_FOUND, SYSTEM, Principal, parse_session_id
+from apps.sessions.services import labs, storage
+from apps.sessions.services.transitions import session_transition
+from apps.workers.models import Worker
+from apps.workers.selectors import worker_placeable_list
+from labmanager.errors import NotFound, QueueFull, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+TOUCH_RESOLUTION = timedelta(seconds=1)  # a poll refreshes last_seen_at at most once a second
+AVERAGE_WEIGHT = 0.2  # weight of the newest duration in the pool's moving average
+
+
+def _audit(session_id, *, event: str, actor: str, metadata: dict, success: bool = True) -> dict:
+    return {"event_type": f"session.{event}", "actor": actor, "resource_type": "session",
+            "resource_id": str(session_id), "action": f"session.{event}", "success": success, "metadata": metadata}
+
+
+# --- pools -------------------------------------------------------------------------------------------
+
+def pool_get_or_create(*, name: str | None = None) -> SessionPool:
+    """The pool by name (default: settings.SESSION_DEFAULT_POOL). A pool that does not exist yet is
+    created when it is the default or some worker names it; any other name is 422."""
+    name = (name or settings.SESSION_DEFAULT_POOL).strip()
+    pool = SessionPool.objects.filter(name=name).first()
+    if pool is not None:
+        return pool
+    if name != settings.SESSION_DEFAULT_POOL and not Worker.objects.filter(session_pool=name).exists():
+        raise ValidationFailed(f"Unknown session pool {name[:50]!r}.", errors={"pool": ["Unknown session pool."]})
+    pool, _ = SessionPool.objects.get_or_create(name=name)
+    return pool
+
+
+def _pools_locked(pool_ids=None) -> dict[int, SessionPool]:
+    qs = SessionPool.objects.select_for_update().order_by("pk")
+    if pool_ids is not None:
+        qs = qs.filter(pk__in=list(pool_ids))
+    return {pool.pk: pool for pool in qs}
+
+
+def _waiting_count(pool_id: int) -> int:
+    """Waiting sessions of the pool = the highest position (one probe of the queue index)."""
+    return Session.objects.filter(pool_id=pool_id, status=SessionStatus.WAITING).aggregate(n=Max("position"))["n"] or 0
+
+
+def _retry_after(pool: SessionPool) -> int:
+    """Seconds until a place in a full queue is likely to free up: 5..300, 30 without history."""
+    if not pool.avg_session_seconds:
+        return 30
+    return int(min(max(pool.avg_session_seconds / max(pool.usable_workers, 1), 5), 300))
+
+
+def _record_durations(pool: SessionPool, seconds: list[float]) -> None:
+    """Fold finished active periods into the pool's moving average (the wait estimate's basis)."""
+    if not seconds:
+        return
+    average = pool.avg_session_seconds
+    for value in seconds:
+        average = value if average is None else (1 - AVERAGE_WEIGHT) * average + AVERAGE_WEIGHT * value
+    pool.avg_session_seconds = average
+    SessionPool.objects.filter(pk=pool.pk).update(avg_session_seconds=average,
+                                                  sessions_finished=F("sessions_finished") + len(seconds))
+
+
+def _free_workers(pool: SessionPool) -> list[int]:
+    """Usable workers of the pool (running, not draining, CML available) that no active session holds."""
+    held = Session.objects.filter(status=SessionStatus.ACTIVE, worker__isnull=False).values("worker_id")
+    return list(worker_placeable_list().filter(session_pool=pool.name).exclude(pk__in=held)
+                .order_by("pk").values_list("pk", flat=True))
+
+
+def _promote(pool: SessionPool, *, now, actor: str) -> list:
+    """Give free workers to the head of the queue; the rest move up. The pool row must be locked."""
+    free = _free_workers(pool)
+    if not free:
+        return []
+    heads = list(Session.objects.filter(pool=pool, status=SessionStatus.WAITING)
+                 .order_by("position", "ticket").values_list("pk", flat=True)[:len(free)])
+    if not heads:
+        return []
+    names = dict(Worker.objects.filter(pk__in=free[:len(heads)]).values_list("pk", "public_id"))
+    events = []
+    for session_id, worker_id in zip(heads, free):
+        # last_seen_at restarts: the client gets the whole active timeout to notice its promotion.
+        session_transition(sessions=Session.objects.filter(pk=session_id), to=SessionStatus.ACTIVE,
+                           worker_id=worker_id, position=0, activated_at=now, last_seen_at=now)
+        events.append(_audit(session_id, event="activated", actor=actor,
+                             metadata={"pool": pool.name, "worker_id": names.get(worker_id)}))
+    Session.objects.filter(pool=pool, status=SessionStatus.WAITING).update(position=F("position") - len(heads))
+    audit_record_many(events)
+    return heads
+
+
+# --- one session --------------------------------------------------------------------------------------
+
+def session_create(*, principal: Principal, pool_name: str | None = None, client_ip: str | None = None) -> Session:
+    """Append a session to the pool's queue; if nobody waits and a worker is free it is active at once.
+
+    A full queue (settings.SESSION_QUEUE_MAX waiting) is QueueFull: 503 with Retry-After."""
+    pool = pool_get_or_create(name=pool_name)
+    with transaction.atomic():
+        pool = _pools_locked([pool.pk])[pool.pk]
+        waiting = _waiting_count(pool.pk)
+        limit = settings.SESSION_QUEUE_MAX
+        if limit and waiting >= limit:
+            raise QueueFull(f"The queue of pool {pool.name!r} is full ({waiting} sessions waiting); retry later.",
+                            retry_after=_retry_after(pool), extra={"pool": pool.name, "queue_length": waiting})
+        now = timezone.now()
+        session = Session.objects.create(
+            pool=pool, ticket=pool.next_ticket, position=waiting + 1, owner_id=principal.user_id,
+            actor=principal.actor, client_ip=client_ip, created_at=now, last_seen_at=now,
+        )
+        SessionPool.objects.filter(pk=pool.pk).update(next_ticket=F("next_ticket") + 1)
+        audit_record(**_audit(session.pk, event="created", actor=principal.actor,
+                              metadata={"pool": pool.name, "position": waiting + 1}))
+        if waiting == 0 and _promote(pool, now=now, actor=principal.actor):
+            session.refresh_from_db()
+    return session
+
+
+def session_heartbeat(*, session_id, principal: Principal) -> None:
+    """Keep a waiting or active session alive: one indexed UPDATE. Unknown (or not yours): NotFound."""
+    updated = (Session.objects.filter(pk=parse_session_id(session_id), status__in=LIVE).filter(principal.visible())
+               .update(last_seen_at=timezone.now()))
+    if not updated:
+        raise NotFound(SESSION_NOT_FOUND)
+
+
+def session_touch(*, session: Session) -> None:
+    """A poll or a /lab call counts as a sign of life (written at most once a second)."""
+    now = timezone.now()
+    if now - session.last_seen_at >= TOUCH_RESOLUTION:
+        Session.objects.filter(pk=session.pk, status__in=LIVE).update(last_seen_at=now)
+        session.last_seen_at = now
+
+
+def session_end(*, session_id, principal: Principal, reason: str = "ended by the client") -> None:
+    """End a waiting or active session: the ones behind move up; an active one drops its lab claim (the
+    lab stays for whoever else holds it) and its worker goes to the head of the queue."""
+    session_id = parse_session_id(session_id)
+    pool_id = (Session.objects.filter(pk=session_id, status__in=LIVE).filter(principal.visible())
+               .values_list("pool_id", flat=True).first())
+    if pool_id is None:
+        raise NotFound(SESSION_NOT_FOUND)
+    with transaction.atomic():
+        pool = _pools_locked([pool_id])[pool_id]
+        session = Session.objects.filter(pk=session_id, status__in=LIVE).first()  # as of now, under the lock
+        if session is None:
+            raise NotFound(SESSION_NOT_FOUND)
+        now = timezone.now()
+        session_transition(sessions=Session.objects.filter(pk=session.pk), to=SessionStatus.ENDED,
+                           ended_at=now, end_reason=reason[:100])
+        if session.status == SessionStatus.WAITING:
+            Session.objects.filter(pool=pool, status=SessionStatus.WAITING,
+                                   position__gt=session.position).update(position=F("position") - 1)
+        else:
+            labs.claims_drop(session_ids=[session.pk], worker_ids=[session.worker_id], actor=principal.actor)
+            _record_durations(pool, [(now - session.activated_at).total_seconds()])
+            _promote(pool, now=now, actor=principal.actor)
+        audit_record(**_audit(session.pk, event="ended", actor=principal.actor,
+                              metadata={"pool": pool.name, "from": session.status, "reason": reason[:100]}))
+    storage.session_files_remove([session.pk])
+
+
+# --- reaping and promotion ------------------------------------------------------------------------------
+
+def _renumber_waiting(pool_ids) -> None:
+    """Positions 1..n again, in arrival order, after sessions left from anywhere in the queue (one UPDATE
+    per pool; reads the arrival order, which never changes)."""
+    ahead = (Session.objects.filter(pool_id=OuterRef("pool_id"), status=SessionStatus.WAITING,
+                                    ticket__lte=OuterRef("ticket"))
+             .order_by().values("pool_id").annotate(n=Count("pk")).values("n"))
+    Session.objects.filter(pool_id__in=list(pool_ids), status=SessionStatus.WAITING).update(position=Subquery(ahead))
+
+
+def sessions_reap(*, pool_ids=None, actor: str = SYSTEM.actor) -> dict:
+    """One maintenance pass over the pools (all, or `pool_ids`), in bulk statements:
+
+    - sessions not heard from for SESSION_WAITING_STALE_SECONDS (waiting) or SESSION_ACTIVE_STALE_SECONDS
+      (active) are REAPED by one UPDATE; an audit row each (one bulk insert);
+    - reaped active sessions drop their lab claims; the queues are renumbered;
+    - free usable workers go to the heads of the queues (also workers that became usable since).
+    Returns counts: reaped_waiting, reaped_active, promoted."""
+    now = timezone.now()
+    stale = (Q(status=SessionStatus.WAITING, last_seen_at__lt=now - timedelta(seconds=settings.SESSION_WAITING_STALE_SECONDS))
+             | Q(status=SessionStatus.ACTIVE, last_seen_at__lt=now - timedelta(seconds=settings.SESSION_ACTIVE_STALE_SECONDS)))
+    counts = {"reaped_waiting": 0, "reaped_active": 0, "promoted": 0}
+    reaped_active_ids = []
+    with transaction.atomic():
+        pools = _pools_locked(pool_ids)
+        candidates = Session.objects.filter(stale, pool_id__in=list(pools))
+        if session_transition(sessions=candidates, to=SessionStatus.REAPED, ended_at=now, end_reason="stale"):
+            rows = list(Session.objects.filter(status=SessionStatus.REAPED, ended_at=now, pool_id__in=list(pools))
+                        .values_list("pk", "pool_id", "worker_id", "activated_at", "last_seen_at"))
+            durations: dict[int, list[float]] = {}
+            renumber = set()
+            active_workers = []
+            events = []
+            for pk, pool_id, worker_id, activated_at, last_seen_at in rows:
+                was_active = activated_at is not None
+                if was_active:
+                    reaped_active_ids.append(pk)
+                    active_workers.append(worker_id)
+                    durations.setdefault(pool_id, []).append(max((last_seen_at - activated_at).total_seconds(), 0))
+                else:
+                    renumber.add(pool_id)
+                events.append(_audit(pk, event="reaped", actor=actor, metadata={
+                    "pool": pools[pool_id].name, "from": "active" if was_active else "waiting",
+                    "last_seen_at": last_seen_at.isoformat()}))
+            counts["reaped_active"] = len(reaped_active_ids)
+            counts["reaped_waiting"] = len(rows) - len(reaped_active_ids)
+            if reaped_active_ids:
+                labs.claims_drop(session_ids=reaped_active_ids, worker_ids=active_workers, actor=actor)
+            if renumber:
+                _renumber_waiting(renumber)
+            for pool_id, seconds in durations.items():
+                _record_durations(pools[pool_id], seconds)
+            audit_record_many(events)
+        for pool in pools.values():
+            counts["promoted"] += len(_promote(pool, now=now, actor=actor))
+            usable = worker_placeable_list().filter(session_pool=pool.name).count()
+            SessionPool.objects.filter(pk=pool.pk).update(usable_workers=usable, maintained_at=now)
+    if reaped_active_ids:
+        storage.session_files_remove(reaped_active_ids)
+    if any(counts.values()):
+        log.info("Session maintenance: %s", counts)
+    return counts
+
+
+def pool_maintain_if_due(*, pool: SessionPool) -> bool:
+    """Reap and promote the pool when a read finds it was not done for SESSION_SWEEP_INTERVAL_SECONDS.
+    One compare-and-swap UPDATE elects a single request to do it; True if this one did."""
+    now = timezone.now()
+    due = now - timedelta(seconds=settings.SESSION_SWEEP_INTERVAL_SECONDS)
+    if pool.maintained_at is not None and pool.maintained_at > due:
+        return False
+    claimed = (SessionPool.objects.filter(pk=pool.pk).filter(Q(maintained_at__isnull=True) | Q(maintained_at__lte=due))
+               .update(maintained_at=now))
+    if not claimed:
+        return False
+    sessions_reap(pool_ids=[pool.pk])
+    return True
+
+
+def sessions_purge(*, days: int | None = None) -> int:
+    """Delete ended and reaped sessions older than SESSION_HISTORY_DAYS (their audit rows stay)."""
+    days = settings.SESSION_HISTORY_DAYS if days is None else days
+    if not days:
+        return 0
+    cutoff = timezone.now() - timedelta(days=days)
+    deleted, _ = Session.objects.filter(status__in=[SessionStatus.ENDED, SessionStatus.REAPED],
+                                        ended_at__lt=cutoff).delete()
+    return deleted

@@ -1,28 +1,33 @@
-"""RemoteLabClient against the real remote-lab API (apps/sessions) on pytest-django's live server, with
-a worker of the default session pool whose CML is the simulator."""
+"""RemoteLabClient against the real remote-lab API (apps/sessions) served by a real daphne, with a worker of
+the default session pool whose CML is the simulator."""
 
 import time
 from pathlib import Path
 
 import pytest
 
+from apps.sessions.lifecycle import LabStatus, SessionStatus
+from apps.sessions.models import Session, SessionLab
 from labmanager.remote_lab import RemoteLabClient, SessionNotFound
+from tests.daphne import remote_lab_server
 from tests.factories import placeable_worker
 
 TOPOLOGY = Path(__file__).resolve().parents[2] / "examples" / "topologies" / "two-routers.yaml"
 
-pytestmark = [
-    # Remove once apps/sessions serves /api/remote-lab and Worker has `session_pool`.
-    pytest.mark.skip(reason="server side not merged yet"),
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_create_wait_acquire_release_close(live_server, ec2, cml):
-    placeable_worker(session_pool="default")
+@pytest.fixture
+def remote_lab_url(cml_sim, tmp_path):
+    with remote_lab_server(cml_sim=cml_sim, storage_dir=tmp_path / "server-files") as url:
+        yield url
+
+
+def test_create_wait_acquire_release_close(remote_lab_url, ec2, cml):
+    worker = placeable_worker(session_pool="default")
     lines = []
-    # Anonymous: the live server is on loopback, where anonymous clients are allowed by default.
-    with RemoteLabClient(f"{live_server.url}/api/remote-lab", timeout=10, heartbeat_interval=0.2) as client:
+    # Anonymous: daphne is on loopback, where anonymous clients are allowed by default.
+    with RemoteLabClient(remote_lab_url, timeout=10, heartbeat_interval=0.2) as client:
         created = client.create_session()
         assert created.position == 0
         assert client.wait_until_active(timeout=10, poll_interval=0.1, progress=lines.append).active
@@ -36,11 +41,16 @@ def test_create_wait_acquire_release_close(live_server, ec2, cml):
             time.sleep(0.05)
         assert client.heartbeats_sent >= 1 and not client.session_lost
 
+        assert Session.objects.get(pk=client.session_id).status == SessionStatus.ACTIVE
         client.release()
         session_id = client.session_id
     assert client.closed and not client.heartbeat_running
+    assert Session.objects.get(pk=session_id).status == SessionStatus.ENDED
+    lab = SessionLab.objects.get(worker=worker)
+    assert lab.status == LabStatus.RUNNING and lab.ref_count == 0  # released, kept for reuse
+    assert cml.summary()["labs"][lab.cml_lab_id]["state"] == "BOOTED"
 
-    with RemoteLabClient(f"{live_server.url}/api/remote-lab", heartbeat_interval=None) as probe:
+    with RemoteLabClient(remote_lab_url, heartbeat_interval=None) as probe:
         probe.session_id = session_id  # the ended session is gone
         with pytest.raises(SessionNotFound):
             probe.status()

@@ -33,7 +33,9 @@ def storage_dir(settings) -> Path:
 
 
 @pytest.fixture
-def worker(db, ec2, cml):
+def worker(db, cml):
+    # Not the `ec2` fixture: resetting moto costs a relaunch of the instance pool per test, and no session
+    # test reads EC2 (the worker's instance exists in the simulator all the same).
     return placeable_worker(session_pool="default")
 
 

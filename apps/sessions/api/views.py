@@ -11,7 +11,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -31,6 +30,7 @@ from apps.sessions.api.serializers import (
 )
 from apps.sessions.lifecycle import LabStatus
 from apps.sessions.services import storage
+from labmanager.api.permissions import Public
 from labmanager.api.schema import problem_responses
 from labmanager.errors import NotFound, ValidationFailed
 
@@ -154,6 +154,8 @@ class LabView(RemoteLabView):
         session_id = _session_header(request)
         selectors.session_get_active(session_id=session_id, principal=principal)  # 404/423 before the body is read
         storage.upload_check_length(request.META.get("CONTENT_LENGTH"))
+        if "topology" not in request.FILES and "topology" in request.data:
+            storage.topology_name_check(None)  # a part without a filename is a plain field: the seed's 400
         data = AcquireRequestSerializer(data={
             "topology": request.FILES.get("topology"),
             "reuse": request.data.get("reuse", True),
@@ -225,7 +227,7 @@ class LabDevicesView(RemoteLabView):
 
 class HealthzView(APIView):
     authentication_classes = []
-    permission_classes = [AllowAny]
+    permission_classes = [Public]
     throttle_classes = []
     schema = RemoteLabSchema()
 

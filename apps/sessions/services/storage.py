@@ -2,6 +2,7 @@
 
 Layout under settings.SESSION_STORAGE_DIR:
     .incoming-<hex>/      one request's upload while it is checked and the lab comes up
+    .replaced-<hex>/      a session's previous files, for the moment a new upload takes their place
     <session uuid>/       the topology and extra files of the session's current lab claim
 
 A session directory lives as long as the session's claim: it is removed on release, when the session
@@ -10,6 +11,7 @@ The reaper removes anything else it finds (an interrupted request's leftovers).
 Nothing is ever written outside SESSION_STORAGE_DIR: names are checked, never joined blindly.
 """
 
+import errno
 import hashlib
 import logging
 import re
@@ -29,6 +31,8 @@ TOPOLOGY_SUFFIXES = (".yml", ".yaml")
 # One path component: starts with a letter, digit or underscore; then those, dots, dashes and spaces.
 SAFE_NAME = re.compile(r"^\w[\w.\- ]{0,199}$")
 STAGING_PREFIX = ".incoming-"
+REPLACED_PREFIX = ".replaced-"  # a session's previous files, set aside while new ones take their place
+COMMIT_ATTEMPTS = 20
 STAGING_MAX_AGE_SECONDS = 3600  # the reaper removes older staging directories (an interrupted request)
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the files themselves
 
@@ -134,12 +138,31 @@ def upload_stage(*, topology, extra_files: list) -> StagedUpload:
 
 
 def stage_commit(staged: StagedUpload, *, session_id) -> Path:
-    """Make the staged files the session's files (replacing the previous ones)."""
+    """Make the staged files the session's files (replacing the previous ones).
+
+    Several POST /lab of one session may commit at once: each moves the current directory aside and
+    renames its own into place; a rename that finds another request's files there just arrived goes
+    round again (the last one wins, none fails). Set-aside directories are removed at once (the reaper's
+    sweep removes any an interrupted request left)."""
     target = session_dir(session_id)
-    shutil.rmtree(target, ignore_errors=True)
-    staged.directory.rename(target)
-    staged.committed = True
-    return target
+    for _ in range(COMMIT_ATTEMPTS):
+        aside = target.with_name(f"{REPLACED_PREFIX}{uuid.uuid4().hex}")
+        try:
+            target.rename(aside)
+        except FileNotFoundError:
+            aside = None
+        try:
+            staged.directory.rename(target)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            continue
+        finally:
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
+        staged.committed = True
+        return target
+    raise OSError(errno.EBUSY, "The session's files kept changing under this upload", str(target))
 
 
 def stage_discard(staged: StagedUpload) -> None:

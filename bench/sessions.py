@@ -1,0 +1,583 @@
+"""Benchmark the remote-lab session API: requests per second of POST /session, GET /session/{id} and
+POST /session/heartbeat on ONE daphne process at 32 concurrent clients, beside an in-memory reference
+server of the same three endpoints; then reaping 100,000 stale sessions.
+
+Run from the repository root (`make bench`):
+
+    .venv/bin/python bench/sessions.py [--seconds 5] [--rounds 3] [--concurrency 32] [--stale 100000]
+
+What it does:
+1. Uses PostgreSQL when 127.0.0.1:5432 answers (database lm_bench_sessions, created, migrated and dropped
+   here), else a fresh SQLite file under var/bench/ (the embedded default).
+2. Counts the SQL queries of one request of each endpoint in-process (Django's test client, same database).
+3. Starts two daphne processes on 127.0.0.1: labmanager.asgi (the real, durable API, DEBUG off, no access
+   log) and `bench.sessions:reference_app` below (a dict behind a lock, the same paths, bodies and status
+   codes). Both are called anonymously from loopback, as the seed's clients call it. The pool has no
+   workers, so every session waits (GET reads a waiting session's position).
+4. Measures each endpoint, and GET /healthz (no database: the framework's floor), on each server in
+   interleaved rounds (durable, reference; reference, durable;
+   ...): `--concurrency` keep-alive connections, each with one request in flight, bounded by `--seconds`
+   and `--max-requests` per round. The client is a small asyncio HTTP/1.1 client (not httpx: on 2 shared
+   cores httpx's own CPU would cap the reference server's figure). Every response is checked.
+5. Reaping: bulk-creates `--stale` stale sessions in their own pool (most waiting, `--stale-active` of
+   them active, each holding a claim on its worker's running lab) plus 1,000 fresh waiting sessions behind
+   them, then times `services.sessions_reap()` (the schedule's call): the reaping transaction, and the
+   audit seal that runs after its commit (one audit row per reaped session). Checks the result.
+Always stops both daphne processes (also on Ctrl-C or SIGTERM) and drops the PostgreSQL database.
+Goals (issue 5): about 500 req/s for each endpoint, on par with the in-memory server; reaping < 2 s.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+PG_DB = "lm_bench_sessions"
+SQLITE_PATH = ROOT / "var" / "bench" / "sessions.sqlite3"
+API = "/api/remote-lab"
+ENDPOINTS = ("POST /session", "GET /session/{id}", "POST /session/heartbeat")
+FLOOR = "GET /healthz"  # no database, no authentication: the framework's own cost per request
+GOAL_RPS = 500
+GOAL_REAP_SECONDS = 2.0
+
+
+# --------------------------------------------------------------------------- the in-memory reference
+
+class _MemoryQueue:
+    """The reference server's state: sessions in a dict behind a lock (no durability, no framework)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.sessions: dict[str, dict] = {}
+        self.waiting = 0
+
+    def create(self) -> dict:
+        session_id = str(uuid.uuid4())
+        with self.lock:
+            self.waiting += 1
+            self.sessions[session_id] = {"status": "waiting", "position": self.waiting, "last_seen": time.time()}
+        return {"session_id": session_id, "position": self.waiting}
+
+    def get(self, session_id: str) -> dict | None:
+        with self.lock:
+            session = self.sessions.get(session_id)
+            if session is None:
+                return None
+            session["last_seen"] = time.time()
+            return {"status": session["status"], "position": session["position"], "estimated_wait_seconds": None}
+
+    def heartbeat(self, session_id: str) -> bool:
+        with self.lock:
+            session = self.sessions.get(session_id)
+            if session is not None:
+                session["last_seen"] = time.time()
+            return session is not None
+
+
+_QUEUE = _MemoryQueue()
+_NOT_FOUND = {"type": "about:blank", "title": "Not Found", "status": 404, "detail": "Session not found"}
+
+
+async def reference_app(scope, receive, send):
+    """ASGI app: POST /session (201), GET /session/{id} (200/404), POST /session/heartbeat (204/404)."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):  # drain the request body
+        pass
+    method, path = scope["method"], scope["path"]
+    status, body = 404, _NOT_FOUND
+    if path == API + "/healthz" and method == "GET":
+        status, body = 204, None
+    elif path == API + "/session" and method == "POST":
+        status, body = 201, _QUEUE.create()
+    elif path == API + "/session/heartbeat" and method == "POST":
+        headers = dict(scope["headers"])
+        found = _QUEUE.heartbeat(headers.get(b"x-session-id", b"").decode("latin-1"))
+        status, body = (204, None) if found else (404, _NOT_FOUND)
+    elif path.startswith(API + "/session/") and method == "GET":
+        found = _QUEUE.get(path.rsplit("/", 1)[1])
+        if found is not None:
+            status, body = 200, found
+    payload = b"" if body is None else json.dumps(body).encode()
+    content_type = b"application/problem+json" if status == 404 else b"application/json"
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+# --------------------------------------------------------------------------- a lean HTTP/1.1 client
+
+class Failure(Exception):
+    pass
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection, one request at a time (Content-Length or chunked bodies)."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.reader = self.writer = None
+
+    async def request(self, method: str, path: str, headers: dict | None = None) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+        head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\nContent-Length: 0\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        self.writer.write((head + "\r\n").encode("latin-1"))
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise Failure(f"{method} {path}: connection closed")
+        status = int(status_line.split()[1])
+        fields = {}
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            fields[name.strip().lower()] = value.strip()
+        if "content-length" in fields:
+            body = await self.reader.readexactly(int(fields["content-length"]))
+        elif fields.get("transfer-encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int((await self.reader.readline()).split(b";")[0].strip(), 16)
+                if size == 0:
+                    await self.reader.readline()  # the blank line after the last chunk (no trailers)
+                    break
+                body += await self.reader.readexactly(size)
+                await self.reader.readline()
+        elif status in (204, 304):
+            body = b""
+        else:
+            body = await self.reader.read()
+            fields["connection"] = "close"
+        if fields.get("connection", "").lower() == "close":
+            self.close()
+        return status, body
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def load(connections: list[Connection], endpoint: str, ids: list[str], *, seconds: float,
+               max_requests: int) -> dict:
+    """Every connection keeps one request of `endpoint` in flight, for at most `seconds` and at most
+    `max_requests` requests in all; POST /session appends the new ids to `ids`."""
+    issued = done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(conn: Connection, offset: int):
+        nonlocal issued, done
+        n = offset
+        while issued < max_requests and time.perf_counter() < deadline:
+            issued += 1
+            n += len(connections)
+            if endpoint == "POST /session":
+                status, body = await conn.request("POST", API + "/session")
+                if status != 201:
+                    raise Failure(f"POST /session answered {status}: {body[:300]!r}")
+                ids.append(json.loads(body)["session_id"])
+            elif endpoint == "GET /session/{id}":
+                status, body = await conn.request("GET", f"{API}/session/{ids[n % len(ids)]}")
+                if status != 200 or b'"position"' not in body:
+                    raise Failure(f"GET /session/{{id}} answered {status}: {body[:300]!r}")
+            elif endpoint == FLOOR:
+                status, body = await conn.request("GET", API + "/healthz")
+                if status != 204:
+                    raise Failure(f"GET /healthz answered {status}: {body[:300]!r}")
+            else:
+                status, body = await conn.request("POST", API + "/session/heartbeat",
+                                                  {"X-Session-ID": ids[n % len(ids)]})
+                if status != 204:
+                    raise Failure(f"POST /session/heartbeat answered {status}: {body[:300]!r}")
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(conn, i) for i, conn in enumerate(connections)))
+    return {"requests": done, "elapsed": time.perf_counter() - started}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+async def measure(servers: dict[str, tuple[int, int]], args) -> dict:
+    """servers: name -> (port, pid). Returns {(server, endpoint): [round results]}."""
+    results: dict[tuple[str, str], list[dict]] = {}
+    ids = {name: [] for name in servers}
+    connections = {name: [Connection(port) for _ in range(args.concurrency)] for name, (port, _) in servers.items()}
+    try:
+        for name in servers:  # warm-up (unmeasured); also makes the first sessions GET and heartbeat use
+            for endpoint in ENDPOINTS:
+                await load(connections[name], endpoint, ids[name], seconds=args.warmup, max_requests=args.max_requests)
+        names = list(servers)
+        for round_no in range(args.rounds):
+            order = names if round_no % 2 == 0 else names[::-1]
+            for endpoint in (*ENDPOINTS, FLOOR):
+                for name in order:
+                    pid = servers[name][1]
+                    cpu0, client0 = cpu_seconds(pid), time.process_time()
+                    result = await load(connections[name], endpoint, ids[name], seconds=args.seconds,
+                                        max_requests=args.max_requests)
+                    result["server_cpu"] = (cpu_seconds(pid) - cpu0) / result["elapsed"]
+                    result["client_cpu"] = (time.process_time() - client0) / result["elapsed"]
+                    results.setdefault((name, endpoint), []).append(result)
+                    print(f"  round {round_no + 1}  {name:<9} {endpoint:<24} "
+                          f"{result['requests'] / result['elapsed']:8.1f} req/s  (CPU: server "
+                          f"{result['server_cpu'] * 100:.0f} %, client {result['client_cpu'] * 100:.0f} % of a core; "
+                          f"{len(ids[name]):,} sessions)", flush=True)
+    finally:
+        for conns in connections.values():
+            for conn in conns:
+                conn.close()
+    return results
+
+
+# --------------------------------------------------------------------------- servers and database
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def start_daphne(app: str, env: dict) -> tuple[subprocess.Popen, int]:
+    for _attempt in range(3):  # the free port may be taken between the probe and daphne's bind
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "daphne", "-v", "0", "-b", HOST, "-p", str(port), app],
+                                cwd=ROOT, env=env, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with socket.create_connection((HOST, port), timeout=1) as sock:
+                    sock.sendall(f"GET {API}/healthz HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+                    if sock.recv(64).startswith(b"HTTP/1.1"):
+                        return proc, port
+            except OSError:
+                time.sleep(0.2)
+        stop(proc)
+    raise RuntimeError(f"daphne {app} did not start")
+
+
+def stop(proc: subprocess.Popen | None):
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(f"host={HOST} port=5432 user=postgres dbname=postgres", connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+def pg_admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"host={HOST} port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def bench_env(use_pg: bool, storage: Path) -> dict:
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="labmanager.settings", PYTHONPATH=str(ROOT), DEBUG="false",
+               LOG_LEVEL="WARNING", ALLOWED_HOSTS=f"{HOST},testserver", SESSION_QUEUE_MAX="0",
+               SESSION_STORAGE_DIR=str(storage), SESSION_DEFAULT_POOL="default",
+               SESSION_ANONYMOUS_NETWORKS="127.0.0.1/32,::1/128",
+               # The per-principal limit stays on (a cache counter per request), never reached.
+               SESSION_API_RATE_LIMIT="100000000/min")
+    env.pop("REDIS_URL", None)  # the embedded default: in-memory cache and channel layer
+    env.pop("ROOT_URLCONF", None)
+    if use_pg:
+        env["DATABASE_URL"] = f"postgres://postgres@{HOST}:5432/{PG_DB}"
+    else:
+        env.pop("DATABASE_URL", None)
+        env["SQLITE_PATH"] = str(SQLITE_PATH)
+    return env
+
+
+# --------------------------------------------------------------------------- in-process parts
+
+def query_counts() -> dict[str, tuple[int, list[str]]]:
+    """SQL queries of one request of each endpoint (test client, anonymous from 127.0.0.1)."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client()
+    counts = {}
+    assert client.post(API + "/session").status_code == 201  # the pool's first session also creates the pool
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.post(API + "/session")
+    assert response.status_code == 201, response.content
+    counts["POST /session"] = (len(ctx), [q["sql"] for q in ctx.captured_queries])
+    session_id = response.json()["session_id"]
+    client.get(f"{API}/session/{session_id}")  # the first read may run the pool's maintenance pass
+    time.sleep(1.1)  # past the touch resolution: a poll then writes last_seen_at, as most polls do
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(f"{API}/session/{session_id}")
+    assert response.status_code == 200, response.content
+    counts["GET /session/{id}"] = (len(ctx), [q["sql"] for q in ctx.captured_queries])
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.post(API + "/session/heartbeat", HTTP_X_SESSION_ID=session_id)
+    assert response.status_code == 204, response.content
+    counts["POST /session/heartbeat"] = (len(ctx), [q["sql"] for q in ctx.captured_queries])
+    return counts
+
+
+def seed_stale(stale: int, stale_active: int, fresh: int) -> str:
+    """A pool with `stale` stale sessions (the first `stale_active` active on their own worker, holding a
+    claim on its running lab) and `fresh` live waiting sessions behind them. Bulk inserts; status written
+    directly, which is fine for a benchmark but not how the application moves sessions."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from apps.sessions.lifecycle import LabStatus, SessionStatus
+    from apps.sessions.models import LabClaim, Session, SessionLab, SessionPool
+    from apps.workers.models import Worker, WorkerStatus
+
+    pool_name = "bench-reap"
+    pool = SessionPool.objects.create(name=pool_name, next_ticket=stale + fresh + 1)
+    workers = Worker.objects.bulk_create([
+        Worker(name=f"bench-reap-{n}", status=WorkerStatus.RUNNING, cml_service_status="available",
+               license_status="registered", session_pool=pool_name, aws_instance_id=f"i-benchreap{n:07d}")
+        for n in range(stale_active)])
+    labs = SessionLab.objects.bulk_create([
+        SessionLab(worker=w, status=LabStatus.RUNNING, topology_sha256="0" * 64, cml_lab_id=f"lab-{n}",
+                   ref_count=1) for n, w in enumerate(workers)])
+    now = timezone.now()
+    old = now - timedelta(seconds=max(settings.SESSION_WAITING_STALE_SECONDS,
+                                      settings.SESSION_ACTIVE_STALE_SECONDS) + 60)
+    rows = []
+    for n in range(stale + fresh):
+        active = n < stale_active
+        rows.append(Session(
+            pool=pool, ticket=n + 1, status=SessionStatus.ACTIVE if active else SessionStatus.WAITING,
+            position=0 if active else n - stale_active + 1, worker=workers[n] if active else None,
+            actor="bench", created_at=old, last_seen_at=old if n < stale else now,
+            activated_at=old if active else None))
+    created = Session.objects.bulk_create(rows, batch_size=5000)
+    LabClaim.objects.bulk_create([LabClaim(session=created[n], lab=labs[n]) for n in range(stale_active)])
+    return pool_name
+
+
+def time_reaping(stale: int, stale_active: int, fresh: int) -> dict:
+    from django.db import transaction
+
+    from apps.audit.models import AuditEvent
+    from apps.sessions import services
+    from apps.sessions.lifecycle import SessionStatus
+    from apps.sessions.models import LabClaim, Session
+
+    from apps.sessions.services import queue as queue_services
+
+    t0 = time.perf_counter()
+    pool_name = seed_stale(stale, stale_active, fresh)
+    seeded = time.perf_counter() - t0
+    # Time the journal's share of the reaping transaction: its bulk insert of one row per session.
+    journal = [0.0]
+    original = queue_services.audit_record_many
+
+    def timed_audit_record_many(events):
+        started = time.perf_counter()
+        try:
+            return original(events)
+        finally:
+            journal[0] += time.perf_counter() - started
+
+    queue_services.audit_record_many = timed_audit_record_many
+    audit_before = AuditEvent.objects.count()
+    # An outer transaction: the reaping's statements and its commit + audit seal are timed apart
+    # (sessions_reap() called on its own, as the schedule does, runs both in one call).
+    t0 = time.perf_counter()
+    try:
+        with transaction.atomic():
+            counts = services.sessions_reap()
+            t1 = time.perf_counter()
+        t2 = time.perf_counter()
+    finally:
+        queue_services.audit_record_many = original
+    live = Session.objects.filter(pool__name=pool_name, status__in=[SessionStatus.WAITING, SessionStatus.ACTIVE])
+    positions = sorted(live.values_list("position", flat=True))
+    promoted = min(stale_active, fresh)
+    ok = (counts["reaped_waiting"] == stale - stale_active and counts["reaped_active"] == stale_active
+          and Session.objects.filter(pool__name=pool_name, status=SessionStatus.REAPED).count() == stale
+          and not LabClaim.objects.filter(session__pool__name=pool_name).exists()
+          and positions == [0] * promoted + list(range(1, fresh - promoted + 1))
+          and AuditEvent.objects.count() - audit_before == stale + promoted
+          and not AuditEvent.objects.filter(sequence_num__isnull=True).exists())
+    return {"seeded": seeded, "statements": t1 - t0, "journal_insert": journal[0], "commit_seal": t2 - t1,
+            "total": t2 - t0, "counts": counts, "ok": ok, "audit_rows": AuditEvent.objects.count() - audit_before}
+
+
+# --------------------------------------------------------------------------- report
+
+def rps(runs: list[dict]) -> float:
+    return sum(r["requests"] for r in runs) / sum(r["elapsed"] for r in runs)
+
+
+def report(results: dict | None, counts: dict, reaping: dict | None, args, database: str):
+    if results:
+        report_http(results, counts, args, database)
+    if reaping:
+        c = reaping["counts"]
+        met = "met" if reaping["total"] < GOAL_REAP_SECONDS else "NOT met"
+        print(f"\nReaping {args.stale:,} stale sessions ({c['reaped_waiting']:,} waiting, {c['reaped_active']:,} active "
+              f"holding lab claims; {args.fresh:,} live sessions renumbered, {c['promoted']} promoted), {database}: "
+              f"{reaping['total']:.2f} s = reaping transaction {reaping['statements']:.2f} s (of which the journal's bulk "
+              f"insert of {reaping['audit_rows']:,} rows {reaping['journal_insert']:.2f} s, the session statements "
+              f"{reaping['statements'] - reaping['journal_insert']:.2f} s) + commit and audit seal "
+              f"{reaping['commit_seal']:.2f} s "
+              f"(goal < {GOAL_REAP_SECONDS:g} s: {met}; result checked: {'ok' if reaping['ok'] else 'WRONG'}; "
+              f"seeding took {reaping['seeded']:.1f} s)")
+
+
+def report_http(results: dict, counts: dict, args, database: str):
+    print()
+    print(f"{'endpoint':<26} {'durable req/s':>13} {'memory req/s':>13} {'ratio':>6} {'queries':>8} "
+          f"{'server CPU ms/req (durable, memory)':>36}  goal ~{GOAL_RPS}/s")
+    for endpoint in (*ENDPOINTS, FLOOR):
+        durable, memory = results[("durable", endpoint)], results[("memory", endpoint)]
+        d, m = rps(durable), rps(memory)
+        cpu_d = sum(r["server_cpu"] * r["elapsed"] for r in durable) / sum(r["requests"] for r in durable) * 1000
+        cpu_m = sum(r["server_cpu"] * r["elapsed"] for r in memory) / sum(r["requests"] for r in memory) * 1000
+        if endpoint == FLOOR:
+            queries, met = 0, "(framework floor)"
+        else:
+            queries, met = counts[endpoint][0], "met" if d >= GOAL_RPS * 0.9 else "NOT met"
+        print(f"{endpoint:<26} {d:>13.1f} {m:>13.1f} {d / m:>6.2f} {queries:>8} "
+              f"{cpu_d:>17.2f} {cpu_m:>17.2f}  {met}")
+    print(f"({database}; one daphne process each; {args.rounds} interleaved rounds x {args.seconds:g} s per endpoint "
+          f"and server; {args.concurrency} concurrent clients; {os.cpu_count()} CPUs shared by client and servers)")
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per endpoint, server and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--max-requests", type=int, default=20000, help="per endpoint, server and round")
+    parser.add_argument("--stale", type=int, default=100_000)
+    parser.add_argument("--stale-active", type=int, default=100)
+    parser.add_argument("--fresh", type=int, default=1000)
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--skip-reap", action="store_true")
+    parser.add_argument("--sqlite", action="store_true", help="SQLite even when PostgreSQL answers")
+    args = parser.parse_args()
+    args.seconds = min(args.seconds, 60)
+    args.rounds = max(1, min(args.rounds, 10))
+    args.concurrency = max(1, min(args.concurrency, 256))
+    args.stale = min(args.stale, 1_000_000)
+    args.stale_active = min(args.stale_active, args.stale, 1000)
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    use_pg = not args.sqlite and pg_available()
+    storage = ROOT / "var" / "bench" / "session-files"
+    env = bench_env(use_pg, storage)
+    database = "PostgreSQL" if use_pg else "SQLite (WAL)" + ("" if args.sqlite else ", PostgreSQL unavailable")
+    servers = []
+    try:
+        if use_pg:
+            pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
+            pg_admin(f'CREATE DATABASE "{PG_DB}"')
+        else:
+            SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{SQLITE_PATH}{suffix}").unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=600)
+        print(f"Database: {database}, migrated in {time.perf_counter() - t0:.1f} s", flush=True)
+        os.environ.update(env)
+        sys.path.insert(0, str(ROOT))
+        import django
+
+        django.setup()
+        counts = query_counts()
+        for endpoint, (n, sqls) in counts.items():
+            print(f"SQL queries of {endpoint}: {n}")
+            for sql in sqls:
+                print(f"    {sql[:160]}{'…' if len(sql) > 160 else ''}")
+
+        results = None
+        if not args.skip_http:
+            durable, durable_port = start_daphne("labmanager.asgi:application", env)
+            servers.append(durable)
+            memory, memory_port = start_daphne("bench.sessions:reference_app", env)
+            servers.append(memory)
+            print(f"daphne: durable (pid {durable.pid}) on :{durable_port}, in-memory reference (pid {memory.pid}) "
+                  f"on :{memory_port}; measuring...", flush=True)
+            results = asyncio.run(measure({"durable": (durable_port, durable.pid),
+                                           "memory": (memory_port, memory.pid)}, args))
+            for proc in servers:
+                stop(proc)
+        reaping = None
+        if not args.skip_reap:
+            print(f"Reaping: seeding {args.stale:,} stale sessions...", flush=True)
+            reaping = time_reaping(args.stale, args.stale_active, args.fresh)
+        report(results, counts, reaping, args, database)
+        return 0 if reaping is None or reaping["ok"] else 1
+    except Failure as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+    finally:
+        for proc in servers:
+            stop(proc)
+        if use_pg:
+            if "django.db" in sys.modules:
+                from django.db import connections
+
+                connections.close_all()
+            pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    sys.exit(main())

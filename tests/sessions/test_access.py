@@ -1,0 +1,230 @@
+"""Who may use /api/remote-lab: anonymous clients only from SESSION_ANONYMOUS_NETWORKS (default loopback),
+API keys (X-API-Key or Authorization: Bearer) from anywhere, each session tied to its principal (others
+get 404 for it), and the API's own rate limit (SESSION_API_RATE_LIMIT, 429)."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from apps.sessions.models import Session
+from tests.conftest import client_for
+from tests.sessions.conftest import BASE, acquire, assert_problem, create, lab_call, status_of
+
+pytestmark = pytest.mark.django_db
+
+FOREIGN_IP = "203.0.113.7"  # TEST-NET-3: in no network the tests allow
+UNKNOWN_ID = "8d4c5a9e-51b4-4bd4-9e38-5b0d1f0f8a11"
+# Every endpoint behind the access check, as (method, path, needs the X-Session-ID header).
+GATED = [
+    ("post", "/session", False),
+    ("get", f"/session/{UNKNOWN_ID}", False),
+    ("delete", f"/session/{UNKNOWN_ID}", False),
+    ("post", "/session/heartbeat", True),
+    ("post", "/lab", True),
+    ("get", "/lab", True),
+    ("delete", "/lab", True),
+    ("post", "/lab/release", True),
+    ("get", "/lab/devices", True),
+    ("get", "/debug/health", False),
+    ("get", "/active-session", False),
+]
+
+
+def _call(client, method, path, with_header):
+    headers = {"HTTP_X_SESSION_ID": UNKNOWN_ID} if with_header else {}
+    return getattr(client, method)(f"{BASE}{path}", **headers)
+
+
+# --- anonymous clients -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "::ffff:127.0.0.1"])
+def test_an_anonymous_client_on_loopback_gets_an_unowned_session(worker, address):
+    client = APIClient(REMOTE_ADDR=address)
+
+    body = create(client)
+
+    session = Session.objects.get(pk=body["session_id"])
+    assert session.owner_id is None
+    assert session.actor == f"anonymous@{address}"
+    assert session.client_ip is not None
+
+
+@pytest.mark.parametrize("method,path,with_header", GATED)
+def test_an_anonymous_client_from_another_network_is_refused_401_everywhere(worker, method, path, with_header):
+    client = APIClient(REMOTE_ADDR=FOREIGN_IP)
+
+    body = assert_problem(_call(client, method, path, with_header), 401)
+
+    assert "SESSION_ANONYMOUS_NETWORKS" in body["detail"]
+    assert not Session.objects.exists()
+
+
+def test_the_401_tells_the_client_how_to_authenticate(worker):
+    response = APIClient(REMOTE_ADDR=FOREIGN_IP).post(f"{BASE}/session")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_the_liveness_probe_answers_anyone(db):
+    assert APIClient(REMOTE_ADDR=FOREIGN_IP).get(f"{BASE}/healthz").status_code == 204
+
+
+def test_the_anonymous_networks_come_from_the_setting(worker, settings):
+    settings.SESSION_ANONYMOUS_NETWORKS = ["203.0.113.0/24"]
+
+    assert create(APIClient(REMOTE_ADDR=FOREIGN_IP))["position"] == 0
+    assert_problem(APIClient().post(f"{BASE}/session"), 401)  # loopback is no longer listed
+
+
+def test_an_empty_network_list_admits_no_anonymous_client(worker, settings):
+    settings.SESSION_ANONYMOUS_NETWORKS = []
+
+    assert_problem(APIClient().post(f"{BASE}/session"), 401)
+
+
+def test_a_bad_api_key_is_401_even_from_loopback(worker):
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY="lm_not-a-real-key")
+
+    assert_problem(client.post(f"{BASE}/session"), 401)
+    assert not Session.objects.exists()
+
+
+# --- API keys and bearer tokens ---------------------------------------------------------------------
+
+def test_an_api_key_works_from_any_network_and_the_session_is_its_users(worker, instructor_user):
+    client = APIClient(REMOTE_ADDR=FOREIGN_IP)
+    client.credentials(HTTP_X_API_KEY=client_for(instructor_user).raw_key)
+
+    session = Session.objects.get(pk=create(client)["session_id"])
+
+    assert session.owner_id == instructor_user.pk
+    assert session.actor.startswith(f"{instructor_user.username} (apikey:")
+    assert session.client_ip == FOREIGN_IP
+    assert status_of(client, session.pk).status_code == 200
+
+
+def test_an_api_key_sent_as_a_bearer_token_works_like_x_api_key(worker, instructor_user):
+    client = APIClient(REMOTE_ADDR=FOREIGN_IP)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {client_for(instructor_user).raw_key}")
+
+    session_id = create(client)["session_id"]
+
+    assert Session.objects.get(pk=session_id).owner_id == instructor_user.pk
+    assert client.post(f"{BASE}/session/heartbeat", HTTP_X_SESSION_ID=session_id).status_code == 204
+    assert acquire(client, session_id).status_code == 200
+
+
+@pytest.fixture
+def jwt_issuer(settings):
+    """A provider whose signing keys the test holds (tests/identity's Issuer, on 127.0.0.1): LabManager
+    accepts the access tokens it signs."""
+    from labmanager.identity.bearer import forget_synced_users
+    from labmanager.identity.provider import forget_provider_caches
+    from tests.identity.conftest import CLIENT_ID, Issuer
+
+    forget_provider_caches(), forget_synced_users()
+    issuer = Issuer()
+    settings.OIDC_ISSUER, settings.OIDC_RP_CLIENT_ID = issuer.url, CLIENT_ID
+    settings.OIDC_JWT_AUDIENCES, settings.OIDC_ROLE_CLIENTS, settings.OIDC_OP_JWKS_ENDPOINT = [], [], ""
+    yield issuer
+    issuer.stop()
+    forget_provider_caches(), forget_synced_users()
+
+
+def _jwt_client(issuer, username: str) -> APIClient:
+    token = issuer.token(sub=f"sub-{username}", preferred_username=username, email=f"{username}@example.test",
+                         realm_access={"roles": ["instructor"]})
+    client = APIClient(REMOTE_ADDR=FOREIGN_IP)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+def test_a_bearer_jwt_ties_the_session_to_the_tokens_user(worker, jwt_issuer):
+    ana, ben = _jwt_client(jwt_issuer, "ana"), _jwt_client(jwt_issuer, "ben")
+
+    session_id = create(ana)["session_id"]
+
+    assert Session.objects.select_related("owner").get(pk=session_id).owner.username == "ana"
+    assert status_of(ana, session_id).json()["status"] == "active"
+    assert acquire(ana, session_id).status_code == 200
+    assert_problem(status_of(ben, session_id), 404, "Session not found")
+    assert_problem(lab_call(ben, "get", "/lab/devices", session_id), 404, "Session not found")
+
+
+@pytest.fixture
+def owned(instructor_client, worker):
+    """An active session of instructor1 holding the lab."""
+    session_id = create(instructor_client)["session_id"]
+    assert acquire(instructor_client, session_id).status_code == 200
+    return session_id
+
+
+@pytest.mark.parametrize("stranger", ["other_instructor_client", "anon"])
+def test_another_principal_gets_404_for_a_session_on_every_endpoint(request, owned, instructor_client, stranger):
+    client = request.getfixturevalue(stranger)
+
+    assert_problem(status_of(client, owned), 404, "Session not found")
+    assert_problem(client.delete(f"{BASE}/session/{owned}"), 404, "Session not found")
+    assert_problem(client.post(f"{BASE}/session/heartbeat", HTTP_X_SESSION_ID=owned), 404, "Session not found")
+    assert_problem(acquire(client, owned), 404, "Session not found")
+    for method, path in [("get", "/lab"), ("get", "/lab/devices"), ("post", "/lab/release"), ("delete", "/lab")]:
+        assert_problem(lab_call(client, method, path, owned), 404, "Session not found")
+
+    # Nothing of the owner's changed: still active, still holding the lab.
+    assert Session.objects.get(pk=owned).status == "active"
+    body = lab_call(instructor_client, "get", "/lab", owned).json()
+    assert (body["status"], body["ref_count"]) == ("running", 1)
+
+
+def test_an_operator_sees_and_may_end_anyones_session(owned, operator_client):
+    assert status_of(operator_client, owned).json()["status"] == "active"
+
+    assert operator_client.delete(f"{BASE}/session/{owned}").status_code == 204
+    assert Session.objects.get(pk=owned).status == "ended"
+
+
+def test_a_user_may_use_an_anonymous_session_whose_id_they_know(anon, instructor_client, worker):
+    session_id = create(anon)["session_id"]
+
+    assert status_of(instructor_client, session_id).status_code == 200
+
+
+def test_active_session_shows_only_sessions_the_caller_may_see(owned, instructor_client, other_instructor_client, anon):
+    assert instructor_client.get(f"{BASE}/active-session").json()["session_id"] == owned
+    assert_problem(other_instructor_client.get(f"{BASE}/active-session"), 404, "No active session")
+    assert_problem(anon.get(f"{BASE}/active-session"), 404, "No active session")
+
+
+# --- rate limit ----------------------------------------------------------------------------------------
+
+def test_the_rate_limit_answers_429_with_retry_after(anon, worker, settings):
+    settings.SESSION_API_RATE_LIMIT = "3/min"
+    session_id = create(anon)["session_id"]
+    assert status_of(anon, session_id).status_code == 200
+    assert anon.post(f"{BASE}/session/heartbeat", HTTP_X_SESSION_ID=session_id).status_code == 204
+
+    response = status_of(anon, session_id)
+
+    assert_problem(response, 429)
+    assert 1 <= int(response["Retry-After"]) <= 61
+    assert APIClient().get(f"{BASE}/healthz").status_code == 204  # the probe is never limited
+
+
+def test_the_rate_limit_is_counted_per_principal(worker, settings, instructor_client, other_instructor_client):
+    settings.SESSION_API_RATE_LIMIT = "2/min"
+    for _ in range(2):
+        create(instructor_client)
+
+    assert_problem(instructor_client.post(f"{BASE}/session"), 429)
+    assert other_instructor_client.post(f"{BASE}/session").status_code == 201
+    assert APIClient().post(f"{BASE}/session").status_code == 201  # anonymous: counted by address
+
+
+def test_the_remote_lab_limit_is_apart_from_the_api_limit(anon, worker, settings):
+    settings.API_RATE_LIMIT = "1/min"
+    settings.SESSION_API_RATE_LIMIT = ""  # blank: no limit on this API
+
+    session_id = create(anon)["session_id"]
+
+    assert all(status_of(anon, session_id).status_code == 200 for _ in range(5))

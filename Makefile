@@ -32,6 +32,10 @@ bench: setup
 	$(PY) bench/list_instances.py
 	$(PY) bench/workers.py
 	$(PY) bench/placement.py
+	$(PY) bench/audit.py
+	$(PY) bench/sse.py
+	$(PY) bench/auth.py
+	$(PY) bench/sessions.py
 
 schema: setup
 	$(PY) manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml

@@ -179,8 +179,9 @@ from apps.audit.verify import chain_verify
 t0 = time.perf_counter()
 result = chain_verify()
 elapsed = time.perf_counter() - t0
+usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({{"valid": result.valid, "total": result.total_events, "elapsed": elapsed,
-                  "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+                  "cpu": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss}}))
 """
 
 
@@ -219,8 +220,9 @@ def bench_verify(args) -> list[dict]:
             raise RuntimeError(f"verification of {size:,} events: {outcome}")
         outcome["size"] = size
         results.append(outcome)
-        print(f"  verified {size:,} events in {outcome['elapsed']:.2f} s "
-              f"({size / outcome['elapsed']:,.0f}/s), peak RSS {outcome['maxrss_kb'] / 1024:.0f} MB", flush=True)
+        print(f"  verified {size:,} events in {outcome['elapsed']:.2f} s ({size / outcome['elapsed']:,.0f}/s; "
+              f"the process used {outcome['cpu']:.1f} s of CPU, Django start-up included), "
+              f"peak RSS {outcome['maxrss_kb'] / 1024:.0f} MB", flush=True)
     return results
 
 
@@ -248,7 +250,8 @@ def main() -> int:
             cursor.execute("SELECT version()")
             version = cursor.fetchone()[0].split(" on ")[0]
         layer = settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[1]
-        print(f"{version}, synchronous_commit={sync_commit}, channel layer {layer}, {os.cpu_count()} CPUs")
+        print(f"{version}, synchronous_commit={sync_commit}, channel layer {layer}, {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.1f}")
 
         print(f"1. appends: {args.writers} writer processes, {args.seconds:g} s, one transaction per event")
         appends = bench_appends(args)
@@ -263,7 +266,7 @@ def main() -> int:
         print(f"   {large['size']:,} events verified in {large['elapsed']:.2f} s "
               f"(goal < 15 s: {'met' if large['elapsed'] < 15 else 'NOT met'}); peak RSS "
               f"{small['maxrss_kb'] / 1024:.0f} MB at {small['size']:,} and {large['maxrss_kb'] / 1024:.0f} MB at "
-              f"{large['size']:,} (Django alone: {base / 1024:.0f} MB)")
+              f"{large['size']:,} (Django alone: {base / 1024:.0f} MB); load average now {os.getloadavg()[0]:.1f}")
         return 0
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)

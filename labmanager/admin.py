@@ -6,12 +6,14 @@ from labmanager.services import api_key_revoke
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    """Keys are created with `manage.py create_api_key` (the key is shown once); here they are seen and revoked."""
+    """Keys are created with `manage.py create_api_key` or POST /api/auth/api-keys (the key is shown once);
+    here they are seen and revoked (through the service, journalled). Nothing else is editable."""
 
-    list_display = ("prefix", "user", "name", "created_at", "last_used_at", "revoked_at")
-    list_filter = ("revoked_at",)
-    search_fields = ("prefix", "user__username", "name")
-    readonly_fields = ("user", "prefix", "key_hash", "created_at", "last_used_at", "revoked_at")
+    list_display = ("prefix", "user", "name", "role", "created_at", "last_used_at", "expires_at", "revoked_at")
+    list_filter = ("role", "revoked_at", "expires_at")
+    search_fields = ("prefix", "user__username", "name", "key_hash")
+    readonly_fields = ("user", "name", "prefix", "key_hash", "role", "created_at", "last_used_at", "expires_at",
+                       "revoked_at")
     actions = ["revoke"]
 
     def has_add_permission(self, request):

@@ -32,6 +32,11 @@ class ValidationFailed(DomainError):
     title = "Unprocessable Entity"
 
 
+class Forbidden(DomainError):
+    status_code = 403
+    title = "Forbidden"
+
+
 class NotFound(DomainError):
     status_code = 404
     title = "Not Found"

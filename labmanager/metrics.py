@@ -5,10 +5,8 @@ Access: scrapes from METRICS_ALLOWED_NETWORKS (loopback by default) need nothing
 needs an admin or operator API key (X-API-Key or Authorization: Bearer) or an admin/operator session.
 """
 
-import ipaddress
 import logging
 
-from django.conf import settings
 from django.db.models import Count, Max, Min
 from django.http import HttpResponse
 from django.utils import timezone
@@ -17,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from rest_framework import exceptions
 
-from labmanager.api.roles import ADMIN, OPERATOR, has_role
+from labmanager.api.permissions import METRICS, allows, anonymous_from_allowed_network
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +80,36 @@ def _audit():
     head = AuditEvent.objects.aggregate(head=Max("sequence_num"))["head"] or 0
     yield GaugeMetricFamily("labmanager_audit_chain_length", "Sealed events in the audit chain (last sequence_num)",
                             value=head)
+    unsealed = AuditEvent.objects.filter(sequence_num__isnull=True).count()  # the partial index: normally 0
+    yield GaugeMetricFamily("labmanager_audit_unsealed_events",
+                            "Committed audit events not linked into the chain yet (normally 0)", value=unsealed)
+
+
+# live_stats() key -> (metric, kind, help). Per process: each ASGI process reports its own clients.
+LIVE_METRICS = {
+    "sse_clients": ("labmanager_live_sse_clients", "gauge", "SSE clients connected to this process"),
+    "websocket_clients": ("labmanager_live_websocket_clients", "gauge", "WebSocket clients connected to this process"),
+    "last_delivery_lag_seconds": (
+        "labmanager_live_event_delivery_lag_seconds", "gauge",
+        "Event delivery lag: seconds from the last fanned-out event's journal timestamp to its fan-out here"),
+    "last_sequence": ("labmanager_live_last_sequence", "gauge", "Last journal sequence_num this process's tail read"),
+    "tail_queries": ("labmanager_live_tail_queries", "counter", "Journal tail queries run by this process"),
+    "events_fanned_out": ("labmanager_live_events_fanned_out", "counter", "Journal events fanned out by this process"),
+    "dropped_slow_subscribers": ("labmanager_live_dropped_slow_subscribers", "counter",
+                                 "Live clients cut off for falling LIVE_QUEUE_MAX events behind"),
+}
 
 
 def _live():
-    try:
-        from apps.audit.live import live_stats
-    except ImportError:
-        return
-    stats = live_stats() or {}
-    for key, value in sorted(stats.items()):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            name = "labmanager_live_" + "".join(c if c.isalnum() else "_" for c in str(key)).lower()
-            yield GaugeMetricFamily(name, f"Live event streams: {key}", value=value)
+    from apps.audit.live import live_stats
+
+    stats = live_stats()
+    for key, (name, kind, help_text) in LIVE_METRICS.items():
+        value = stats.get(key)
+        if value is None:  # no event fanned out yet: no lag to report
+            continue
+        family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+        yield family(name, help_text, value=value)
 
 
 SECTIONS = (_workers, _instances, _session_queues, _webhooks, _audit, _live)
@@ -118,11 +134,7 @@ DOMAIN_REGISTRY.register(DomainCollector())
 
 
 def _from_allowed_network(request) -> bool:
-    try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(net, strict=False) for net in settings.METRICS_ALLOWED_NETWORKS)
+    return anonymous_from_allowed_network(METRICS, request.META.get("REMOTE_ADDR"))
 
 
 def _denied(request) -> HttpResponse | None:
@@ -141,7 +153,7 @@ def _denied(request) -> HttpResponse | None:
     if user is None:
         return HttpResponse("Authentication required: an admin or operator API key.\n", status=401,
                             content_type="text/plain", headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
-    if not has_role(user, ADMIN, OPERATOR):
+    if not allows(METRICS, user=user):
         return HttpResponse("Admins and operators only.\n", status=403, content_type="text/plain")
     return None
 

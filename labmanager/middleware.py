@@ -53,7 +53,7 @@ class TraceIdMiddleware:
                 request_log.info(
                     "%s %s %s %.1fms",
                     request.method,
-                    request.get_full_path(),
+                    loggable_path(request),
                     response.status_code,
                     (time.perf_counter() - started) * 1000,
                 )
@@ -61,6 +61,21 @@ class TraceIdMiddleware:
         finally:
             trace_id_var.reset(token)
             client_ip_var.reset(ip_token)
+
+
+# Query parameters whose values never reach the log: the OIDC callback's code and state, and credentials
+# some clients put in URLs (docs/security.md#what-is-logged-and-what-never-is).
+SECRET_QUERY_PARAMETERS = frozenset({"code", "state", "token", "api_key", "access_token", "id_token", "key"})
+
+
+def loggable_path(request) -> str:
+    if not request.GET:
+        return request.path
+    query = "&".join(
+        f"{name}={'[redacted]' if name.lower() in SECRET_QUERY_PARAMETERS else value}"
+        for name, values in request.GET.lists() for value in values
+    )
+    return f"{request.path}?{query}"
 
 
 def is_api_path(path: str) -> bool:

@@ -17,8 +17,18 @@ def new_api_key() -> str:
     return API_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+class ApiKeyRole(models.TextChoices):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    INSTRUCTOR = "instructor"
+
+
 class ApiKey(models.Model):
-    """An API key of a user. Only the SHA-256 of the key is stored; the key itself is shown once."""
+    """An API key of a user. Only the SHA-256 of the key is stored; the key itself is shown once.
+
+    Requests made with the key have its `role` alone (if the user still holds a role that grants it);
+    blank: every role of the user (keys made before keys carried roles). Past `expires_at`, or once
+    revoked, the key gets 401."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100, blank=True)
@@ -27,12 +37,27 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    role = models.CharField(max_length=20, choices=ApiKeyRole.choices, blank=True,
+                            help_text="The one role of requests made with this key; blank: all the user's roles.")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Blank: never.")
 
     class Meta:
         verbose_name = "API key"
 
     def __str__(self):
         return f"{self.prefix}… ({self.user})"
+
+    @property
+    def sha256(self) -> str:
+        return self.key_hash
+
+    def is_expired(self, now) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    def state(self, now) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.is_expired(now) else "active"
 
 
 class IdempotencyRecord(models.Model):

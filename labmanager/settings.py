@@ -53,6 +53,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "labmanager.api.throttling.RateLimitHeadersMiddleware",  # X-RateLimit-* (outside the problem+json rewrite)
     "labmanager.middleware.ApiProblemMiddleware",
 ]
 
@@ -110,6 +111,11 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- live events (SSE /api/events/stream, WebSocket /ws/events; docs/events.md) --------------------
+LIVE_KEEPALIVE_SECONDS = env.float("LIVE_KEEPALIVE_SECONDS", default=15.0)  # SSE comment when idle
+LIVE_TAIL_INTERVAL = env.float("LIVE_TAIL_INTERVAL", default=0.5)  # journal poll per ASGI process, seconds
+LIVE_QUEUE_MAX = env.int("LIVE_QUEUE_MAX", default=10_000)  # events queued for one slow client before cutting it
 
 # --- background jobs (django-q2) ------------------------------------------
 Q_CLUSTER = {
@@ -237,6 +243,46 @@ SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 
+# --- identity: OIDC browser login and bearer JWTs (labmanager/identity, docs/security-identity.md) ---
+# Empty issuer: OIDC is off, the local login at /accounts/login/ is the only one and bearer JWTs get 401.
+# Keycloak: https://<host>/realms/<realm>. Endpoints come from the issuer's discovery document unless set.
+OIDC_ISSUER = env.str("OIDC_ISSUER", default="").rstrip("/")
+OIDC_RP_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="labmanager-dashboard")
+OIDC_RP_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("OIDC_AUTHORIZATION_ENDPOINT", default="")
+OIDC_OP_TOKEN_ENDPOINT = env.str("OIDC_TOKEN_ENDPOINT", default="")
+OIDC_OP_USER_ENDPOINT = env.str("OIDC_USERINFO_ENDPOINT", default="")
+OIDC_OP_JWKS_ENDPOINT = env.str("OIDC_JWKS_URI", default="")
+OIDC_OP_LOGOUT_ENDPOINT = env.str("OIDC_END_SESSION_ENDPOINT", default="")
+OIDC_DISCOVERY_CACHE_SECONDS = env.int("OIDC_DISCOVERY_CACHE_SECONDS", default=3600)
+OIDC_RP_SCOPES = env.str("OIDC_SCOPES", default="openid email profile")
+OIDC_TIMEOUT = env.float("OIDC_TIMEOUT_SECONDS", default=5.0)
+OIDC_VERIFY_SSL = env.bool("OIDC_VERIFY_TLS", default=True)
+# Where the provider sends the browser after RP-initiated logout (blank: this site's home page).
+OIDC_POST_LOGOUT_REDIRECT_URL = env.str("OIDC_POST_LOGOUT_REDIRECT_URL", default="")
+# Provider role, client role or group name -> LabManager role (a Django group); unmapped names are ignored.
+OIDC_ROLE_MAP = env.dict("OIDC_ROLE_MAP", default={"admin": "admin", "operator": "operator", "instructor": "instructor"})
+OIDC_ROLE_CLIENTS = env.list("OIDC_ROLE_CLIENTS", default=[])  # resource_access.<client>.roles read; blank: the client id
+# Bearer JWTs: accepted when `aud` or `azp` is one of these (blank: the client id); RS256/ES256 only.
+OIDC_JWT_AUDIENCES = env.list("OIDC_JWT_AUDIENCES", default=[])
+OIDC_JWT_ALGORITHMS = env.list("OIDC_JWT_ALGORITHMS", default=["RS256", "ES256"])
+OIDC_JWT_LEEWAY_SECONDS = env.int("OIDC_JWT_LEEWAY_SECONDS", default=30)
+OIDC_JWKS_CACHE_SECONDS = env.int("OIDC_JWKS_CACHE_SECONDS", default=3600)
+OIDC_JWKS_REFETCH_INTERVAL_SECONDS = env.float("OIDC_JWKS_REFETCH_INTERVAL_SECONDS", default=30.0)  # on an unknown kid
+# mozilla-django-oidc: authorization code flow with PKCE (S256), state and nonce; the ID token is kept in
+# the session for RP-initiated logout (id_token_hint).
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_USE_PKCE = True
+OIDC_PKCE_CODE_CHALLENGE_METHOD = "S256"
+OIDC_USE_NONCE = True
+OIDC_STORE_ID_TOKEN = True
+OIDC_AUTHENTICATION_CALLBACK_URL = "identity:callback"
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso_failed=1"
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "labmanager.identity.oidc.OidcBackend",  # acts only on the OIDC callback
+]
+
 # --- i18n / static ----------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -253,7 +299,11 @@ STORAGES = {
 }
 
 # --- REST API ---------------------------------------------------------------
-API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="1000/min")
+# Rate limits (docs/security.md#rate-limits): token buckets in the cache, shared across processes with Redis.
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="1000/min")  # per authenticated user: the refill rate
+API_RATE_BURST = env.int("API_RATE_BURST", default=100)  # per authenticated user: the bucket size
+API_ANON_RATE_LIMIT = env.str("API_ANON_RATE_LIMIT", default="5/min")  # per address, unauthenticated requests
+LOGIN_RATE_LIMIT = env.str("LOGIN_RATE_LIMIT", default="5/min")  # per address, sign-in attempts
 API_MAX_PAGE_SIZE = 1000
 IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=24)
 IDEMPOTENCY_WAIT_SECONDS = env.float("IDEMPOTENCY_WAIT_SECONDS", default=30.0)
@@ -261,10 +311,11 @@ IDEMPOTENCY_WAIT_SECONDS = env.float("IDEMPOTENCY_WAIT_SECONDS", default=30.0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "labmanager.api.authentication.ApiKeyAuthentication",
+        "labmanager.identity.bearer.BearerJwtAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_THROTTLE_CLASSES": ["labmanager.api.throttling.PerUserRateThrottle"],
+    "DEFAULT_PERMISSION_CLASSES": ["labmanager.api.permissions.RolePermission"],  # a view without a policy: refused
+    "DEFAULT_THROTTLE_CLASSES": ["labmanager.api.throttling.ApiRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "labmanager.api.problems.problem_exception_handler",
@@ -280,11 +331,16 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["labmanager.api.permissions.Public"],
+    # The documents are public: a signed-in browser is counted as its user, API keys are not read there.
+    "SERVE_AUTHENTICATION": ["rest_framework.authentication.SessionAuthentication"],
     "SCHEMA_PATH_PREFIX": r"/api",
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The SSE stream is a plain async view: this hook puts it in the document (apps/audit/live/schema.py).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "apps.audit.live.schema.add_event_stream"],
     "ENUM_NAME_OVERRIDES": {
         "WorkerStatusEnum": "apps.workers.models.WorkerStatus",
         "InstanceStatusEnum": "apps.lablets.models.InstanceStatus",

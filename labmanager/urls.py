@@ -6,6 +6,8 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, 
 
 from apps.audit.live.stream import event_stream
 from labmanager.api import views as api_views
+from labmanager.api.throttling import login_rate_limited
+from labmanager.identity import views as identity_views
 from labmanager.metrics import metrics_view
 
 api_patterns = [
@@ -15,6 +17,7 @@ api_patterns = [
     path("", include("apps.audit.api.urls")),
     path("", include("apps.audit.webhooks.api.urls")),
     path("events/stream", event_stream, name="events-stream"),
+    path("auth/", include("labmanager.api.keys")),  # /api/auth/api-keys...
     path("diagnostics/health", api_views.health, name="health"),
     path("diagnostics/ready", api_views.ready, name="ready"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
@@ -23,10 +26,12 @@ api_patterns = [
 ]
 
 urlpatterns = [
+    path("api/auth/", include("labmanager.identity.urls")),  # OIDC login/callback/logout, me
     path("api/", include(api_patterns)),
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", login_rate_limited(identity_views.LoginPage.as_view()), name="login"),  # LOGIN_RATE_LIMIT
+    path("accounts/no-access/", identity_views.no_access, name="identity-no-access"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
 ]

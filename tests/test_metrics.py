@@ -56,16 +56,27 @@ def test_session_queue_length_per_pool(client):
     assert samples[("labmanager_session_queue_length", (("pool", "metrics-pool"),))] == 0
 
 
-def test_live_stats_are_exported_when_the_live_module_provides_them(client, monkeypatch):
-    import sys
-    import types
+def test_every_domain_gauge_is_exported_with_its_help(client):
+    # The live figures are per process; tests/events/test_daphne_clients.py reads them from a running daphne
+    # with clients connected. Here: the names exist, idle values.
+    text = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
 
-    fake = types.ModuleType("apps.audit.live")
-    fake.live_stats = lambda: {"sse_clients": 3, "websocket_clients": 2, "note": "text is skipped"}
-    monkeypatch.setitem(sys.modules, "apps.audit.live", fake)
+    for name in ("labmanager_workers", "labmanager_lablet_instances", "labmanager_session_queue_length",
+                 "labmanager_live_sse_clients", "labmanager_live_websocket_clients", "labmanager_webhook_delivery_failures",
+                 "labmanager_audit_chain_length", "labmanager_audit_unsealed_events", "labmanager_live_tail_queries"):
+        assert name in families, name
+        assert families[name].documentation
+    samples = _samples(text)
+    assert samples[("labmanager_audit_unsealed_events", ())] == 0
+
+
+def test_unsealed_events_are_counted(client):
+    audit_record(event_type="worker.created", actor="tests", resource_type="worker", resource_id="w-1", action="x")
+
     samples = _samples(client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode())
-    assert samples[("labmanager_live_sse_clients", ())] == 3
-    assert samples[("labmanager_live_websocket_clients", ())] == 2
+
+    assert samples[("labmanager_audit_unsealed_events", ())] == 1  # committed (in a real run), not chained yet
 
 
 def test_remote_scrapes_need_an_admin_or_operator_key(operator_client, instructor_client):

@@ -3,7 +3,7 @@
 from django.db.models import QuerySet
 
 from apps.lablets.models import LabletDefinition, LabletInstance
-from labmanager.api.roles import ADMIN, OPERATOR, user_roles
+from labmanager.api.permissions import privileged
 
 
 def lablet_definition_list(*, filters: dict | None = None) -> QuerySet[LabletDefinition]:
@@ -19,7 +19,7 @@ def lablet_definition_list(*, filters: dict | None = None) -> QuerySet[LabletDef
 def lablet_instance_visible_to(*, user) -> QuerySet[LabletInstance]:
     """Admins and operators see every instance; instructors only those they created."""
     qs = LabletInstance.objects.select_related("definition", "worker", "created_by")
-    if user_roles(user) & {ADMIN, OPERATOR}:
+    if privileged(user):
         return qs
     return qs.filter(created_by=user)
 

@@ -60,6 +60,14 @@ def _flatten_errors(data, prefix="") -> dict[str, list[str]]:
 
 
 def problem_exception_handler(exc, context):
+    from apps.audit.api.refusals import journal_refusal
+
+    response = _problem_for(exc, context)
+    journal_refusal(context.get("request"), exc, response)  # a refused change is journalled too
+    return response
+
+
+def _problem_for(exc, context):
     request = context.get("request")
     instance = request.path if request is not None else ""
     headers = {}

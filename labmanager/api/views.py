@@ -8,11 +8,10 @@ from django.http import Http404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import api_view, authentication_classes, permission_classes, throttle_classes
-from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from labmanager.api.lists import envelope_response, parse_list_params
-from labmanager.api.roles import RolePermission
+from labmanager.api.permissions import Policy, Public, RolePermission
 from labmanager.api.schema import problem_responses
 
 
@@ -24,8 +23,7 @@ class ResourceViewSet(viewsets.GenericViewSet):
     lookup_value_regex = r"[A-Za-z0-9_.-]+"
     list_key = ""
     sort_fields: dict[str, str] = {}
-    read_roles: tuple[str, ...] = ()
-    write_roles: tuple[str, ...] = ()
+    policy: Policy | None = None  # labmanager.api.permissions: who may read, who may write
 
     def get_object(self):
         obj = self.get_queryset().filter(public_id=self.kwargs[self.lookup_url_kwarg]).first()
@@ -106,7 +104,7 @@ ReadySerializer = inline_serializer(
 @extend_schema(tags=["diagnostics"], responses={200: HealthSerializer}, auth=[])
 @api_view(["GET"])
 @authentication_classes([])
-@permission_classes([AllowAny])
+@permission_classes([Public])
 @throttle_classes([])
 def health(request):
     """Liveness: the process answers. Touches nothing else."""
@@ -116,7 +114,7 @@ def health(request):
 @extend_schema(tags=["diagnostics"], responses={200: ReadySerializer, **problem_responses(s503="A dependency is down.")}, auth=[])
 @api_view(["GET"])
 @authentication_classes([])
-@permission_classes([AllowAny])
+@permission_classes([Public])
 @throttle_classes([])
 def ready(request):
     """Readiness: database, cache, channel layer and q broker all answer."""

@@ -148,7 +148,9 @@ def test_instructors_and_anonymous_callers_are_refused(instructor_client, anon_c
 
     assert getattr(instructor_client, method)(path).status_code == 403
     assert getattr(anon_client, method)(path).status_code == 401
-    assert AuditEvent.objects.count() == before
+    refused = AuditEvent.objects.filter(event_type="api_call.refused").count()
+    assert (AuditEvent.objects.count() - before, refused) == ((1, 1) if method == "post" else (0, 0))
+    assert not AuditEvent.objects.filter(event_type="audit.verified").exists()
 
 
 def test_the_schema_documents_the_audit_endpoints(client):

@@ -55,3 +55,12 @@ def test_the_admin_shows_the_journal_read_only(chain, admin_user):
     assert browser.post(reverse("admin:audit_auditevent_change", args=[event.pk]), {"actor": "mallory"}).status_code == 403
     assert "delete_selected" not in changelist.content.decode()
     assert AuditEvent.objects.get(pk=event.pk).actor == "tests"
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_the_api_offers_no_way_to_change_the_journal(chain, admin_client, method):
+    for path in ("/api/audit/events", f"/api/audit/events/{chain[0].sequence_num}", "/api/audit/chain-root"):
+        response = getattr(admin_client, method)(path, {"actor": "mallory"}, format="json")
+        assert response.status_code in (404, 405), (path, response.status_code)
+
+    assert set(AuditEvent.objects.filter(sequence_num__isnull=False).values_list("actor", flat=True)) == {"tests"}

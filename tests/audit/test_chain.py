@@ -2,13 +2,16 @@
 
 import hashlib
 import json
+import random
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from apps.audit.chain import GENESIS_HASH, canonical_timestamp, parse_actor
+from apps.audit.chain import GENESIS_HASH, HASHED_FIELDS, canonical, canonical_timestamp, parse_actor
 from apps.audit.models import AuditEvent
 from apps.audit.services import audit_record, audit_record_many, audit_seal
 from apps.audit.verify import chain_verify
@@ -139,4 +142,66 @@ def test_metadata_of_every_json_kind_hashes_the_same_after_the_round_trip(db):
                                "nested": {"y": {"x": []}}, "tuple": (1, 2)})
     audit_seal()
 
+    assert chain_verify().valid
+
+
+def _random_value(rng: random.Random, depth: int = 0):
+    kinds = ["str", "int", "float", "none", "bool"] + (["list", "dict"] if depth < 3 else [])
+    kind = rng.choice(kinds)
+    if kind == "str":
+        return "".join(rng.choice('aZ09 "\\/\n\t\x00\x7fé€😀\u2028<>&') for _ in range(rng.randint(0, 12)))
+    if kind == "int":
+        return rng.choice([0, -1, 2**31, -(2**63), 2**64 + 1, rng.randint(-10**6, 10**6)])
+    if kind == "float":
+        return rng.choice([0.1, -0.0, 1e20, 1e-7, 1.5, 3.141592653589793, float(rng.randint(0, 99))])
+    if kind == "none":
+        return None
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "list":
+        return [_random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return {"".join(rng.choice("abé_Z 9\"") for _ in range(rng.randint(0, 6))): _random_value(rng, depth + 1)
+            for _ in range(rng.randint(0, 5))}
+
+
+def test_the_fast_canonical_form_is_the_documented_json_dumps_form():
+    # chain.canonical() writes the bytes itself; the definition is json.dumps over a dict (module docstring).
+    rng = random.Random(20261122)
+    for _ in range(3000):
+        stamp = datetime(2026, 1, 1, tzinfo=dt_timezone.utc) + timedelta(microseconds=rng.randint(0, 10**13))
+        row = (rng.randint(1, 10**12), rng.choice([GENESIS_HASH, "ab" * 32]), stamp,
+               *(_random_value(rng) if rng.random() < 0.2 else "x" for _ in range(6)),
+               rng.choice(["a", "é"]), rng.random() < 0.5, rng.choice([None, "10.0.0.7", "::1"]),
+               _random_value(rng), rng.choice(["", "f" * 32]), {"m": _random_value(rng), "k": [1, 2]})
+        doc = dict(zip(HASHED_FIELDS, row))
+        doc["timestamp"] = canonical_timestamp(stamp)
+        reference = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+        assert canonical(row) == reference, row
+        assert canonical((*row[:2], canonical_timestamp(stamp), *row[3:])) == reference
+
+
+@pytest.mark.parametrize("stamp", [
+    datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt_timezone.utc),  # a whole second: still six fractional digits
+    datetime(2026, 3, 1, 12, 0, 0, 7, tzinfo=dt_timezone(timedelta(hours=-5))),  # not UTC
+    datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=dt_timezone.utc),
+])
+def test_timestamps_hash_the_same_when_sealed_and_when_verified(db, stamp):
+    AuditEvent(timestamp=stamp, event_type="thing.made", actor="x", resource_type="thing", resource_id="t",
+               action="a").save(force_insert=True)
+    audit_seal()
+
+    assert chain_verify().valid
+
+
+@pytest.mark.parametrize("address", ["10.1.2.3", "2001:db8:0:0::1"])
+def test_what_the_seal_hashed_is_what_the_orm_reads_back(operator_client, address):
+    # The seal reads rows with plain SQL on PostgreSQL; the hash must be the one of the values as the
+    # application reads them (an inet comes back compressed, jsonb with its own key order).
+    response = operator_client.post("/api/workers", {"name": "hashed"}, format="json", REMOTE_ADDR=address)
+    assert response.status_code == 201
+    audit_seal()
+
+    event = AuditEvent.objects.get(event_type="worker.created")
+    assert event.ip_address in (address, "2001:db8::1")
+    assert event.event_hash == _recompute(event)
     assert chain_verify().valid

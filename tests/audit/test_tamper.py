@@ -1,12 +1,13 @@
 """Tampering below the application (raw SQL) is found, at the right place, each time."""
 
 import json
+import threading
 
 import pytest
 
 from apps.audit.chain import event_hash
 from apps.audit.verify import chain_verify
-from tests.audit.conftest import TABLE, sql
+from tests.audit.conftest import TABLE, record, sql
 
 pytestmark = pytest.mark.django_db
 
@@ -123,3 +124,18 @@ def test_the_first_of_several_tamperings_is_reported(chain):
     sql(f"UPDATE {TABLE} SET error = 'edited' WHERE sequence_num = 2")
 
     assert chain_verify().first_tampered == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_journal_is_checked_chunk_by_chunk_and_stops_at_the_first_tampering():
+    # Committed rows, verified outside any transaction: on PostgreSQL a helper thread reads ahead.
+    record(60)
+    assert chain_verify(chunk_size=7).valid
+    sql(f"UPDATE {TABLE} SET action = 'edited' WHERE sequence_num = 12")
+    seen = []
+
+    result = chain_verify(chunk_size=7, progress=lambda done, total: seen.append(done))
+
+    assert (result.valid, result.first_tampered, result.total_events) == (False, 12, 60)
+    assert seen == [7], "verification stops in the chunk of the first tampered event"
+    assert not [t for t in threading.enumerate() if t.name == "audit-verify-reader"]

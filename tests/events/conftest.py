@@ -1,5 +1,7 @@
 """A real daphne on 127.0.0.1 against the test database, and a writer in a separate process."""
 
+import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -33,14 +35,14 @@ def server_env() -> dict:
     return env
 
 
-@pytest.fixture(scope="module")
-def daphne_url(django_db_setup, django_db_blocker):
-    """daphne serving labmanager.asgi on a free port; stopped (TERM, then KILL) at the end of the module."""
+@contextlib.contextmanager
+def daphne_process(extra_env: dict | None = None):
+    """daphne serving labmanager.asgi on a free port (yields its URL); stopped with TERM, then KILL."""
     port = _free_port()
     log = open(f"/tmp/live-daphne-{port}.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "labmanager.asgi:application"],
-        cwd=ROOT, env=server_env(), stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT, env={**server_env(), **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -51,7 +53,7 @@ def daphne_url(django_db_setup, django_db_blocker):
                 break
             except httpx.TransportError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"daphne did not start (see {log.name})")
+                    raise RuntimeError(f"daphne did not start (see {log.name})") from None
                 time.sleep(0.2)
         yield url
     finally:
@@ -64,9 +66,66 @@ def daphne_url(django_db_setup, django_db_blocker):
         log.close()
 
 
+KEEPALIVE_SECONDS = 1.0  # the test server's SSE keep-alive period (the default is 15 s)
+
+
+@pytest.fixture(scope="module")
+def daphne_url(django_db_setup, django_db_blocker):
+    """One daphne for the module, against the test database (and REDIS_URL's Redis when set)."""
+    with daphne_process({"LIVE_KEEPALIVE_SECONDS": str(KEEPALIVE_SECONDS)}) as url:
+        yield url
+
+
 def write_events(resource_type: str, resource_id: str, *event_types: str) -> list[int]:
     """Write events from a separate process; returns their sequence numbers."""
-    done = subprocess.run([sys.executable, str(ROOT / "tests/events/writer.py"), resource_type, resource_id,
-                           *event_types], cwd=ROOT, env=server_env(), capture_output=True, text=True, timeout=60)
+    return _run_writer(resource_type, resource_id, *event_types)
+
+
+def write_mixed(*events: tuple[str, str, str]) -> list[int]:
+    """Write (resource_type, resource_id, event_type) events from a separate process, in order."""
+    return _run_writer(*("/".join(event) for event in events))
+
+
+def _run_writer(*args: str) -> list[int]:
+    done = subprocess.run([sys.executable, str(ROOT / "tests/events/writer.py"), *args], cwd=ROOT, env=server_env(),
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return [int(n) for n in done.stdout.split()]
+
+
+class SseReader:
+    """Reads `id/event/data` messages from an open httpx stream, with a bounded wait."""
+
+    def __init__(self, response):
+        self.lines = response.iter_lines()
+        self.comments = []
+
+    def next_event(self, timeout=15.0) -> dict:
+        deadline = time.monotonic() + timeout
+        message = {}
+        for line in self.lines:
+            if time.monotonic() > deadline:
+                break
+            if line.startswith(":"):
+                self.comments.append(line)
+            elif line == "":
+                if "data" in message:
+                    message["data"] = json.loads(message["data"])
+                    message["id"] = int(message["id"])
+                    return message
+                message = {}
+            else:
+                name, _, value = line.partition(":")
+                message[name] = value.lstrip(" ")
+        raise AssertionError("no event in time")
+
+    def wait_connected(self):
+        for line in self.lines:
+            if line.startswith(": connected"):
+                return
+
+
+def sse_stream(url, key=None, headers=None, **params):
+    """An httpx streaming GET of /api/events/stream (API key in X-API-Key unless None)."""
+    return httpx.stream("GET", url + "/api/events/stream", params=params, timeout=httpx.Timeout(20.0),
+                        headers={**({"X-API-Key": key} if key else {}), **(headers or {})})

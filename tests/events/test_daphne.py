@@ -2,58 +2,20 @@
 
 import asyncio
 import json
-import time
 
 import httpx
 import pytest
 import websockets
 
 from tests.conftest import client_for
-from tests.events.conftest import write_events
+from tests.events.conftest import SseReader, sse_stream, write_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-class SseReader:
-    """Reads `id/event/data` messages from an open httpx stream, with a bounded wait."""
-
-    def __init__(self, response):
-        self.lines = response.iter_lines()
-        self.comments = []
-
-    def next_event(self, timeout=15.0) -> dict:
-        deadline = time.monotonic() + timeout
-        message = {}
-        for line in self.lines:
-            if time.monotonic() > deadline:
-                break
-            if line.startswith(":"):
-                self.comments.append(line)
-            elif line == "":
-                if "data" in message:
-                    message["data"] = json.loads(message["data"])
-                    message["id"] = int(message["id"])
-                    return message
-                message = {}
-            else:
-                name, _, value = line.partition(":")
-                message[name] = value.lstrip(" ")
-        raise AssertionError("no event in time")
-
-    def wait_connected(self):
-        for line in self.lines:
-            if line.startswith(": connected"):
-                return
-
-
-def _stream(url, key, headers=None, **params):
-    return httpx.stream("GET", url + "/api/events/stream", params=params, timeout=httpx.Timeout(20.0),
-                        headers={"X-API-Key": key, **(headers or {})})
-
-
 def test_event_from_another_process_reaches_sse_client_and_resumes_without_gap(daphne_url, admin_user):
     key = client_for(admin_user).raw_key
-    with _stream(daphne_url, key) as response:
+    with sse_stream(daphne_url, key) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache"
@@ -70,7 +32,7 @@ def test_event_from_another_process_reaches_sse_client_and_resumes_without_gap(d
     assert got[1]["data"]["id"] == first[1]
     # Disconnected after the 2nd... say the client only processed up to first[1]; more is written meanwhile.
     missed = write_events("lablet_instance", "inst-x", "lablet_instance.scheduled", "lablet_instance.running")
-    with _stream(daphne_url, key, headers={"Last-Event-ID": str(first[1])}) as response:
+    with sse_stream(daphne_url, key, headers={"Last-Event-ID": str(first[1])}) as response:
         reader = SseReader(response)
         replayed = [reader.next_event() for _ in range(3)]
         assert [m["id"] for m in replayed] == [first[2], *missed]
@@ -85,7 +47,7 @@ def test_event_from_another_process_reaches_sse_client_and_resumes_without_gap(d
 def test_sse_filters_and_query_resume(daphne_url, operator_user):
     key = client_for(operator_user).raw_key
     base = write_events("worker", "wrk-a", "worker.pending")[0]
-    with _stream(daphne_url, key, worker_ids="wrk-b,wrk-c", event_types="worker.running,worker.stopped",
+    with sse_stream(daphne_url, key, worker_ids="wrk-b,wrk-c", event_types="worker.running,worker.stopped",
                  last_event_id=str(base)) as response:
         reader = SseReader(response)
         seqs = write_events("worker", "wrk-a", "worker.running")  # other worker

@@ -115,3 +115,18 @@ def test_user_without_role_is_refused(django_user_model):
         return connected
 
     assert asyncio.run(scenario()) is False
+
+
+def test_the_keep_alive_period_defaults_to_15_seconds():
+    from apps.audit.live.stream import keepalive_seconds
+
+    assert keepalive_seconds() == 15.0
+
+
+def test_the_openapi_document_describes_the_event_stream(client):
+    schema = client.get("/api/openapi.json").json()
+
+    stream = schema["paths"]["/api/events/stream"]["get"]
+    assert "text/event-stream" in stream["responses"]["200"]["content"]
+    assert {"worker_ids", "event_types", "Last-Event-ID"} <= {p["name"] for p in stream["parameters"]}
+    assert {"401", "403"} <= set(stream["responses"])

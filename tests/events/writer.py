@@ -1,6 +1,7 @@
 """Run in a separate process (the q cluster's stand-in): write journal events through the audit service.
 
     python tests/events/writer.py <resource_type> <resource_id> <event_type> [<event_type> ...]
+    python tests/events/writer.py <resource_type>/<resource_id>/<event_type> [...]   (several resources)
 Each event is one transaction (sealed and published after its commit). Prints the sequence numbers.
 """
 
@@ -20,9 +21,13 @@ from apps.audit.models import AuditEvent  # noqa: E402
 from apps.audit.services import audit_record  # noqa: E402
 
 
-def main(resource_type: str, resource_id: str, *event_types: str) -> None:
+def main(*args: str) -> None:
+    if "/" in args[0]:
+        triples = [arg.split("/", 2) for arg in args]
+    else:
+        triples = [(args[0], args[1], event_type) for event_type in args[2:]]
     written = []
-    for event_type in event_types:
+    for resource_type, resource_id, event_type in triples:
         with transaction.atomic():
             event = audit_record(event_type=event_type, actor="system", resource_type=resource_type,
                                  resource_id=resource_id, action=event_type,

@@ -17,7 +17,7 @@ from apps.audit.api.serializers import (
 )
 from labmanager.api.actors import actor_for
 from labmanager.api.lists import ListParamsSerializer, csv_param, envelope_serializer
-from labmanager.api.roles import ADMIN, OPERATOR, RolePermission
+from labmanager.api.permissions import AUDIT, RolePermission
 from labmanager.api.schema import COMMON_ERRORS, problem_responses
 from labmanager.api.views import ResourceViewSet
 
@@ -47,8 +47,7 @@ class AuditEventViewSet(ResourceViewSet):
     serializer_class = AuditEventSerializer
     list_key = "events"
     sort_fields = SORT_FIELDS
-    read_roles = (ADMIN, OPERATOR)
-    write_roles = (ADMIN, OPERATOR)
+    policy = AUDIT
 
     def get_queryset(self):
         return selectors.audit_event_list(filters={})
@@ -72,8 +71,7 @@ class AuditEventViewSet(ResourceViewSet):
 
 class AuditVerifyView(APIView):
     permission_classes = [RolePermission]
-    read_roles = (ADMIN, OPERATOR)
-    write_roles = (ADMIN, OPERATOR)
+    policy = AUDIT
 
     @extend_schema(
         summary="Verify audit chain integrity",
@@ -93,8 +91,7 @@ class AuditVerifyView(APIView):
 
 class AuditChainRootView(APIView):
     permission_classes = [RolePermission]
-    read_roles = (ADMIN, OPERATOR)
-    write_roles = (ADMIN, OPERATOR)
+    policy = AUDIT
 
     @extend_schema(
         summary="Get the current chain root hash",

@@ -8,7 +8,7 @@
 
 from dataclasses import dataclass, field
 
-from labmanager.api.roles import ADMIN, INSTRUCTOR, OPERATOR, user_roles
+from labmanager.api.permissions import EVENTS, allows, privileged
 
 OWNED_RESOURCES = ("lablet_instance", "session")
 
@@ -41,17 +41,27 @@ def viewer_for(user) -> Viewer:
     """Synchronous (reads the user's groups). Raises NotAuthenticated / NotAllowed."""
     if user is None or not user.is_authenticated:
         raise NotAuthenticated("Authentication credentials were not provided.")
-    roles = user_roles(user)
-    if not roles & {ADMIN, OPERATOR, INSTRUCTOR}:
+    if not allows(EVENTS, user=user):
         raise NotAllowed("Your role does not allow this.")
-    return Viewer(user_pk=user.pk, username=user.get_username(), privileged=bool(roles & {ADMIN, OPERATOR}))
+    return Viewer(user_pk=user.pk, username=user.get_username(), privileged=privileged(user))
 
 
 def user_from_api_key(raw: str):
-    """The user of an active API key, or raise NotAuthenticated (same rules as the REST API)."""
+    """The user of an active API key or of a provider's access token (a JWT), or raise NotAuthenticated /
+    NotAllowed (same rules as the REST API)."""
     from rest_framework import exceptions
 
     from labmanager.api.authentication import ApiKeyAuthentication
+    from labmanager.identity.bearer import user_for_bearer_token
+    from labmanager.identity.tokens import looks_like_jwt
+
+    if looks_like_jwt(raw):
+        try:
+            return user_for_bearer_token(raw)[0]
+        except exceptions.PermissionDenied as error:
+            raise NotAllowed(str(error.detail)) from error
+        except exceptions.APIException as error:
+            raise NotAuthenticated(str(error.detail)) from error
 
     class _Headers:  # ApiKeyAuthentication only reads request.headers
         def __init__(self, key):

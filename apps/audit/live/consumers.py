@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import connection
 
 from apps.audit.live.access import Filters, NotAllowed, NotAuthenticated, key_from_headers, user_from_api_key, viewer_for
 from apps.audit.live.hub import Subscription
@@ -32,9 +33,15 @@ def scope_api_key(scope) -> str | None:
 
 @database_sync_to_async
 def scope_viewer(scope):
-    key = scope_api_key(scope)
-    user = user_from_api_key(key) if key else scope.get("user")
-    return viewer_for(user)
+    try:
+        key = scope_api_key(scope)
+        user = user_from_api_key(key) if key else scope.get("user")
+        return viewer_for(user)
+    finally:
+        # Closed in the call's own context, where its connection lives (database_sync_to_async's clean-up
+        # runs outside it and, with asgiref 3.13's copy-on-write locals, may not see it); a subscription
+        # lasts for hours and needs no connection (the process's journal tail reads for it).
+        connection.close()
 
 
 class EventsConsumer(AsyncWebsocketConsumer):

@@ -4,7 +4,7 @@ The journal is the single source of truth for the live streams, in both deployme
 
 - the tail reads `sequence_num > last` (the unique index), in order, at most every LIVE_TAIL_INTERVAL
   seconds and at once when rung: the "doorbell" is one channel of this process in the Channels group
-  `events`, where apps/audit/services.py publishes every sealed event. With REDIS_URL the doorbell rings
+  `events`, where apps/audit/publish.py sends every sealed event. With REDIS_URL the doorbell rings
   for events of every process (q cluster included); with the in-memory layer only for this process's own
   events, and the interval poll brings the others;
 - sequence numbers become visible in order (seals are serialised: see apps/audit/services.py), so a
@@ -25,21 +25,22 @@ from django.conf import settings
 from django.db import connection
 
 from apps.audit.live.payload import COLUMNS, LiveEvent
+from apps.audit.publish import LIVE_GROUP
 from apps.audit.live.stats import STATS
 
 log = logging.getLogger(__name__)
-GROUP = "events"
+GROUP = LIVE_GROUP
 TAIL_BATCH = 1000
 REPLAY_CHUNK = 500
 OVERFLOW = object()
 
 
 def tail_interval() -> float:
-    return float(getattr(settings, "LIVE_TAIL_INTERVAL", 0.5))
+    return float(settings.LIVE_TAIL_INTERVAL)
 
 
 def queue_max() -> int:
-    return int(getattr(settings, "LIVE_QUEUE_MAX", 10_000))
+    return int(settings.LIVE_QUEUE_MAX)
 
 
 # --- journal reads (synchronous: run in a thread) -------------------------------------------------
@@ -103,6 +104,12 @@ def _with_reset(function, *args):
     except Exception:
         connection.close()
         raise
+
+
+def _close_connection() -> None:
+    """Close the calling thread's connection. (Not `connection.close` passed as a callable: that binds the
+    connection of the thread that looks the attribute up, not of the thread that runs it.)"""
+    connection.close()
 
 
 def _one_shot(function, *args):
@@ -178,7 +185,7 @@ class Hub:
             if self.bell is not None:
                 self.bell.cancel()
                 self.bell = None
-            self.executor.submit(connection.close)
+            self.executor.submit(_close_connection)  # the tail thread's own connection
 
     def _fan_out(self, events: list[LiveEvent]) -> None:
         for subscription in list(self.subscribers):
@@ -268,7 +275,8 @@ class Subscription:
                     yield batch
             while True:
                 try:
-                    first = await asyncio.wait_for(self.queue.get(), keepalive)
+                    async with asyncio.timeout(keepalive):  # (wait_for would wrap each get in a new task)
+                        first = await self.queue.get()
                 except TimeoutError:
                     yield []
                     continue

@@ -4,10 +4,12 @@ Not a Channels AsyncHttpConsumer (it never receives group messages): a Streaming
 async generator, which Django cancels when the client goes away.
 """
 
+import asyncio
 import contextlib
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connection
 from django.http import StreamingHttpResponse
 
 from apps.audit.live.access import Filters, NotAllowed, NotAuthenticated, key_from_headers, user_from_api_key, viewer_for
@@ -19,17 +21,45 @@ RETRY_MS = 3000
 
 
 def keepalive_seconds() -> float:
-    return float(getattr(settings, "LIVE_KEEPALIVE_SECONDS", 15))
+    return float(settings.LIVE_KEEPALIVE_SECONDS)
+
+
+# Stream authentications running at once in one process, each on a database connection of its own
+# (Django gives every ASGI request its own thread): when a thousand EventSource clients reconnect
+# together, this keeps them from exhausting PostgreSQL's max_connections.
+AUTH_CONCURRENCY = 10
+_auth_slots: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Semaphore]] = {}
+
+
+def _slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    found = _auth_slots.get(id(loop))
+    if found is None or found[0] is not loop:
+        for key in [k for k, (other, _) in _auth_slots.items() if other.is_closed()]:
+            del _auth_slots[key]
+        found = _auth_slots[id(loop)] = (loop, asyncio.Semaphore(AUTH_CONCURRENCY))
+    return found[1]
+
+
+def _close_connection() -> None:
+    connection.close()
 
 
 async def request_viewer(request):
-    """API key (X-API-Key or Bearer) first, else the session cookie; raises NotAuthenticated / NotAllowed."""
-    key = key_from_headers(request.headers)
-    if key:
-        user = await sync_to_async(user_from_api_key)(key)
-    else:
-        user = await request.auser()
-    return await sync_to_async(viewer_for)(user)
+    """API key (X-API-Key or Bearer) first, else the session cookie; raises NotAuthenticated / NotAllowed.
+
+    The database connection it used is closed before the stream starts: a stream lasts for hours and
+    needs none (the process's journal tail reads for every subscriber)."""
+    async with _slots():
+        try:
+            key = key_from_headers(request.headers)
+            if key:
+                user = await sync_to_async(user_from_api_key)(key)
+            else:
+                user = await request.auser()
+            return await sync_to_async(viewer_for)(user)
+        finally:
+            await sync_to_async(_close_connection)()  # this request's thread, where the queries ran
 
 
 def parse_last_event_id(value) -> int | None:

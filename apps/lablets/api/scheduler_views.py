@@ -1,6 +1,6 @@
 """The scheduler's endpoints: roster bookings, the preview (dry run), the status, priorities.
 
-Plain APIViews with the same role checks as the viewsets (`read_roles` for GET, `write_roles` for the rest).
+Plain APIViews with the same role checks as the viewsets (each names its policy in labmanager.api.permissions).
 """
 
 from django.http import Http404
@@ -25,14 +25,13 @@ from apps.lablets.services.bulk import lablet_booking_resolve, lablet_instances_
 from apps.lablets.services.scheduling import lablet_instance_set_priority, scheduler_preview, scheduler_status
 from labmanager.api.actors import actor_for
 from labmanager.api.idempotency import idempotent
-from labmanager.api.roles import ADMIN, INSTRUCTOR, OPERATOR, RolePermission
+from labmanager.api.permissions import LABLET_INSTANCE_WRITES, SCHEDULER, Policy, RolePermission
 from labmanager.api.schema import COMMON_ERRORS, PROBLEM_JSON, WRITE_ERRORS, problem_responses
 
 
 class RoleAPIView(APIView):
     permission_classes = [RolePermission]
-    read_roles: tuple[str, ...] = ()
-    write_roles: tuple[str, ...] = ()
+    policy: Policy | None = None
 
 
 def _represent_bulk(outcome: dict) -> dict:
@@ -54,7 +53,7 @@ def _represent_bulk(outcome: dict) -> dict:
 class LabletInstanceBulkView(RoleAPIView):
     """Book one definition and timeslot for a class roster."""
 
-    read_roles = write_roles = (ADMIN, INSTRUCTOR)  # read: a GET is 405, not 403
+    policy = LABLET_INSTANCE_WRITES  # read roles too: a GET is 405, not 403
 
     @extend_schema(
         operation_id="lablet_instances_bulk_create",
@@ -84,7 +83,7 @@ class LabletInstanceBulkView(RoleAPIView):
 class SchedulerPreviewView(RoleAPIView):
     """Dry run: where instances would land, and why every other worker would not take one."""
 
-    write_roles = (ADMIN, OPERATOR, INSTRUCTOR)
+    policy = SCHEDULER
 
     @extend_schema(
         operation_id="scheduler_preview",
@@ -108,7 +107,7 @@ class SchedulerPreviewView(RoleAPIView):
 class SchedulerStatusView(RoleAPIView):
     """Queue depth, reservations, usable workers, placements in the last 24 hours."""
 
-    read_roles = (ADMIN, OPERATOR, INSTRUCTOR)
+    policy = SCHEDULER
 
     @extend_schema(operation_id="scheduler_status", tags=["scheduler"],
                    responses={200: SchedulerStatusSerializer, **COMMON_ERRORS})
@@ -119,7 +118,7 @@ class SchedulerStatusView(RoleAPIView):
 class LabletInstancePriorityView(RoleAPIView):
     """Change a PENDING instance's priority (instructors: only the instances they created)."""
 
-    read_roles = write_roles = (ADMIN, INSTRUCTOR)
+    policy = LABLET_INSTANCE_WRITES
 
     @extend_schema(
         operation_id="lablet_instances_priority",

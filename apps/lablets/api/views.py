@@ -19,7 +19,7 @@ from apps.lablets.services.instances import lablet_instance_record_activity, lab
 from labmanager.api.actors import actor_for
 from labmanager.api.idempotency import idempotent
 from labmanager.api.lists import csv_param, envelope_serializer, list_parameters
-from labmanager.api.roles import ADMIN, INSTRUCTOR, OPERATOR
+from labmanager.api.permissions import LABLET_DEFINITIONS, LABLET_INSTANCES
 from labmanager.api.schema import READ_ERRORS, WRITE_ERRORS, problem_responses
 from labmanager.api.views import ResourceViewSet
 
@@ -65,8 +65,7 @@ class LabletDefinitionViewSet(ResourceViewSet):
     serializer_class = LabletDefinitionSerializer
     list_key = "lablet_definitions"
     sort_fields = DEFINITION_SORT
-    read_roles = (ADMIN, OPERATOR, INSTRUCTOR)
-    write_roles = (ADMIN, INSTRUCTOR)
+    policy = LABLET_DEFINITIONS
 
     def get_queryset(self):
         return selectors.lablet_definition_list()
@@ -129,8 +128,7 @@ class LabletInstanceViewSet(ResourceViewSet):
     serializer_class = LabletInstanceSerializer
     list_key = "lablet_instances"
     sort_fields = INSTANCE_SORT
-    read_roles = (ADMIN, OPERATOR, INSTRUCTOR)
-    write_roles = (ADMIN, INSTRUCTOR)
+    policy = LABLET_INSTANCES
 
     def get_queryset(self):
         return selectors.lablet_instance_visible_to(user=self.request.user)

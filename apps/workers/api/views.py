@@ -16,7 +16,7 @@ from apps.workers.models import WorkerStatus
 from labmanager.api.actors import actor_for
 from labmanager.api.idempotency import idempotent
 from labmanager.api.lists import csv_param, envelope_serializer, list_parameters
-from labmanager.api.roles import ADMIN, INSTRUCTOR, OPERATOR
+from labmanager.api.permissions import WORKER_TEMPLATES, WORKERS
 from labmanager.api.schema import READ_ERRORS, WRITE_ERRORS, problem_responses
 from labmanager.api.views import ResourceViewSet
 
@@ -49,8 +49,7 @@ class WorkerViewSet(ResourceViewSet):
     serializer_class = WorkerSerializer
     list_key = "workers"
     sort_fields = SORT_FIELDS
-    read_roles = (ADMIN, OPERATOR, INSTRUCTOR)
-    write_roles = (ADMIN, OPERATOR)
+    policy = WORKERS
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
@@ -150,8 +149,7 @@ class WorkerTemplateViewSet(ResourceViewSet):
     serializer_class = WorkerTemplateSerializer
     list_key = "worker_templates"
     sort_fields = {"created_at": "created_at", "name": "name"}
-    read_roles = (ADMIN, OPERATOR)
-    write_roles = (ADMIN, OPERATOR)
+    policy = WORKER_TEMPLATES
     http_method_names = ["get", "post", "put", "head", "options"]
 
     def get_queryset(self):

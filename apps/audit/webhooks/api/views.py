@@ -14,7 +14,7 @@ from apps.audit.webhooks.api.serializers import (
 from apps.audit.webhooks.models import WebhookDeliveryAttempt, WebhookSubscription
 from labmanager.api.actors import actor_for
 from labmanager.api.lists import envelope_response, envelope_serializer, list_parameters, parse_list_params
-from labmanager.api.roles import ADMIN
+from labmanager.api.permissions import WEBHOOKS
 from labmanager.api.schema import READ_ERRORS, WRITE_ERRORS
 from labmanager.api.views import ResourceViewSet
 
@@ -37,8 +37,7 @@ class WebhookViewSet(ResourceViewSet):
     serializer_class = WebhookSerializer
     list_key = "webhooks"
     sort_fields = SORT_FIELDS
-    read_roles = (ADMIN,)
-    write_roles = (ADMIN,)
+    policy = WEBHOOKS
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):

@@ -1,0 +1,44 @@
+"""Refused API calls go into the journal too: called by the problem+json exception handler
+(labmanager.api.problems), the one place every refusal of every DRF view passes through.
+
+Journalled: POST, PUT, PATCH and DELETE answered with a problem (403, 404, 409, 422, 423, 502, 503, ...).
+Not journalled: reads; 401 and 429, which anyone can provoke without credentials or at any rate (they
+would let anyone flood the journal; the request log has them with their trace_id); and unexpected
+errors (500, logged with their trace_id: the database may be what failed).
+"""
+
+import logging
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework.exceptions import APIException
+
+from labmanager.errors import DomainError
+
+log = logging.getLogger(__name__)
+CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+NOT_JOURNALLED = frozenset({401, 429})
+REFUSALS = (DomainError, APIException, Http404, PermissionDenied)
+
+
+def journal_refusal(request, exc, response) -> None:
+    """Write one `api_call.refused` event for a refused state-changing call. Never raises: the caller
+    still gets its problem+json answer if the journal cannot be written (the failure is logged)."""
+    if request is None or response is None or request.method not in CHANGING_METHODS:
+        return
+    if response.status_code < 400 or response.status_code in NOT_JOURNALLED or not isinstance(exc, REFUSALS):
+        return
+    from apps.audit.services import audit_api_refusal
+    from labmanager.api.actors import actor_for
+
+    try:
+        problem = response.data if isinstance(response.data, dict) else {}
+        match = getattr(request, "resolver_match", None)
+        audit_api_refusal(
+            actor=actor_for(request), method=request.method, path=request.path,
+            view=match.view_name if match else "", status=response.status_code,
+            title=str(problem.get("title", "")), detail=str(problem.get("detail", "")),
+            errors=problem.get("errors"),
+        )
+    except Exception:
+        log.warning("Could not journal the refused call %s %s", request.method, request.path, exc_info=True)

@@ -1,0 +1,240 @@
+"""Benchmark the cost of authentication per API request on one daphne process: requests per second with no
+credentials (GET /api/diagnostics/health, which authenticates nobody), with an API key and with a bearer JWT
+(GET /api/auth/me and GET /api/workers?limit=1, the same views for both credentials), side by side.
+
+    .venv/bin/python bench/auth.py [--seconds 4] [--rounds 3] [--connections 8]
+
+The JWT is RS256, signed by a key this script holds; its JWKS and discovery document are served by a tiny
+HTTP server here on 127.0.0.1, which counts JWKS requests (one expected for the whole run: no provider call
+per request). Scenarios run in interleaved rounds (the median is reported) over keep-alive connections.
+Uses PostgreSQL (a database created and dropped here) when 127.0.0.1:5432 answers, else SQLite; the cache
+is in-process (no REDIS_URL) unless REDIS_URL is set. Rate limits are raised out of the way. Bounded in
+time; always stops daphne. Goal: JWT within 15 % of API key.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+PG_DB = "labmanager_bench_auth"
+REALM = "/realms/labmanager"
+CLIENT_ID = "labmanager-dashboard"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+def pg_admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def django_run(env: dict, code: str, timeout=300) -> str:
+    done = subprocess.run([PY, "-c", "import django; django.setup()\n" + code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    return done.stdout
+
+
+class Issuer:
+    """Discovery and JWKS of a Keycloak-shaped realm, on 127.0.0.1, counting JWKS requests."""
+
+    def __init__(self):
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = "bench-rs256"
+        self.jwk = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key())),
+                    "kid": self.kid, "use": "sig", "alg": "RS256"}
+        self.jwks_requests = 0
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                oidc = f"{issuer.url}/protocol/openid-connect"
+                if self.path == f"{REALM}/.well-known/openid-configuration":
+                    body = {"issuer": issuer.url, "jwks_uri": f"{oidc}/certs", "authorization_endpoint": f"{oidc}/auth",
+                            "token_endpoint": f"{oidc}/token", "userinfo_endpoint": f"{oidc}/userinfo"}
+                elif self.path == f"{REALM}/protocol/openid-connect/certs":
+                    issuer.jwks_requests += 1
+                    body = {"keys": [issuer.jwk]}
+                else:
+                    self.send_error(404)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}{REALM}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self.thread.start()
+
+    def token(self, lifetime: int) -> str:
+        now = int(time.time())
+        claims = {"iss": self.url, "sub": "bench-sub", "aud": [CLIENT_ID, "account"], "azp": "labmanager-cli",
+                  "typ": "Bearer", "iat": now, "nbf": now, "exp": now + lifetime, "preferred_username": "bench-jwt",
+                  "email": "bench@example.test", "realm_access": {"roles": ["operator"]}}
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def one_connection(port: int, request: bytes, stop_at: float, counts: dict) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.monotonic() < stop_at:
+            writer.write(request)
+            await writer.drain()
+            status_line = await reader.readline()
+            status = int(status_line.split()[1])
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value.strip())
+            if length:
+                await reader.readexactly(length)
+            counts[status] = counts.get(status, 0) + 1
+    finally:
+        writer.close()
+
+
+async def measure(port: int, path: str, headers: dict, seconds: float, connections: int) -> tuple[float, dict]:
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: keep-alive",
+             *(f"{name}: {value}" for name, value in headers.items())]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    counts: dict[int, int] = {}
+    started = time.monotonic()
+    await asyncio.gather(*(one_connection(port, request, started + seconds, counts) for _ in range(connections)))
+    return sum(counts.values()) / (time.monotonic() - started), counts
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="per scenario and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=8)
+    args = parser.parse_args()
+
+    use_pg = pg_available()
+    tmp = tempfile.TemporaryDirectory(prefix="bench-auth-")
+    issuer = Issuer()
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="labmanager.settings", PYTHONPATH=str(ROOT), DEBUG="false",
+               SECRET_KEY="bench-" + "x" * 50, LOG_LEVEL="WARNING", OIDC_ISSUER=issuer.url, OIDC_CLIENT_ID=CLIENT_ID,
+               API_RATE_LIMIT="100000000/min", API_RATE_BURST="100000000", API_ANON_RATE_LIMIT="100000000/min")
+    if use_pg:
+        pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
+        pg_admin(f'CREATE DATABASE "{PG_DB}"')
+        env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{PG_DB}"
+    else:
+        env.pop("DATABASE_URL", None)
+        env["SQLITE_PATH"] = str(Path(tmp.name) / "bench.sqlite3")
+    print(f"Authentication cost: database {'PostgreSQL' if use_pg else 'SQLite (PostgreSQL unavailable)'}, cache "
+          f"{'Redis' if env.get('REDIS_URL') else 'in-process'}, 1 daphne process, {args.connections} keep-alive "
+          f"connections, {args.rounds} rounds x {args.seconds:.0f} s per scenario")
+    server = None
+    try:
+        subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=600)
+        key = django_run(env, "from labmanager.services import api_key_create, user_ensure_with_role\n"
+                         "u, _ = user_ensure_with_role(username='bench-key', role='operator', actor='bench')\n"
+                         "print(api_key_create(user=u, actor='bench')[1])").strip().splitlines()[-1]
+        token = issuer.token(lifetime=int(args.seconds * args.rounds * 5 + 600))
+        port = free_port()
+        server = subprocess.Popen([PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "labmanager.asgi:application"],
+                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("daphne did not start")
+                time.sleep(0.2)
+
+        scenarios = {
+            "no auth   GET /api/diagnostics/health": ("/api/diagnostics/health", {}),
+            "API key   GET /api/auth/me": ("/api/auth/me", {"X-API-Key": key}),
+            "JWT       GET /api/auth/me": ("/api/auth/me", {"Authorization": f"Bearer {token}"}),
+            "API key   GET /api/workers?limit=1": ("/api/workers?limit=1", {"X-API-Key": key}),
+            "JWT       GET /api/workers?limit=1": ("/api/workers?limit=1", {"Authorization": f"Bearer {token}"}),
+        }
+        for path, headers in scenarios.values():  # warm-up: first JWKS fetch, user sync, connections
+            asyncio.run(measure(port, path, headers, 1.0, 2))
+        rates: dict[str, list[float]] = {name: [] for name in scenarios}
+        statuses: dict[str, dict] = {name: {} for name in scenarios}
+        for _ in range(args.rounds):
+            for name, (path, headers) in scenarios.items():
+                rps, counts = asyncio.run(measure(port, path, headers, args.seconds, args.connections))
+                rates[name].append(rps)
+                for status, count in counts.items():
+                    statuses[name][status] = statuses[name].get(status, 0) + count
+        median = {name: statistics.median(values) for name, values in rates.items()}
+        for name in scenarios:
+            other = {s: c for s, c in statuses[name].items() if s != 200}
+            print(f"  {name:38s} {median[name]:7.0f} req/s (rounds: {', '.join(f'{r:.0f}' for r in rates[name])})"
+                  + (f"  NON-200: {other}" if other else ""))
+        for view in ("/api/auth/me", "/api/workers?limit=1"):
+            by_key = median[f"API key   GET {view}"]
+            by_jwt = median[f"JWT       GET {view}"]
+            gap = (by_key - by_jwt) / by_key * 100
+            print(f"  {view}: JWT {'slower' if gap > 0 else 'faster'} than API key by {abs(gap):.1f} % "
+                  f"(goal: within 15 %: {'met' if gap <= 15 else 'NOT met'})")
+        print(f"  JWKS requests to the provider during the run: {issuer.jwks_requests} (expected 1)")
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(5)
+        issuer.stop()
+        if use_pg:
+            pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -127,8 +127,12 @@ def test_the_servers_metrics_count_its_clients_its_lag_and_one_journal_query_per
                 while await asyncio.wait_for(anext(lines), 10) != ": connected":
                     pass
                 streams.append(lines)
-            deadline = time.monotonic() + 10  # earlier tests' streams may take a moment to be closed
-            while (before := await scrape())["labmanager_live_sse_clients"] != subscribers:
+            ws_url = daphne_url.replace("http://", "ws://") + f"/ws/events?token={key}"
+            for _ in range(2):
+                await stack.enter_async_context(websockets.connect(ws_url, origin="http://127.0.0.1"))
+            deadline = time.monotonic() + 10  # earlier tests' clients may take a moment to be gone
+            while ((before := await scrape())["labmanager_live_sse_clients"], before["labmanager_live_websocket_clients"]) \
+                    != (subscribers, 2):
                 assert time.monotonic() < deadline, before
                 await asyncio.sleep(0.2)
             await asyncio.sleep(window)
@@ -143,7 +147,7 @@ def test_the_servers_metrics_count_its_clients_its_lag_and_one_journal_query_per
 
     before, after, delivered, seqs = asyncio.run(scenario())
 
-    assert before["labmanager_live_sse_clients"] == subscribers
+    assert (before["labmanager_live_sse_clients"], before["labmanager_live_websocket_clients"]) == (subscribers, 2)
     queries = after["labmanager_live_tail_queries_total"] - before["labmanager_live_tail_queries_total"]
     assert 1 <= queries <= window / interval + 3, "one tail per process, not one per subscriber"
     assert delivered["labmanager_live_last_sequence"] == seqs[0]

@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
+SOAK_MINUTES ?= 10
 
 .PHONY: setup run test bench migrate schema clean
 
@@ -26,6 +27,7 @@ run: migrate
 	HOST=$(HOST) PORT=$(PORT) bin/run.sh
 
 test: setup
+	bin/ensure-browser.sh
 	$(PY) -m pytest
 
 bench: setup
@@ -36,6 +38,8 @@ bench: setup
 	$(PY) bench/sse.py
 	$(PY) bench/auth.py
 	$(PY) bench/sessions.py
+	$(PY) bench/soak.py --minutes $(SOAK_MINUTES)  # PostgreSQL + Redis only; docs/performance.md
+	$(PY) bench/dashboard.py
 
 schema: setup
 	$(PY) manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import TemplateView
-from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from apps.audit.live.stream import event_stream
 from labmanager.api import views as api_views
@@ -21,7 +21,8 @@ api_patterns = [
     path("diagnostics/health", api_views.health, name="health"),
     path("diagnostics/ready", api_views.ready, name="ready"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # The split view serves its init script from /api/docs?script: no inline script (the production CSP).
+    path("docs", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
     path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
 ]
 
@@ -33,5 +34,8 @@ urlpatterns = [
     path("accounts/login/", login_rate_limited(identity_views.LoginPage.as_view()), name="login"),  # LOGIN_RATE_LIMIT
     path("accounts/no-access/", identity_views.no_access, name="identity-no-access"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("dashboard/", include("labmanager.dashboard.urls")),  # the web dashboard (docs/dashboard.md)
+    path("dashboard/", include("apps.lablets.urls")),
+    path("dashboard/", include("apps.workers.urls")),
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
 ]

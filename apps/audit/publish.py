@@ -9,6 +9,10 @@ import threading
 log = logging.getLogger(__name__)
 LIVE_GROUP = "events"  # the Channels group every sealed event is sent to (apps/audit/live/hub.py listens)
 PUBLISH_CONCURRENCY = 100  # group sends in flight at once (channels_redis: one round trip each)
+# A seal of more events than this rings the doorbell once (an `event.batch` message), not once per event:
+# the live tails read the journal when rung and never use a message's content, and one group send per
+# event cost channels_redis seconds for a reaping of 100,000 sessions (docs/performance.md).
+PUBLISH_EACH_MAX = 100
 
 
 def deliver(events: list) -> None:
@@ -21,7 +25,8 @@ def deliver(events: list) -> None:
 
 
 def _publish_many(events: list) -> None:
-    """Send each sealed event to the Channels group `events` (the live streams' doorbell: docs/events.md).
+    """Send each sealed event to the Channels group `events` (the live streams' doorbell: docs/events.md);
+    a large seal (more than PUBLISH_EACH_MAX events) sends one `event.batch` message for all of them.
 
     In-memory layer: only this process can listen, so nothing is sent unless it does (a daphne process
     with live clients; never a q cluster worker), and it is sent on this process's own event loop.
@@ -38,6 +43,9 @@ def _publish_many(events: list) -> None:
         return
 
     async def send_all():
+        if len(events) > PUBLISH_EACH_MAX:
+            await layer.group_send(LIVE_GROUP, _batch_message(events))
+            return
         for start in range(0, len(events), PUBLISH_CONCURRENCY):  # in order, a hundred at a time
             await asyncio.gather(*(layer.group_send(LIVE_GROUP, _message(event))
                                    for event in events[start:start + PUBLISH_CONCURRENCY]))
@@ -89,4 +97,14 @@ def _message(event) -> dict:
         "action": event.action,
         "metadata": event.metadata,
         "timestamp": event.timestamp.isoformat(),
+    }
+
+
+def _batch_message(events: list) -> dict:
+    """One doorbell ring for a large seal: which sequence numbers it covers (the journal holds the events)."""
+    return {
+        "type": "event.batch",
+        "first_sequence_num": events[0].sequence_num,
+        "last_sequence_num": events[-1].sequence_num,
+        "count": len(events),
     }

@@ -11,6 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
+from apps.audit.services import audit_seal
+from apps.audit.verify import chain_verify
 from apps.sessions import services
 from apps.sessions.models import LabClaim, Session, SessionLab, SessionPool
 from apps.sessions.selectors import Principal
@@ -131,6 +133,25 @@ def test_reaping_many_sessions_is_a_few_bulk_statements(worker):
     assert AuditEvent.objects.filter(event_type="session.reaped").count() == 2000
     ours = [q["sql"] for q in queries if "audit_auditevent" not in q["sql"]]  # the journal batches its own
     assert len(ours) < 15, ours
+
+
+def test_each_reaped_session_is_journalled_with_its_pool_former_state_and_last_sighting(anon, worker):
+    active, waiting = create(anon)["session_id"], create(anon)["session_id"]
+    _silent_for(active, 301)
+    _silent_for(waiting, 601)
+    last_seen = {str(s.pk): s.last_seen_at for s in Session.objects.all()}
+
+    reap_sessions()
+    audit_seal()  # the test transaction never commits: seal as the commit would
+
+    events = {e.resource_id: e for e in AuditEvent.objects.filter(event_type="session.reaped")}
+    assert set(events) == {active, waiting}
+    for session_id, was in ((active, "active"), (waiting, "waiting")):
+        event = events[session_id]
+        assert event.metadata == {"pool": "default", "from": was, "last_seen_at": last_seen[session_id].isoformat()}
+        assert (event.actor, event.action, event.resource_type, event.success) == (
+            "system", "session.reaped", "session", True)
+    assert chain_verify().valid
 
 
 def test_old_history_is_purged(anon, worker, settings):

@@ -1,0 +1,101 @@
+"""Dashboard pages of lablet instances: the list, scheduling one or a roster, one instance with its actions
+(docs/dashboard.md)."""
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from apps.audit.models import AuditEvent
+from apps.lablets import selectors, services
+from apps.lablets.forms import ExtendForm, InstanceFilterForm, ScheduleForm
+from apps.lablets.services.bulk import lablet_instances_create_bulk
+from labmanager.api.permissions import LABLET_INSTANCE_WRITES, LABLET_INSTANCES, allows
+from labmanager.dashboard.access import page
+from labmanager.errors import DomainError
+
+PAGE_SIZE = 50
+VERBS = {  # form value → (service, past tense for the message)
+    "collect": (services.lablet_instance_start_collection, "Collection started"),
+    "grade": (services.lablet_instance_start_grading, "Grading started"),
+    "terminate": (services.lablet_instance_terminate, "Terminate requested"),
+}
+
+
+@page(LABLET_INSTANCES)
+def instance_list(request):
+    form = InstanceFilterForm(request.GET)
+    instances = selectors.lablet_instance_list(user=request.user, filters=form.selector_filters())
+    page_obj = Paginator(instances.order_by(form.ordering(), "pk"), PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "lablets/instance_list.html",
+                  {"form": form, "page_obj": page_obj, "query": query.urlencode(), "sort": form.ordering(),
+                   "can_schedule": allows(LABLET_INSTANCE_WRITES, user=request.user)})
+
+
+def _detail(request, instance, *, extend_form=None, error=None, status=200):
+    history = AuditEvent.objects.filter(resource_type="lablet_instance", resource_id=instance.public_id)
+    return render(request, "lablets/instance_detail.html", {
+        "instance": instance,
+        "history": history.order_by("timestamp", "pk"),
+        "extend_form": extend_form or ExtendForm(),
+        "can_act": allows(LABLET_INSTANCES, user=request.user, method="POST"),
+        "error": error,
+    }, status=status)
+
+
+@page(LABLET_INSTANCES)
+def instance_detail(request, public_id):
+    instance = get_object_or_404(selectors.lablet_instance_visible_to(user=request.user), public_id=public_id)
+    return _detail(request, instance)
+
+
+@require_POST
+@page(LABLET_INSTANCES)
+def instance_action(request, public_id, verb):
+    """One lifecycle verb from the instance page; a refusal is shown on the page, the input kept."""
+    instance = get_object_or_404(selectors.lablet_instance_visible_to(user=request.user), public_id=public_id)
+    actor = request.user.get_username()
+    extend_form = ExtendForm(request.POST) if verb == "extend" else None
+    try:
+        if extend_form is not None:
+            if not extend_form.is_valid():
+                return _detail(request, instance, extend_form=extend_form, status=422)
+            services.lablet_instance_extend(instance=instance, actor=actor, minutes=extend_form.cleaned_data["minutes"])
+            done = f"Extended by {extend_form.cleaned_data['minutes']} minutes"
+        elif verb in VERBS:
+            service, done = VERBS[verb]
+            service(instance=instance, actor=actor)
+        else:
+            return _detail(request, instance, error=f"Unknown action {verb!r}.", status=400)
+    except DomainError as exc:
+        instance.refresh_from_db()
+        return _detail(request, instance, extend_form=extend_form, error=exc.detail, status=exc.status_code)
+    messages.success(request, f"{done}.")
+    return redirect("lablets:instance_detail", public_id=instance.public_id)
+
+
+@page(LABLET_INSTANCE_WRITES)
+def instance_schedule(request):
+    """Book one instance or a class (a roster): the per-owner results are shown on the page."""
+    definitions = selectors.lablet_definition_list(filters={"is_active": True}).order_by("name", "version")
+    form = ScheduleForm(request.POST or None, request.FILES or None, definitions=definitions)
+    outcome, error, status = None, None, 200
+    if request.method == "POST" and form.is_valid():
+        start = form.cleaned_data["timeslot_start"] or timezone.now()
+        minutes = form.cleaned_data["duration_minutes"]
+        try:
+            outcome = lablet_instances_create_bulk(
+                actor=request.user.get_username(), user=request.user,
+                definition_id=form.cleaned_data["definition"].public_id, owner_ids=form.cleaned_data["owner_ids"],
+                timeslot_start=start, timeslot_end=start + timedelta(minutes=minutes) if minutes else None)
+        except DomainError as exc:
+            error, status = exc.detail, exc.status_code
+    elif request.method == "POST":
+        status = 422
+    return render(request, "lablets/instance_schedule.html",
+                  {"form": form, "outcome": outcome, "error": error}, status=status)

@@ -1,0 +1,356 @@
+"""Soak: two daphne processes and one q cluster, production profile, on PostgreSQL + Redis, under a mixed
+load for --minutes; reports the error rate (goal: zero 5xx), latency percentiles per kind of request,
+memory (RSS) per process over time (goal: flat after warm-up) and whether the audit chain verifies after.
+
+Run from the repository root (PostgreSQL on 127.0.0.1:5432, Redis on 127.0.0.1:6379 must answer):
+
+    .venv/bin/python bench/soak.py [--minutes 10] [--readers 4] [--writers 2] [--sessions 4] [--sse 10]
+
+What it does:
+1. Creates the database lm_bench_soak (dropped at the end) and empties Redis db --redis-db (default 10);
+   starts the EC2 (moto) and CML simulators on 127.0.0.1, migrates, seeds the demo data, syncs the
+   workers, sets up the schedules, creates an admin API key.
+2. Starts the q cluster (its schedules run the lifecycle tick, EC2 sync, CML health, the session reaper,
+   webhooks every minute) and two daphne processes with labmanager.settings_production (JSON logs to
+   var/bench/soak-*.log; SECURE_SSL_REDIRECT off: the client speaks plain HTTP on loopback).
+3. Load, round-robin over the two servers, each client paced (not flat out: a soak, not a throughput test):
+   readers GET workers / lablet-instances / lablet-definitions / audit events; writers POST a lablet
+   instance (tomorrow's slot, a fresh owner) then terminate it; session clients open a remote-lab session,
+   heartbeat every 2 s for 20 s, read it, end it; SSE subscribers hold /api/events/stream open and count
+   events (reconnecting if cut).
+4. Samples every process's RSS every 15 s (the q cluster: its whole process tree).
+5. Stops the load, runs `verify_audit`, prints the figures, stops every process, drops the database.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGS = ROOT / "var" / "bench"
+DB_NAME = "lm_bench_soak"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def admin_sql(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+class Processes:
+    """Every process started here; all stopped (TERM, then KILL) by stop_all."""
+
+    def __init__(self):
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, args: list[str], env: dict) -> subprocess.Popen:
+        log = open(LOGS / f"soak-{name}.log", "wb")
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def wait_for(url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer in {seconds} s")
+
+
+def manage(env: dict, *args: str) -> str:
+    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    if done.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def rss_kib(pid: int) -> int:
+    """RSS of a process and its descendants, KiB (Linux /proc)."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pending.extend(int(child) for child in children)
+    return total
+
+
+class Stats:
+    def __init__(self):
+        self.latencies: dict[str, list[float]] = {}
+        self.statuses: dict[int, int] = {}
+        self.errors: list[str] = []
+        self.sse_events = 0
+        self.sse_connects = 0
+
+    def record(self, kind: str, status: int, seconds: float) -> None:
+        self.latencies.setdefault(kind, []).append(seconds)
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if status >= 500:
+            self.errors.append(f"{kind}: {status}")
+
+    def total(self) -> int:
+        return sum(self.statuses.values())
+
+
+async def call(client: httpx.AsyncClient, stats: Stats, kind: str, method: str, url: str, **kwargs):
+    started = time.perf_counter()
+    try:
+        response = await client.request(method, url, **kwargs)
+    except httpx.HTTPError as exc:
+        stats.record(kind, 599, time.perf_counter() - started)  # a transport error counts as a server error
+        stats.errors[-1] = f"{kind}: {type(exc).__name__}: {exc}"
+        return None
+    stats.record(kind, response.status_code, time.perf_counter() - started)
+    return response
+
+
+async def reader(servers, key, stats, deadline, pause):
+    paths = ["/api/workers", "/api/lablet-instances?limit=20", "/api/lablet-definitions", "/api/audit/events?limit=20"]
+    async with httpx.AsyncClient(headers={"X-API-Key": key}, timeout=30) as client:
+        i = 0
+        while time.monotonic() < deadline:
+            path = paths[i % len(paths)]
+            await call(client, stats, "read " + path.split("?")[0], "GET", servers[i % 2] + path)
+            i += 1
+            await asyncio.sleep(pause)
+
+
+async def writer(servers, key, definitions, stats, deadline, pause, n):
+    async with httpx.AsyncClient(headers={"X-API-Key": key}, timeout=30) as client:
+        i = 0
+        while time.monotonic() < deadline:
+            start = (datetime.now(timezone.utc) + timedelta(days=1, hours=random.randint(0, 20))).replace(
+                minute=0, second=0, microsecond=0)
+            body = {"definition_id": random.choice(definitions), "owner_id": f"soak-{n}-{i}",
+                    "timeslot_start": start.isoformat(), "timeslot_end": (start + timedelta(hours=1)).isoformat()}
+            created = await call(client, stats, "write create instance", "POST",
+                                 servers[i % 2] + "/api/lablet-instances", json=body)
+            if created is not None and created.status_code == 201:
+                instance = created.json()["id"]
+                await call(client, stats, "write terminate instance", "POST",
+                           servers[(i + 1) % 2] + f"/api/lablet-instances/{instance}/terminate")
+            i += 1
+            await asyncio.sleep(pause)
+
+
+async def session_client(servers, stats, deadline):
+    async with httpx.AsyncClient(timeout=30) as client:
+        i = 0
+        while time.monotonic() < deadline:
+            base = servers[i % 2] + "/api/remote-lab"
+            created = await call(client, stats, "session create", "POST", base + "/session")
+            if created is None or created.status_code != 201:
+                await asyncio.sleep(1)
+                i += 1
+                continue
+            session_id = created.json()["session_id"]
+            for beat in range(10):
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(2)
+                await call(client, stats, "session heartbeat", "POST", servers[beat % 2] + "/api/remote-lab/session/heartbeat",
+                           headers={"X-Session-ID": session_id})
+                await call(client, stats, "session read", "GET", servers[(beat + 1) % 2] + f"/api/remote-lab/session/{session_id}")
+            await call(client, stats, "session end", "DELETE", base + f"/session/{session_id}")
+            i += 1
+
+
+async def sse_subscriber(server, key, stats, deadline):
+    while time.monotonic() < deadline:
+        try:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=30)) as client:
+                async with client.stream("GET", server + "/api/events/stream", headers={"X-API-Key": key}) as response:
+                    if response.status_code != 200:
+                        stats.record("sse connect", response.status_code, 0)
+                        await asyncio.sleep(1)
+                        continue
+                    stats.sse_connects += 1
+                    async for line in response.aiter_lines():
+                        if line.startswith("data:"):
+                            stats.sse_events += 1
+                        if time.monotonic() >= deadline:
+                            return
+        except httpx.HTTPError as exc:
+            if time.monotonic() < deadline:
+                stats.errors.append(f"sse: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(1)
+
+
+async def memory_sampler(pids: dict[str, int], samples: list, deadline, started):
+    while time.monotonic() < deadline:
+        samples.append((time.monotonic() - started, {name: rss_kib(pid) for name, pid in pids.items()}))
+        await asyncio.sleep(min(15, max(0.1, deadline - time.monotonic())))
+    samples.append((time.monotonic() - started, {name: rss_kib(pid) for name, pid in pids.items()}))
+
+
+async def load(args, servers, key, definitions, pids, stats, samples):
+    started = time.monotonic()
+    deadline = started + args.minutes * 60
+    tasks = [memory_sampler(pids, samples, deadline, started)]
+    tasks += [reader(servers, key, stats, deadline, 0.1) for _ in range(args.readers)]
+    tasks += [writer(servers, key, definitions, stats, deadline, 0.5, n) for n in range(args.writers)]
+    tasks += [session_client(servers, stats, deadline) for _ in range(args.sessions)]
+    tasks += [sse_subscriber(servers[n % 2], key, stats, deadline) for n in range(args.sse)]
+    await asyncio.gather(*tasks)
+    return time.monotonic() - started
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def report(args, stats, samples, elapsed, verify_output):
+    print(f"\nSoak: {args.minutes} min, 2 daphne + 1 q cluster, PostgreSQL + Redis, production profile")
+    total = stats.total()
+    server_errors = sum(n for status, n in stats.statuses.items() if status >= 500)
+    print(f"requests: {total:,} in {elapsed:.0f} s ({total / elapsed:.1f}/s); statuses: "
+          + ", ".join(f"{s}: {n:,}" for s, n in sorted(stats.statuses.items())))
+    print(f"5xx and transport errors: {server_errors} ({100 * server_errors / max(total, 1):.3f} %)")
+    for error in stats.errors[:10]:
+        print("   ", error)
+    print(f"SSE: {stats.sse_connects} connections, {stats.sse_events:,} events received")
+    print(f"{'request':<34} {'count':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    everything = []
+    for kind, values in sorted(stats.latencies.items()):
+        everything += values
+        print(f"{kind:<34} {len(values):>8,} {percentile(values, 0.5):>8.1f} {percentile(values, 0.99):>8.1f} "
+              f"{max(values) * 1000:>8.1f}")
+    if everything:
+        print(f"{'all':<34} {len(everything):>8,} {percentile(everything, 0.5):>8.1f} "
+              f"{percentile(everything, 0.99):>8.1f} {max(everything) * 1000:>8.1f}")
+    warm = next((s for s in samples if s[0] >= elapsed * 0.2), samples[0])
+    last = samples[-1]
+    print(f"RSS MiB (after warm-up at {warm[0]:.0f} s -> end at {last[0]:.0f} s):")
+    for name in last[1]:
+        series = " ".join(f"{s[1][name] / 1024:.0f}" for s in samples)
+        print(f"  {name:<10} {warm[1][name] / 1024:7.1f} -> {last[1][name] / 1024:7.1f}  "
+              f"({(last[1][name] - warm[1][name]) / 1024:+.1f})   samples: {series}")
+    print("audit:", verify_output.strip().splitlines()[-1] if verify_output.strip() else "(no output)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--readers", type=int, default=4)
+    parser.add_argument("--writers", type=int, default=2)
+    parser.add_argument("--sessions", type=int, default=4)
+    parser.add_argument("--sse", type=int, default=10)
+    parser.add_argument("--redis-db", type=int, default=10)
+    args = parser.parse_args()
+    LOGS.mkdir(parents=True, exist_ok=True)
+
+    import redis
+
+    for name, port in (("PostgreSQL", 5432), ("Redis", 6379)):
+        with socket.socket() as sock:
+            sock.settimeout(1)
+            if sock.connect_ex(("127.0.0.1", port)):
+                print(f"bench/soak.py: skipped, it needs {name} on 127.0.0.1:{port}")
+                return 0
+
+    redis.Redis(host="127.0.0.1", port=6379, db=args.redis_db).flushdb()
+    admin_sql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+    admin_sql(f"CREATE DATABASE {DB_NAME}")
+    procs = Processes()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        ec2_port, cml_port = free_port(), free_port()
+        env = dict(
+            os.environ,
+            DJANGO_SETTINGS_MODULE="labmanager.settings_production",
+            SECRET_KEY="soak-benchmark-only-key-" + "x" * 40,
+            ALLOWED_HOSTS="127.0.0.1,localhost",
+            SECURE_SSL_REDIRECT="false",
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+            REDIS_URL=f"redis://127.0.0.1:6379/{args.redis_db}",
+            STATIC_ROOT=str(LOGS / "soak-static"),
+            LOG_LEVEL="WARNING",
+            API_RATE_LIMIT="1000000/min", API_RATE_BURST="100000",
+            AWS_ENDPOINT_URL=f"http://127.0.0.1:{ec2_port}", AWS_ACCESS_KEY_ID="simulated",
+            AWS_SECRET_ACCESS_KEY="simulated", WORKER_AMI_ID="ami-12c6146b",
+            CML_URL_OVERRIDE=f"http://127.0.0.1:{cml_port}", CML_USERNAME="admin", CML_PASSWORD="sim-password",
+            WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
+        )
+        procs.start("ec2-sim", [sys.executable, "-m", "apps.workers.simulators.ec2", "--port", str(ec2_port)], env)
+        procs.start("cml-sim", [sys.executable, "-m", "apps.workers.simulators.cml", "--port", str(cml_port),
+                                "--boot-delay", "1"], env)
+        wait_for(env["AWS_ENDPOINT_URL"] + "/moto-api/")
+        wait_for(env["CML_URL_OVERRIDE"] + "/api/v0/system_information")
+        print("setting up (migrate, seed, sync)...", flush=True)
+        manage(env, "migrate", "--noinput", "-v0")
+        manage(env, "seed_demo")
+        manage(env, "sync_workers")
+        manage(env, "setup_schedules")
+        key = manage(env, "create_api_key", "--user", "soak-admin", "--role", "admin").strip()
+
+        ports = [free_port(), free_port()]
+        servers = [f"http://127.0.0.1:{port}" for port in ports]
+        qcluster = procs.start("qcluster", [sys.executable, "manage.py", "qcluster"], env)
+        daphnes = [procs.start(f"daphne-{n + 1}", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                                                   "labmanager.asgi:application"], env)
+                   for n, port in enumerate(ports)]
+        for server in servers:
+            wait_for(server + "/api/diagnostics/health")
+        definitions = [d["id"] for d in httpx.get(servers[0] + "/api/lablet-definitions", headers={"X-API-Key": key},
+                                                  timeout=10).json()["lablet_definitions"] if d["is_active"]]
+        pids = {"daphne-1": daphnes[0].pid, "daphne-2": daphnes[1].pid, "qcluster": qcluster.pid}
+        print(f"load for {args.minutes} min on {servers} ({len(definitions)} definitions)...", flush=True)
+        stats, samples = Stats(), []
+        elapsed = asyncio.run(load(args, servers, key, definitions, pids, stats, samples))
+        verify = subprocess.run([sys.executable, "manage.py", "verify_audit", "--no-record"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=600)
+        report(args, stats, samples, elapsed, verify.stdout + verify.stderr)
+        if verify.returncode:
+            print("AUDIT CHAIN DID NOT VERIFY", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        procs.stop_all()
+        with contextlib.suppress(Exception):
+            admin_sql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

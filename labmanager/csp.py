@@ -1,0 +1,42 @@
+"""Content-Security-Policy header (the production profile, labmanager/settings_production.py).
+
+One policy string from settings.CONTENT_SECURITY_POLICY, sent on every response that has none yet; an
+empty string sends nothing. Scripts come only from this site (no inline scripts, no eval); docs/operations.md
+explains each directive.
+"""
+
+from django.conf import settings
+
+HEADER = "Content-Security-Policy"
+
+
+def build_policy(*, form_action_extra: list[str] | None = None) -> str:
+    """The default policy: everything from 'self'; `form_action_extra` are origins a form may lead to
+    (the OIDC provider, where logout's POST redirects)."""
+    directives = {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        # Django admin and ReDoc/Swagger UI set style attributes and <style> elements: styles only.
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],  # fetch/XHR and EventSource (/api/events/stream), WebSocket same origin
+        "worker-src": ["'self'", "blob:"],  # ReDoc's search worker
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'", *(form_action_extra or [])],
+    }
+    return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
+
+
+class ContentSecurityPolicyMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.policy = getattr(settings, "CONTENT_SECURITY_POLICY", "")
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if self.policy and HEADER not in response:
+            response[HEADER] = self.policy
+        return response

@@ -1,0 +1,32 @@
+"""Who may open a dashboard page: the same policies as the API (labmanager.api.permissions).
+
+Anonymous visitors are sent to the login page; a signed-in user whose roles the page's policy does not
+allow gets 403. Per-object rules (instructors see only their own instances) are the selectors' job (404).
+"""
+
+from functools import wraps
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+
+from labmanager.api.permissions import STAFF, Policy, allows
+
+
+def page(policy: Policy):
+    """A view decorator: login required, then `policy` for the request's method."""
+
+    def decorate(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            if not allows(policy, user=request.user, method=request.method):
+                raise PermissionDenied("Your role does not allow this page.")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+# The fleet page is the operators' (instructors may read workers through the API, but not act on them).
+FLEET_PAGE = Policy("fleet-page", read=STAFF, write=STAFF)

@@ -1,0 +1,22 @@
+"""The navigation by role, for every template (settings.TEMPLATES context_processors)."""
+
+from django.urls import reverse
+
+from labmanager.api.permissions import AUDIT, LABLET_INSTANCES, allows
+from labmanager.dashboard.access import FLEET_PAGE
+
+
+def navigation(request) -> dict:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {"nav_links": []}
+    links = []
+    if allows(LABLET_INSTANCES, user=user):
+        links += [("Overview", reverse("dashboard:overview")), ("Instances", reverse("lablets:instance_list"))]
+    if allows(FLEET_PAGE, user=user):  # operators and admins
+        links.append(("Fleet", reverse("workers:fleet")))
+    if allows(AUDIT, user=user):
+        links.append(("Audit", reverse("dashboard:audit")))
+    if user.is_staff:  # the Django admin lets in staff only (admins and operators)
+        links.append(("Django admin", "/admin/"))
+    return {"nav_links": links}

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from labmanager.dashboard import views
+
+app_name = "dashboard"
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("audit/", views.audit, name="audit"),
+    path("audit/verify", views.audit_verify_chain, name="audit_verify"),
+]

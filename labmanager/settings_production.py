@@ -1,0 +1,86 @@
+"""The production profile: labmanager.settings plus hardening. Select it with
+DJANGO_SETTINGS_MODULE=labmanager.settings_production (the container image sets it).
+
+Everything of labmanager.settings still comes from the environment; this module only turns DEBUG off,
+refuses to start without a real SECRET_KEY and ALLOWED_HOSTS, makes cookies Secure, sends HSTS and a
+Content-Security-Policy, trusts X-Forwarded-Proto from the TLS-terminating proxy, serves hashed static
+files, and logs JSON lines. `python manage.py check --deploy` reports nothing with it
+(tests/deploy/test_production_settings.py). Every variable: docs/operations.md#environment.
+"""
+
+import os
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+from labmanager.csp import build_policy
+from labmanager.settings import *  # noqa: F403
+from labmanager.settings import LOG_LEVEL, MIDDLEWARE, OIDC_ISSUER, SECRET_KEY, env
+
+DEBUG = False
+
+if not os.environ.get("SECRET_KEY") or SECRET_KEY.startswith("dev-insecure"):
+    raise ImproperlyConfigured("SECRET_KEY must be set in production (50+ random characters; docs/operations.md).")
+if not os.environ.get("ALLOWED_HOSTS"):
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production: the host names the site answers to.")
+
+# --- HTTPS ---------------------------------------------------------------------------------
+# TLS ends at the proxy or load balancer in front of daphne, which must set X-Forwarded-Proto (and strip
+# any the client sent). Leave SECURE_PROXY_SSL_HEADER on only then: otherwise clients could claim HTTPS.
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("SECURE_PROXY_SSL_HEADER", default=True) else None
+)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+# Probes and scrapes come over plain HTTP from inside the network (container health check, Prometheus).
+SECURE_REDIRECT_EXEMPT = [r"^api/diagnostics/(health|ready)$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)  # sent on HTTPS responses only
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+SESSION_COOKIE_HTTPONLY = True
+
+# --- Content-Security-Policy (labmanager/csp.py) ----------------------------------------------
+# Scripts, styles, EventSource/fetch and WebSocket only from this origin; no inline scripts. A logout form
+# redirects to the OIDC provider, so its origin is allowed as a form target.
+_issuer = urlsplit(OIDC_ISSUER) if OIDC_ISSUER else None
+CONTENT_SECURITY_POLICY = env.str(
+    "CONTENT_SECURITY_POLICY",
+    default=build_policy(form_action_extra=[f"{_issuer.scheme}://{_issuer.netloc}"] if _issuer else []),
+)
+_security = MIDDLEWARE.index("django.middleware.security.SecurityMiddleware")
+MIDDLEWARE = [*MIDDLEWARE[: _security + 1], "labmanager.csp.ContentSecurityPolicyMiddleware", *MIDDLEWARE[_security + 1:]]
+
+# --- static files: collected at image build, hashed names, compressed, served by whitenoise ----
+WHITENOISE_USE_FINDERS = False
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# --- logging: one JSON object per line on stderr, with the request's trace_id ------------------
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")  # json | plain
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"trace_id": {"()": "labmanager.middleware.TraceIdLogFilter"}},
+    "formatters": {
+        "json": {"()": "labmanager.jsonlog.JsonLinesFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["trace_id"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        "django.security": {"level": "WARNING"},  # DisallowedHost, CSRF failures
+        "daphne": {"level": "WARNING"},
+        "botocore": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    },
+}

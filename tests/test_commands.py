@@ -160,3 +160,13 @@ def test_seed_demo_users_log_in_with_the_printed_passwords():
     for username, password, role in credentials:
         assert Client().login(username=username, password=password), username
         assert User.objects.get(username=username).groups.filter(name=role).exists()
+
+
+def test_seed_demo_gives_the_default_session_pool_a_usable_worker(settings):
+    """So the curl walk-through and the remote-lab client work against `make run` at once."""
+    from apps.workers.selectors import worker_placeable_list
+
+    run("seed_demo")
+
+    pool_workers = worker_placeable_list().filter(session_pool=settings.SESSION_DEFAULT_POOL)
+    assert list(pool_workers.values_list("name", flat=True)) == ["cml-worker-demo-02"]

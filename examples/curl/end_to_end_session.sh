@@ -52,7 +52,7 @@ while true; do
     echo "session $SESSION_ID not active after ${WAIT_TIMEOUT}s: $BODY" >&2
     exit 1
   fi
-  echo "waiting: position $(jq -r .position <<<"$BODY"), estimated wait $(jq -r '.estimated_wait_seconds // "unknown"' <<<"$BODY")s"
+  echo "waiting: position $(jq -r .position <<<"$BODY"), estimated wait $(jq -r 'if .estimated_wait_seconds == null then "unknown" else "\(.estimated_wait_seconds)s" end' <<<"$BODY")"
   sleep "$POLL_INTERVAL"
 done
 echo "session $SESSION_ID is active"

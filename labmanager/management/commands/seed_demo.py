@@ -90,6 +90,13 @@ class Command(BaseCommand):
         except Exception as exc:  # noqa: BLE001 - demo data without CML still seeds
             self.stderr.write(f"CML health check failed: {exc}")
 
+        # One demo worker also serves the default remote-lab session pool, so the curl walk-through
+        # (examples/curl/end_to_end_session.sh) and the Python client work against `make run`.
+        from apps.sessions.services import worker_session_pool_set
+
+        session_worker = Worker.objects.exclude(status="terminated").get(name="cml-worker-demo-02")
+        worker_session_pool_set(worker=session_worker, pool=settings.SESSION_DEFAULT_POOL, actor=ACTOR)
+
         topology = (Path(settings.BASE_DIR) / "examples/topologies/two-routers.yaml").read_text()
         definitions = [
             {"name": "python-networking-lab", "version": "1.0.0", "description": "Basic Python networking exercises",

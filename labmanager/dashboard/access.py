@@ -9,7 +9,7 @@ from functools import wraps
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 
-from labmanager.api.permissions import STAFF, Policy, allows
+from labmanager.api.permissions import ANY_ROLE, STAFF, Policy, allows
 
 
 def page(policy: Policy):
@@ -30,3 +30,6 @@ def page(policy: Policy):
 
 # The fleet page is the operators' (instructors may read workers through the API, but not act on them).
 FLEET_PAGE = Policy("fleet-page", read=STAFF, write=STAFF)
+
+# The sessions page is read-only for every role (instructors see only the sessions they own).
+SESSIONS_PAGE = Policy("sessions-page", read=ANY_ROLE)

@@ -2,8 +2,8 @@
 
 from django.urls import reverse
 
-from labmanager.api.permissions import AUDIT, LABLET_INSTANCES, allows
-from labmanager.dashboard.access import FLEET_PAGE
+from labmanager.api.permissions import AUDIT, LABLET_INSTANCES, WEBHOOKS, allows
+from labmanager.dashboard.access import FLEET_PAGE, SESSIONS_PAGE
 
 
 def navigation(request) -> dict:
@@ -15,8 +15,12 @@ def navigation(request) -> dict:
         links += [("Overview", reverse("dashboard:overview")), ("Instances", reverse("lablets:instance_list"))]
     if allows(FLEET_PAGE, user=user):  # operators and admins
         links.append(("Fleet", reverse("workers:fleet")))
+    if allows(SESSIONS_PAGE, user=user):  # instructors: their own sessions
+        links.append(("Sessions", reverse("dashboard:sessions")))
     if allows(AUDIT, user=user):
         links.append(("Audit", reverse("dashboard:audit")))
+    if allows(WEBHOOKS, user=user):  # admins only
+        links.append(("Webhooks", reverse("dashboard:webhooks")))
     if user.is_staff:  # the Django admin lets in staff only (admins and operators)
         links.append(("Django admin", "/admin/"))
     return {"nav_links": links}

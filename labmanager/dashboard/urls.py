@@ -7,4 +7,6 @@ urlpatterns = [
     path("", views.overview, name="overview"),
     path("audit/", views.audit, name="audit"),
     path("audit/verify", views.audit_verify_chain, name="audit_verify"),
+    path("sessions/", views.sessions, name="sessions"),
+    path("webhooks/", views.webhooks, name="webhooks"),
 ]

@@ -1,15 +1,16 @@
-"""The overview page and the audit page (the journal and its verification)."""
+"""The overview page, the audit page (the journal and its verification), and the read-only sessions and
+webhooks pages."""
 
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from apps.audit.selectors import audit_event_list
 from apps.audit.services import audit_verify
-from labmanager.api.permissions import AUDIT, LABLET_INSTANCES
-from labmanager.dashboard import selectors
-from labmanager.dashboard.access import page
+from labmanager.api.permissions import AUDIT, LABLET_INSTANCES, WEBHOOKS
+from labmanager.dashboard import ops_selectors, selectors
+from labmanager.dashboard.access import SESSIONS_PAGE, page
 
 AUDIT_PAGE_SIZE = 50
 
@@ -41,3 +42,15 @@ def audit_verify_chain(request):
     (messages.success if result.valid else messages.error)(
         request, "The chain is intact." if result.valid else f"The chain is broken: {result.reason}")
     return redirect("dashboard:audit")
+
+
+@require_GET
+@page(SESSIONS_PAGE)
+def sessions(request):
+    return render(request, "dashboard/sessions.html", ops_selectors.sessions_page(user=request.user))
+
+
+@require_GET
+@page(WEBHOOKS)
+def webhooks(request):
+    return render(request, "dashboard/webhooks.html", ops_selectors.webhooks_page())

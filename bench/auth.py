@@ -29,34 +29,13 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from common import free_port, pg_admin, pg_available
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 PG_DB = "labmanager_bench_auth"
 REALM = "/realms/labmanager"
 CLIENT_ID = "labmanager-dashboard"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def pg_available() -> bool:
-    try:
-        import psycopg
-
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", connect_timeout=3):
-            return True
-    except Exception:
-        return False
-
-
-def pg_admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
-        conn.execute(sql)
 
 
 def django_run(env: dict, code: str, timeout=300) -> str:

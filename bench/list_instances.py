@@ -26,12 +26,13 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+
+from common import cpu_seconds, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "var" / "bench"
@@ -193,12 +194,6 @@ def query_counts(raw_key: str) -> dict[int, tuple[int, list[str]]]:
 
 # --------------------------------------------------------------------------- server
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 def start_server(port: int) -> subprocess.Popen:
     env = {**os.environ, **BENCH_ENV, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
@@ -233,15 +228,6 @@ def wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 30.0):
             pass
         time.sleep(0.2)
     raise RuntimeError(f"daphne did not answer /api/diagnostics/health within {timeout:.0f} s")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), to show whether the server was saturated."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
 
 
 # --------------------------------------------------------------------------- load

@@ -46,6 +46,8 @@ import time
 import uuid
 from pathlib import Path
 
+from common import cpu_seconds, free_port, pg_admin, pg_available
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 PG_DB = "lm_bench_sessions"
@@ -223,15 +225,6 @@ async def load(connections: list[Connection], endpoint: str, ids: list[str], *, 
     return {"requests": done, "elapsed": time.perf_counter() - started}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-
-
 async def measure(servers: dict[str, tuple[int, int]], args) -> dict:
     """servers: name -> (port, pid). Returns {(server, endpoint): [round results]}."""
     results: dict[tuple[str, str], list[dict]] = {}
@@ -266,12 +259,6 @@ async def measure(servers: dict[str, tuple[int, int]], args) -> dict:
 
 # --------------------------------------------------------------------------- servers and database
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 def start_daphne(app: str, env: dict) -> tuple[subprocess.Popen, int]:
     for _attempt in range(3):  # the free port may be taken between the probe and daphne's bind
         port = free_port()
@@ -299,23 +286,6 @@ def stop(proc: subprocess.Popen | None):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
-
-
-def pg_available() -> bool:
-    try:
-        import psycopg
-
-        with psycopg.connect(f"host={HOST} port=5432 user=postgres dbname=postgres", connect_timeout=3):
-            return True
-    except Exception:
-        return False
-
-
-def pg_admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"host={HOST} port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
-        conn.execute(sql)
 
 
 def bench_env(use_pg: bool, storage: Path) -> dict:

@@ -38,15 +38,11 @@ from pathlib import Path
 
 import httpx
 
+from common import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / "var" / "bench"
 DB_NAME = "lm_bench_soak"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def admin_sql(sql: str) -> None:

@@ -18,32 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import cpu_seconds, free_port, pg_admin, pg_available
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 PG_DB = "labmanager_bench_sse"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def pg_available() -> bool:
-    try:
-        import psycopg
-
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", connect_timeout=3):
-            return True
-    except Exception:
-        return False
-
-
-def pg_admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
-        conn.execute(sql)
 
 
 def django_run(env: dict, code: str, timeout=300) -> str:
@@ -102,12 +81,6 @@ def _parse(stamp: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(stamp).timestamp()
-
-
-def cpu_seconds(pid: int) -> float:
-    """user + system CPU time of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def measure(ports, key, subscribers, events, pause, timeout, server_pids=()):

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from apps.lablets import selectors
 from apps.lablets.api.serializers import LabletInstanceSerializer
+from labmanager.api.permissions import LABLET_INSTANCES
 from labmanager.urls import urlpatterns as app_urlpatterns
 
 PAGE_SIZE = 50
@@ -46,6 +47,8 @@ def _build_page(request) -> dict:
 
 class PlainInstancePageView(APIView):
     """Baseline: DRF's default authentication, permission, throttle and renderer; data from memory."""
+
+    policy = LABLET_INSTANCES  # the same policy as the real list (the default permission refuses a view without one)
 
     def get(self, request):
         global _page

@@ -4,6 +4,20 @@ from labmanager.models import ApiKey, IdempotencyRecord
 from labmanager.services import api_key_revoke
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """A model the admin shows but never adds, changes or deletes (journals, logs, lifecycle records):
+    changes go through the services, from the API, the dashboard or an admin action."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     """Keys are created with `manage.py create_api_key` or POST /api/auth/api-keys (the key is shown once);

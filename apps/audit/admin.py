@@ -1,10 +1,11 @@
 from django.contrib import admin
 
 from apps.audit.models import AuditEvent
+from labmanager.admin import ReadOnlyAdmin
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     """Append-only: viewable, never added, changed or deleted here (the model refuses it too)."""
 
     list_display = ("sequence_num", "timestamp", "event_type", "actor", "resource_type", "resource_id", "success",
@@ -17,12 +18,3 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -7,18 +7,8 @@ from apps.sessions import services
 from apps.sessions.lifecycle import LIVE
 from apps.sessions.models import LabClaim, LabTeardown, Session, SessionLab, SessionPool
 from apps.sessions.selectors import Principal
+from labmanager.admin import ReadOnlyAdmin
 from labmanager.errors import DomainError
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 def _operator(request) -> Principal:

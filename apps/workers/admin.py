@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 
 from apps.workers import services
 from apps.workers.models import Worker, WorkerRunPeriod, WorkerTemplate
+from labmanager.admin import ReadOnlyAdmin
 from labmanager.errors import DomainError
 
 
@@ -105,19 +106,10 @@ class WorkerTemplateAdmin(admin.ModelAdmin):
 
 
 @admin.register(WorkerRunPeriod)
-class WorkerRunPeriodAdmin(admin.ModelAdmin):
+class WorkerRunPeriodAdmin(ReadOnlyAdmin):
     """Running-hours, recorded by worker_transition: read-only (`manage.py fleet_report` sums them)."""
 
     list_display = ("worker", "started_at", "ended_at")
     list_select_related = ("worker",)
     date_hierarchy = "started_at"
     search_fields = ("worker__name", "worker__public_id")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 
 from apps.audit.webhooks import services
 from apps.audit.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookSubscription
+from labmanager.admin import ReadOnlyAdmin
 from labmanager.errors import DomainError
 
 
@@ -74,17 +75,6 @@ class WebhookSubscriptionAdmin(admin.ModelAdmin):
     @admin.action(description="Disable the selected webhooks")
     def disable(self, request, queryset):
         self._set_active(request, queryset, False)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(WebhookDelivery)

@@ -1,17 +1,20 @@
 """The Django admin, as operators use it: pages load, the journal is read-only, actions go through services."""
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from apps.audit.models import AuditEvent
+from apps.lablets.services import lablet_instance_create
 from apps.workers.services import worker_transition
 from labmanager.models import ApiKey
 from labmanager.services import api_key_create
 from tests.factories import LabletDefinitionFactory, WorkerFactory, instance_in
 
 pytestmark = pytest.mark.django_db
-
 
 
 @pytest.fixture
@@ -134,3 +137,51 @@ def test_api_keys_cannot_be_added_in_the_admin_and_their_hash_is_not_editable(ad
     page = admin_browser.get(reverse("admin:labmanager_apikey_change", args=[api_key.pk])).content.decode()
     assert 'name="key_hash"' not in page
     assert ApiKey.objects.get(pk=api_key.pk).key_hash == api_key.key_hash
+
+
+def test_the_extend_action_moves_the_end_of_each_selected_timeslot(admin_browser):
+    instances = [instance_in("running"), instance_in("scheduled")]
+    ends = {i.pk: i.timeslot_end for i in instances}
+
+    response = admin_browser.post(
+        reverse("admin:lablets_labletinstance_changelist"),
+        {"action": "extend_30", "_selected_action": [i.pk for i in instances]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert "Extended 2 instance(s) by 30 minutes." in response.content.decode()
+    for instance in instances:
+        instance.refresh_from_db()
+        assert (instance.timeslot_end - ends[instance.pk]).total_seconds() == 30 * 60
+
+
+def test_admin_pages_link_to_the_dashboard_and_back(admin_browser):
+    worker = worker_transition(worker=WorkerFactory(), to="running", actor="tests")
+    instance = instance_in("running", worker=worker)
+    instance_page = reverse("lablets:instance_detail", args=[instance.public_id])
+    fleet_card = f"{reverse('workers:fleet')}#{worker.public_id}"
+
+    instances_admin = admin_browser.get(reverse("admin:lablets_labletinstance_changelist")).content.decode()
+    workers_admin = admin_browser.get(reverse("admin:workers_worker_changelist")).content.decode()
+    view_on_site = admin_browser.get(reverse("admin:lablets_labletinstance_change", args=[instance.pk])).content.decode()
+    dashboard_instance = admin_browser.get(instance_page).content.decode()
+    dashboard_fleet = admin_browser.get(reverse("workers:fleet")).content.decode()
+
+    assert f'href="{instance_page}"' in instances_admin
+    assert f'href="{fleet_card}"' in workers_admin
+    assert "View on site" in view_on_site
+    assert f'href="{reverse("admin:lablets_labletinstance_change", args=[instance.pk])}"' in dashboard_instance
+    assert f'href="{reverse("admin:workers_worker_change", args=[worker.pk])}"' in dashboard_fleet
+    assert f'id="{worker.public_id}"' in dashboard_fleet  # the anchor the admin links to
+
+
+def test_the_dashboard_hides_admin_links_from_instructors(instructor_user):
+    instance = lablet_instance_create(actor="tests", user=instructor_user, definition_id=LabletDefinitionFactory().public_id,
+                                      owner_id="s-1", timeslot_start=timezone.now() + timedelta(hours=1))
+    client = Client()
+    client.force_login(instructor_user)
+
+    page = client.get(reverse("lablets:instance_detail", args=[instance.public_id])).content.decode()
+
+    assert "/admin/" not in page

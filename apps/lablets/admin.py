@@ -1,4 +1,6 @@
 from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
 
 from apps.lablets import services
 from apps.lablets.models import LabletDefinition, LabletInstance
@@ -48,18 +50,31 @@ class LabletDefinitionAdmin(admin.ModelAdmin):
 @admin.register(LabletInstance)
 class LabletInstanceAdmin(admin.ModelAdmin):
     list_display = ("public_id", "definition", "owner_id", "status", "worker", "timeslot_start", "timeslot_end",
-                    "priority", "created_by")
+                    "priority", "created_by", "dashboard_link")
     list_filter = ("status", "definition", "worker")
     search_fields = ("public_id", "owner_id", "reservation_id", "cml_lab_id")
     list_select_related = ("definition", "worker", "created_by")
     date_hierarchy = "timeslot_start"
-    actions = ["start_collection", "start_grading", "terminate"]
+    actions = ["extend_30", "start_collection", "start_grading", "terminate"]
+
+    def view_on_site(self, obj):  # "View on site" opens the instance's dashboard page
+        return reverse("lablets:instance_detail", args=[obj.public_id])
+
+    @admin.display(description="Dashboard")
+    def dashboard_link(self, obj):
+        return format_html('<a href="{}">open</a>', self.view_on_site(obj))
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in self.model._meta.fields]
 
     def has_add_permission(self, request):
         return False
+
+    @admin.action(description="Extend by 30 minutes")
+    def extend_30(self, request, queryset):
+        _run(self, request, queryset,
+             lambda i, actor: services.lablet_instance_extend(instance=i, actor=actor, minutes=30),
+             "Extended", "instance(s) by 30 minutes")
 
     @admin.action(description="Start collection")
     def start_collection(self, request, queryset):

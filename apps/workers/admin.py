@@ -1,4 +1,6 @@
 from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
 
 from apps.workers import services
 from apps.workers.models import Worker, WorkerRunPeriod, WorkerTemplate
@@ -21,7 +23,8 @@ def _run(modeladmin, request, queryset, service, verb):
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
     list_display = ("name", "public_id", "status", "aws_instance_id", "aws_region", "instance_type",
-                    "cml_service_status", "license_status", "nodes_running", "draining", "session_pool", "last_cml_sync_at")
+                    "cml_service_status", "license_status", "nodes_running", "draining", "session_pool", "last_cml_sync_at",
+                    "dashboard_link")
     list_filter = ("status", "aws_region", "instance_type", "cml_service_status", "license_status", "draining",
                    "session_pool")
     search_fields = ("name", "public_id", "aws_instance_id", "ip_address")
@@ -39,6 +42,13 @@ class WorkerAdmin(admin.ModelAdmin):
                        "memory_used_gb", "memory_total_gb", "nodes_running", "cml_health", "status_changed_at",
                        "last_ec2_sync_at", "last_cml_sync_at", "created_at", "updated_at")
     actions = ["start_workers", "stop_workers", "drain_workers", "undrain_workers", "sync_now", "terminate_workers"]
+
+    def view_on_site(self, obj):  # "View on site" opens the worker's card on the dashboard's fleet page
+        return f"{reverse('workers:fleet')}#{obj.public_id}"
+
+    @admin.display(description="Dashboard")
+    def dashboard_link(self, obj):
+        return format_html('<a href="{}">fleet</a>', self.view_on_site(obj))
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)

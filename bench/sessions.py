@@ -10,8 +10,9 @@ What it does:
 1. Uses PostgreSQL when 127.0.0.1:5432 answers (database lm_bench_sessions, created, migrated and dropped
    here), else a fresh SQLite file under var/bench/ (the embedded default).
 2. Counts the SQL queries of one request of each endpoint in-process (Django's test client, same database).
-3. Starts daphne processes on 127.0.0.1: labmanager.asgi (the real, durable API, DEBUG off, no access log),
-   on PostgreSQL the same again with DATABASE_POOL=true ("pooled"; skip with --no-pool), and
+3. Starts daphne processes on 127.0.0.1: labmanager.asgi (the real, durable API, DEBUG off, no access log;
+   HTTP on its thread pool, labmanager/asgi.py), the same again with HTTP_THREADS=0 ("asgi": every request
+   through Django's ASGI handler, as before; skip with --no-asgi), and
    `bench.sessions:reference_app` below (a dict behind a lock, the same paths, bodies and status codes).
    All are called anonymously from loopback, as the seed's clients call it. The pool has no workers, so
    every session waits (GET reads a waiting session's position).
@@ -46,7 +47,8 @@ import time
 import uuid
 from pathlib import Path
 
-from common import cpu_seconds, free_port, pg_admin, pg_available
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, also when daphne imports this module
+from common import cpu_seconds, free_port, pg_admin, pg_available  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -544,7 +546,7 @@ def report(results: dict | None, counts: dict, reaping: dict | None, args, datab
 
 
 def report_http(results: dict, counts: dict, args, database: str):
-    names = [name for name in ("durable", "pooled") if (name, FLOOR) in results]
+    names = [name for name in ("durable", "asgi") if (name, FLOOR) in results]
     print()
     print(f"{'endpoint':<26} " + " ".join(f"{name + ' req/s':>13}" for name in (*names, "memory"))
           + f" {'ratio':>6} {'queries':>8}   server CPU ms/req ({', '.join((*names, 'memory'))})  goal ~{GOAL_RPS}/s")
@@ -563,7 +565,7 @@ def report_http(results: dict, counts: dict, args, database: str):
               + f" {best / figures[-1]:>6.2f} {queries:>8}   " + " / ".join(f"{c:.2f}" for c in cpus) + f"  {met}")
     print(f"({database}; one daphne process each; {args.rounds} interleaved rounds x {args.seconds:g} s per endpoint "
           f"and server; {args.concurrency} concurrent clients; {os.cpu_count()} CPUs shared by client and servers; "
-          f"pooled = the durable server with DATABASE_POOL=true)")
+          f"asgi = the durable server with HTTP_THREADS=0, every request through Django's ASGI handler)")
 
 
 def parse_args():
@@ -581,8 +583,8 @@ def parse_args():
     parser.add_argument("--sqlite", action="store_true", help="SQLite even when PostgreSQL answers")
     parser.add_argument("--redis", default="", metavar="URL",
                         help="channels_redis at URL for the reaping's publication (with one listening channel)")
-    parser.add_argument("--no-pool", action="store_true",
-                        help="skip the durable server with DATABASE_POOL=true (PostgreSQL only)")
+    parser.add_argument("--no-asgi", action="store_true",
+                        help="skip the durable server with HTTP_THREADS=0 (Django's ASGI handler)")
     parser.add_argument("--explain", action="store_true", help="print the plans of the reaping's statements")
     args = parser.parse_args()
     args.seconds = min(args.seconds, 60)
@@ -635,8 +637,8 @@ def main() -> int:
         if not args.skip_http:
             measured = {}
             variants = [("durable", "labmanager.asgi:application", env)]
-            if use_pg and not args.no_pool:  # the same server with the PostgreSQL connection pool
-                variants.append(("pooled", "labmanager.asgi:application", dict(env, DATABASE_POOL="true")))
+            if not args.no_asgi:  # the same server with every request through Django's ASGI handler
+                variants.append(("asgi", "labmanager.asgi:application", dict(env, HTTP_THREADS="0")))
             variants.append(("memory", "bench.sessions:reference_app", env))
             for name, app, server_env in variants:
                 proc, port = start_daphne(app, server_env)

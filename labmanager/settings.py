@@ -88,9 +88,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
     }
     DATABASES["default"]["TEST"] = {"NAME": env.str("SQLITE_TEST_PATH", default=str(VAR_DIR / "test.sqlite3"))}
-# Under ASGI every request runs in a thread of its own: persistent connections would pile up, so the
-# default closes them at the end of each request (Django's advice for ASGI).
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
+# HTTP requests (all but the async event stream) run on a fixed pool of HTTP_THREADS threads inside
+# daphne (labmanager/asgi.py): each thread keeps its database connection between requests. HTTP_THREADS=0
+# serves everything through Django's ASGI handler instead, where every request runs in a new thread and
+# persistent connections would pile up, so there the default closes them after each request.
+HTTP_THREADS = env.int("HTTP_THREADS", default=8)
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60 if HTTP_THREADS else 0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # a kept connection is checked before a request uses it
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 IS_POSTGRES = DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql")
 # Optional PostgreSQL connection pool (psycopg-pool, Django's OPTIONS["pool"]): a request borrows an open

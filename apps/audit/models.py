@@ -33,15 +33,17 @@ class AuditEvent(models.Model):
     prev_hash = models.CharField(max_length=64, blank=True, help_text="event_hash of the previous event (64 zeros for the first)")
     event_hash = models.CharField(max_length=64, blank=True, help_text="SHA-256 of the canonical serialisation (apps/audit/chain.py)")
     timestamp = models.DateTimeField(default=timezone.now, db_index=True)
-    event_type = models.CharField(max_length=100, db_index=True, help_text="<entity>.<past_tense>")
+    # Indexes: Meta (plain b-trees; `db_index` on a CharField would add a second, varchar_pattern_ops copy
+    # on PostgreSQL that no query uses, and every insert pays for each index: docs/performance.md).
+    event_type = models.CharField(max_length=100, help_text="<entity>.<past_tense>")
     actor = models.CharField(max_length=150, help_text="username, username (apikey:<prefix>), or system")
     user_id = models.CharField(
-        max_length=150, null=True, blank=True, db_index=True,
+        max_length=150, null=True, blank=True,
         help_text="username of the acting user (null for system jobs and anonymous callers)",
     )
     api_key_prefix = models.CharField(max_length=32, blank=True, help_text="prefix of the API key used, if any")
     resource_type = models.CharField(max_length=50)
-    resource_id = models.CharField(max_length=64, db_index=True)
+    resource_id = models.CharField(max_length=64)  # looked up with resource_type: audit_resource_idx
     action = models.CharField(max_length=100)
     success = models.BooleanField(default=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
@@ -55,6 +57,8 @@ class AuditEvent(models.Model):
         ordering = ["id"]  # the order of writing; the chain's order (sequence_num) follows it
         indexes = [
             models.Index(fields=["resource_type", "resource_id"], name="audit_resource_idx"),
+            models.Index(fields=["event_type"], name="audit_event_type_idx"),
+            models.Index(fields=["user_id"], name="audit_user_idx"),
             # What audit_seal() looks for: rows committed but not chained yet (normally none or a few).
             models.Index(fields=["id"], condition=models.Q(sequence_num__isnull=True), name="audit_unsealed_idx"),
         ]

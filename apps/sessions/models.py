@@ -41,7 +41,9 @@ class SessionPool(models.Model):
 
 class Session(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    pool = models.ForeignKey(SessionPool, on_delete=models.PROTECT, related_name="sessions")
+    # No index of its own: session_pool_queue and session_unique_ticket start with pool (fewer indexes to
+    # maintain when 100,000 sessions are reaped at once: docs/performance.md).
+    pool = models.ForeignKey(SessionPool, on_delete=models.PROTECT, related_name="sessions", db_index=False)
     ticket = models.PositiveBigIntegerField(editable=False, help_text="Arrival order within the pool.")
     status = models.CharField(max_length=10, choices=SessionStatus.choices, default=SessionStatus.WAITING)
     position = models.PositiveIntegerField(default=0, help_text="0: active; 1..n: place in the queue.")

@@ -3,6 +3,15 @@
 # Build: docker build -t labmanager:latest .     Runbook: docs/operations.md
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# --- assets: the dashboard's browser libraries (Chart.js) from package-lock.json, no CDN ------------
+# bin/vendor-static.sh: npm ci, then the served files copied into static/vendor/ (as `make setup` does).
+FROM ${NODE_IMAGE} AS assets
+WORKDIR /src
+COPY package.json package-lock.json ./
+COPY bin/vendor-static.sh bin/
+RUN bin/vendor-static.sh
 
 # --- build: the virtualenv with the runtime dependencies of pyproject.toml (no dev extras) ---------
 FROM ${PYTHON_IMAGE} AS build
@@ -31,6 +40,7 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 # Code stays owned by root (read-only to the service); only var/ is writable by it.
 COPY . .
+COPY --from=assets /src/static/vendor static/vendor
 # collectstatic at build (hashed, compressed; whitenoise serves them). The production profile wants a
 # SECRET_KEY and ALLOWED_HOSTS to load: throwaway values for this one command, not kept in the image.
 RUN SECRET_KEY=collectstatic-at-build-time-only-not-used-at-run-time-0000000000 \

@@ -16,7 +16,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# The dashboard's browser libraries (Chart.js): npm ci from package-lock.json, copied into static/vendor/.
+VENDOR := static/vendor/chart.umd.min.js
+$(VENDOR): package.json package-lock.json bin/vendor-static.sh
+	bin/vendor-static.sh
+	touch $(VENDOR)
+
+setup: $(STAMP) $(VENDOR)
 
 migrate: setup
 	$(PY) manage.py migrate --noinput
@@ -45,4 +51,4 @@ schema: setup
 	$(PY) manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var node_modules static/vendor

@@ -175,6 +175,13 @@ def test_admin_pages_link_to_the_dashboard_and_back(admin_browser):
     assert f'href="{reverse("admin:workers_worker_change", args=[worker.pk])}"' in dashboard_fleet
     assert f'id="{worker.public_id}"' in dashboard_fleet  # the anchor the admin links to
 
+    definition = instance.definition
+    definitions_admin = admin_browser.get(reverse("admin:lablets_labletdefinition_changelist")).content.decode()
+    dashboard_definition = admin_browser.get(reverse("lablets:definition_detail", args=[definition.public_id]))
+    assert f'href="{reverse("lablets:definition_detail", args=[definition.public_id])}"' in definitions_admin
+    assert (f'href="{reverse("admin:lablets_labletdefinition_change", args=[definition.pk])}"'
+            in dashboard_definition.content.decode())
+
 
 def test_the_dashboard_hides_admin_links_from_instructors(instructor_user):
     instance = lablet_instance_create(actor="tests", user=instructor_user, definition_id=LabletDefinitionFactory().public_id,

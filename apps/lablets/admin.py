@@ -22,10 +22,17 @@ def _run(modeladmin, request, queryset, call, verb, noun):
 @admin.register(LabletDefinition)
 class LabletDefinitionAdmin(admin.ModelAdmin):
     list_display = ("name", "version", "public_id", "is_active", "cpu_cores", "memory_gb", "node_count",
-                    "max_duration_minutes", "updated_at")
+                    "max_duration_minutes", "updated_at", "dashboard_link")
     list_filter = ("is_active",)
     search_fields = ("name", "version", "public_id", "description")
     actions = ["deprecate", "activate"]
+
+    def view_on_site(self, obj):  # "View on site" opens the definition's dashboard page
+        return reverse("lablets:definition_detail", args=[obj.public_id])
+
+    @admin.display(description="Dashboard")
+    def dashboard_link(self, obj):
+        return format_html('<a href="{}">open</a>', self.view_on_site(obj))
 
     def get_readonly_fields(self, request, obj=None):
         # Definitions are written through the API (validated there); the admin shows them.

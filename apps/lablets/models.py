@@ -1,6 +1,7 @@
 """Lablet definitions (lab templates) and lablet instances (a lab for a student in a timeslot)."""
 
 import hashlib
+import re
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -68,6 +69,9 @@ class InstanceStatus(models.TextChoices):
     STOPPED = "stopped"
     ARCHIVED = "archived"
     TERMINATED = "terminated"
+
+
+BOOTING = re.compile(r"nodes booting (\d+)/(\d+)")  # lifecycle_step while nodes boot (services.instances.progress_text)
 
 
 class LabletInstance(models.Model):
@@ -161,6 +165,12 @@ class LabletInstance(models.Model):
 
     def __str__(self):
         return f"{self.public_id} ({self.owner_id}, {self.status})"
+
+    @property
+    def nodes_booting(self) -> tuple[int, int] | None:
+        """(booted, total) while the lab's nodes boot ('nodes booting 3/5'), else None: the progress bar."""
+        found = BOOTING.fullmatch(self.lifecycle_step) if self.status == InstanceStatus.INSTANTIATING else None
+        return (int(found[1]), int(found[2])) if found else None
 
 
 class ConsolePort(models.Model):

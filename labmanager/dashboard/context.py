@@ -2,7 +2,7 @@
 
 from django.urls import reverse
 
-from labmanager.api.permissions import AUDIT, LABLET_INSTANCES, WEBHOOKS, allows
+from labmanager.api.permissions import AUDIT, LABLET_DEFINITIONS, LABLET_INSTANCES, WEBHOOKS, allows
 from labmanager.dashboard.access import FLEET_PAGE, SESSIONS_PAGE
 
 
@@ -13,8 +13,11 @@ def navigation(request) -> dict:
     links = []
     if allows(LABLET_INSTANCES, user=user):
         links += [("Overview", reverse("dashboard:overview")), ("Instances", reverse("lablets:instance_list"))]
+    if allows(LABLET_DEFINITIONS, user=user):  # every role reads; admins and instructors write
+        links.append(("Definitions", reverse("lablets:definition_list")))
     if allows(FLEET_PAGE, user=user):  # operators and admins
         links.append(("Fleet", reverse("workers:fleet")))
+        links.append(("Reports", reverse("workers:reports")))
     if allows(SESSIONS_PAGE, user=user):  # instructors: their own sessions
         links.append(("Sessions", reverse("dashboard:sessions")))
     if allows(AUDIT, user=user):

@@ -25,9 +25,11 @@ def test_each_role_logs_in_and_sees_its_navigation(chromium, server, users):
     lablet_instance_create(actor="tests", user=users["instructor"], definition_id=definition.public_id,
                            owner_id="student-001", timeslot_start=timezone.now() + timedelta(minutes=30))
     expected = {
-        "instructor": ["Overview", "Instances", "Sessions", "API docs"],
-        "operator": ["Overview", "Instances", "Fleet", "Sessions", "Audit", "Django admin", "API docs"],
-        "admin": ["Overview", "Instances", "Fleet", "Sessions", "Audit", "Webhooks", "Django admin", "API docs"],
+        "instructor": ["Overview", "Instances", "Definitions", "Sessions", "API docs"],
+        "operator": ["Overview", "Instances", "Definitions", "Fleet", "Reports", "Sessions", "Audit", "Django admin",
+                     "API docs"],
+        "admin": ["Overview", "Instances", "Definitions", "Fleet", "Reports", "Sessions", "Audit", "Webhooks",
+                  "Django admin", "API docs"],
     }
     for role, labels in expected.items():
         page = log_in(chromium, server, role, screenshot=role == "instructor")

@@ -73,7 +73,8 @@ def test_it_brings_the_lab_up_within_the_lead_time_and_records_the_consoles(work
     assert r1["node_id"] and r1["console_key"] and r1["console_path"] == f"/{instance.cml_lab_id}/{r1['node_id']}/0"
     assert (r2["device_name"], r2["console_type"], r2["port"], r2["device_port"]) == ("router2", "telnet", 9001, 23)
     assert sorted(ConsolePort.objects.filter(instance=instance).values_list("port", flat=True)) == [9000, 9001]
-    assert events(instance)[-4:] == ["lablet_instance.instantiating", "lablet_instance.lab_imported",
+    assert events(instance)[-6:] == ["lablet_instance.instantiating", "lablet_instance.progressed",
+                                     "lablet_instance.lab_imported", "lablet_instance.progressed",
                                      "lablet_instance.lab_started", "lablet_instance.running"]
 
 

@@ -69,6 +69,14 @@ class Claim:
         """Show how far the step got (e.g. 'nodes booting 3/5'), and record other fields, while held."""
         self.mine().update(lifecycle_step=text[:200], updated_at=timezone.now(), **fields)
 
+    def record_progress(self, step: str, **counts) -> bool:
+        """An instantiation step reached ('importing', 'starting', 'booting' with nodes_booted/nodes_total):
+        stored and journalled as `lablet_instance.progressed` once per change, while held."""
+        from apps.lablets.services.instances import lablet_instance_record_progress
+
+        return lablet_instance_record_progress(instance=self.instance, step=step, actor=self.actor,
+                                               claimed_until=self.until, **counts)
+
     def release(self, **fields) -> int:
         """Give the claim back after a step that went well: the retry bookkeeping starts over."""
         return self.mine().update(claimed_until=None, attempts=0, next_attempt_at=None, last_error="",
@@ -149,7 +157,8 @@ def fail(claim_: Claim, *, step: str, error: str, bounded: bool = True) -> bool:
             attempts=attempts, next_attempt_at=retry_at, claimed_until=None, last_error=error[:500],
             lifecycle_step=text[:200], updated_at=timezone.now())
         audit(locked, event="step_failed", actor=claim_.actor, success=False, error=error, metadata={
-            "step": step, "attempt": attempts, "max_attempts": settings.LIFECYCLE_MAX_ATTEMPTS if bounded else None,
+            "step": step, "text": text[:200], "attempt": attempts,
+            "max_attempts": settings.LIFECYCLE_MAX_ATTEMPTS if bounded else None,
             "retry_at": retry_at.isoformat() if retry_at else None, "gave_up": gave_up,
         })
     log.warning("lifecycle: %s: %s failed (attempt %s%s): %s", locked.public_id, step, attempts, limit, error)

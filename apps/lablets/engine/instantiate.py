@@ -5,8 +5,10 @@ with CML available) commits SCHEDULED → INSTANTIATING together with its claim,
 the CML work: console ports, import (title = the instance's public id, the lab id recorded at once in
 its own committed write), start without waiting, and a look at the nodes. All booted → RUNNING with
 the console details; otherwise the claim is released with 'nodes booting n/m' and the next tick looks
-again. A resumed step (a retry, or after a process died) first looks for a lab titled with the
-public id and adopts it instead of importing a second one.
+again. Each step reached (importing, starting, booting n/m) is stored in `lifecycle_step` and journalled
+as `lablet_instance.progressed` once per change, so the pages show it live. A resumed step (a retry, or
+after a process died) first looks for a lab titled with the public id and adopts it instead of importing
+a second one.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def _record_lab(step: Claim, lab_id: str, *, adopted: bool) -> str:
     """Write the lab id in its own committed transaction; returns the lab id the instance ends up with."""
     with transaction.atomic():
         written = LabletInstance.objects.filter(pk=step.pk, cml_lab_id="").update(
-            cml_lab_id=lab_id, lifecycle_step="starting", updated_at=timezone.now())
+            cml_lab_id=lab_id, updated_at=timezone.now())
         instance = step.refresh()
         if written:
             audit(instance, event="lab_adopted" if adopted else "lab_imported", actor=step.actor,
@@ -97,7 +99,7 @@ def _ensure_lab(step: Claim, creds: dict) -> str:
             for extra in found[1:]:  # duplicates from overlapping attempts
                 cml.cml_lab_delete(**creds, lab_id=extra, force=True, missing_ok=True)
             return lab_id
-    step.progress("importing")
+    step.record_progress("importing")
     lab_id = cml.cml_lab_import(**creds, topology_yaml=instance.definition.cml_lab_yaml, title=instance.public_id)
     recorded = _record_lab(step, lab_id, adopted=False)
     if recorded != lab_id:  # someone else's attempt recorded another lab meanwhile: ours is surplus
@@ -155,7 +157,7 @@ def advance(step: Claim) -> str:
         try:
             nodes = cml.cml_lab_nodes(**creds, lab_id=lab_id)
             if any(node.state in NOT_STARTED for node in nodes):
-                step.progress("starting")
+                step.record_progress("starting")
                 cml.cml_lab_start(**creds, lab_id=lab_id, wait=False)
                 audit_started = True
                 nodes = cml.cml_lab_nodes(**creds, lab_id=lab_id)
@@ -171,7 +173,8 @@ def advance(step: Claim) -> str:
         booted = sum(1 for node in nodes if node.state == BOOTED)
         if booted == len(nodes):
             return _finish(step, ports, nodes)
-        step.release(lifecycle_step=f"nodes booting {booted}/{len(nodes)}")
+        step.record_progress("booting", nodes_booted=booted, nodes_total=len(nodes))
+        step.release()
         return "booting"
     except (cml.CmlError, StepFailed, Conflict) as exc:
         detail = exc.detail if isinstance(exc, Conflict) else str(exc)

@@ -348,3 +348,35 @@ def lablet_instance_record_activity(*, instance: LabletInstance, at: datetime | 
                        "activity.")
     instance.last_activity_at = at
     return instance
+
+
+PROGRESS_STEPS = ("importing", "starting", "booting")  # an instantiation's steps, in order
+
+
+def progress_text(step: str, *, nodes_booted: int | None = None, nodes_total: int | None = None) -> str:
+    if step == "booting":
+        return f"nodes booting {nodes_booted}/{nodes_total}"
+    return {"importing": "importing the lab into CML", "starting": "starting the lab"}[step]
+
+
+@transaction.atomic
+def lablet_instance_record_progress(*, instance: LabletInstance, step: str, actor: str,
+                                    nodes_booted: int | None = None, nodes_total: int | None = None,
+                                    claimed_until: datetime | None = None) -> bool:
+    """How far an INSTANTIATING instance got, for the pages: `lifecycle_step` takes the step's text
+    ('importing the lab into CML', 'starting the lab', 'nodes booting 3/5') and `lablet_instance.progressed`
+    is journalled with {step, text, nodes_booted, nodes_total}; the live stream carries it to open pages.
+    The same text again writes and journals nothing: one event per change (a new n of n/m is a change).
+    With `claimed_until`, only while that engine claim is held. Returns whether it changed."""
+    if step not in PROGRESS_STEPS:
+        raise ValueError(f"unknown progress step {step!r}")
+    text = progress_text(step, nodes_booted=nodes_booted, nodes_total=nodes_total)
+    rows = LabletInstance.objects.filter(pk=instance.pk, status=InstanceStatus.INSTANTIATING).exclude(
+        lifecycle_step=text)
+    if claimed_until is not None:
+        rows = rows.filter(claimed_until=claimed_until)
+    if not rows.update(lifecycle_step=text, updated_at=timezone.now()):
+        return False
+    _event(instance, event_type="lablet_instance.progressed", actor=actor, action="lablet_instance.progress",
+           metadata={"step": step, "text": text, "nodes_booted": nodes_booted, "nodes_total": nodes_total})
+    return True

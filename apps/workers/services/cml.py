@@ -2,11 +2,14 @@
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
+from apps.audit.models import AuditEvent
 from apps.audit.services import audit_record
 from apps.workers import cml
 from apps.workers.models import Worker, WorkerStatus
@@ -60,6 +63,7 @@ def _record(worker: Worker, status: cml.CmlSystemStatus, *, actor: str) -> Worke
         locked.cml_health = {"valid": status.health_valid, "issues": list(status.health_issues),
                              "ready": status.ready, "elapsed_s": status.elapsed_s}
     locked.save()
+    _load_event(locked, actor=actor)
     after = (locked.cml_service_status, locked.license_status)
     if after != before:  # the journal gets changes, not every minute's reading
         audit_record(event_type="worker.cml_status_changed", actor=actor, resource_type="worker",
@@ -68,6 +72,66 @@ def _record(worker: Worker, status: cml.CmlSystemStatus, *, actor: str) -> Worke
                      metadata={"before": {"cml_service_status": before[0], "license_status": before[1]},
                                "after": {"cml_service_status": after[0], "license_status": after[1]}})
     return locked
+
+
+# A new worker.load_changed event when CPU or memory use moved by this many points since the last one, or
+# any count changed (held cores, GB and nodes of live instances, capacity, nodes running): not every reading.
+# The last one is looked for in this window only (a bounded read of the journal); older, a steady worker's
+# figures are journalled again: once a day at most.
+LOAD_EVENT_STEP = 5
+LOAD_EVENT_WINDOW = timedelta(days=1)
+LOAD_COUNTS = ("held_cpu", "cpu_cores", "held_memory", "memory_gb", "held_nodes", "max_nodes", "nodes_running")
+LOAD_PERCENTS = ("cpu_usage_percent", "memory_usage_percent")
+
+
+def _percent(part, whole) -> int:
+    return min(100, round(100 * (part or 0) / whole)) if whole else 0
+
+
+def worker_load(worker: Worker) -> dict:
+    """What the fleet's bars show: cores, GB and nodes held by the worker's live instances, of its capacity
+    (and as percentages), and CPU and memory use and nodes running as CML last reported them. One query."""
+    from apps.lablets.lifecycle import LIVE
+    from apps.lablets.models import LabletInstance
+
+    held = LabletInstance.objects.filter(worker=worker, status__in=LIVE).aggregate(
+        held_cpu=Sum("cpu_cores", default=0), held_memory=Sum("memory_gb", default=0),
+        held_nodes=Sum("node_count", default=0))
+    cpu, memory = worker.cpu_usage_percent, worker.memory_usage_percent
+    return {
+        **held, "cpu_cores": worker.cpu_cores, "memory_gb": worker.memory_gb, "max_nodes": worker.max_nodes,
+        "cpu_held_percent": _percent(held["held_cpu"], worker.cpu_cores),
+        "memory_held_percent": _percent(held["held_memory"], worker.memory_gb),
+        "nodes_held_percent": _percent(held["held_nodes"], worker.max_nodes),
+        "cpu_usage_percent": None if cpu is None else round(cpu),
+        "memory_usage_percent": None if memory is None else round(memory),
+        "nodes_running": worker.nodes_running,
+    }
+
+
+def _load_moved(before: dict | None, after: dict) -> bool:
+    if before is None:
+        return True
+    if any(before.get(name) != after[name] for name in LOAD_COUNTS):
+        return True
+    for name in LOAD_PERCENTS:
+        old, new = before.get(name), after[name]
+        if (old is None) != (new is None) or (new is not None and abs(new - old) >= LOAD_EVENT_STEP):
+            return True
+    return False
+
+
+def _load_event(worker: Worker, *, actor: str) -> None:
+    """`worker.load_changed` with the new figures (worker_load) when they moved since the worker's last one:
+    the fleet's bars follow it live (static/js/live.js), within a health poll."""
+    last = (AuditEvent.objects.filter(resource_type="worker", resource_id=worker.public_id,
+                                      event_type="worker.load_changed",
+                                      timestamp__gte=timezone.now() - LOAD_EVENT_WINDOW)
+            .order_by("-id").values_list("metadata", flat=True).first())
+    figures = worker_load(worker)
+    if _load_moved(last, figures):
+        audit_record(event_type="worker.load_changed", actor=actor, resource_type="worker",
+                     resource_id=worker.public_id, action="worker.cml_health", metadata=figures)
 
 
 def worker_cml_health(*, worker: Worker, actor: str = "system") -> Worker:

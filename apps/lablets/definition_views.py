@@ -1,0 +1,189 @@
+"""Dashboard pages of lablet definitions: the list (the versions of one name together), one definition with
+its other versions, instances and history, the YAML editor (create, edit, new version; "Check YAML"
+validates without saving), deprecate / reactivate and sync from CML (docs/dashboard.md).
+
+Who may do what is the API's policy for definitions (LABLET_DEFINITIONS): every role reads, admins and
+instructors write. The editor pages are write-only, GET included (no form for those who cannot save it)."""
+
+import re
+from functools import partial
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from apps.audit.models import AuditEvent
+from apps.lablets import selectors, services
+from apps.lablets.definition_forms import DefinitionFilterForm, DefinitionForm, SyncForm, yaml_error_line
+from apps.lablets.models import InstanceStatus, LabletDefinition
+from apps.lablets.services.definitions import validate_cml_yaml
+from labmanager.api.permissions import LABLET_DEFINITIONS, Policy, allows, privileged
+from labmanager.dashboard.access import page
+from labmanager.errors import DomainError, ValidationFailed
+
+FORM_METHODS = require_http_methods(["GET", "POST"])
+PAGE_SIZE = 50
+HISTORY_SIZE = 20
+DEFINITION_FORMS = Policy("lablet-definition-forms", read=LABLET_DEFINITIONS.write, write=LABLET_DEFINITIONS.write)
+SHOWN_STATUSES = [s for s in InstanceStatus.values if s != InstanceStatus.TERMINATED]  # as the Instances list
+
+
+def _instances_seen_by(user) -> Q:
+    """The instances the Instances list shows this user (instructors: their own; terminated left out)."""
+    seen = Q(instances__status__in=SHOWN_STATUSES)
+    return seen if privileged(user) else seen & Q(instances__created_by=user)
+
+
+def _definition(public_id) -> LabletDefinition:
+    return get_object_or_404(selectors.lablet_definition_list(), public_id=public_id)
+
+
+@require_GET
+@page(LABLET_DEFINITIONS)
+def definition_list(request):
+    form = DefinitionFilterForm(request.GET)
+    definitions = form.apply(selectors.lablet_definition_list()).annotate(
+        instance_count=Count("instances", filter=_instances_seen_by(request.user)))
+    page_obj = Paginator(definitions.order_by("name", "-created_at", "pk"), PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "lablets/definition_list.html", {
+        "form": form, "page_obj": page_obj, "query": query.urlencode(),
+        "can_write": allows(LABLET_DEFINITIONS, user=request.user, method="POST"),
+        "own_only": not privileged(request.user),
+    })
+
+
+def _detail(request, definition, *, sync_form=None, error=None, status=200):
+    user = request.user
+    history = AuditEvent.objects.filter(resource_type="lablet_definition", resource_id=definition.public_id)
+    versions = selectors.lablet_definition_list(filters={"name": definition.name}).exclude(pk=definition.pk)
+    instances = selectors.lablet_instance_list(user=user, filters={"definition_id": definition.public_id})
+    return render(request, "lablets/definition_detail.html", {
+        "definition": definition,
+        "versions": versions.order_by("-created_at"),
+        "instance_count": instances.count(),
+        "history": history.order_by("-timestamp", "-pk")[:HISTORY_SIZE],
+        "can_write": allows(LABLET_DEFINITIONS, user=user, method="POST"),
+        "sync_form": sync_form or SyncForm(),
+        "error": error,
+    }, status=status)
+
+
+@require_GET
+@page(LABLET_DEFINITIONS)
+def definition_detail(request, public_id):
+    return _detail(request, _definition(public_id))
+
+
+def _editor(request, form, save, *, done: str, extra_data: dict | None = None, **context):
+    """GET: the form. POST "check": the topology validated, nothing saved. POST: saved through `save` (a
+    service taking `data=`); a refusal goes next to its field, everything typed kept."""
+    status, yaml_ok = 200, False
+    if request.method == "POST" and "check" in request.POST:
+        form = DefinitionForm(initial=request.POST.dict())  # unbound: only the topology is judged
+        try:
+            validate_cml_yaml(request.POST.get("cml_lab_yaml", ""))
+            yaml_ok = True
+        except ValidationFailed as exc:
+            context["yaml_errors"], status = exc.errors["cml_lab_yaml"], exc.status_code
+    elif request.method == "POST":
+        if form.is_valid():
+            try:
+                definition = save(data={**form.service_data(), **(extra_data or {})})
+            except DomainError as exc:
+                form.add_domain_error(exc)
+                status = exc.status_code
+            else:
+                messages.success(request, f"{done} {definition.name} {definition.version}.")
+                return redirect("lablets:definition_detail", public_id=definition.public_id)
+        else:
+            status = 422
+    yaml_errors = context.pop("yaml_errors", None) or form.errors.get("cml_lab_yaml", [])
+    return render(request, "lablets/definition_form.html", {
+        "form": form, "yaml_errors": yaml_errors, "error_line": yaml_error_line(yaml_errors), "yaml_ok": yaml_ok,
+        **context,
+    }, status=status)
+
+
+def _bound(request, initial=None) -> DefinitionForm:
+    return DefinitionForm(request.POST if request.method == "POST" else None, initial=initial)
+
+
+@FORM_METHODS
+@page(DEFINITION_FORMS)
+def definition_create(request):
+    save = partial(services.lablet_definition_create, actor=request.user.get_username(), user=request.user)
+    return _editor(request, _bound(request), save, done="Created", heading="New definition")
+
+
+@FORM_METHODS
+@page(DEFINITION_FORMS)
+def definition_edit(request, public_id):
+    definition = _definition(public_id)
+    save = partial(services.lablet_definition_update, definition=definition, actor=request.user.get_username())
+    return _editor(request, _bound(request, DefinitionForm.initial_from(definition)), save, done="Saved",
+                   heading=f"Edit {definition.name} {definition.version}", definition=definition)
+
+
+def next_version(definition: LabletDefinition) -> str:
+    """The definition's version with its last number raised, skipping the versions its name already has
+    ("1.0.9" → "1.0.10"); blank when the version has no number."""
+    taken = set(selectors.lablet_definition_list(filters={"name": definition.name}).values_list("version", flat=True))
+    version = definition.version
+    for _ in range(100):
+        match = re.search(r"(\d+)(?!.*\d)", version)
+        if match is None:
+            return ""
+        version = f"{version[:match.start()]}{int(match.group()) + 1}{version[match.end():]}"
+        if version not in taken:
+            return version
+    return ""
+
+
+@FORM_METHODS
+@page(DEFINITION_FORMS)
+def definition_new_version(request, public_id):
+    """A new definition prefilled from this one (its port definitions copied); this one stays as it is."""
+    source = _definition(public_id)
+    save = partial(services.lablet_definition_create, actor=request.user.get_username(), user=request.user)
+    form = _bound(request, DefinitionForm.initial_from(source, version=next_version(source)))
+    return _editor(request, form, save, extra_data={"port_definitions": source.port_definitions}, done="Created",
+                   heading=f"New version of {source.name}", source=source)
+
+
+@require_POST
+@page(LABLET_DEFINITIONS)
+def definition_set_active(request, public_id, active: bool):
+    """Deprecate (no new instances; the booked ones stay) or reactivate."""
+    definition = _definition(public_id)
+    try:
+        definition = services.lablet_definition_update(definition=definition, actor=request.user.get_username(),
+                                                       data={"is_active": active})
+    except DomainError as exc:
+        return _detail(request, definition, error=exc.detail, status=exc.status_code)
+    done = "reactivated." if active else "deprecated: it takes no new instances."
+    messages.success(request, f"{definition} {done}")
+    return redirect("lablets:definition_detail", public_id=definition.public_id)
+
+
+@require_POST
+@page(LABLET_DEFINITIONS)
+def definition_sync(request, public_id):
+    """Pull the topology back from a CML lab (blank: the reference lab); CML's refusal shown on the page."""
+    definition = _definition(public_id)
+    form = SyncForm(request.POST)
+    if not form.is_valid():
+        return _detail(request, definition, sync_form=form, status=422)
+    try:
+        synced = services.lablet_definition_sync(definition=definition, actor=request.user.get_username(),
+                                                 **form.service_kwargs())
+    except DomainError as exc:
+        form.add_domain_error(exc)
+        return _detail(request, definition, sync_form=form, status=exc.status_code)
+    changed = "changed" if synced.content_hash != definition.content_hash else "is unchanged"
+    messages.success(request, f"Synced from lab {synced.reference_lab_id} on {synced.reference_worker.name}: "
+                              f"the topology {changed}.")
+    return redirect("lablets:definition_detail", public_id=synced.public_id)

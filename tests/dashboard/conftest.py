@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from labmanager.services import user_ensure_with_role
@@ -27,8 +28,11 @@ BROWSER_MARKS = [
 
 
 @pytest.fixture(scope="module")
-def server(django_db_setup, django_db_blocker):
-    with daphne_process({"LOGIN_RATE_LIMIT": "100/min", "LIVE_KEEPALIVE_SECONDS": "2"}) as url:
+def server(django_db_setup, django_db_blocker, cml_sim, ec2_sim):
+    # The server reaches the same simulators as this process (an action on a page may call CML or S3).
+    simulators = {name: str(getattr(settings, name)) for name in (
+        "CML_URL_OVERRIDE", "CML_USERNAME", "CML_PASSWORD", "CML_TIMEOUT_SECONDS", "AWS_ENDPOINT_URL", "AWS_REGION")}
+    with daphne_process({"LOGIN_RATE_LIMIT": "100/min", "LIVE_KEEPALIVE_SECONDS": "2", **simulators}) as url:
         yield url
 
 

@@ -7,11 +7,15 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+import time
+
+from apps.lablets.engine import lifecycle_tick
 from apps.lablets.models import LabletInstance
 from apps.lablets.services import lablet_instance_create, lablet_instance_transition
 from apps.workers.models import Worker
 from apps.workers.services.fleet import worker_transition
 from tests.factories import LabletDefinitionFactory, WorkerFactory
+from tests.lablets.engine_support import running_worker, two_router_definition
 from tests.dashboard.conftest import BROWSER_MARKS, log_in, nav_labels, playwright_sync, shot
 
 pytestmark = BROWSER_MARKS
@@ -75,6 +79,60 @@ def test_an_instructor_watches_an_instance_come_up_live_and_terminates_it(chromi
     playwright_sync.expect(page.get_by_text("Terminate requested.")).to_be_visible()
     playwright_sync.expect(page.locator("h1 .badge")).to_have_text("terminated")
     assert LabletInstance.objects.get(pk=instance.pk).status == "terminated"
+    page.context.close()
+
+
+def test_an_instance_scheduled_now_on_the_page_comes_up_live_through_the_engine(chromium, server, users, cml):
+    """The whole way: the Schedule form books a lab starting now on a worker with room, and the lifecycle
+    engine (run here, as the q cluster's schedule runs it) brings it up on the CML simulator: importing,
+    starting, nodes booting, running, all on the open instance page; then extend and terminate there."""
+    cml.configure(boot_delay=1.0)
+    running_worker(name="cml-class-1")
+    definition = two_router_definition(name="now-lab")
+    page = log_in(chromium, server, "instructor")
+    page.get_by_role("link", name="Instances").click()
+    page.get_by_role("link", name="Schedule instances").click()
+    page.get_by_label("Definition", exact=True).select_option(definition.public_id)
+    page.get_by_label("Owner ids").fill("student-now")  # start left blank: now
+    page.get_by_role("button", name="Schedule").click()
+    playwright_sync.expect(page.locator("#totals")).to_contain_text("1 of 1 booked")
+    instance = LabletInstance.objects.get(definition=definition, owner_id="student-now")
+    assert instance.status == "scheduled" and instance.worker.name == "cml-class-1"  # placed at once
+
+    page.get_by_role("link", name=instance.public_id).click()
+    badge, step = page.locator("h1 .badge"), page.locator(f'[data-live-step="{instance.public_id}"]')
+    playwright_sync.expect(badge).to_have_text("scheduled")
+    playwright_sync.expect(page.locator("[data-live-indicator]")).to_have_text("live")
+    page.evaluate("window.__notReloaded = true")
+
+    lifecycle_tick()  # SCHEDULED → INSTANTIATING: import, start; the nodes take a second to boot
+    playwright_sync.expect(badge).to_have_text("instantiating")
+    playwright_sync.expect(step).to_have_text("nodes booting 0/2")
+    shot(page, "instance-instantiating")
+    deadline = time.monotonic() + 20
+    while LabletInstance.objects.get(pk=instance.pk).status != "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        lifecycle_tick()
+    playwright_sync.expect(badge).to_have_text("running")
+    history = page.locator(f'[data-live-history="{instance.public_id}"]')
+    playwright_sync.expect(history).to_contain_text("lablet_instance.running")
+    assert page.evaluate("window.__notReloaded") is True  # every step arrived live
+
+    page.reload()  # the console details are rendered with the page
+    page.get_by_label("Extend by (minutes)").fill("15")
+    page.get_by_role("button", name="Extend").click()
+    playwright_sync.expect(page.get_by_text("Extended by 15 minutes.")).to_be_visible()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Terminate").click()
+    playwright_sync.expect(page.get_by_text("Terminate requested.")).to_be_visible()
+    page.evaluate("window.__notReloaded = true")
+    for _ in range(20):  # the engine archives and deletes the lab
+        if LabletInstance.objects.get(pk=instance.pk).status == "terminated":
+            break
+        lifecycle_tick()
+        time.sleep(0.3)
+    playwright_sync.expect(badge).to_have_text("terminated")
+    assert cml.summary()["labs"] == {}
     page.context.close()
 
 

@@ -180,12 +180,14 @@ def test_active_sessions_show_their_worker_lab_and_devices(admin_user):
     assert "core-1, edge-2" in table
 
 
-def test_the_sessions_page_has_no_live_markers_for_sessions(admin_user):
-    # live.js only feeds session events into the overview's feed: nothing on this page would be updated.
+def test_the_sessions_page_refreshes_its_pools_on_session_events(admin_user):
+    # live.js re-renders the element with this id from the same URL on each session_status event
+    # (tests/dashboard/test_browser_sessions.py watches it happen).
     an_active_session_with_lab(a_pool())
     html = browser(admin_user).get(SESSIONS).content.decode()
     main = html[html.index("<main"):]
-    assert "data-live-" not in main
+    assert '<div id="session-pools" data-live-refresh="session_status">' in main
+    assert main.count("data-live-") == 1
 
 
 def test_a_long_queue_shows_its_head_and_says_how_many_wait(admin_user):

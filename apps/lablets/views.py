@@ -18,6 +18,8 @@ from labmanager.dashboard.access import page
 from labmanager.errors import DomainError
 
 PAGE_SIZE = 50
+# Rows that may yet show nodes booting get a (hidden) progress bar for live.js; the others need none.
+BOOTING_STATUSES = ("pending", "scheduled", "instantiating")
 VERBS = {  # form value → (service, past tense for the message)
     "collect": (services.lablet_instance_start_collection, "Collection started"),
     "grade": (services.lablet_instance_start_grading, "Grading started"),
@@ -34,6 +36,7 @@ def instance_list(request):
     query.pop("page", None)
     return render(request, "lablets/instance_list.html",
                   {"form": form, "page_obj": page_obj, "query": query.urlencode(), "sort": form.ordering(),
+                   "booting_statuses": BOOTING_STATUSES,
                    "can_schedule": allows(LABLET_INSTANCE_WRITES, user=request.user)})
 
 

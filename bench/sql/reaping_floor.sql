@@ -1,0 +1,34 @@
+-- What PostgreSQL alone needs for the reaping's two big statements on this machine (docs/performance.md):
+-- UPDATE 100,000 rows of a narrow table with the session table's 7 indexes, and INSERT 100,000 rows into
+-- a table with the journal's 6 indexes; no Django, no Python. Rolled back; the tables are dropped.
+--   psql -h 127.0.0.1 -U postgres -d postgres -f bench/sql/reaping_floor.sql
+\timing on
+DROP TABLE IF EXISTS lm_floor_sessions, lm_floor_journal;
+CREATE TABLE lm_floor_sessions (id uuid PRIMARY KEY, pool int, ticket bigint, status varchar(10), position int,
+  last_seen timestamptz, ended timestamptz, reason varchar(20), owner int, worker int);
+INSERT INTO lm_floor_sessions SELECT gen_random_uuid(), 2, g, 'waiting', g, now() - interval '1 hour', NULL, '',
+  NULL, NULL FROM generate_series(1, 100000) g;
+CREATE INDEX ON lm_floor_sessions (pool, status, position);
+CREATE INDEX ON lm_floor_sessions (status, last_seen);
+CREATE INDEX ON lm_floor_sessions (ended);
+CREATE UNIQUE INDEX ON lm_floor_sessions (pool, ticket);
+CREATE INDEX ON lm_floor_sessions (owner);
+CREATE INDEX ON lm_floor_sessions (worker);
+CREATE TABLE lm_floor_journal (id bigserial PRIMARY KEY, ts timestamptz, event_type varchar(100), user_id varchar(150),
+  resource_type varchar(50), resource_id varchar(64), seq bigint UNIQUE, metadata jsonb);
+CREATE INDEX ON lm_floor_journal (ts);
+CREATE INDEX ON lm_floor_journal (event_type);
+CREATE INDEX ON lm_floor_journal (user_id);
+CREATE INDEX ON lm_floor_journal (resource_type, resource_id);
+CREATE INDEX ON lm_floor_journal (id) WHERE seq IS NULL;
+ANALYZE lm_floor_sessions;
+BEGIN;
+-- the reap UPDATE
+UPDATE lm_floor_sessions SET status = 'reaped', ended = now(), reason = 'stale'
+  WHERE pool = 2 AND status IN ('waiting', 'active') AND last_seen < now() - interval '10 minutes';
+-- the journal's INSERT ... SELECT, one row per reaped session
+INSERT INTO lm_floor_journal (ts, event_type, user_id, resource_type, resource_id, metadata)
+  SELECT now(), 'session.reaped', NULL, 'session', id::text, jsonb_build_object('pool', 'bench', 'from', 'waiting')
+  FROM lm_floor_sessions WHERE ended IS NOT NULL ORDER BY id;
+ROLLBACK;
+DROP TABLE lm_floor_sessions, lm_floor_journal;

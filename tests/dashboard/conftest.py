@@ -63,9 +63,10 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def log_in(chromium, server, role: str, *, screenshot: bool = False):
-    """A new browser context, logged in through the login form; returns its page on the overview."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+def log_in(chromium, server, role: str, *, screenshot: bool = False, viewport=(1280, 900)):
+    """A new browser context (a laptop's viewport unless told), logged in through the login form; returns its
+    page on the overview."""
+    context = chromium.new_context(viewport={"width": viewport[0], "height": viewport[1]})
     context.set_default_timeout(WAIT_MS)
     page = context.new_page()
     page.goto(f"{server}/dashboard/")

@@ -9,10 +9,12 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEvent
 from apps.lablets.services import lablet_instance_create
+from apps.workers import cml as cml_gateway
+from apps.workers.services.cml import cml_credentials
 from apps.workers.services import worker_transition
 from labmanager.models import ApiKey
 from labmanager.services import api_key_create
-from tests.factories import LabletDefinitionFactory, WorkerFactory, instance_in
+from tests.factories import TOPOLOGY, LabletDefinitionFactory, WorkerFactory, instance_in, placeable_worker
 
 pytestmark = pytest.mark.django_db
 
@@ -192,3 +194,21 @@ def test_the_dashboard_hides_admin_links_from_instructors(instructor_user):
     page = client.get(reverse("lablets:instance_detail", args=[instance.public_id])).content.decode()
 
     assert "/admin/" not in page
+
+
+def test_the_sync_action_pulls_each_definition_from_its_reference_lab(admin_browser, ec2, cml):
+    worker = placeable_worker(name="cml-admin-sync")
+    lab_id = cml_gateway.cml_lab_import(**cml_credentials(worker), topology_yaml=TOPOLOGY, title="reference")
+    synced = LabletDefinitionFactory(cml_lab_yaml="lab:\n  title: stale\nnodes: []\n", reference_lab_id=lab_id,
+                                     reference_worker=worker)
+    without_lab = LabletDefinitionFactory()
+
+    response = admin_browser.post(
+        reverse("admin:lablets_labletdefinition_changelist"),
+        {"action": "sync_from_cml", "_selected_action": [synced.pk, without_lab.pk]}, follow=True)
+
+    page = response.content.decode()
+    assert "Synced 1 definition(s) from CML." in page
+    assert "has no reference lab" in page  # the other one's refusal, shown
+    synced.refresh_from_db()
+    assert "nodes:" in synced.cml_lab_yaml and "stale" not in synced.cml_lab_yaml and synced.synced_at is not None

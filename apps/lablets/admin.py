@@ -25,7 +25,7 @@ class LabletDefinitionAdmin(admin.ModelAdmin):
                     "max_duration_minutes", "updated_at", "dashboard_link")
     list_filter = ("is_active",)
     search_fields = ("name", "version", "public_id", "description")
-    actions = ["deprecate", "activate"]
+    actions = ["deprecate", "activate", "sync_from_cml"]
 
     def view_on_site(self, obj):  # "View on site" opens the definition's dashboard page
         return reverse("lablets:definition_detail", args=[obj.public_id])
@@ -46,6 +46,12 @@ class LabletDefinitionAdmin(admin.ModelAdmin):
         _run(self, request, queryset,
              lambda d, actor: services.lablet_definition_update(definition=d, actor=actor, data={"is_active": False}),
              "Deprecated", "definition(s)")
+
+    @admin.action(description="Sync the topology from the reference CML lab")
+    def sync_from_cml(self, request, queryset):
+        _run(self, request, queryset,
+             lambda d, actor: services.lablet_definition_sync(definition=d, actor=actor),
+             "Synced", "definition(s) from CML")
 
     @admin.action(description="Re-activate selected definitions")
     def activate(self, request, queryset):

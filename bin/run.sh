@@ -8,10 +8,23 @@ HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 
 pids=()
-stop() {
+stop() {  # TERM each process, give them STOP_GRACE seconds (default 20) to finish, then KILL what is left
   trap - INT TERM EXIT
   echo "Stopping LabManager..."
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 $((${STOP_GRACE:-20} * 2))); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" -eq 0 ] && break
+    sleep 0.5
+  done
+  for pid in "${pids[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "process $pid did not stop in time: killed" >&2
+      pkill -KILL -P "$pid" 2>/dev/null || true  # its children (q cluster workers)
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
   wait 2>/dev/null || true
 }
 trap stop INT TERM EXIT

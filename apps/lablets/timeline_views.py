@@ -108,8 +108,8 @@ def timeline_rows(*, user, start: datetime, end: datetime) -> tuple[list[Row], b
 
 
 def hour_marks(start: datetime, end: datetime) -> list[dict]:
-    hours = round((end - start) / timedelta(hours=1))
     """A line per hour of the day, labelled every third hour with the local hour (right on DST days too)."""
+    hours = round((end - start) / timedelta(hours=1))
     return [{"x": f"{100 * hour / hours:.3f}%",
              "label": timezone.localtime(start + timedelta(hours=hour)).strftime("%H:%M"),
              "labelled": hour % 3 == 0,

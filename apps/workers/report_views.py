@@ -48,7 +48,7 @@ def reports(request):
         start, end = form.cleaned_data["start"], form.cleaned_data["end"]
         context["report"] = fleet_report_summary(start=start, end=end)
         context["csv_query"] = urlencode({"start": start.isoformat(), "end": end.isoformat()})
-    return render(request, "workers/reports.html", context)
+    return render(request, "workers/reports.html", context, status=200 if form.is_valid() else 400)
 
 
 @require_GET

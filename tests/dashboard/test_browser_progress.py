@@ -120,6 +120,8 @@ def test_the_timeline_shows_the_day_per_worker_and_its_badges_change_live(chromi
     expect(page.locator("[data-live-indicator]")).to_have_text("live")
     assert page.locator("tbody th[scope=row]").all_inner_texts()[-1].startswith("unplaced")
     assert page.locator("line.now").count() == 5  # the axis and every row: today
+    # The lines are drawn over the bars: a bar under the "now" line (or an hour line) must take the click.
+    assert set(page.eval_on_selector_all("line.now, line.hour", "ls => ls.map(l => getComputedStyle(l).pointerEvents)")) == {"none"}
     box = page.locator("svg.lane").first.bounding_box()
     bar = page.locator(f'a.bar[href$="/{made["student-04"].public_id}/"] svg').bounding_box()
     assert abs(bar["x"] - (box["x"] + box["width"] * 9 / 24)) < 3  # 09:00 is 9/24 of the lane

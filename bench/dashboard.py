@@ -13,6 +13,8 @@ What it does:
    states) and counts again. The counts must be equal.
 3. Renders each page `--renders` times in-process with Django's test client as an admin (who sees every
    instance) and prints the median and p95 of the server time (view, queries, template; no network).
+   The other pages (timeline, definitions, fleet, reports, audit, sessions) are measured the same way;
+   the issue sets a figure for the first two only.
 """
 
 import argparse
@@ -26,6 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DB_PATH = ROOT / "var" / "bench" / "dashboard.sqlite3"
 PAGES = {"instances": "/dashboard/instances/", "overview": "/dashboard/"}
+# The other pages, measured the same way (the issue sets no figure for them): their queries must not grow either.
+OTHER_PAGES = {"timeline": "/dashboard/instances/timeline/", "definitions": "/dashboard/definitions/",
+               "fleet": "/dashboard/fleet/", "reports": "/dashboard/reports/", "audit": "/dashboard/audit/",
+               "sessions": "/dashboard/sessions/"}
 STATES = ["pending", "scheduled", "instantiating", "running", "collecting", "grading", "stopping", "stopped",
           "archived", "terminated"]
 
@@ -108,20 +114,24 @@ def main():
     admin, _ = user_ensure_with_role(username="bench-admin", role="admin", actor="bench")
     client = Client()
     client.force_login(admin)
+    every = {**PAGES, **OTHER_PAGES}
     seed(instances=10, workers=2, start=0)
-    few = {name: queries(client, path) for name, path in PAGES.items()}
+    few = {name: queries(client, path) for name, path in every.items()}
     seed(instances=args.instances - 10, workers=args.workers - 2, start=10)
-    many = {name: queries(client, path) for name, path in PAGES.items()}
+    many = {name: queries(client, path) for name, path in every.items()}
     print(f"dashboard: {args.instances} instances, {args.workers} workers, {args.renders} renders per page (in-process)")
     ok = True
-    for name, path in PAGES.items():
+    for name, path in every.items():
+        if name == next(iter(OTHER_PAGES)):
+            print("  the other pages (no figure set for them):")
         samples = timings(client, path, args.renders)
         p50, p95 = statistics.median(samples), samples[int(0.95 * (len(samples) - 1))]
         same = few[name] == many[name]
-        ok = ok and same and p50 < 150
-        print(f"  {path:24} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  queries {few[name]} (10 rows) / {many[name]} "
+        if name in PAGES:
+            ok = ok and same and p50 < 150
+        print(f"  {path:32} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  queries {few[name]} (10 rows) / {many[name]} "
               f"(all rows) {'same' if same else 'GROWS'}")
-    print("goal (p50 < 150 ms, queries independent of rows):", "met" if ok else "NOT met")
+    print("goal (instances and overview: p50 < 150 ms, queries independent of rows):", "met" if ok else "NOT met")
 
 
 if __name__ == "__main__":

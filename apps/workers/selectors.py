@@ -28,3 +28,8 @@ def worker_get(*, public_id: str) -> Worker:
 
 def worker_template_list() -> QuerySet[WorkerTemplate]:
     return WorkerTemplate.objects.all()
+
+
+def percent(part, whole) -> int:
+    """`part` of `whole` in whole percent, capped at 100 (0 without a whole): the fleet's bars."""
+    return min(100, round(100 * (part or 0) / whole)) if whole else 0

@@ -9,6 +9,7 @@ from apps.lablets.lifecycle import LIVE
 from apps.lablets.models import InstanceStatus, LabletInstance
 from apps.lablets.selectors import lablet_instance_visible_to
 from apps.workers.models import Worker, WorkerStatus
+from apps.workers.selectors import percent
 from labmanager.api.permissions import privileged
 
 SHORT_LIST = 10
@@ -33,10 +34,6 @@ def worker_load_list(queryset=None):
         live_instances=Count("instances", filter=live),
     ).order_by("name", "pk")
     return workers
-
-
-def percent(part, whole) -> int:
-    return min(100, round(100 * (part or 0) / whole)) if whole else 0
 
 
 INSTANCES_PER_CARD = 20

@@ -13,6 +13,7 @@ from apps.audit.models import AuditEvent
 from apps.audit.services import audit_record
 from apps.workers import cml
 from apps.workers.models import Worker, WorkerStatus
+from apps.workers.selectors import percent
 from labmanager.errors import Conflict, UpstreamUnavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -84,10 +85,6 @@ LOAD_COUNTS = ("held_cpu", "cpu_cores", "held_memory", "memory_gb", "held_nodes"
 LOAD_PERCENTS = ("cpu_usage_percent", "memory_usage_percent")
 
 
-def _percent(part, whole) -> int:
-    return min(100, round(100 * (part or 0) / whole)) if whole else 0
-
-
 def worker_load(worker: Worker) -> dict:
     """What the fleet's bars show: cores, GB and nodes held by the worker's live instances, of its capacity
     (and as percentages), and CPU and memory use and nodes running as CML last reported them. One query."""
@@ -100,9 +97,9 @@ def worker_load(worker: Worker) -> dict:
     cpu, memory = worker.cpu_usage_percent, worker.memory_usage_percent
     return {
         **held, "cpu_cores": worker.cpu_cores, "memory_gb": worker.memory_gb, "max_nodes": worker.max_nodes,
-        "cpu_held_percent": _percent(held["held_cpu"], worker.cpu_cores),
-        "memory_held_percent": _percent(held["held_memory"], worker.memory_gb),
-        "nodes_held_percent": _percent(held["held_nodes"], worker.max_nodes),
+        "cpu_held_percent": percent(held["held_cpu"], worker.cpu_cores),
+        "memory_held_percent": percent(held["held_memory"], worker.memory_gb),
+        "nodes_held_percent": percent(held["held_nodes"], worker.max_nodes),
         "cpu_usage_percent": None if cpu is None else round(cpu),
         "memory_usage_percent": None if memory is None else round(memory),
         "nodes_running": worker.nodes_running,

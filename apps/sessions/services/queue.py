@@ -233,7 +233,7 @@ def sessions_reap(*, pool_ids=None, actor: str = SYSTEM.actor) -> dict:
 
     - sessions not heard from for SESSION_WAITING_STALE_SECONDS (waiting) or SESSION_ACTIVE_STALE_SECONDS
       (active) are REAPED by one UPDATE; an audit row each, written by one INSERT ... SELECT from the
-      reaped rows (only the active ones, at most one per worker, are read into Python);
+      reaped rows (only the active ones, at most one per worker, are read into Python, before the UPDATE);
     - reaped active sessions drop their lab claims; the queues are renumbered;
     - free usable workers go to the heads of the queues (also workers that became usable since).
     Returns counts: reaped_waiting, reaped_active, promoted."""
@@ -245,27 +245,29 @@ def sessions_reap(*, pool_ids=None, actor: str = SYSTEM.actor) -> dict:
     with transaction.atomic():
         pools = _pools_locked(pool_ids)
         candidates = Session.objects.filter(stale, pool_id__in=list(pools))
+        # Only the active ones come to Python (at most one per worker: claims, workers, durations), read
+        # before the UPDATE (from the live index, not from the 100,000 reaped rows after it) and locked:
+        # a heartbeat racing in cannot revive one between this read and the UPDATE. New active sessions
+        # only come from a promotion, under the pools' locks held here.
+        durations: dict[int, list[float]] = {}
+        active_workers = []
+        for pk, pool_id, worker_id, activated_at, last_seen_at in (
+                candidates.filter(status=SessionStatus.ACTIVE).select_for_update().order_by()
+                .values_list("pk", "pool_id", "worker_id", "activated_at", "last_seen_at")):
+            reaped_active_ids.append(pk)
+            active_workers.append(worker_id)
+            durations.setdefault(pool_id, []).append(max((last_seen_at - activated_at).total_seconds(), 0))
         reaped = session_transition(sessions=candidates, to=SessionStatus.REAPED, ended_at=now, end_reason="stale")
         if reaped:
-            batch = Session.objects.filter(status=SessionStatus.REAPED, ended_at=now, pool_id__in=list(pools))
-            # Only the active ones come to Python (at most one per worker): claims, workers, durations.
-            durations: dict[int, list[float]] = {}
-            active_workers = []
-            for pk, pool_id, worker_id, activated_at, last_seen_at in (
-                    batch.filter(activated_at__isnull=False).order_by()
-                    .values_list("pk", "pool_id", "worker_id", "activated_at", "last_seen_at")):
-                reaped_active_ids.append(pk)
-                active_workers.append(worker_id)
-                durations.setdefault(pool_id, []).append(max((last_seen_at - activated_at).total_seconds(), 0))
             counts["reaped_active"] = len(reaped_active_ids)
             counts["reaped_waiting"] = reaped - len(reaped_active_ids)
             if reaped_active_ids:
                 labs.claims_drop(session_ids=reaped_active_ids, worker_ids=active_workers, actor=actor)
             if counts["reaped_waiting"]:
-                _renumber_waiting(batch.filter(activated_at__isnull=True).order_by().values_list("pool_id", flat=True)
-                                  .distinct())
+                _renumber_waiting(pools)  # a pool with nothing to close up costs a read of its live queue
             for pool_id, seconds in durations.items():
                 _record_durations(pools[pool_id], seconds)
+            batch = Session.objects.filter(status=SessionStatus.REAPED, ended_at=now, pool_id__in=list(pools))
             # One audit row per reaped session, written by the database from the session rows. In key
             # order: the journal's resource_id index takes sorted keys faster than random ones (~25 %).
             audit_record_select(

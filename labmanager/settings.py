@@ -97,6 +97,8 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60 if 
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # a kept connection is checked before a request uses it
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 IS_POSTGRES = DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql")
+if IS_POSTGRES:  # Django's backend, with a health check that polls the socket first (no round trip)
+    DATABASES["default"]["ENGINE"] = "labmanager.db.postgresql"
 # Optional PostgreSQL connection pool (psycopg-pool, Django's OPTIONS["pool"]): a request borrows an open
 # connection instead of opening one (~4 ms each). Meant for the web server (daphne): set DATABASE_POOL
 # in its environment only. Never in the q cluster: its workers are forked, and a pool's connections

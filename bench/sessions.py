@@ -24,8 +24,8 @@ What it does:
 5. Reaping: bulk-creates `--stale` stale sessions in their own pool (most waiting, `--stale-active` of
    them active, each holding a claim on its worker's running lab) plus 1,000 fresh waiting sessions behind
    them, ANALYZEs (as autovacuum would), then times `services.sessions_reap()` (the schedule's call) in
-   parts: the reaping transaction (session statements; the journal's INSERT ... SELECT of one audit row
-   per reaped session), its commit, the audit seal after the commit and the publication within the seal.
+   parts: the reaping transaction (the statement that deletes the reaped sessions and journals one audit
+   row each; the others), its commit, the audit seal after the commit and the publication within the seal.
    `--redis URL` publishes through channels_redis with one listening channel (and times, for
    comparison, one group send per event for 10,000 events); `--explain` prints the plans of the
    reaping's statements and its slowest statements. Checks the result.
@@ -371,18 +371,19 @@ def seed_stale(stale: int, stale_active: int, fresh: int) -> str:
             activated_at=old if active else None))
     created = Session.objects.bulk_create(rows, batch_size=5000)
     LabClaim.objects.bulk_create([LabClaim(session=created[n], lab=labs[n]) for n in range(stale_active)])
-    return pool_name
+    return pool_name, old
 
 
 def explain_reaping(pool_name: str) -> list[str]:
     """PostgreSQL plans (EXPLAIN, not run) of the reaping's statements on the sessions table, as
-    sessions_reap() builds them: the reaping UPDATE, the read of the reaped batch and the renumbering."""
+    sessions_reap() builds them: the read of the stale active ones, and the DELETE whose returned rows
+    the journal's INSERT ... SELECT reads (one statement)."""
     from datetime import timedelta
 
     from django.conf import settings
     from django.db import connection
     from django.db.models import Q
-    from django.db.models.sql.subqueries import UpdateQuery
+    from django.db.models.sql.subqueries import DeleteQuery
     from django.utils import timezone
 
     from apps.sessions.lifecycle import SessionStatus
@@ -392,14 +393,11 @@ def explain_reaping(pool_name: str) -> list[str]:
     pools = list(SessionPool.objects.filter(name=pool_name).values_list("pk", flat=True))
     stale = (Q(status=SessionStatus.WAITING, last_seen_at__lt=now - timedelta(seconds=settings.SESSION_WAITING_STALE_SECONDS))
              | Q(status=SessionStatus.ACTIVE, last_seen_at__lt=now - timedelta(seconds=settings.SESSION_ACTIVE_STALE_SECONDS)))
-    update = Session.objects.filter(stale, pool_id__in=pools, status__in=[SessionStatus.WAITING, SessionStatus.ACTIVE])
-    query = update.query.chain(UpdateQuery)
-    query.add_update_values({"status": SessionStatus.REAPED, "ended_at": now, "end_reason": "stale"})
-    batch = Session.objects.filter(status=SessionStatus.REAPED, ended_at=now, pool_id__in=pools)
+    candidates = Session.objects.filter(stale, pool_id__in=pools).order_by()
     statements = {
-        "reap UPDATE": query.get_compiler(update.db).as_sql(),
-        "reaped batch (journal's SELECT)": batch.order_by("pk").query.sql_with_params(),
-        "reaped active ones": batch.filter(activated_at__isnull=False).order_by().query.sql_with_params(),
+        "stale active ones (read and locked first)": candidates.filter(status=SessionStatus.ACTIVE).query.sql_with_params(),
+        "reap DELETE (its RETURNING rows feed the journal's INSERT)":
+            candidates.query.chain(DeleteQuery).get_compiler(candidates.db).as_sql(),
     }
     lines = []
     with connection.cursor() as cursor:
@@ -425,7 +423,7 @@ def time_reaping(stale: int, stale_active: int, fresh: int, *, redis: bool, expl
     from apps.sessions.services import queue as queue_services
 
     t0 = time.perf_counter()
-    pool_name = seed_stale(stale, stale_active, fresh)
+    pool_name, last_seen = seed_stale(stale, stale_active, fresh)
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:  # what autovacuum does a minute after such a bulk insert
             cursor.execute("ANALYZE lab_sessions_session")
@@ -490,15 +488,14 @@ def time_reaping(stale: int, stale_active: int, fresh: int, *, redis: bool, expl
     promoted = min(stale_active, fresh)
     reaped_rows = AuditEvent.objects.filter(event_type="session.reaped", id__gt=0)
     sample = reaped_rows.order_by("-id").first()
-    sample_session = Session.objects.filter(pk=sample.resource_id).first() if sample else None
     ok = (counts["reaped_waiting"] == stale - stale_active and counts["reaped_active"] == stale_active
-          and Session.objects.filter(pool__name=pool_name, status=SessionStatus.REAPED).count() == stale
+          and Session.objects.filter(pool__name=pool_name).count() == fresh  # the reaped rows are gone
           and not LabClaim.objects.filter(session__pool__name=pool_name).exists()
           and positions == [0] * promoted + list(range(1, fresh - promoted + 1))
           and AuditEvent.objects.count() - audit_before == stale + promoted
           and reaped_rows.count() == stale
-          and sample_session is not None and sample.metadata == {
-              "pool": pool_name, "from": "waiting", "last_seen_at": sample_session.last_seen_at.isoformat()}
+          and sample is not None and sample.metadata == {
+              "pool": pool_name, "from": "waiting", "last_seen_at": last_seen.isoformat()}
           and not AuditEvent.objects.filter(sequence_num__isnull=True).exists())
     if explain:  # the slowest statements of the reaping transaction, its commit and the seal
         slowest = sorted(capture.captured_queries, key=lambda q: -float(q["time"]))[:8]
@@ -522,18 +519,23 @@ def report(results: dict | None, counts: dict, reaping: dict | None, args, datab
     if reaping:
         c = reaping["counts"]
         in_transaction = reaping["statements"]
-        met = "met" if in_transaction < GOAL_REAP_SECONDS else "NOT met"
+        committed = in_transaction + reaping["commit"]  # the goal counts the commit (deferred checks run there)
+        met = "met" if committed < GOAL_REAP_SECONDS else "NOT met"
         if reaping["plans"]:
             print("\nPlans of the reaping's statements on the sessions table (EXPLAIN):")
             print("\n".join(reaping["plans"]))
         print(f"\nReaping {args.stale:,} stale sessions ({c['reaped_waiting']:,} waiting, {c['reaped_active']:,} active "
               f"holding lab claims; {args.fresh:,} live sessions renumbered, {c['promoted']} promoted), {database}:")
-        print(f"  reaping transaction          {in_transaction:6.2f} s  (goal < {GOAL_REAP_SECONDS:g} s: {met})")
-        print(f"    session statements         {in_transaction - reaping['journal_insert']:6.2f} s  "
-              f"(reap UPDATE, active ones read back, claims, renumber, promote)")
-        print(f"    journal INSERT ... SELECT  {reaping['journal_insert']:6.2f} s  "
-              f"({c['reaped_waiting'] + c['reaped_active']:,} session.reaped rows)")
-        print(f"  commit                       {reaping['commit']:6.2f} s")
+        print(f"  reaping, committed           {committed:6.2f} s  (goal < {GOAL_REAP_SECONDS:g} s: {met})")
+        print(f"  reaping transaction          {in_transaction:6.2f} s")
+        rows = c["reaped_waiting"] + c["reaped_active"]
+        pg = database.startswith("PostgreSQL")
+        print(f"    reap and journal           {reaping['journal_insert']:6.2f} s  " + (
+            f"(one statement: DELETE ... RETURNING feeding the INSERT ... SELECT of {rows:,} session.reaped rows)"
+            if pg else f"(INSERT ... SELECT of {rows:,} session.reaped rows; the DELETE is counted below)"))
+        print(f"    other statements           {in_transaction - reaping['journal_insert']:6.2f} s  "
+              f"(active ones read and locked, claims, {'' if pg else 'DELETE, '}renumber, promote)")
+        print(f"  its commit                   {reaping['commit']:6.2f} s")
         print(f"  audit seal after the commit  {reaping['seal']:6.2f} s  ({reaping['sealed']:,} rows hashed into the chain)")
         print(f"  publication (doorbell, webhooks) {reaping['publish']:6.2f} s  "
               f"({'channels_redis, one ring per seal batch' if args.redis else 'in-memory layer, no live client'})")

@@ -118,6 +118,7 @@ def audit_record_select(
     action: str,
     resource_id: Expression,
     metadata: Expression,
+    with_clause: tuple[str, list | tuple] | None = None,
 ) -> int:
     """Append one audit row per row of `rows`, in the database: one INSERT ... SELECT, no row through
     Python (the bulk path of a pass that journals a hundred thousand changes, e.g. stale reaping).
@@ -125,7 +126,11 @@ def audit_record_select(
     `resource_id` and `metadata` are expressions over `rows`' model (a text Cast of its key, a
     JSONObject of its columns); the other columns are the same for every row, as audit_record would
     write them. The rows are inserted in `rows`' order (the chain's order). Same transaction rule, same
-    seal and publication after commit as audit_record_many. Returns how many rows were inserted."""
+    seal and publication after commit as audit_record_many. Returns how many rows were inserted.
+
+    `with_clause` (PostgreSQL): (sql, params) of a data-modifying statement with RETURNING, put in a
+    WITH clause named as `rows`' table, so that the SELECT reads the rows that statement returned, e.g.
+    the rows a DELETE removed, journalled by the same statement that removes them."""
     from labmanager.middleware import current_client_ip, current_trace_id
 
     row = _row({"event_type": event_type, "actor": actor, "resource_type": resource_type, "resource_id": "",
@@ -142,8 +147,13 @@ def audit_record_select(
     except EmptyResultSet:  # a query that cannot match (`.none()`, `pk__in=[]`)
         return 0
     quote = connection.ops.quote_name
+    statement = f"INSERT INTO {quote(_TABLE)} ({', '.join(quote(name) for name in columns)}) {sql}"
+    if with_clause is not None:
+        with_sql, with_params = with_clause
+        statement = f"WITH {quote(rows.model._meta.db_table)} AS ({with_sql}) {statement}"
+        params = (*with_params, *params)
     with connection.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {quote(_TABLE)} ({', '.join(quote(name) for name in columns)}) {sql}", params)
+        cursor.execute(statement, params)
         inserted = cursor.rowcount
     if inserted:
         _seal_on_commit()

@@ -20,7 +20,7 @@ class LiveFilter(admin.SimpleListFilter):
     parameter_name = "live"
 
     def lookups(self, request, model_admin):
-        return [("yes", "Waiting or active"), ("no", "Ended or reaped")]
+        return [("yes", "Waiting or active"), ("no", "Ended (reaped sessions are only in the audit journal)")]
 
     def queryset(self, request, queryset):
         if self.value() == "yes":

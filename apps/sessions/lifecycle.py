@@ -7,7 +7,10 @@ class SessionStatus(models.TextChoices):
     WAITING = "waiting"  # in the pool's FIFO queue, position 1..n
     ACTIVE = "active"  # bound to one worker of the pool, position 0
     ENDED = "ended"  # DELETE /session/{id} or an operator ended it
-    REAPED = "reaped"  # not heard from within the stale timeout
+    # Not heard from within the stale timeout. Not stored: a reaped session's row is deleted when it is
+    # journalled as session.reaped (services/queue.py, _reap_and_journal); rows of older versions in
+    # this state are deleted by the purge.
+    REAPED = "reaped"
 
 
 class LabStatus(models.TextChoices):

@@ -123,7 +123,10 @@ class SessionLab(models.Model):
 class LabClaim(models.Model):
     """One session's reference on its worker's lab: a session holds at most one."""
 
-    session = models.OneToOneField(Session, on_delete=models.CASCADE, related_name="lab_claim")
+    # No foreign key constraint in the database: it would check, at commit, every session row a reaping
+    # deletes (100,000 checks, ~0.8 s, docs/performance.md). The services keep it: a claim is dropped
+    # before its session ends or is reaped, under the lock of the lab slot that acquiring takes too.
+    session = models.OneToOneField(Session, on_delete=models.CASCADE, related_name="lab_claim", db_constraint=False)
     lab = models.ForeignKey(SessionLab, on_delete=models.CASCADE, related_name="claims")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -36,7 +36,7 @@ def test_an_active_session_silent_past_its_timeout_is_reaped_and_the_next_promot
     counts = reap_sessions()
 
     assert counts["reaped_active"] == 1 and counts["promoted"] == 1
-    assert Session.objects.get(pk=active).status == "reaped"
+    assert not Session.objects.filter(pk=active).exists()  # reaped: the row is gone, the journal tells its story
     promoted = Session.objects.get(pk=waiting)
     assert (promoted.status, promoted.position, promoted.worker_id) == ("active", 0, worker.pk)
     lab = SessionLab.objects.get(worker=worker)
@@ -67,6 +67,7 @@ def test_waiting_sessions_are_reaped_after_their_own_longer_timeout_and_the_queu
     assert (counts["reaped_waiting"], counts["reaped_active"]) == (2, 0)
     remaining = Session.objects.filter(status__in=["waiting", "active"]).order_by("ticket")
     assert [(str(s.pk), s.position) for s in remaining] == [(ids[0], 0), (ids[2], 1), (ids[4], 2)]
+    assert Session.objects.count() == 3  # the reaped rows are gone
     assert set(AuditEvent.objects.filter(event_type="session.reaped").values_list("resource_id", flat=True)) == {
         ids[1], ids[3]}
 

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Case, CharField, F, Func, Max, Q, TextField, Value, When
 from django.db.models.functions import Cast, Concat, JSONObject, Substr
+from django.db.models.sql.subqueries import DeleteQuery
 from django.utils import timezone
 
 from apps.audit.services import audit_record, audit_record_many, audit_record_select
@@ -228,12 +229,42 @@ class _IsoTimestamp(Func):
         return self.as_sql(compiler, connection, template="(replace(%(expressions)s, ' ', 'T') || '+00:00')", **extra)
 
 
+def _reap_and_journal(candidates, pools: dict, actor: str) -> int:
+    """Delete the stale sessions `candidates` and journal each as `session.reaped` (its pool, its former
+    state, when it was last heard from); returns how many. A reaped session's row goes: its story is in
+    the journal (`session.created`, `session.activated`, `session.reaped`), and a DELETE writes no index
+    entry, where marking 100,000 rows REAPED wrote a new row version into every index (docs/performance.md).
+
+    PostgreSQL: one statement, the journal's INSERT ... SELECT reading the rows the DELETE returns (a
+    session a heartbeat revived in between is neither deleted nor journalled). SQLite: the INSERT ...
+    SELECT, then the DELETE; SQLite has one writer at a time, so nothing changes between the two."""
+    journal = {
+        "event_type": "session.reaped", "actor": actor, "resource_type": "session", "action": "session.reaped",
+        "resource_id": _uuid_text("pk"),
+        "metadata": JSONObject(**{
+            "pool": Case(*[When(pool_id=pk, then=Value(pool.name)) for pk, pool in pools.items()]),
+            "from": Case(When(activated_at__isnull=True, then=Value("waiting")), default=Value("active")),
+            "last_seen_at": _IsoTimestamp("last_seen_at")}),
+    }
+    delete_sql, delete_params = candidates.query.chain(DeleteQuery).get_compiler(candidates.db).as_sql()
+    # In key order: the journal's resource_id index takes sorted keys faster than random ones (~25 %).
+    if connection.vendor == "postgresql":
+        return audit_record_select(rows=Session.objects.order_by("pk"),
+                                   with_clause=(f"{delete_sql} RETURNING *", delete_params), **journal)
+    journalled = audit_record_select(rows=candidates.order_by("pk"), **journal)
+    with connection.cursor() as cursor:
+        cursor.execute(delete_sql, delete_params)
+        if cursor.rowcount != journalled:  # cannot happen with one writer; never leave them unjournalled
+            raise RuntimeError(f"reaping journalled {journalled} sessions and deleted {cursor.rowcount}")
+    return journalled
+
+
 def sessions_reap(*, pool_ids=None, actor: str = SYSTEM.actor) -> dict:
     """One maintenance pass over the pools (all, or `pool_ids`), in bulk statements:
 
     - sessions not heard from for SESSION_WAITING_STALE_SECONDS (waiting) or SESSION_ACTIVE_STALE_SECONDS
-      (active) are REAPED by one UPDATE; an audit row each, written by one INSERT ... SELECT from the
-      reaped rows (only the active ones, at most one per worker, are read into Python, before the UPDATE);
+      (active) are reaped: deleted and journalled (`session.reaped`) by one statement
+      (_reap_and_journal); only the active ones, at most one per worker, are read into Python, first;
     - reaped active sessions drop their lab claims; the queues are renumbered;
     - free usable workers go to the heads of the queues (also workers that became usable since).
     Returns counts: reaped_waiting, reaped_active, promoted."""
@@ -244,39 +275,27 @@ def sessions_reap(*, pool_ids=None, actor: str = SYSTEM.actor) -> dict:
     reaped_active_ids = []
     with transaction.atomic():
         pools = _pools_locked(pool_ids)
-        candidates = Session.objects.filter(stale, pool_id__in=list(pools))
-        # Only the active ones come to Python (at most one per worker: claims, workers, durations), read
-        # before the UPDATE (from the live index, not from the 100,000 reaped rows after it) and locked:
-        # a heartbeat racing in cannot revive one between this read and the UPDATE. New active sessions
-        # only come from a promotion, under the pools' locks held here.
+        candidates = Session.objects.filter(stale, pool_id__in=list(pools)).order_by()
+        # The active ones (claims, workers, durations), read and locked before the reaping: a heartbeat
+        # racing in cannot revive one in between. New active sessions only come from a promotion, under
+        # the pools' locks held here.
         durations: dict[int, list[float]] = {}
         active_workers = []
         for pk, pool_id, worker_id, activated_at, last_seen_at in (
-                candidates.filter(status=SessionStatus.ACTIVE).select_for_update().order_by()
+                candidates.filter(status=SessionStatus.ACTIVE).select_for_update()
                 .values_list("pk", "pool_id", "worker_id", "activated_at", "last_seen_at")):
             reaped_active_ids.append(pk)
             active_workers.append(worker_id)
             durations.setdefault(pool_id, []).append(max((last_seen_at - activated_at).total_seconds(), 0))
-        reaped = session_transition(sessions=candidates, to=SessionStatus.REAPED, ended_at=now, end_reason="stale")
-        if reaped:
-            counts["reaped_active"] = len(reaped_active_ids)
-            counts["reaped_waiting"] = reaped - len(reaped_active_ids)
-            if reaped_active_ids:
-                labs.claims_drop(session_ids=reaped_active_ids, worker_ids=active_workers, actor=actor)
-            if counts["reaped_waiting"]:
-                _renumber_waiting(pools)  # a pool with nothing to close up costs a read of its live queue
-            for pool_id, seconds in durations.items():
-                _record_durations(pools[pool_id], seconds)
-            batch = Session.objects.filter(status=SessionStatus.REAPED, ended_at=now, pool_id__in=list(pools))
-            # One audit row per reaped session, written by the database from the session rows. In key
-            # order: the journal's resource_id index takes sorted keys faster than random ones (~25 %).
-            audit_record_select(
-                rows=batch.order_by("pk"), event_type="session.reaped", actor=actor,
-                resource_type="session", action="session.reaped", resource_id=_uuid_text("pk"),
-                metadata=JSONObject(**{
-                    "pool": Case(*[When(pool_id=pk, then=Value(pool.name)) for pk, pool in pools.items()]),
-                    "from": Case(When(activated_at__isnull=True, then=Value("waiting")), default=Value("active")),
-                    "last_seen_at": _IsoTimestamp("last_seen_at")}))
+        if reaped_active_ids:  # first: a claim refers to its session's row
+            labs.claims_drop(session_ids=reaped_active_ids, worker_ids=active_workers, actor=actor)
+        reaped = _reap_and_journal(candidates, pools, actor)
+        counts["reaped_active"] = len(reaped_active_ids)
+        counts["reaped_waiting"] = reaped - len(reaped_active_ids)
+        if counts["reaped_waiting"]:
+            _renumber_waiting(pools)  # a pool with nothing to close up costs a read of its live queue
+        for pool_id, seconds in durations.items():
+            _record_durations(pools[pool_id], seconds)
         for pool in pools.values():
             counts["promoted"] += len(_promote(pool, now=now, actor=actor))
             usable = worker_placeable_list().filter(session_pool=pool.name).count()

@@ -17,9 +17,9 @@ from apps.sessions.lifecycle import LabStatus, SessionStatus
 from apps.workers.models import Worker
 from labmanager.indexes import PostgresBrinIndex, PostgresPartialIndex
 
-# The live sessions (waiting, active): what the queue's indexes hold. Reaped and ended sessions are
-# history, found by their key or by ended_at; leaving them out of these indexes is what makes reaping
-# 100,000 sessions one cheap UPDATE (docs/performance.md).
+# The live sessions (waiting, active): what the queue's indexes hold on PostgreSQL. Ended sessions are
+# history, found by their key or by ended_at (reaped ones are deleted): left out of these indexes, they
+# cost no index upkeep when they end and keep the indexes the size of the queue (docs/performance.md).
 LIVE_ROWS = models.Q(status__in=[SessionStatus.WAITING, SessionStatus.ACTIVE])
 
 
@@ -55,7 +55,7 @@ class Session(models.Model):
     position = models.PositiveIntegerField(default=0, help_text="0: active; 1..n: place in the queue.")
     # worker and owner: no index of their own. The active sessions are found by worker through
     # session_one_active_per_worker; nothing looks sessions up by owner but the deletion of a user or a
-    # worker (a scan, rare), and every reaped row would otherwise add an entry to both.
+    # worker (a scan, rare), and every new row version (a session ending) would add an entry to both.
     worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="lab_sessions",
                                db_index=False, help_text="The worker an active session holds.")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -74,7 +74,7 @@ class Session(models.Model):
         indexes = [
             PostgresPartialIndex(fields=["pool", "status", "position"], condition=LIVE_ROWS, name="session_pool_queue"),
             PostgresPartialIndex(fields=["status", "last_seen_at"], condition=LIVE_ROWS, name="session_staleness"),
-            # History by its end time (the reaping's batch, the purge): ended_at only grows, as rows are written.
+            # History by its end time (the purge): ended_at only grows, as rows are written.
             PostgresBrinIndex(fields=["ended_at"], name="session_ended"),
         ]
         constraints = [

@@ -114,6 +114,13 @@ def test_the_command_runs_one_pass_and_prints_the_counts(anon, worker, capsys):
     assert "reaped_waiting=1" in out and "reaped_active=1" in out and "promoted=1" in out
 
 
+def test_a_pass_before_any_pool_exists_does_nothing():
+    assert not SessionPool.objects.exists()  # a fresh install: the schedule runs before the first session
+
+    assert services.sessions_reap() == {"reaped_waiting": 0, "reaped_active": 0, "promoted": 0}
+    assert reap_sessions()["reaped_waiting"] == 0  # the whole scheduled pass
+
+
 def test_the_schedule_is_declared(settings):
     assert settings.Q_SCHEDULES["reap_sessions"] == {
         "func": "apps.sessions.tasks.reap_sessions", "schedule_type": "I", "minutes": 1}

@@ -289,7 +289,7 @@ def sessions_reap(*, pool_ids=None, actor: str = SYSTEM.actor) -> dict:
             durations.setdefault(pool_id, []).append(max((last_seen_at - activated_at).total_seconds(), 0))
         if reaped_active_ids:  # first: a claim refers to its session's row
             labs.claims_drop(session_ids=reaped_active_ids, worker_ids=active_workers, actor=actor)
-        reaped = _reap_and_journal(candidates, pools, actor)
+        reaped = _reap_and_journal(candidates, pools, actor) if pools else 0  # no pool yet: nothing to reap
         counts["reaped_active"] = len(reaped_active_ids)
         counts["reaped_waiting"] = reaped - len(reaped_active_ids)
         if counts["reaped_waiting"]:

@@ -45,6 +45,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, also when daphne imports this module
@@ -227,8 +228,9 @@ async def load(connections: list[Connection], endpoint: str, ids: list[str], *, 
     return {"requests": done, "elapsed": time.perf_counter() - started}
 
 
-async def measure(servers: dict[str, tuple[int, int]], args) -> dict:
-    """servers: name -> (port, pid). Returns {(server, endpoint): [round results]}."""
+async def measure(servers: dict[str, tuple[int, int]], args, endpoints=(*ENDPOINTS, FLOOR)) -> dict:
+    """servers: name -> (port, pid). Interleaved rounds of each endpoint on each server (the order of the
+    servers reversed every round). Returns {(server, endpoint): [round results]}."""
     results: dict[tuple[str, str], list[dict]] = {}
     ids = {name: [] for name in servers}
     connections = {name: [Connection(port) for _ in range(args.concurrency)] for name, (port, _) in servers.items()}
@@ -239,7 +241,7 @@ async def measure(servers: dict[str, tuple[int, int]], args) -> dict:
         names = list(servers)
         for round_no in range(args.rounds):
             order = names if round_no % 2 == 0 else names[::-1]
-            for endpoint in (*ENDPOINTS, FLOOR):
+            for endpoint in endpoints:
                 for name in order:
                     pid = servers[name][1]
                     cpu0, client0 = cpu_seconds(pid), time.process_time()
@@ -336,7 +338,7 @@ def query_counts() -> dict[str, tuple[int, list[str]]]:
     return counts
 
 
-def seed_stale(stale: int, stale_active: int, fresh: int) -> str:
+def seed_stale(stale: int, stale_active: int, fresh: int) -> tuple[str, datetime]:
     """A pool with `stale` stale sessions (the first `stale_active` active on their own worker, holding a
     claim on its running lab) and `fresh` live waiting sessions behind them. Bulk inserts; status written
     directly, which is fine for a benchmark but not how the application moves sessions."""
@@ -378,26 +380,18 @@ def explain_reaping(pool_name: str) -> list[str]:
     """PostgreSQL plans (EXPLAIN, not run) of the reaping's statements on the sessions table, as
     sessions_reap() builds them: the read of the stale active ones, and the DELETE whose returned rows
     the journal's INSERT ... SELECT reads (one statement)."""
-    from datetime import timedelta
-
-    from django.conf import settings
     from django.db import connection
-    from django.db.models import Q
-    from django.db.models.sql.subqueries import DeleteQuery
     from django.utils import timezone
 
     from apps.sessions.lifecycle import SessionStatus
-    from apps.sessions.models import Session, SessionPool
+    from apps.sessions.models import SessionPool
+    from apps.sessions.services.queue import delete_statement, stale_sessions
 
-    now = timezone.now()
     pools = list(SessionPool.objects.filter(name=pool_name).values_list("pk", flat=True))
-    stale = (Q(status=SessionStatus.WAITING, last_seen_at__lt=now - timedelta(seconds=settings.SESSION_WAITING_STALE_SECONDS))
-             | Q(status=SessionStatus.ACTIVE, last_seen_at__lt=now - timedelta(seconds=settings.SESSION_ACTIVE_STALE_SECONDS)))
-    candidates = Session.objects.filter(stale, pool_id__in=pools).order_by()
+    candidates = stale_sessions(now=timezone.now(), pool_ids=pools)
     statements = {
         "stale active ones (read and locked first)": candidates.filter(status=SessionStatus.ACTIVE).query.sql_with_params(),
-        "reap DELETE (its RETURNING rows feed the journal's INSERT)":
-            candidates.query.chain(DeleteQuery).get_compiler(candidates.db).as_sql(),
+        "reap DELETE (its RETURNING rows feed the journal's INSERT)": delete_statement(candidates),
     }
     lines = []
     with connection.cursor() as cursor:

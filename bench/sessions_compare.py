@@ -5,8 +5,8 @@
 
 Starts one daphne process per checkout (bench/sessions.py's environment: PostgreSQL, a database of
 its own each, DEBUG off, anonymous clients from loopback), creates sessions, then measures the endpoint
-in interleaved rounds (A then B, B then A, ...) at 32 concurrent keep-alive clients, so that both see the
-same machine. Prints the median requests per second and server CPU per request of each. Endpoints:
+in interleaved rounds (A then B, B then A, ...; bench/sessions.py's `measure`, its warm-up also creates
+and polls sessions) at 32 concurrent keep-alive clients, so that both see the same machine. Prints the median requests per second and server CPU per request of each. Endpoints:
 "POST /session", "GET /session/{id}", "POST /session/heartbeat", "GET /healthz". Not part of
 `make bench` (it needs a second checkout); figures from it are in docs/performance.md with the commits
 compared. Stops the servers and drops the databases at the end.
@@ -34,6 +34,8 @@ def parse_args():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--max-requests", type=int, default=100_000, help="per server and round")
     return parser.parse_args()
 
 
@@ -52,29 +54,6 @@ def start(name: str, root: Path) -> tuple[subprocess.Popen, int, str]:
     return proc, port, database
 
 
-async def measure(servers: dict, args) -> dict:
-    connections = {name: [bench.Connection(port) for _ in range(args.concurrency)] for name, (port, _) in servers.items()}
-    ids = {name: [] for name in servers}
-    results = {name: [] for name in servers}
-    try:
-        for name in servers:  # sessions to poll and heartbeat, and a warm-up
-            await bench.load(connections[name], "POST /session", ids[name], seconds=1, max_requests=300)
-            await bench.load(connections[name], args.endpoint, ids[name], seconds=1, max_requests=100_000)
-        for round_no in range(args.rounds):
-            for name in (list(servers) if round_no % 2 == 0 else list(servers)[::-1]):
-                pid = servers[name][1]
-                cpu = bench.cpu_seconds(pid)
-                result = await bench.load(connections[name], args.endpoint, ids[name], seconds=args.seconds,
-                                          max_requests=100_000)
-                rate = result["requests"] / result["elapsed"]
-                results[name].append((rate, (bench.cpu_seconds(pid) - cpu) / result["requests"] * 1000))
-    finally:
-        for conns in connections.values():
-            for conn in conns:
-                conn.close()
-    return results
-
-
 def main() -> int:
     args = parse_args()
     if not bench.pg_available():
@@ -85,18 +64,20 @@ def main() -> int:
         for name, root in (("A", args.a.resolve()), ("B", args.b.resolve())):
             started[name] = start(name, root)
         servers = {name: (port, proc.pid) for name, (proc, port, _) in started.items()}
-        results = asyncio.run(measure(servers, args))
+        results = asyncio.run(bench.measure(servers, args, endpoints=(args.endpoint,)))
     finally:
         for proc, _, database in started.values():
             bench.stop(proc)
             bench.pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    medians = {}
     for name, root in (("A", args.a), ("B", args.b)):
-        rates = [rate for rate, _ in results[name]]
-        cpu = statistics.median(ms for _, ms in results[name])
-        print(f"{name} ({root}): {args.endpoint}: median {statistics.median(rates):.1f} req/s, {cpu:.2f} ms server "
+        runs = results[(name, args.endpoint)]
+        rates = [run["requests"] / run["elapsed"] for run in runs]
+        cpu = statistics.median(run["server_cpu"] * run["elapsed"] / run["requests"] * 1000 for run in runs)
+        medians[name] = statistics.median(rates)
+        print(f"{name} ({root}): {args.endpoint}: median {medians[name]:.1f} req/s, {cpu:.2f} ms server "
               f"CPU a request; rounds: {' '.join(f'{r:.0f}' for r in rates)}")
-    a, b = (statistics.median(rate for rate, _ in results[name]) for name in ("A", "B"))
-    print(f"B / A: {b / a:.2f}")
+    print(f"B / A: {medians['B'] / medians['A']:.2f}")
     return 0
 
 

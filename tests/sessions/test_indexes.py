@@ -9,12 +9,12 @@ from datetime import timedelta
 import pytest
 from django.conf import settings as django_settings
 from django.db import connection
-from django.db.models import Q
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
 from apps.sessions.lifecycle import SessionStatus
 from apps.sessions.models import Session
+from apps.sessions.services.queue import stale_sessions
 
 pytestmark = [
     pytest.mark.skipif(not django_settings.IS_POSTGRES, reason="partial and BRIN indexes: PostgreSQL only"),
@@ -56,11 +56,9 @@ def _uses_a_live_index(plan: str) -> bool:
 def test_the_queue_queries_can_use_the_partial_indexes():
     """On an empty table the planner may take any of the three; what matters is that it may take them."""
     now = timezone.now()
-    stale = (Q(status=SessionStatus.WAITING, last_seen_at__lt=now - timedelta(seconds=600))
-             | Q(status=SessionStatus.ACTIVE, last_seen_at__lt=now - timedelta(seconds=300)))
     queries = {
-        "reaping": Session.objects.filter(stale, pool_id__in=[1]).order_by(),
-        "reaping, all pools": Session.objects.filter(stale).order_by(),
+        "reaping": stale_sessions(now=now, pool_ids=[1]),
+        "reaping, two pools": stale_sessions(now=now, pool_ids=[1, 2]),
         "closing up": Session.objects.filter(pool_id=1, status=SessionStatus.WAITING, position__gt=3).order_by(),
         "head of the queue": Session.objects.filter(pool_id=1, status=SessionStatus.WAITING).order_by("ticket")[:1],
         "active ones": Session.objects.filter(pool_id=1, status=SessionStatus.ACTIVE).order_by(),

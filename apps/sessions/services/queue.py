@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, CharField, F, Func, Max, Q, TextField, Value, When
+from django.db.models import Case, CharField, F, Func, Max, Q, QuerySet, TextField, Value, When
 from django.db.models.functions import Cast, Concat, JSONObject, Substr
 from django.db.models.sql.subqueries import DeleteQuery
 from django.utils import timezone
@@ -229,6 +229,19 @@ class _IsoTimestamp(Func):
         return self.as_sql(compiler, connection, template="(replace(%(expressions)s, ' ', 'T') || '+00:00')", **extra)
 
 
+def stale_sessions(*, now, pool_ids) -> QuerySet[Session]:
+    """The sessions of these pools not heard from for SESSION_WAITING_STALE_SECONDS (waiting) or
+    SESSION_ACTIVE_STALE_SECONDS (active), as of `now`: what a reaping pass takes."""
+    stale = (Q(status=SessionStatus.WAITING, last_seen_at__lt=now - timedelta(seconds=settings.SESSION_WAITING_STALE_SECONDS))
+             | Q(status=SessionStatus.ACTIVE, last_seen_at__lt=now - timedelta(seconds=settings.SESSION_ACTIVE_STALE_SECONDS)))
+    return Session.objects.filter(stale, pool_id__in=list(pool_ids)).order_by()
+
+
+def delete_statement(sessions: QuerySet[Session]) -> tuple[str, tuple]:
+    """(sql, params) of a DELETE of `sessions` (no cascade: what refers to them is dropped first)."""
+    return sessions.query.chain(DeleteQuery).get_compiler(sessions.db).as_sql()
+
+
 def _reap_and_journal(candidates, pools: dict, actor: str) -> int:
     """Delete the stale sessions `candidates` and journal each as `session.reaped` (its pool, its former
     state, when it was last heard from); returns how many. A reaped session's row goes: its story is in
@@ -246,7 +259,7 @@ def _reap_and_journal(candidates, pools: dict, actor: str) -> int:
             "from": Case(When(activated_at__isnull=True, then=Value("waiting")), default=Value("active")),
             "last_seen_at": _IsoTimestamp("last_seen_at")}),
     }
-    delete_sql, delete_params = candidates.query.chain(DeleteQuery).get_compiler(candidates.db).as_sql()
+    delete_sql, delete_params = delete_statement(candidates)
     # In key order: the journal's resource_id index takes sorted keys faster than random ones (~25 %).
     if connection.vendor == "postgresql":
         return audit_record_select(rows=Session.objects.order_by("pk"),
@@ -269,13 +282,11 @@ def sessions_reap(*, pool_ids=None, actor: str = SYSTEM.actor) -> dict:
     - free usable workers go to the heads of the queues (also workers that became usable since).
     Returns counts: reaped_waiting, reaped_active, promoted."""
     now = timezone.now()
-    stale = (Q(status=SessionStatus.WAITING, last_seen_at__lt=now - timedelta(seconds=settings.SESSION_WAITING_STALE_SECONDS))
-             | Q(status=SessionStatus.ACTIVE, last_seen_at__lt=now - timedelta(seconds=settings.SESSION_ACTIVE_STALE_SECONDS)))
     counts = {"reaped_waiting": 0, "reaped_active": 0, "promoted": 0}
     reaped_active_ids = []
     with transaction.atomic():
         pools = _pools_locked(pool_ids)
-        candidates = Session.objects.filter(stale, pool_id__in=list(pools)).order_by()
+        candidates = stale_sessions(now=now, pool_ids=pools)
         # The active ones (claims, workers, durations), read and locked before the reaping: a heartbeat
         # racing in cannot revive one in between. New active sessions only come from a promotion, under
         # the pools' locks held here.

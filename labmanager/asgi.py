@@ -8,6 +8,11 @@ HTTP is served two ways (docs/performance.md, "Serving HTTP"):
   request (sync middleware around an async core around a sync view); the pool's threads are reused and
   keep their database connections (CONN_MAX_AGE). About half the server CPU per request.
 `HTTP_THREADS=0` sends all HTTP through Django's ASGI handler.
+
+In front of both, `apps.sessions.api.fast.RemoteLabFastPath` serves the remote-lab clients' hot requests
+(POST /session, GET /session/{id}, POST /session/heartbeat, GET /healthz) without Django's request
+handling, and passes every other request, and every one it would not answer with success, to Django
+(`SESSION_FAST_PATH=false`: everything through Django).
 """
 
 import os
@@ -47,9 +52,15 @@ class HttpRouter:
 
 websocket_urlpatterns = [path("ws/events", EventsConsumer.as_asgi())]
 
+http_app = HttpRouter(asgi_app=django_asgi_app, threads=settings.HTTP_THREADS)
+if settings.SESSION_FAST_PATH:  # the remote-lab clients' hot requests, in front of Django
+    from apps.sessions.api.fast import RemoteLabFastPath  # noqa: E402
+
+    http_app = RemoteLabFastPath(http_app, threads=settings.SESSION_FAST_PATH_THREADS)
+
 application = ProtocolTypeRouter(
     {
-        "http": HttpRouter(asgi_app=django_asgi_app, threads=settings.HTTP_THREADS),
+        "http": http_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -200,6 +200,10 @@ SESSION_QUEUE_MAX = env.int("SESSION_QUEUE_MAX", default=1000)  # waiting sessio
 SESSION_SWEEP_INTERVAL_SECONDS = env.float("SESSION_SWEEP_INTERVAL_SECONDS", default=5.0)
 # Clients without an API key or token are accepted only from these networks (REMOTE_ADDR).
 SESSION_ANONYMOUS_NETWORKS = env.list("SESSION_ANONYMOUS_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+# apps/sessions/api/fast.py: POST /session, GET /session/{id}, heartbeats and /healthz served in front of
+# Django, on their own threads (each keeps a database connection: count them with HTTP_THREADS).
+SESSION_FAST_PATH = env.bool("SESSION_FAST_PATH", default=True)
+SESSION_FAST_PATH_THREADS = env.int("SESSION_FAST_PATH_THREADS", default=4)
 SESSION_API_RATE_LIMIT = env.str("SESSION_API_RATE_LIMIT", default="100000/min")  # per principal; "": none
 SESSION_UPLOAD_MAX_BYTES = env.int("SESSION_UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)  # topology + extra files
 SESSION_UPLOAD_MAX_FILES = env.int("SESSION_UPLOAD_MAX_FILES", default=20)  # extra_files per POST /lab

@@ -220,3 +220,143 @@ def test_concurrent_creations_keep_fifo_order_and_their_own_trace_ids(servers):
     assert len({s.ticket for s in sessions}) == clients
     journal = dict(AuditEvent.objects.filter(event_type="session.created").values_list("resource_id", "trace_id"))
     assert journal == {r.json()["session_id"]: r.headers["x-trace-id"] for r in answers}
+
+
+# --- in-process: routing, credentials, HTTPS rules, replay (no database; the fallback records calls) ------
+
+class Recorder:
+    """A stand-in for Django behind the fast path: records what reaches it and answers 299."""
+
+    def __init__(self):
+        self.calls = []
+
+    async def __call__(self, scope, receive, send):
+        messages = [await receive()]
+        while messages[-1].get("more_body"):
+            messages.append(await receive())
+        self.calls.append((scope["path"], b"".join(m.get("body", b"") for m in messages)))
+        await send({"type": "http.response.start", "status": 299, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def call_app(app, method: str, path: str, *, headers=(), body_parts=(b"",), scheme="http", client=("127.0.0.1", 5000)):
+    """Drive one HTTP request through an ASGI app; returns the response messages."""
+    scope = {"type": "http", "method": method, "path": path, "query_string": b"", "scheme": scheme,
+             "headers": [(b"host", b"127.0.0.1"), *headers], "client": client}
+    incoming = [{"type": "http.request", "body": part, "more_body": n < len(body_parts) - 1}
+                for n, part in enumerate(body_parts)] + [{"type": "http.disconnect"}]
+    sent = []
+
+    async def receive():
+        return incoming.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+@pytest.fixture
+def fast_app(settings):
+    from apps.sessions.api.fast import RemoteLabFastPath
+
+    recorder = Recorder()
+    app = RemoteLabFastPath(recorder, threads=1)
+    yield app, recorder
+    app.executor.shutdown()
+
+
+@pytest.mark.django_db(transaction=False)
+def test_routes_of_the_fast_path():
+    from apps.sessions.api.fast import _endpoint
+
+    assert _endpoint("POST", f"{API}/session") == "create"
+    assert _endpoint("POST", f"{API}/session/heartbeat") == "heartbeat"
+    assert _endpoint("GET", f"{API}/session/abc") == "poll"
+    assert _endpoint("GET", f"{API}/healthz") == "healthz"
+    for method, path in [("GET", f"{API}/session"), ("DELETE", f"{API}/session/abc"), ("GET", f"{API}/session/"),
+                         ("GET", f"{API}/session/a/b"), ("GET", f"{API}/sessionx"), ("POST", f"{API}/lab"),
+                         ("HEAD", f"{API}/healthz"), ("GET", f"{API}/session/heartbeat/x"), ("GET", "/api/workers")]:
+        assert _endpoint(method, path) is None, (method, path)
+
+
+@pytest.mark.django_db(transaction=False)
+def test_credentials_the_fast_path_takes_and_those_it_leaves_to_django():
+    from apps.sessions.api.fast import PASS_ON, _api_key, _pool_query
+
+    assert _api_key({}) is None
+    assert _api_key({b"x-api-key": b" lm_abc "}) == "lm_abc"
+    assert _api_key({b"authorization": b"Bearer lm_abc"}) == "lm_abc"
+    assert _api_key({b"authorization": b"Bearer aaa.bbb.ccc"}) is PASS_ON  # a provider's token
+    assert _api_key({b"authorization": b"Basic dXNlcjpwdw=="}) is PASS_ON
+    assert _pool_query(b"") is None and _pool_query(b"pool=") is None and _pool_query(b"pool=lab%20a") == "lab a"
+    assert _pool_query(b"pool=a&pool=b") is PASS_ON and _pool_query(b"x=1") is PASS_ON
+    assert _pool_query(b"pool=" + b"p" * 51) is PASS_ON  # Django's 422 (max 50 characters)
+
+
+@pytest.mark.django_db(transaction=False)
+def test_healthz_is_answered_without_django_and_with_its_headers(fast_app):
+    app, recorder = fast_app
+    sent = call_app(app, "GET", f"{API}/healthz")
+    assert sent[0]["status"] == 204 and recorder.calls == []
+    headers = dict(sent[0]["headers"])
+    assert headers[b"allow"] == b"GET, HEAD, OPTIONS" and headers[b"content-length"] == b"0"
+    assert headers[b"x-frame-options"] == b"DENY" and b"x-trace-id" in headers and b"content-type" not in headers
+
+
+@pytest.mark.django_db(transaction=False)
+def test_a_request_with_a_body_or_a_bad_host_reaches_django_whole(fast_app):
+    app, recorder = fast_app
+    assert call_app(app, "POST", f"{API}/session", body_parts=(b'{"a":', b" 1}"))[0]["status"] == 299
+    big = b"x" * (70 * 1024)
+    assert call_app(app, "POST", f"{API}/session/heartbeat", body_parts=(big, b"tail"))[0]["status"] == 299
+    assert call_app(app, "GET", f"{API}/healthz", headers=[(b"host", b"evil.example")])[0]["status"] == 299
+    assert call_app(app, "GET", "/api/workers")[0]["status"] == 299
+    assert recorder.calls == [(f"{API}/session", b'{"a": 1}'), (f"{API}/session/heartbeat", big + b"tail"),
+                              (f"{API}/healthz", b""), ("/api/workers", b"")]
+
+
+@pytest.mark.django_db(transaction=False)
+def test_https_rules_are_djangos(settings):
+    from apps.sessions.api.fast import RemoteLabFastPath
+
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    settings.SECURE_HSTS_PRELOAD = False
+    recorder = Recorder()
+    app = RemoteLabFastPath(recorder, threads=1)
+    try:
+        assert call_app(app, "GET", f"{API}/healthz")[0]["status"] == 299  # plain HTTP: Django redirects
+        proxied = call_app(app, "GET", f"{API}/healthz", headers=[(b"x-forwarded-proto", b"https")])[0]
+        direct = call_app(app, "GET", f"{API}/healthz", scheme="https")[0]
+    finally:
+        app.executor.shutdown()
+    for answer in (proxied, direct):
+        assert answer["status"] == 204
+        assert dict(answer["headers"])[b"strict-transport-security"] == b"max-age=3600; includeSubDomains"
+    assert len(recorder.calls) == 1
+
+
+@pytest.mark.django_db(transaction=False)
+def test_a_client_gone_before_its_request_is_read_gets_nothing(fast_app):
+    from apps.sessions.api.fast import RemoteLabFastPath
+
+    app, recorder = fast_app
+    sent = []
+
+    async def run():
+        async def receive():
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        await RemoteLabFastPath.__call__(app, {"type": "http", "method": "POST", "path": f"{API}/session",
+                                               "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 1)},
+                                         receive, send)
+
+    asyncio.run(run())
+    assert sent == [] and recorder.calls == []

@@ -16,8 +16,9 @@ pool's WSGI hop each cost 2–4 ms of server CPU before and after its one or two
    lock of the pool, one INSERT, one commit and one audit seal for all of them, each request keeping its
    own trace id in the journal). A client gets its answer only after its session is committed.
 3. The answer: the same status, body and headers as the DRF view's (X-Trace-Id, X-RateLimit-*, the
-   security headers; tests/sessions/test_fast_path.py compares them), the request log line, and
-   `labmanager_remote_lab_fast_path_total{endpoint, outcome}` in /metrics.
+   security headers; tests/sessions/test_fast_path.py compares them), the request log line, and in
+   /metrics `labmanager_remote_lab_fast_path_total{endpoint, outcome}` (served / passed_on) and
+   `labmanager_remote_lab_fast_path_batches_total{endpoint}` (requests per batch: served / batches).
 
 Every other request, and every request that would not succeed here, is passed to Django unchanged and
 answered there exactly as before (problem+json, WWW-Authenticate, journalled refusals): unknown or
@@ -71,6 +72,8 @@ MAX_BATCH = 500  # POST /session requests in one transaction at most
 
 REQUESTS = Counter("labmanager_remote_lab_fast_path", "Remote-lab requests the fast path served or passed to Django",
                    ["endpoint", "outcome"])
+BATCHES = Counter("labmanager_remote_lab_fast_path_batches", "Batches (one thread job, one statement or "
+                  "transaction each) of the fast path's requests", ["endpoint"])
 # The Allow header DRF sends for each view (tests/sessions/test_fast_path.py checks them against Django's).
 ALLOW = {"create": "POST, OPTIONS", "heartbeat": "POST, OPTIONS", "poll": "GET, DELETE, HEAD, OPTIONS",
          "healthz": "GET, HEAD, OPTIONS"}
@@ -209,6 +212,9 @@ def _uuid(value):
         return None
 
 
+_ENDPOINT_OF = {_heartbeats: "heartbeat", _polls: "poll", _creations: "create"}
+
+
 # --------------------------------------------------------------------------- the ASGI app
 
 class _Gatherer:
@@ -235,6 +241,7 @@ class _Gatherer:
             while self.pending.get(slot):
                 queue = self.pending[slot]
                 batch, self.pending[slot] = queue[:MAX_BATCH], queue[MAX_BATCH:]
+                BATCHES.labels(_ENDPOINT_OF[work]).inc()
                 try:
                     results = await self.run(work, key, [call for call, _ in batch])
                 except DatabaseError as exc:  # Django answers them (a 500 if the database is really gone)
@@ -283,9 +290,9 @@ class RemoteLabFastPath:
             if len(body) > MAX_BODY:
                 break
         started = time.perf_counter()
-        headers = {}
-        for name, value in scope["headers"]:
-            headers[name] = value  # the last of repeated headers, as Django's META keeps
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:  # repeated ones joined with commas, as Django's META has them
+            headers[name] = headers[name] + b"," + value if name in headers else value
         answer = None
         if complete and not body and self._acceptable(scope, headers):
             answer = await self._serve(endpoint, scope, headers)

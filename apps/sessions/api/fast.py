@@ -150,7 +150,7 @@ def _in_request(work, *args):
         close_old_connections()
 
 
-def _heartbeats(_key, calls: list[Call]) -> list:
+def _heartbeats(_key, calls: list[Call], committed=None) -> list:
     """POST /session/heartbeat of several clients: one UPDATE (per principal). A session not found
     (the UPDATE matched no row) is Django's 404."""
     keys = {}
@@ -160,7 +160,7 @@ def _heartbeats(_key, calls: list[Call]) -> list:
     return [None if id(call) in alive else PASS_ON for call in calls]
 
 
-def _polls(_key, calls: list[Call]) -> list:
+def _polls(_key, calls: list[Call], committed=None) -> list:
     """GET /session/{id} of several clients, as SessionDetailView.get: one read of their sessions (not
     found or not theirs: Django's 404), the rate limit, one touch, the bodies. A pool whose maintenance
     pass is due goes to Django, which runs the pass."""
@@ -188,15 +188,16 @@ def _polls(_key, calls: list[Call]) -> list:
     return [bodies.get(id(call), PASS_ON) for call in calls]
 
 
-def _creations(pool_name: str | None, calls: list[Call]) -> list:
+def _creations(pool_name: str | None, calls: list[Call], committed=None) -> list:
     """POST /session of several clients in one pool: the admitted ones in one session_create_many.
-    Returns per call its Session or PASS_ON."""
+    Returns per call its Session or PASS_ON. `committed()` is called once their transaction committed
+    (the next batch may start while this one's journal rows are sealed)."""
     keys = {}
     admitted = [call for call in calls if _admit(call, keys)]
     results: dict[int, object] = {}
     if admitted:
         try:
-            sessions = services.session_create_many(pool_name=pool_name, requests=[
+            sessions = services.session_create_many(pool_name=pool_name, on_commit=committed, requests=[
                 services.NewSession(call.principal, call.client_ip, call.trace_id) for call in admitted])
         except (DomainError, DatabaseError) as exc:  # an unknown pool (422); the database: Django answers each
             log.info("POST /session: %d requests passed on to Django: %s", len(admitted), exc)
@@ -218,14 +219,17 @@ _ENDPOINT_OF = {_heartbeats: "heartbeat", _polls: "poll", _creations: "create"}
 # --------------------------------------------------------------------------- the ASGI app
 
 class _Gatherer:
-    """Requests of one kind (and pool) gathered into batches, one batch in its thread at a time per key:
-    what arrives while a batch runs goes into the next one (group commit). `work(key, calls)` returns one
-    result per call."""
+    """Requests of one kind (and pool) gathered into batches, one batch at a time per key: what arrives
+    while a batch runs goes into the next one (group commit). `work(key, calls, committed)` runs in a
+    thread and returns one result per call. A batch of creations calls `committed()` right after its
+    commit, and the next batch starts then, while this one's journal rows are sealed (the queue's order
+    is fixed by then)."""
 
     def __init__(self, run):
         self.run = run
         self.pending: dict[object, list[tuple[Call, asyncio.Future]]] = {}
         self.draining: dict[object, asyncio.Task] = {}
+        self.running: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
 
     async def submit(self, work, key, call: Call):
         future = asyncio.get_running_loop().create_future()
@@ -237,27 +241,38 @@ class _Gatherer:
     async def _drain(self, work, key):
         slot = (work, key)
         trace_id_var.set("-")  # a batch is no one request's (its creations journal their own trace ids)
+        loop = asyncio.get_running_loop()
         try:
             while self.pending.get(slot):
                 queue = self.pending[slot]
                 batch, self.pending[slot] = queue[:MAX_BATCH], queue[MAX_BATCH:]
                 BATCHES.labels(_ENDPOINT_OF[work]).inc()
-                try:
-                    results = await self.run(work, key, [call for call, _ in batch])
-                except DatabaseError as exc:  # Django answers them (a 500 if the database is really gone)
-                    log.warning("%s: %d requests passed on to Django: %s", work.__name__, len(batch), exc)
-                    results = [PASS_ON] * len(batch)
-                except Exception:  # a defect: logged as one; the clients still get Django's answer
-                    log.exception("%s failed; %d requests passed on to Django", work.__name__, len(batch))
-                    results = [PASS_ON] * len(batch)
-                for (_, future), result in zip(batch, results):
-                    if not future.done():  # its client may have gone
-                        future.set_result(result)
+                released = asyncio.Event()
+                task = asyncio.ensure_future(self._batch(work, key, batch, released,
+                                                         committed=lambda: loop.call_soon_threadsafe(released.set)))
+                self.running.add(task)
+                task.add_done_callback(self.running.discard)
+                await released.wait()
         finally:
             del self.draining[slot]
             for _, future in self.pending.pop(slot, []):  # only if cancelled (the server stops)
                 if not future.done():
                     future.set_result(PASS_ON)
+
+    async def _batch(self, work, key, batch, released: asyncio.Event, *, committed):
+        try:
+            results = await self.run(work, key, [call for call, _ in batch], committed)
+        except DatabaseError as exc:  # Django answers them (a 500 if the database is really gone)
+            log.warning("%s: %d requests passed on to Django: %s", work.__name__, len(batch), exc)
+            results = [PASS_ON] * len(batch)
+        except Exception:  # a defect: logged as one; the clients still get Django's answer
+            log.exception("%s failed; %d requests passed on to Django", work.__name__, len(batch))
+            results = [PASS_ON] * len(batch)
+        finally:
+            released.set()
+        for (_, future), result in zip(batch, results):
+            if not future.done():  # its client may have gone
+                future.set_result(result)
 
 
 class RemoteLabFastPath:

@@ -134,16 +134,23 @@ def session_create(*, principal: Principal, pool_name: str | None = None, client
     return session_create_many(pool_name=pool_name, requests=[NewSession(principal, client_ip)], full_raises=True)[0]
 
 
-def session_create_many(*, pool_name: str | None, requests: list[NewSession], full_raises: bool = False) -> list:
+def session_create_many(*, pool_name: str | None, requests: list[NewSession], full_raises: bool = False,
+                        on_commit=None) -> list:
     """Append sessions to one pool's queue in the order given, in one transaction (one lock of the pool,
     one INSERT of the sessions and one of their journal rows, one commit): the remote-lab fast path
     gathers the POST /session of many clients into one call (apps/sessions/api/fast.py).
 
     Returns one entry per request: its Session, or None where the queue was full (the requests at the
-    end; with `full_raises` a full queue raises QueueFull instead, which is 503 with Retry-After)."""
-    pool = pool_get_or_create(name=pool_name)
+    end; with `full_raises` a full queue raises QueueFull instead, which is 503 with Retry-After).
+    `on_commit` is called right after the commit, before the journal's seal (the fast path starts its next
+    batch then)."""
+    name = (pool_name or settings.SESSION_DEFAULT_POOL).strip()
     with transaction.atomic():
-        pool = _pools_locked([pool.pk])[pool.pk]
+        if on_commit is not None:
+            transaction.on_commit(on_commit)  # registered first: runs before the seal's hook
+        pool = SessionPool.objects.select_for_update().filter(name=name).first()  # the lock, by name
+        if pool is None:  # a pool's first session (or an unknown pool: 422)
+            pool = SessionPool.objects.select_for_update().get(pk=pool_get_or_create(name=name).pk)
         waiting = _waiting_count(pool.pk)
         limit = settings.SESSION_QUEUE_MAX
         room = len(requests) if not limit else max(0, min(len(requests), limit - waiting))

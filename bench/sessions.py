@@ -25,7 +25,7 @@ What it does:
    server's figure). Every response is checked.
 5. Reaping: bulk-creates `--stale` stale sessions in their own pool (most waiting, `--stale-active` of
    them active, each holding a claim on its worker's running lab) plus 1,000 fresh waiting sessions behind
-   them, ANALYZEs (as autovacuum would), then times `services.sessions_reap()` (the schedule's call) in
+   them, VACUUM ANALYZEs (as autovacuum would), then times `services.sessions_reap()` (the schedule's call) in
    parts: the reaping transaction (the statement that deletes the reaped sessions and journals one audit
    row each; the others), its commit, the audit seal after the commit and the publication within the seal.
    `--redis URL` publishes through channels_redis with one listening channel (and times, for
@@ -421,9 +421,11 @@ def time_reaping(stale: int, stale_active: int, fresh: int, *, redis: bool, expl
     t0 = time.perf_counter()
     pool_name, last_seen = seed_stale(stale, stale_active, fresh)
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:  # what autovacuum does a minute after such a bulk insert
-            cursor.execute("ANALYZE lab_sessions_session")
-            cursor.execute("ANALYZE audit_auditevent")
+        # What autovacuum does a minute after such a bulk insert; VACUUM too, so that the dead rows the
+        # HTTP rounds left (every heartbeat and poll updates a row) are not cleaned up during the timing.
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE lab_sessions_session")
+            cursor.execute("VACUUM ANALYZE audit_auditevent")
     seeded = time.perf_counter() - t0
     plans = explain_reaping(pool_name) if explain and connection.vendor == "postgresql" else []
     layer = get_channel_layer()

@@ -77,7 +77,8 @@ def sessions_get_live_many(session_ids) -> dict[uuid.UUID, Session]:
             pass
     if not pks:
         return {}
-    return {session.pk: session for session in Session.objects.select_related("pool").filter(pk__in=pks, status__in=LIVE)}
+    sessions = Session.objects.select_related("pool").filter(pk__in=pks, status__in=LIVE)
+    return {session.pk: session for session in sessions}
 
 
 def worker_public_ids(worker_ids) -> dict[int, str]:

@@ -80,10 +80,6 @@ ALLOW = {"create": "POST, OPTIONS", "heartbeat": "POST, OPTIONS", "poll": "GET, 
 _DATETIME = serializers.DateTimeField()  # DRF's rendering of datetimes (ISO 8601, "Z" for UTC)
 
 
-class _PassOn(Exception):
-    """This request is Django's to answer."""
-
-
 PASS_ON = object()  # a result: pass the request on
 
 

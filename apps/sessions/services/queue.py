@@ -201,7 +201,8 @@ def _visibility_sql(principal: Principal) -> tuple[str, list]:
 def sessions_heartbeat_many(requests: list[tuple]) -> list[bool]:
     """Heartbeats of several clients, (session id, principal) each: per principal one indexed
     `UPDATE ... WHERE id IN (...) RETURNING id` in autocommit (the remote-lab fast path gathers concurrent
-    heartbeats: one statement and one commit for all of them). Returns per request whether its session was live and its principal's."""
+    heartbeats: one statement and one commit for all of them). Returns per request whether its session
+    was live and the principal's to see."""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     pk_field = Session._meta.pk
     by_principal: dict[Principal, set] = {}

@@ -293,6 +293,8 @@ def test_credentials_the_fast_path_takes_and_those_it_leaves_to_django():
     assert _pool_query(b"") is None and _pool_query(b"pool=") is None and _pool_query(b"pool=lab%20a") == "lab a"
     assert _pool_query(b"pool=a&pool=b") is PASS_ON and _pool_query(b"x=1") is PASS_ON
     assert _pool_query(b"pool=" + b"p" * 51) is PASS_ON  # Django's 422 (max 50 characters)
+    assert _pool_query(b"pool=%20lab%20") == "lab" and _pool_query(b"pool=%20%20") is None  # trimmed, as DRF does
+    assert _pool_query(b"pool=a%00b") is PASS_ON and _pool_query("pool=é".encode()) is PASS_ON
 
 
 @pytest.mark.django_db(transaction=False)

@@ -380,7 +380,8 @@ class RemoteLabFastPath:
         pool = _pool_query(scope.get("query_string", b""))
         if pool is PASS_ON:
             return None
-        session = await self.gatherer.submit(_creations, pool, call)
+        # One batch at a time per pool: the key is the pool's name, the default's spelled out.
+        session = await self.gatherer.submit(_creations, pool or settings.SESSION_DEFAULT_POOL, call)
         if session is PASS_ON:
             return None
         return self._answer(201, _json({"session_id": str(session.pk), "position": session.position}), trace_id,
@@ -430,14 +431,19 @@ def _api_key(headers) -> str | None | object:
 
 
 def _pool_query(query_string: bytes):
-    """The `pool` of POST /session?pool=: None for the default; PASS_ON for any other query (Django
-    validates it)."""
+    """The `pool` of POST /session?pool= (whitespace trimmed, as DRF's CharField does): None for the
+    default; PASS_ON for any other query, and for what Django would refuse (422) or decode otherwise."""
     if not query_string:
         return None
-    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    if len(pairs) != 1 or pairs[0][0] != "pool" or len(pairs[0][1]) > 50:
+    if not query_string.isascii():
         return PASS_ON
-    return pairs[0][1] or None
+    pairs = parse_qsl(query_string.decode("ascii"), keep_blank_values=True)
+    if len(pairs) != 1 or pairs[0][0] != "pool":
+        return PASS_ON
+    pool = pairs[0][1].strip()
+    if len(pool) > 50 or "\x00" in pool:
+        return PASS_ON
+    return pool or None
 
 
 def _json(data) -> bytes:

@@ -11,10 +11,12 @@ pool's WSGI hop each cost 2–4 ms of server CPU before and after its one or two
 2. In one of SESSION_FAST_PATH_THREADS threads, each keeping its database connection as Django's request
    threads do: the API key's user, the rate limit (SESSION_API_RATE_LIMIT, the same buckets as
    apps/sessions/api/access.py), then the same services and selectors as the DRF views
-   (apps/sessions/api/views.py). `POST /session` requests are gathered per pool: while one batch is in
-   its transaction the next requests wait, and go together in the next one (`session_create_many`: one
-   lock of the pool, one INSERT, one commit and one audit seal for all of them, each request keeping its
-   own trace id in the journal). A client gets its answer only after its session is committed.
+   (apps/sessions/api/views.py). Requests are gathered: while one batch of a kind is in its thread, the
+   next ones wait and go together in the next batch. Heartbeats: one UPDATE (`sessions_heartbeat_many`).
+   Polls: one read (`sessions_get_live_many`) and at most one touch. Creations, per pool: one transaction
+   (`session_create_many`: one lock of the pool, one INSERT, one commit and one audit seal for all of
+   them, each request keeping its own trace id in the journal). A client gets its answer only after its
+   batch committed.
 3. The answer: the same status, body and headers as the DRF view's (X-Trace-Id, X-RateLimit-*, the
    security headers; tests/sessions/test_fast_path.py compares them), the request log line, and in
    /metrics `labmanager_remote_lab_fast_path_total{endpoint, outcome}` (served / passed_on) and
@@ -284,7 +286,7 @@ class RemoteLabFastPath:
         self.static_headers = _security_headers()
 
     async def _run(self, work, *args):
-        context = contextvars.copy_context()  # the trace id and address, for log lines and the journal
+        context = contextvars.copy_context()  # the calling task's (a batch's trace id is "-")
         return await asyncio.get_running_loop().run_in_executor(self.executor, context.run, _in_request, work, *args)
 
     async def __call__(self, scope, receive, send):

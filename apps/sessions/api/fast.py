@@ -36,7 +36,6 @@ takes a second token in Django.
 
 import asyncio
 import contextvars
-import ipaddress
 import json
 import logging
 import time
@@ -53,13 +52,14 @@ from prometheus_client import Counter
 from rest_framework import exceptions, serializers
 
 from apps.sessions import selectors, services
-from apps.sessions.api.access import anonymous_allowed
-from apps.sessions.selectors import Principal
+from apps.sessions.api.access import anonymous_allowed, anonymous_principal, client_ip, rate_limit_take
+from apps.sessions.selectors import Principal, parse_session_id
+from labmanager.api.actors import api_key_actor
 from labmanager.api.authentication import user_for_api_key
-from labmanager.api.buckets import Bucket, Decision, take
+from labmanager.api.buckets import Decision
 from labmanager.api.permissions import privileged
 from labmanager.api.throttling import client_address
-from labmanager.errors import DomainError
+from labmanager.errors import DomainError, NotFound
 from labmanager.identity.tokens import looks_like_jwt
 from labmanager.middleware import TRACE_HEADER, client_ip_var, request_log, trace_id_var
 
@@ -99,10 +99,7 @@ class Call:
 
     @property
     def client_ip(self) -> str | None:
-        try:
-            return str(ipaddress.ip_address(self.remote_addr)) if self.remote_addr else None
-        except ValueError:
-            return None
+        return client_ip(self.remote_addr)
 
 
 # --------------------------------------------------------------------------- the work, in a thread
@@ -120,23 +117,18 @@ def _admit(call: Call, keys: dict) -> bool:
         if keys[call.api_key] is None:
             return False
         user, api_key = keys[call.api_key]
-        call.principal = Principal(user_id=user.pk, actor=f"{user.get_username()} (apikey:{api_key.prefix})",
-                                   privileged=privileged(user))
+        call.principal = Principal(user_id=user.pk, actor=api_key_actor(user, api_key), privileged=privileged(user))
         ident = f"user:{user.pk}"
     else:
         if not anonymous_allowed(call.remote_addr):
             return False
-        call.principal = Principal(user_id=None, actor=f"anonymous@{call.remote_addr or '?'}")
+        call.principal = anonymous_principal(call.remote_addr)
         meta = {"REMOTE_ADDR": call.remote_addr}
         if call.forwarded_for is not None:
             meta["HTTP_X_FORWARDED_FOR"] = call.forwarded_for
         ident = f"ip:{client_address(SimpleNamespace(META=meta))}"
-    rate = settings.SESSION_API_RATE_LIMIT
-    if rate:
-        call.decision = take(f"remote-lab:{ident}", Bucket.from_settings(rate))
-        if not call.decision.allowed:
-            return False
-    return True
+    call.decision = rate_limit_take(ident)
+    return call.decision is None or call.decision.allowed
 
 
 def _in_request(work, *args):
@@ -166,7 +158,7 @@ def _polls(_key, calls: list[Call], committed=None) -> list:
     keys, answered = {}, []
     now = time.time()
     for call in calls:
-        session = sessions.get(_uuid(call.target))
+        session = sessions.get(_session_key(call.target))
         if session is None or session.pool.maintained_at is None or (
                 now - session.pool.maintained_at.timestamp() >= settings.SESSION_SWEEP_INTERVAL_SECONDS):
             continue
@@ -204,10 +196,10 @@ def _creations(pool_name: str | None, calls: list[Call], committed=None) -> list
     return [results.get(id(call)) or PASS_ON for call in calls]
 
 
-def _uuid(value):
+def _session_key(value: str):
     try:
-        return uuid.UUID(value.strip())
-    except ValueError:
+        return parse_session_id(value)
+    except NotFound:
         return None
 
 

@@ -3,7 +3,6 @@
 Views parse input, call one service or selector and render; errors are DomainErrors → problem+json
 whose `detail` is the seed's message ("Session not found", "Session is not active", ...)."""
 
-import ipaddress
 import time
 
 from django.conf import settings
@@ -15,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.sessions import selectors, services, shutdown
-from apps.sessions.api.access import RemoteLabAccess, RemoteLabRateThrottle, RemoteLabSchema, principal_for
+from apps.sessions.api.access import RemoteLabAccess, RemoteLabRateThrottle, RemoteLabSchema, client_ip, principal_for
 from apps.sessions.api.serializers import (
     AcquireRequestSerializer,
     AcquireResponseSerializer,
@@ -57,11 +56,7 @@ def _session_header(request) -> str:
 
 
 def _client_ip(request) -> str | None:
-    address = request.META.get("REMOTE_ADDR")
-    try:
-        return str(ipaddress.ip_address(address)) if address else None
-    except ValueError:
-        return None
+    return client_ip(request.META.get("REMOTE_ADDR"))
 
 
 class RemoteLabView(APIView):

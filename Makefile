@@ -23,6 +23,7 @@ $(VENDOR): package.json package-lock.json bin/vendor-static.sh
 	touch $(VENDOR)
 
 setup: $(STAMP) $(VENDOR)
+	bin/ensure-nginx.sh
 
 migrate: setup
 	$(PY) manage.py migrate --noinput

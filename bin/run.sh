@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start LabManager in the foreground: the simulators (unless real AWS / CML settings are given), demo
-# data, the ASGI server (daphne) and the django-q2 cluster. Ctrl-C (or SIGTERM) stops all of them.
+# data, the production servers on one machine (bin/serve all: nginx on HOST:PORT in front of gunicorn and
+# daphne) and the django-q2 cluster. Ctrl-C (or SIGTERM) stops all of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -60,9 +61,9 @@ $PY manage.py sync_workers >/dev/null
 $PY manage.py seed_demo
 $PY manage.py sync_workers
 
-$PY manage.py qcluster &
+bin/serve qcluster &
 pids+=($!)
-.venv/bin/daphne -b "$HOST" -p "$PORT" labmanager.asgi:application &
+HOST=$HOST PORT=$PORT bin/serve all &
 pids+=($!)
 echo "LabManager is up at http://$HOST:$PORT/  (API docs: http://$HOST:$PORT/api/docs, admin: http://$HOST:$PORT/admin/)"
 # Exit (and stop the others) as soon as one process ends.

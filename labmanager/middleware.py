@@ -1,10 +1,13 @@
-"""Request plumbing: a trace id on every request and problem+json for every error under /api."""
+"""Request plumbing: the client's address, a trace id on every request and problem+json for every error
+under /api."""
 
 import contextvars
+import ipaddress
 import logging
 import time
 import uuid
 
+from django.conf import settings
 from django.http import JsonResponse
 
 from labmanager.api.problems import problem_payload
@@ -32,6 +35,50 @@ class TraceIdLogFilter(logging.Filter):
         if not hasattr(record, "trace_id"):
             record.trace_id = trace_id_var.get()
         return True
+
+
+def _networks(values) -> tuple:
+    return tuple(ipaddress.ip_network(value.strip(), strict=False) for value in values if value.strip())
+
+
+def _address(value: str | None):
+    try:
+        return ipaddress.ip_address(value.strip()) if value else None
+    except ValueError:
+        return None
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple) -> str | None:
+    """The client's address: the socket peer, unless the peer is a trusted proxy; then the right-most
+    address of X-Forwarded-For that is not itself a trusted proxy (what the nearest untrusted hop said;
+    anything left of it could be written by the client). A malformed entry stops the walk there."""
+    address = _address(peer)
+    if address is None or not trusted or not any(address in net for net in trusted):
+        return peer
+    for hop in reversed((forwarded_for or "").split(",")):
+        hop_address = _address(hop)
+        if hop_address is None:
+            return str(address)
+        address = hop_address
+        if not any(address in net for net in trusted):
+            return str(address)
+    return str(address)
+
+
+class ClientAddressMiddleware:
+    """REMOTE_ADDR becomes the client's address (client_address): the one place that reads
+    X-Forwarded-For. Every check of an address (anonymous networks, /metrics, per-address rate limits,
+    the journal) reads REMOTE_ADDR after this."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.trusted = _networks(settings.TRUSTED_PROXIES)
+
+    def __call__(self, request):
+        if self.trusted:
+            request.META["REMOTE_ADDR"] = client_address(
+                request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"), self.trusted) or ""
+        return self.get_response(request)
 
 
 class TraceIdMiddleware:

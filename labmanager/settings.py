@@ -45,6 +45,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "labmanager.middleware.ClientAddressMiddleware",  # first: everything after reads REMOTE_ADDR
     "labmanager.middleware.TraceIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -57,6 +58,10 @@ MIDDLEWARE = [
     "labmanager.api.throttling.RateLimitHeadersMiddleware",  # X-RateLimit-* (outside the problem+json rewrite)
     "labmanager.middleware.ApiProblemMiddleware",
 ]
+
+# The proxies in front (nginx: bin/serve, deploy/): only a request whose socket peer is in one of these
+# networks has its client address taken from X-Forwarded-For (the right-most address not a proxy).
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 
 ROOT_URLCONF = env.str("ROOT_URLCONF", default="labmanager.urls")
 ASGI_APPLICATION = "labmanager.asgi.application"
@@ -88,17 +93,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
     }
     DATABASES["default"]["TEST"] = {"NAME": env.str("SQLITE_TEST_PATH", default=str(VAR_DIR / "test.sqlite3"))}
-# HTTP requests (all but the async event stream) run on a fixed pool of HTTP_THREADS threads inside
-# daphne (labmanager/asgi.py): each thread keeps its database connection between requests. HTTP_THREADS=0
-# serves everything through Django's ASGI handler instead, where every request runs in a new thread and
-# persistent connections would pile up, so there the default closes them after each request.
-HTTP_THREADS = env.int("HTTP_THREADS", default=8)
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60 if HTTP_THREADS else 0)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # a kept connection is checked before a request uses it
+# Each gunicorn thread keeps its connection between requests (checked before reuse). daphne runs sync
+# code in a new thread per request, where kept connections would pile up: bin/serve starts it with 0.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 IS_POSTGRES = DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql")
-if IS_POSTGRES:  # Django's backend, with a health check that polls the socket first (no round trip)
-    DATABASES["default"]["ENGINE"] = "labmanager.db.postgresql"
 # Optional PostgreSQL connection pool (psycopg-pool, Django's OPTIONS["pool"]): a request borrows an open
 # connection instead of opening one (~4 ms each). Meant for the web server (daphne): set DATABASE_POOL
 # in its environment only. Never in the q cluster: its workers are forked, and a pool's connections
@@ -200,10 +200,6 @@ SESSION_QUEUE_MAX = env.int("SESSION_QUEUE_MAX", default=1000)  # waiting sessio
 SESSION_SWEEP_INTERVAL_SECONDS = env.float("SESSION_SWEEP_INTERVAL_SECONDS", default=5.0)
 # Clients without an API key or token are accepted only from these networks (REMOTE_ADDR).
 SESSION_ANONYMOUS_NETWORKS = env.list("SESSION_ANONYMOUS_NETWORKS", default=["127.0.0.1/32", "::1/128"])
-# apps/sessions/api/fast.py: POST /session, GET /session/{id}, heartbeats and /healthz served in front of
-# Django, on their own threads (each keeps a database connection: count them with HTTP_THREADS).
-SESSION_FAST_PATH = env.bool("SESSION_FAST_PATH", default=True)
-SESSION_FAST_PATH_THREADS = env.int("SESSION_FAST_PATH_THREADS", default=4)
 SESSION_API_RATE_LIMIT = env.str("SESSION_API_RATE_LIMIT", default="100000/min")  # per principal; "": none
 SESSION_UPLOAD_MAX_BYTES = env.int("SESSION_UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)  # topology + extra files
 SESSION_UPLOAD_MAX_FILES = env.int("SESSION_UPLOAD_MAX_FILES", default=20)  # extra_files per POST /lab

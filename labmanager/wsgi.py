@@ -1,3 +1,5 @@
+"""WSGI entry point, served by gunicorn (bin/serve web): the API, the dashboard and the admin."""
+
 import os
 
 from django.core.wsgi import get_wsgi_application

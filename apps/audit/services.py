@@ -93,8 +93,7 @@ def audit_record(
 
 def audit_record_many(events: list[dict]) -> list[AuditEvent]:
     """Append many audit rows at once (the scheduler's batch pass): each dict takes audit_record's
-    keyword arguments, and may also carry its own `trace_id` and `ip_address` (rows of several requests
-    written together; default: the current request's). Same transaction rule, same seal and publication
+    keyword arguments (the current request's trace id and address on every row). Same transaction rule, same seal and publication
     after commit: one INSERT per 1,000 rows, one seal for the whole batch (the chain computed in Python,
     one UPDATE round trip)."""
     from labmanager.middleware import current_client_ip, current_trace_id
@@ -103,8 +102,7 @@ def audit_record_many(events: list[dict]) -> list[AuditEvent]:
         return []
     ip, trace_id, now = current_client_ip(), current_trace_id(), timezone.now()
     created = AuditEvent.objects.bulk_create(
-        [AuditEvent(timestamp=now, **_row(e, ip=e.get("ip_address", ip), trace_id=e.get("trace_id", trace_id)))
-         for e in events], batch_size=1000
+        [AuditEvent(timestamp=now, **_row(e, ip=ip, trace_id=trace_id)) for e in events], batch_size=1000
     )
     _seal_on_commit()
     if any(not event.success for event in created):

@@ -8,8 +8,3 @@ class LabSessionsConfig(AppConfig):
     label = "lab_sessions"
     verbose_name = "Lab sessions"
 
-    def ready(self):
-        # No database access: only hook the shutdown flag into the server (apps/sessions/shutdown.py).
-        from apps.sessions import shutdown
-
-        shutdown.install_hooks()

@@ -65,30 +65,6 @@ def session_get_live(*, session_id, principal: Principal) -> Session:
     return session
 
 
-def sessions_get_live_many(session_ids) -> dict[uuid.UUID, Session]:
-    """The waiting or active sessions among `session_ids` (any principal's: check can_see), by id, with
-    their pool: one indexed read for a batch of polls (the remote-lab fast path). Ids that are not UUIDs
-    are left out."""
-    pks = set()
-    for value in session_ids:
-        try:
-            pks.add(parse_session_id(value))
-        except NotFound:
-            pass
-    if not pks:
-        return {}
-    sessions = Session.objects.select_related("pool").filter(pk__in=pks, status__in=LIVE)
-    return {session.pk: session for session in sessions}
-
-
-def worker_public_ids(worker_ids) -> dict[int, str]:
-    """{worker pk: public id} of these workers (the `worker` of polled active sessions): one read."""
-    from apps.workers.models import Worker
-
-    ids = set(worker_ids)
-    return dict(Worker.objects.filter(pk__in=ids).values_list("pk", "public_id")) if ids else {}
-
-
 def session_get_active(*, session_id, principal: Principal) -> Session:
     """The /lab/* gate: unknown → 404, not active → 423."""
     session = session_get_live(session_id=session_id, principal=principal)

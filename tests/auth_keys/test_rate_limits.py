@@ -235,10 +235,10 @@ def test_x_forwarded_for_is_not_trusted_without_num_proxies(small_limits):
 def test_a_daphne_server_sends_the_headers_and_the_429(operator_user):
     import httpx
 
-    from tests.events.conftest import daphne_process
+    from tests.events.conftest import server_process
 
     _, raw = api_key_create(user=operator_user, actor="tests")  # committed: the server process sees it
-    with daphne_process({"API_RATE_LIMIT": "60/min", "API_RATE_BURST": "2", "API_ANON_RATE_LIMIT": "1/min",
+    with server_process({"API_RATE_LIMIT": "60/min", "API_RATE_BURST": "2", "API_ANON_RATE_LIMIT": "1/min",
                          "LOG_LEVEL": "WARNING"}) as url:
         with httpx.Client(base_url=url, timeout=20) as http:
             keyed = [http.get("/api/workers", headers={"X-API-Key": raw}) for _ in range(3)]

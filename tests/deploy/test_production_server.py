@@ -14,7 +14,7 @@ from django.conf import settings
 
 from labmanager.services import api_key_create, user_ensure_with_role
 from tests.deploy.conftest import ROOT, manage, production_env
-from tests.events.conftest import daphne_process
+from tests.events.conftest import server_process
 
 pytestmark = [
     pytest.mark.skipif(not settings.IS_POSTGRES, reason="the production profile is exercised on PostgreSQL: "
@@ -34,8 +34,8 @@ def server(django_db_setup, django_db_blocker, tmp_path_factory):
     assert collected.returncode == 0, collected.stderr
     extra = {key: env[key] for key in ("DJANGO_SETTINGS_MODULE", "SECRET_KEY", "ALLOWED_HOSTS",
                                        "CSRF_TRUSTED_ORIGINS", "STATIC_ROOT", "LOG_LEVEL", "LOG_FORMAT")}
-    with daphne_process(extra) as url:
-        yield url, Path(f"/tmp/live-daphne-{url.rsplit(':', 1)[1]}.log")
+    with server_process(extra) as url:
+        yield url, url.log
 
 
 @pytest.fixture

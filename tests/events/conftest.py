@@ -1,4 +1,5 @@
-"""A real daphne on 127.0.0.1 against the test database, and a writer in a separate process."""
+"""LabManager's production servers (bin/serve all) on 127.0.0.1 against the test database, and a writer in a
+separate process."""
 
 import contextlib
 import json
@@ -35,34 +36,50 @@ def server_env() -> dict:
     return env
 
 
+class ServerUrl(str):
+    """The proxy's URL (what clients use), with the app servers' own: `.web` (gunicorn), `.asgi` (daphne),
+    and `.log`, the file all of them write to."""
+
+    web: str
+    asgi: str
+    log: Path
+
+
 @contextlib.contextmanager
-def daphne_process(extra_env: dict | None = None):
-    """daphne serving labmanager.asgi on a free port (yields its URL); stopped with TERM, then KILL."""
-    port = _free_port()
-    log = open(f"/tmp/live-daphne-{port}.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "labmanager.asgi:application"],
-        cwd=ROOT, env={**server_env(), **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+def server_process(extra_env: dict | None = None):
+    """LabManager as production runs it, on free loopback ports: `bin/serve all` (nginx in front of gunicorn
+    with several processes and daphne) against the test database. Yields its ServerUrl; stopped with TERM
+    (bin/serve stops its children), then KILL of the whole process group."""
+    port, web_port, asgi_port = _free_port(), _free_port(), _free_port()
+    log = open(f"/tmp/live-server-{port}.log", "wb")
+    run_dir = Path(f"/tmp/live-server-{port}")
+    env = {**server_env(), "PORT": str(port), "WEB_PORT": str(web_port), "ASGI_PORT": str(asgi_port),
+           "PROXY_RUN_DIR": str(run_dir), "PROXY_PROCESSES": "1", "STOP_GRACE": "5", **(extra_env or {})}
+    process = subprocess.Popen([str(ROOT / "bin" / "serve"), "all"], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    url = ServerUrl(f"http://127.0.0.1:{port}")
+    url.web, url.asgi, url.log = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{asgi_port}", Path(log.name)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/api/diagnostics/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"daphne did not start (see {log.name})") from None
-                time.sleep(0.2)
+        deadline = time.monotonic() + 60
+        for probe in (url.web, url.asgi, url):  # each server answers, then the proxy in front of them
+            while True:
+                try:
+                    httpx.get(probe + "/api/diagnostics/health", timeout=2)
+                    break
+                except httpx.TransportError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"bin/serve all did not start (see {log.name})") from None
+                    time.sleep(0.2)
         yield url
     finally:
         process.terminate()
         try:
-            process.wait(10)
+            process.wait(15)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, 9)
             process.wait(5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 9)  # anything of the group left behind
         log.close()
 
 
@@ -71,8 +88,8 @@ KEEPALIVE_SECONDS = 1.0  # the test server's SSE keep-alive period (the default 
 
 @pytest.fixture(scope="module")
 def daphne_url(django_db_setup, django_db_blocker):
-    """One daphne for the module, against the test database (and REDIS_URL's Redis when set)."""
-    with daphne_process({"LIVE_KEEPALIVE_SECONDS": str(KEEPALIVE_SECONDS)}) as url:
+    """One server (bin/serve all) for the module, against the test database (and REDIS_URL's Redis when set)."""
+    with server_process({"LIVE_KEEPALIVE_SECONDS": str(KEEPALIVE_SECONDS)}) as url:
         yield url
 
 

@@ -1,4 +1,4 @@
-"""Through a real daphne: keep-alive, who sees which events, cookie authentication, and the server's own
+"""Through the production servers (bin/serve all): keep-alive, who sees which events, cookie authentication, and the server's own
 live-stream metrics (clients, delivery lag, one journal query per interval per process)."""
 
 import asyncio
@@ -117,7 +117,8 @@ def test_the_servers_metrics_count_its_clients_its_lag_and_one_journal_query_per
     async def scenario():
         async with httpx.AsyncClient(base_url=daphne_url, timeout=20) as client, contextlib.AsyncExitStack() as stack:
             async def scrape():
-                return _metrics((await client.get("/metrics")).text)
+                # The live figures are daphne's (the streams' server): its own /metrics, as Prometheus scrapes it.
+                return _metrics((await client.get(daphne_url.asgi + "/metrics")).text)
 
             streams = []
             for _ in range(subscribers):

@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 
 from tests.conftest import client_for
-from tests.events.conftest import SseReader, daphne_process, sse_stream, write_events
+from tests.events.conftest import SseReader, server_process, sse_stream, write_events
 
 pytestmark = [
     pytest.mark.skipif(not settings.REDIS_URL, reason="the channels_redis path: needs REDIS_URL"),
@@ -17,7 +17,7 @@ pytestmark = [
 
 def test_an_event_from_another_process_rings_the_server_through_redis(django_db_setup, admin_user):
     key = client_for(admin_user).raw_key
-    with daphne_process({"LIVE_TAIL_INTERVAL": "60"}) as url, sse_stream(url, key) as response:
+    with server_process({"LIVE_TAIL_INTERVAL": "60"}) as url, sse_stream(url, key) as response:
         reader = SseReader(response)
         reader.wait_connected()
         time.sleep(1.0)  # the server's doorbell joins the Channels group right after its first tail query

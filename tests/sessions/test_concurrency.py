@@ -22,7 +22,7 @@ from django.db import connection
 
 from apps.sessions.models import LabClaim, Session, SessionLab, SessionPool
 from tests.daphne import remote_lab_env
-from tests.events.conftest import daphne_process
+from tests.events.conftest import server_process
 from tests.factories import placeable_worker
 from tests.sessions.conftest import OTHER_TOPOLOGY, TOPOLOGY
 
@@ -43,7 +43,7 @@ def api(django_db_setup, cml_sim, tmp_path_factory):
     so reads race with the writes too."""
     env = remote_lab_env(cml_sim=cml_sim, storage_dir=tmp_path_factory.mktemp("server-files"))
     env["SESSION_SWEEP_INTERVAL_SECONDS"] = "0"
-    with daphne_process(env) as url:
+    with server_process(env) as url:
         yield f"{url}/api/remote-lab"
 
 

@@ -11,7 +11,7 @@ import pytest
 from apps.sessions.models import LabClaim, Session, SessionLab
 from tests.conftest import client_for
 from tests.daphne import remote_lab_env
-from tests.events.conftest import daphne_process
+from tests.events.conftest import server_process
 from tests.factories import placeable_worker
 from tests.sessions.conftest import TOPOLOGY
 
@@ -30,7 +30,7 @@ def test_sessions_positions_and_lab_claims_survive_a_server_restart(cml, cml_sim
     env = remote_lab_env(cml_sim=cml_sim, storage_dir=tmp_path / "server-files")
     key = client_for(instructor_user).raw_key
 
-    with daphne_process(env) as url, httpx.Client(base_url=f"{url}/api/remote-lab", timeout=30) as http:
+    with server_process(env) as url, httpx.Client(base_url=f"{url}/api/remote-lab", timeout=30) as http:
         active, first, second = (http.post("/session").json()["session_id"] for _ in range(3))
         owned = http.post("/session", headers={"X-API-Key": key}).json()["session_id"]
         acquired = http.post("/lab", headers={"X-Session-ID": active}, files=[
@@ -41,7 +41,7 @@ def test_sessions_positions_and_lab_claims_survive_a_server_restart(cml, cml_sim
         assert before == {active: ("active", 0), first: ("waiting", 1), second: ("waiting", 2)}
     lab_id = SessionLab.objects.get(worker=worker).cml_lab_id
 
-    with daphne_process(env) as url, httpx.Client(base_url=f"{url}/api/remote-lab", timeout=30) as http:
+    with server_process(env) as url, httpx.Client(base_url=f"{url}/api/remote-lab", timeout=30) as http:
         assert {s: _status(http, s) for s in (active, first, second)} == before
         assert http.get(f"/session/{owned}").status_code == 404  # still tied to its owner: not anonymous
         assert http.get(f"/session/{owned}", headers={"X-API-Key": key}).json()["position"] == 3

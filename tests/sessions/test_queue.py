@@ -12,6 +12,7 @@ from apps.sessions.models import Session, SessionPool
 from apps.sessions.selectors import Principal
 from apps.workers.models import Worker
 from apps.workers.services.fleet import worker_transition
+from labmanager.errors import NotFound
 from tests.factories import placeable_worker
 from tests.sessions.conftest import BASE, assert_problem, create, status_of
 
@@ -161,56 +162,7 @@ def test_a_heartbeat_is_one_update(worker, django_assert_num_queries):
         services.session_heartbeat(session_id=session.pk, principal=ANON)
 
 
-# --- the batch services of the fast path (apps/sessions/api/fast.py) ------------------------------------
-
-def test_a_batch_of_creations_is_one_queue_append_in_order(worker, settings, django_assert_max_num_queries):
-    from apps.audit.models import AuditEvent
-
-    settings.SESSION_QUEUE_MAX = 3
-    first = services.session_create(principal=ANON)  # active on the worker
-    services.session_create(principal=ANON)  # waiting, position 1
-    alice = Principal(user_id=None, actor="alice-ci")
-    requests = [services.NewSession(alice if n % 2 else ANON, f"10.0.0.{n}", f"trace{n}") for n in range(4)]
-
-    with django_assert_max_num_queries(12):  # pool, lock, count, INSERT x2, ticket; the seal after the commit
-        made = services.session_create_many(pool_name=None, requests=requests)
-
-    assert [s.position if s else None for s in made] == [2, 3, None, None]  # room for 2 of 4, the first 2
-    assert made[0].ticket + 1 == made[1].ticket and made[0].ticket == first.ticket + 2
-    assert [s.actor for s in made[:2]] == ["tests", "alice-ci"] and made[1].client_ip == "10.0.0.1"
-    rows = AuditEvent.objects.filter(event_type="session.created", resource_id__in=[str(s.pk) for s in made[:2]])
-    assert sorted(rows.values_list("trace_id", "ip_address", "actor")) == [
-        ("trace0", "10.0.0.0", "tests"), ("trace1", "10.0.0.1", "alice-ci")]
-    assert Session.objects.filter(status="waiting").count() == 3
-
-
-def test_a_batch_into_an_empty_pool_activates_its_heads_in_order(worker):
-    from apps.audit.models import AuditEvent
-
-    second = placeable_worker(session_pool="default")
-    bob = Principal(user_id=None, actor="bob")
-    made = services.session_create_many(pool_name="default", requests=[
-        services.NewSession(ANON), services.NewSession(bob), services.NewSession(ANON)])
-
-    assert [(s.status, s.position) for s in made] == [("active", 0), ("active", 0), ("waiting", 1)]
-    assert {made[0].worker_id, made[1].worker_id} == {worker.pk, second.pk}
-    activated = dict(AuditEvent.objects.filter(event_type="session.activated").values_list("resource_id", "actor"))
-    assert activated == {str(made[0].pk): "tests", str(made[1].pk): "bob"}  # each by its own creator
-
-
-def test_a_full_queue_refuses_the_whole_batch_or_raises(worker, settings):
-    from labmanager.errors import QueueFull
-
-    settings.SESSION_QUEUE_MAX = 1
-    services.session_create(principal=ANON)
-    services.session_create(principal=ANON)
-
-    assert services.session_create_many(pool_name=None, requests=[services.NewSession(ANON)] * 2) == [None, None]
-    with pytest.raises(QueueFull):
-        services.session_create(principal=ANON)
-
-
-def test_a_batch_of_heartbeats_answers_each_and_touches_only_the_live_and_visible(db, settings):
+def test_heartbeats_touch_only_live_sessions_the_principal_may_see(db, settings):
     owner = Principal(user_id=None, actor="x")
     from django.contrib.auth import get_user_model
 
@@ -223,28 +175,18 @@ def test_a_batch_of_heartbeats_answers_each_and_touches_only_the_live_and_visibl
     old = timezone.now() - timedelta(seconds=60)
     Session.objects.update(last_seen_at=old)
 
-    answers = services.sessions_heartbeat_many([
+    def answer(session_id, principal) -> bool:
+        try:
+            services.session_heartbeat(session_id=session_id, principal=principal)
+        except NotFound:
+            return False
+        return True
+
+    answers = [answer(*call) for call in [
         (anonymous.pk, owner), (owned.pk, owner), (str(owned.pk), mine), (owned.pk, other), (owned.pk, staff),
-        (ended.pk, owner), ("not-a-uuid", owner), (anonymous.pk, mine)])
+        (ended.pk, owner), ("not-a-uuid", owner), (anonymous.pk, mine)]]
 
     assert answers == [True, False, True, False, True, False, False, True]
     seen = dict(Session.objects.values_list("pk", "last_seen_at"))
     assert seen[anonymous.pk] > old and seen[owned.pk] > old and seen[ended.pk] == old
 
-
-def test_a_batch_of_polls_reads_the_live_sessions_at_once(worker, django_assert_num_queries):
-    live = [services.session_create(principal=ANON) for _ in range(3)]
-    gone = services.session_create(principal=ANON)
-    services.session_end(session_id=gone.pk, principal=ANON)
-
-    with django_assert_num_queries(1):
-        found = selectors.sessions_get_live_many([str(s.pk) for s in live] + [gone.pk, "junk", str(live[0].pk)])
-        assert {pk: s.pool.name for pk, s in found.items()} == {s.pk: "default" for s in live}
-    with django_assert_num_queries(1):
-        services.sessions_touch_many(list(found.values()))  # just created: not due, no write
-        Session.objects.filter(pk=live[0].pk).update(last_seen_at=timezone.now() - timedelta(seconds=5))
-    stale = selectors.sessions_get_live_many([live[0].pk])[live[0].pk]
-    with django_assert_num_queries(1):
-        services.sessions_touch_many([stale, found[live[1].pk]])
-    assert Session.objects.get(pk=live[0].pk).last_seen_at > timezone.now() - timedelta(seconds=2)
-    assert selectors.worker_public_ids([worker.pk, worker.pk]) == {worker.pk: worker.public_id}

@@ -11,7 +11,7 @@ from rest_framework.throttling import BaseThrottle
 from apps.sessions.selectors import Principal
 from labmanager.api.actors import actor_for
 from labmanager.api.permissions import REMOTE_LAB, RolePermission, address_in, privileged
-from labmanager.api.throttling import Bucket, Decision, client_address, take
+from labmanager.api.throttling import Bucket, client_address, take
 
 ANONYMOUS_REFUSED = ("Send an API key (X-API-Key) or a bearer token: anonymous clients are accepted only from the "
                      "networks in SESSION_ANONYMOUS_NETWORKS.")
@@ -30,11 +30,7 @@ def principal_for(request) -> Principal:
     user = request.user
     if user is not None and user.is_authenticated:
         return Principal(user_id=user.pk, actor=actor_for(request), privileged=privileged(user))
-    return anonymous_principal(request.META.get("REMOTE_ADDR"))
-
-
-def anonymous_principal(address: str | None) -> Principal:
-    return Principal(user_id=None, actor=f"anonymous@{address or '?'}")
+    return Principal(user_id=None, actor=f"anonymous@{request.META.get('REMOTE_ADDR') or '?'}")
 
 
 def client_ip(address: str | None) -> str | None:
@@ -43,13 +39,6 @@ def client_ip(address: str | None) -> str | None:
         return str(ipaddress.ip_address(address)) if address else None
     except ValueError:
         return None
-
-
-def rate_limit_take(ident: str) -> Decision | None:
-    """Take a token of settings.SESSION_API_RATE_LIMIT for `ident` (`user:<pk>` or `ip:<address>`);
-    None when there is no limit."""
-    rate = settings.SESSION_API_RATE_LIMIT
-    return take(f"remote-lab:{ident}", Bucket.from_settings(rate)) if rate else None
 
 
 class RemoteLabRateThrottle(BaseThrottle):
@@ -61,9 +50,10 @@ class RemoteLabRateThrottle(BaseThrottle):
     def allow_request(self, request, view):
         user = getattr(request, "user", None)
         ident = f"user:{user.pk}" if user is not None and user.is_authenticated else f"ip:{client_address(request._request)}"
-        decision = rate_limit_take(ident)
-        if decision is None:
+        rate = settings.SESSION_API_RATE_LIMIT
+        if not rate:
             return True
+        decision = take(f"remote-lab:{ident}", Bucket.from_settings(rate))
         request._request.rate_limit = decision
         self._wait = decision.retry_after
         return decision.allowed

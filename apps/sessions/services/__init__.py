@@ -14,16 +14,12 @@ from apps.sessions.services.pools import worker_session_pool_set
 from apps.sessions.services.queue import (
     pool_get_or_create,
     pool_maintain_if_due,
-    NewSession,
     session_create,
-    session_create_many,
     session_end,
     session_heartbeat,
     session_touch,
-    sessions_heartbeat_many,
     sessions_purge,
     sessions_reap,
-    sessions_touch_many,
 )
 
 __all__ = [
@@ -32,9 +28,7 @@ __all__ = [
     "labs_recover",
     "pool_get_or_create",
     "pool_maintain_if_due",
-    "NewSession",
     "session_create",
-    "session_create_many",
     "session_end",
     "session_heartbeat",
     "session_lab_acquire",
@@ -42,9 +36,7 @@ __all__ = [
     "session_lab_destroy_by_operator",
     "session_lab_release",
     "session_touch",
-    "sessions_heartbeat_many",
     "sessions_purge",
     "sessions_reap",
-    "sessions_touch_many",
     "worker_session_pool_set",
 ]

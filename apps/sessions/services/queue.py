@@ -7,8 +7,6 @@ kept right by bulk UPDATEs when sessions leave or are promoted, so reading one c
 """
 
 import logging
-import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -92,9 +90,8 @@ def _free_workers(pool: SessionPool) -> list[int]:
                 .order_by("pk").values_list("pk", flat=True))
 
 
-def _promote(pool: SessionPool, *, now, actor: str, actors: dict | None = None) -> list:
-    """Give free workers to the head of the queue; the rest move up. The pool row must be locked.
-    The journal's `session.activated` rows name `actor`, or `actors[session id]` where given."""
+def _promote(pool: SessionPool, *, now, actor: str) -> list:
+    """Give free workers to the head of the queue; the rest move up. The pool row must be locked."""
     free = _free_workers(pool)
     if not free:
         return []
@@ -108,7 +105,7 @@ def _promote(pool: SessionPool, *, now, actor: str, actors: dict | None = None) 
         # last_seen_at restarts: the client gets the whole active timeout to notice its promotion.
         session_transition(sessions=Session.objects.filter(pk=session_id), to=SessionStatus.ACTIVE,
                            worker_id=worker_id, position=0, activated_at=now, last_seen_at=now)
-        events.append(_audit(session_id, event="activated", actor=(actors or {}).get(session_id, actor),
+        events.append(_audit(session_id, event="activated", actor=actor,
                              metadata={"pool": pool.name, "worker_id": names.get(worker_id)}))
     Session.objects.filter(pool=pool, status=SessionStatus.WAITING).update(position=F("position") - len(heads))
     audit_record_many(events)
@@ -117,131 +114,47 @@ def _promote(pool: SessionPool, *, now, actor: str, actors: dict | None = None) 
 
 # --- one session --------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class NewSession:
-    """One request for a session (session_create_many): who asks, from where, under which trace id (the
-    journal's `session.created` row carries them; default: the current request's)."""
-
-    principal: Principal
-    client_ip: str | None = None
-    trace_id: str | None = None
-
-
 def session_create(*, principal: Principal, pool_name: str | None = None, client_ip: str | None = None) -> Session:
     """Append a session to the pool's queue; if nobody waits and a worker is free it is active at once.
 
-    A full queue (settings.SESSION_QUEUE_MAX waiting) is QueueFull: 503 with Retry-After."""
-    return session_create_many(pool_name=pool_name, requests=[NewSession(principal, client_ip)], full_raises=True)[0]
-
-
-def session_create_many(*, pool_name: str | None, requests: list[NewSession], full_raises: bool = False,
-                        on_commit=None) -> list:
-    """Append sessions to one pool's queue in the order given, in one transaction (one lock of the pool,
-    one INSERT of the sessions and one of their journal rows, one commit): the remote-lab fast path
-    gathers the POST /session of many clients into one call (apps/sessions/api/fast.py).
-
-    Returns one entry per request: its Session, or None where the queue was full (the requests at the
-    end; with `full_raises` a full queue raises QueueFull instead, which is 503 with Retry-After).
-    `on_commit` is called right after the commit, before the journal's seal (the fast path starts its next
-    batch then)."""
+    One transaction: the pool's row lock (the ticket counter and FIFO order), one INSERT of the session,
+    its journal row. A full queue (settings.SESSION_QUEUE_MAX waiting) is QueueFull: 503 with Retry-After."""
     name = (pool_name or settings.SESSION_DEFAULT_POOL).strip()
     with transaction.atomic():
-        if on_commit is not None:
-            transaction.on_commit(on_commit)  # registered first: runs before the seal's hook
         pool = SessionPool.objects.select_for_update().filter(name=name).first()  # the lock, by name
         if pool is None:  # a pool's first session (or an unknown pool: 422)
             pool = SessionPool.objects.select_for_update().get(pk=pool_get_or_create(name=name).pk)
         waiting = _waiting_count(pool.pk)
-        limit = settings.SESSION_QUEUE_MAX
-        room = len(requests) if not limit else max(0, min(len(requests), limit - waiting))
-        if not room and full_raises:
+        if settings.SESSION_QUEUE_MAX and waiting >= settings.SESSION_QUEUE_MAX:
             raise QueueFull(f"The queue of pool {pool.name!r} is full ({waiting} sessions waiting); retry later.",
                             retry_after=_retry_after(pool), extra={"pool": pool.name, "queue_length": waiting})
-        admitted = requests[:room]
-        if not admitted:
-            return [None] * len(requests)
         now = timezone.now()
-        sessions = [
-            Session(pool=pool, ticket=pool.next_ticket + n, position=waiting + 1 + n, owner_id=r.principal.user_id,
-                    actor=r.principal.actor, client_ip=r.client_ip, created_at=now, last_seen_at=now)
-            for n, r in enumerate(admitted)
-        ]
-        Session.objects.bulk_create(sessions)
-        SessionPool.objects.filter(pk=pool.pk).update(next_ticket=F("next_ticket") + len(sessions))
-        audit_record_many([
-            {**_audit(session.pk, event="created", actor=r.principal.actor,
-                      metadata={"pool": pool.name, "position": session.position}),
-             # A request of a gathered batch: its own trace id and address, not the batch thread's.
-             **({"trace_id": r.trace_id, "ip_address": r.client_ip} if r.trace_id else {})}
-            for session, r in zip(sessions, admitted)
-        ])
-        if waiting == 0:
-            actors = {session.pk: session.actor for session in sessions}
-            if _promote(pool, now=now, actor=admitted[0].principal.actor, actors=actors):
-                fresh = Session.objects.in_bulk([session.pk for session in sessions])
-                sessions = [fresh[session.pk] for session in sessions]
-    return sessions + [None] * (len(requests) - room)
+        session = Session.objects.create(pool=pool, ticket=pool.next_ticket, position=waiting + 1,
+                                         owner_id=principal.user_id, actor=principal.actor, client_ip=client_ip,
+                                         created_at=now, last_seen_at=now)
+        SessionPool.objects.filter(pk=pool.pk).update(next_ticket=F("next_ticket") + 1)
+        audit_record(**_audit(session.pk, event="created", actor=principal.actor,
+                              metadata={"pool": pool.name, "position": session.position}))
+        if waiting == 0 and _promote(pool, now=now, actor=principal.actor):
+            session.refresh_from_db()
+    return session
 
 
 def session_heartbeat(*, session_id, principal: Principal) -> None:
     """Keep a waiting or active session alive: one indexed UPDATE. Unknown (or not yours): NotFound."""
-    if not sessions_heartbeat_many([(session_id, principal)])[0]:
+    touched = (Session.objects.filter(pk=parse_session_id(session_id), status__in=LIVE).filter(principal.visible())
+               .update(last_seen_at=timezone.now()))
+    if not touched:
         raise NotFound(SESSION_NOT_FOUND)
-
-
-def _visibility_sql(principal: Principal) -> tuple[str, list]:
-    """principal.visible() as SQL, for the statements below that the ORM cannot write (RETURNING)."""
-    if principal.privileged:
-        return "", []
-    if principal.user_id is None:
-        return " AND owner_id IS NULL", []
-    return " AND (owner_id IS NULL OR owner_id = %s)", [principal.user_id]
-
-
-def sessions_heartbeat_many(requests: list[tuple]) -> list[bool]:
-    """Heartbeats of several clients, (session id, principal) each: per principal one indexed
-    `UPDATE ... WHERE id IN (...) RETURNING id` in autocommit (the remote-lab fast path gathers concurrent
-    heartbeats: one statement and one commit for all of them). Returns per request whether its session
-    was live and the principal's to see."""
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    pk_field = Session._meta.pk
-    by_principal: dict[Principal, set] = {}
-    parsed = []
-    for session_id, principal in requests:
-        try:
-            pk = parse_session_id(session_id)
-        except NotFound:
-            pk = None
-        parsed.append(pk)
-        if pk is not None:
-            by_principal.setdefault(principal, set()).add(pk)
-    alive: dict[Principal, set] = {}
-    table = connection.ops.quote_name(Session._meta.db_table)
-    with connection.cursor() as cursor:  # one statement per principal, each its own commit
-        for principal, pks in by_principal.items():
-            condition, params = _visibility_sql(principal)
-            cursor.execute(
-                f"UPDATE {table} SET last_seen_at = %s WHERE id IN ({', '.join(['%s'] * len(pks))}) "
-                f"AND status IN ({', '.join(['%s'] * len(LIVE))}){condition} RETURNING id",
-                [now, *(pk_field.get_db_prep_value(pk, connection) for pk in pks), *LIVE, *params])
-            alive[principal] = {uuid.UUID(str(row[0])) for row in cursor.fetchall()}
-    return [pk is not None and pk in alive[principal] for pk, (_, principal) in zip(parsed, requests)]
 
 
 def session_touch(*, session: Session) -> None:
     """A poll or a /lab call counts as a sign of life (written at most once a second)."""
-    sessions_touch_many([session])
-
-
-def sessions_touch_many(sessions: list[Session]) -> None:
-    """session_touch of several sessions: one UPDATE for those not written for TOUCH_RESOLUTION."""
     now = timezone.now()
-    due = [session for session in sessions if now - session.last_seen_at >= TOUCH_RESOLUTION]
-    if not due:
+    if now - session.last_seen_at < TOUCH_RESOLUTION:
         return
-    Session.objects.filter(pk__in=[session.pk for session in due], status__in=LIVE).update(last_seen_at=now)
-    for session in due:
-        session.last_seen_at = now
+    Session.objects.filter(pk=session.pk, status__in=LIVE).update(last_seen_at=now)
+    session.last_seen_at = now
 
 
 def session_end(*, session_id, principal: Principal, reason: str = "ended by the client") -> None:

@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# LabManager: daphne (web) and the django-q2 cluster run from this one image (deploy/docker-compose.yml).
+# LabManager: gunicorn (web), daphne (asgi) and the django-q2 cluster run from this one image, each with
+# its bin/serve command line (deploy/docker-compose.yml).
 # Build: docker build -t labmanager:latest .     Runbook: docs/operations.md
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -32,7 +33,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     DJANGO_SETTINGS_MODULE=labmanager.settings_production \
     STATIC_ROOT=/app/staticfiles \
-    PORT=8000
+    PORT=8000 \
+    WEB_BIND=0.0.0.0:8000 \
+    ASGI_BIND=0.0.0.0:8000
 RUN groupadd --system --gid 10001 labmanager \
     && useradd --system --uid 10001 --gid labmanager --home-dir /app --no-create-home \
        --shell /usr/sbin/nologin labmanager
@@ -53,6 +56,6 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "deploy/healthcheck.py", "web"]
-# --proxy-headers: the client address comes from X-Forwarded-For, set by the proxy in front (nginx in
-# deploy/docker-compose.yml); never publish this port directly.
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "labmanager.asgi:application"]
+# gunicorn (bin/serve web); `bin/serve asgi` for daphne. Behind the proxy (nginx in deploy/docker-compose.yml):
+# never publish this port directly. X-Forwarded-For is trusted from TRUSTED_PROXIES only.
+CMD ["bin/serve", "web"]

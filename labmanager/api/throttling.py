@@ -33,15 +33,8 @@ __all__ = ["Bucket", "Decision", "parse_rate", "take", "ApiRateThrottle", "Login
 
 
 def client_address(request) -> str:
-    """The client's address: REMOTE_ADDR, or X-Forwarded-For when REST_FRAMEWORK["NUM_PROXIES"] says how
-    many proxies of ours append to it (the header is the client's to forge otherwise). Behind one proxy,
-    set NUM_PROXIES=1 or run daphne with --proxy-headers."""
-    num_proxies = api_settings.NUM_PROXIES
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
-    if num_proxies and forwarded:
-        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-        if hops:
-            return hops[-min(num_proxies, len(hops))]
+    """The client's address: REMOTE_ADDR, as labmanager.middleware.ClientAddressMiddleware set it (the one
+    reader of X-Forwarded-For, trusted from TRUSTED_PROXIES only)."""
     return request.META.get("REMOTE_ADDR") or "unknown"
 
 

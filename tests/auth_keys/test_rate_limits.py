@@ -223,13 +223,20 @@ def test_the_login_throttle_class_limits_a_drf_sign_in_view(small_limits):
     assert view(factory.get("/api/auth/sign-in", REMOTE_ADDR="198.51.100.12")).status_code == 405  # GET not counted
 
 
-def test_x_forwarded_for_is_not_trusted_without_num_proxies(small_limits):
+def test_x_forwarded_for_is_not_trusted_without_trusted_proxies(small_limits):
     statuses = [APIClient(HTTP_X_FORWARDED_FOR=f"203.0.113.{n}").get("/api/workers").status_code for n in range(3)]
 
     assert statuses == [401, 401, 429]  # one address (REMOTE_ADDR), whatever the header claims
 
 
-# --- a real server (daphne: the ASGI path of the middleware) ------------------------------------------------
+def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(small_limits, settings):
+    settings.TRUSTED_PROXIES = ["127.0.0.1/32"]  # APIClient's REMOTE_ADDR: our proxy
+    statuses = [APIClient(HTTP_X_FORWARDED_FOR=f"203.0.113.{n}").get("/api/workers").status_code for n in range(3)]
+
+    assert statuses == [401, 401, 401]  # three clients, one request each
+
+
+# --- the production servers (bin/serve all: nginx, gunicorn, daphne) ------------------------------------------------
 
 @pytest.mark.django_db(transaction=True)
 def test_a_daphne_server_sends_the_headers_and_the_429(operator_user):

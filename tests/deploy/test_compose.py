@@ -12,7 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-APP_SERVICES = ("migrate", "web", "qcluster")
+APP_SERVICES = ("migrate", "web", "asgi", "qcluster")
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +52,8 @@ def test_the_schema_check_catches_a_misspelt_key(tmp_path):
 def test_the_stack_has_every_service_with_a_health_check(compose):
     services = compose["services"]
 
-    assert {"postgres", "redis", "keycloak", "web", "qcluster", "proxy"} <= set(services)
-    for name in ("postgres", "redis", "keycloak", "web", "qcluster", "proxy"):
+    assert {"postgres", "redis", "keycloak", "web", "asgi", "qcluster", "proxy"} <= set(services)
+    for name in ("postgres", "redis", "keycloak", "web", "asgi", "qcluster", "proxy"):
         test = services[name].get("healthcheck", {}).get("test")
         assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no health check"
     assert services["web"]["healthcheck"]["test"] == ["CMD", "python", "deploy/healthcheck.py", "web"]
@@ -85,14 +85,21 @@ def test_app_services_run_the_production_profile_from_the_env_file_after_migrati
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert service["build"] == {"context": "..", "dockerfile": "Dockerfile"}
         assert "session-files:/app/var/sessions" in service["volumes"]
-    for name in ("web", "qcluster"):
+    for name in ("web", "asgi", "qcluster"):
         depends = compose["services"][name]["depends_on"]
         assert depends["migrate"] == {"condition": "service_completed_successfully"}
     assert "migrate --noinput" in compose["services"]["migrate"]["command"][-1]
     assert "setup_schedules" in compose["services"]["migrate"]["command"][-1]
-    assert compose["services"]["qcluster"]["command"] == ["python", "manage.py", "qcluster"]
-    assert compose["services"]["web"]["command"][0] == "daphne"
-    assert compose["services"]["web"]["deploy"]["replicas"] == "${WEB_REPLICAS:-2}"
+    # The command lines are bin/serve's, the ones the tests and the benchmarks run.
+    assert compose["services"]["qcluster"]["command"] == ["bin/serve", "qcluster"]
+    assert compose["services"]["web"]["command"] == ["bin/serve", "web"]
+    assert compose["services"]["asgi"]["command"] == ["bin/serve", "asgi"]
+    for name in ("web", "asgi"):
+        assert compose["services"][name]["environment"]["TRUSTED_PROXIES"].startswith("${TRUSTED_PROXIES:-")
+    proxy = compose["services"]["proxy"]
+    assert proxy["environment"] == {"LABMANAGER_LISTEN": "8080", "LABMANAGER_WEB": "web:8000",
+                                    "LABMANAGER_ASGI": "asgi:8000"}
+    assert "./nginx/labmanager.conf.template:/etc/nginx/templates/default.conf.template:ro" in proxy["volumes"]
     assert (ROOT / "Dockerfile").is_file() and (ROOT / ".env.example").is_file()
 
 
@@ -137,6 +144,8 @@ def test_the_image_is_multi_stage_non_root_with_static_files_and_a_health_check(
     assert re.search(r"^USER 10001:10001$", dockerfile, re.MULTILINE)
     assert "collectstatic --noinput" in dockerfile
     assert re.search(r'^\s+CMD \["python", "deploy/healthcheck.py", "web"\]', dockerfile, re.MULTILINE)
+    assert re.search(r'^CMD \["bin/serve", "web"\]$', dockerfile, re.MULTILINE)
+    assert "WEB_BIND=0.0.0.0:8000" in dockerfile and "ASGI_BIND=0.0.0.0:8000" in dockerfile
     assert "DJANGO_SETTINGS_MODULE=labmanager.settings_production" in dockerfile
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "var", ".env", "tests"} <= set(ignored)

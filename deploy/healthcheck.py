@@ -1,6 +1,6 @@
 """Container health checks (Dockerfile HEALTHCHECK, deploy/docker-compose.yml), standard library first.
 
-    python deploy/healthcheck.py web        GET /api/diagnostics/health on this container's daphne
+    python deploy/healthcheck.py web        GET /api/diagnostics/health on this container's server (gunicorn or daphne)
     python deploy/healthcheck.py qcluster   a django-q2 cluster on this host reported itself in the last minute
 
 Exit 0 when healthy, 1 otherwise (the reason on stderr).

@@ -65,6 +65,7 @@ bin/serve qcluster &
 pids+=($!)
 HOST=$HOST PORT=$PORT bin/serve all &
 pids+=($!)
+wait_for_url "http://$HOST:$PORT/api/diagnostics/health"
 echo "LabManager is up at http://$HOST:$PORT/  (API docs: http://$HOST:$PORT/api/docs, admin: http://$HOST:$PORT/admin/)"
 # Exit (and stop the others) as soon as one process ends.
 wait -n

@@ -44,7 +44,8 @@ bench: setup
 	$(PY) bench/audit.py
 	$(PY) bench/sse.py
 	$(PY) bench/auth.py
-	$(PY) bench/sessions.py
+	$(PY) bench/sessions.py  # beside neops-remote-lab 1.4.0 (pip installs it into var/bench/neops-venv)
+	$(PY) bench/lab_wait.py
 	$(PY) bench/soak.py --minutes $(SOAK_MINUTES)  # PostgreSQL + Redis only; docs/performance.md
 	$(PY) bench/dashboard.py
 

@@ -5,57 +5,71 @@ Run from the repository root (`make bench`):
     .venv/bin/python bench/list_instances.py [--rows 10000] [--seconds 10] [--rounds 3] [--concurrency 8]
 
 What it does:
-1. Creates a fresh SQLite database under var/bench/, migrates it, and seeds `--rows` lablet instances
+1. Creates a fresh database, migrates it, and seeds `--rows` lablet instances
    over a few definitions and workers, in every state (about 10 % terminated, which the default list
    hides). Seeding uses `bulk_create` and writes `status` and the state timestamps directly: that is
-   fine for a benchmark (it measures reads), but it is not how the application changes states.
+   fine for a benchmark (it measures reads), but it is not how the application changes states. The
+   database is PostgreSQL (lm_bench_list_instances on 127.0.0.1:5432, dropped at the end) with Redis at
+   REDIS_URL (default redis://127.0.0.1:6379/0) as the cache, as in production; `--sqlite` (or PostgreSQL
+   not answering) uses a SQLite file under var/bench/ and the in-memory cache instead.
 2. Creates an admin user (admins see every instance) and an API key.
 3. Counts the SQL queries of one list request in-process (Django test client, same database), at
    several page sizes, to show the count does not grow with the rows.
-4. Starts daphne on 127.0.0.1 (a free port) with ROOT_URLCONF=bench.urls, which adds the baseline
-   `/api/bench/plain` (see bench/urls.py): the same 50 objects, same auth, throttle and renderer,
-   served from memory.
+4. Starts LabManager with the production command line, `bin/serve all` (nginx in front of gunicorn with
+   its default processes and threads, and daphne; labmanager.settings_production), on free 127.0.0.1
+   ports, with ROOT_URLCONF=bench.urls, which adds the baseline `/api/bench/plain` (see bench/urls.py):
+   the same 50 objects, same auth, throttle and renderer, served from memory (built once per process).
+   The client says X-Forwarded-Proto: https, as a TLS-terminating load balancer in front of nginx would.
 5. Measures both endpoints in interleaved rounds (A B, B A, A B, ...), each round a bounded async
    httpx load loop (at most `--seconds` long and at most `--max-requests` requests), checks every
-   response (200 and 50 rows), and prints requests, req/s, p50/p95 latency and the ratio list/plain.
-6. Always stops daphne (also on Ctrl-C or SIGTERM).
+   response (200 and 50 rows), and prints requests, req/s, p50/p95 latency, the server's CPU per request
+   (every process of bin/serve: nginx, gunicorn, daphne) and the ratio list/plain.
+6. Always stops the servers (also on Ctrl-C or SIGTERM) and drops the PostgreSQL database.
+Goal (issue 17): list/plain >= 0.5, the query count constant.
 """
 
 import argparse
 import asyncio
+import logging
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
-from common import cpu_seconds, free_port
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py
+from common import ServeAll, pg_admin, pg_available, tree_cpu_seconds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "var" / "bench"
 DB_PATH = BENCH_DIR / "bench.sqlite3"
+PG_DB = "lm_bench_list_instances"
 HOST = "127.0.0.1"
 LIST_PATH = "/api/lablet-instances?limit=50"
 PLAIN_PATH = "/api/bench/plain"
 PAGE = 50
 
-# The server and this process read the same settings from the environment.
+# The servers and this process read the same settings from the environment (completed by bench_env).
 BENCH_ENV = {
-    "DJANGO_SETTINGS_MODULE": "labmanager.settings",
-    "SQLITE_PATH": str(DB_PATH),
+    "DJANGO_SETTINGS_MODULE": "labmanager.settings_production",
+    "SECRET_KEY": "bench-" + "x" * 60,
     "ROOT_URLCONF": "bench.urls",
-    # Effectively unlimited, but per second: DRF's throttle keeps one timestamp per request of the
-    # window in the cache and (un)pickles the list on every request, so with a per-minute window this
-    # high the list would grow through the run (~6,000 entries, ~0.3 ms a request, at 100 req/s). Per
-    # second it stays shorter than in production (up to 1,000 entries at the default 1000/min).
-    "API_RATE_LIMIT": "10000000/s",
-    "DEBUG": "false",
-    "LOG_LEVEL": "WARNING",
-    "ALLOWED_HOSTS": HOST,
+    "API_RATE_LIMIT": "10000000/s",  # the per-user throttle still runs (one cache call a request), never refuses
+    "ALLOWED_HOSTS": f"{HOST},testserver",
+    "PYTHONPATH": str(ROOT),
 }
+
+
+def bench_env(args) -> dict:
+    env = dict(BENCH_ENV, LOG_LEVEL=args.log_level.upper())
+    if args.use_pg:
+        env.update(DATABASE_URL=f"postgres://postgres@{HOST}:5432/{PG_DB}", REDIS_URL=args.redis,
+                   REDIS_PREFIX="lm-bench-list-instances")
+    else:
+        env.update(SQLITE_PATH=str(DB_PATH), DATABASE_URL="", REDIS_URL="")
+    return env
 
 
 def parse_args():
@@ -66,6 +80,10 @@ def parse_args():
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per endpoint first (default 2)")
     parser.add_argument("--max-requests", type=int, default=200_000, help="cap on requests per round")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning"),
+                        help="the server's LOG_LEVEL (production's default: info, one line per request)")
+    parser.add_argument("--redis", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0", metavar="URL")
+    parser.add_argument("--sqlite", action="store_true", help="SQLite and the in-memory cache, not PostgreSQL")
     args = parser.parse_args()
     if args.rows < 100:
         parser.error("--rows must be at least 100 (the page has 50 rows that are not terminated)")
@@ -74,18 +92,27 @@ def parse_args():
 
 # --------------------------------------------------------------------------- database
 
-def setup_django():
-    os.environ.update(BENCH_ENV)
+def setup_django(env: dict):
+    for name in ("WEB_PROCESSES", "WEB_THREADS", "PROXY_PROCESSES"):
+        os.environ.pop(name, None)  # the defaults: what production runs
+    os.environ.update(env)
+    if not env.get("DATABASE_URL"):
+        os.environ.pop("DATABASE_URL", None)
+        os.environ.pop("REDIS_URL", None)
     sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
 
 
-def fresh_database():
+def fresh_database(use_pg: bool):
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{DB_PATH}{suffix}").unlink(missing_ok=True)
+    if use_pg:
+        pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
+        pg_admin(f'CREATE DATABASE "{PG_DB}"')
+    else:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{DB_PATH}{suffix}").unlink(missing_ok=True)
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False)
@@ -180,54 +207,16 @@ def query_counts(raw_key: str) -> dict[int, tuple[int, list[str]]]:
     from django.test.utils import CaptureQueriesContext
 
     client = Client(SERVER_NAME=HOST, headers={"X-API-Key": raw_key})
-    client.get(LIST_PATH)  # warm-up: the first request of a key also stamps last_used_at
+    client.get(LIST_PATH, secure=True)  # warm-up: the first request of a key also stamps last_used_at
     counts = {}
     for limit in (10, 50, 200):
         with CaptureQueriesContext(connection) as ctx:
-            response = client.get(f"/api/lablet-instances?limit={limit}")
+            response = client.get(f"/api/lablet-instances?limit={limit}", secure=True)
         assert response.status_code == 200, response.content[:500]
         assert len(response.json()["lablet_instances"]) == limit
         counts[limit] = (len(ctx.captured_queries), [q["sql"] for q in ctx.captured_queries])
     connection.close()
     return counts
-
-
-# --------------------------------------------------------------------------- server
-
-def start_server(port: int) -> subprocess.Popen:
-    env = {**os.environ, **BENCH_ENV, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        # -v 0: no access log line per request (bin/run.sh keeps it; it costs both endpoints alike).
-        [str(ROOT / ".venv" / "bin" / "daphne"), "-v", "0", "-b", HOST, "-p", str(port), "labmanager.asgi:application"],
-        cwd=ROOT, env=env, start_new_session=True,  # its own group: Ctrl-C reaches us, we stop it
-    )
-
-
-def stop_server(proc: subprocess.Popen | None):
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
-def wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 30.0):
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"daphne exited with code {proc.returncode} before answering")
-        try:
-            if httpx.get(f"{base}/api/diagnostics/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"daphne did not answer /api/diagnostics/health within {timeout:.0f} s")
 
 
 # --------------------------------------------------------------------------- load
@@ -272,7 +261,8 @@ async def measure(base: str, raw_key: str, args, server_pid: int) -> list[dict]:
     import httpx
 
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": raw_key}, limits=limits,
+    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": raw_key, "X-Forwarded-Proto": "https"},
+                                 limits=limits,
                                  timeout=httpx.Timeout(30.0)) as client:
         # Same body from both endpoints, or the comparison means nothing.
         listed, plain = (await client.get(LIST_PATH)), (await client.get(PLAIN_PATH))
@@ -293,11 +283,11 @@ async def measure(base: str, raw_key: str, args, server_pid: int) -> list[dict]:
             # hits both alike.
             order = (LIST_PATH, PLAIN_PATH) if round_no % 2 == 0 else (PLAIN_PATH, LIST_PATH)
             for path in order:
-                cpu0, client0 = cpu_seconds(server_pid), time.process_time()
+                cpu0, client0 = tree_cpu_seconds(server_pid), time.process_time()
                 result = await load(client, path, seconds=args.seconds, max_requests=args.max_requests,
                                     concurrency=args.concurrency)
                 result.update(path=path, round=round_no + 1,
-                              server_cpu=(cpu_seconds(server_pid) - cpu0) / result["elapsed"],
+                              server_cpu=(tree_cpu_seconds(server_pid) - cpu0) / result["elapsed"],
                               client_cpu=(time.process_time() - client0) / result["elapsed"])
                 results.append(result)
                 print(f"  round {round_no + 1}  {path:<36} {result['requests'] / result['elapsed']:8.1f} req/s  "
@@ -343,8 +333,11 @@ def print_report(summary: dict, counts: dict, args):
     sizes = {n for n, _ in counts.values()}
     print("SQL queries per list request: " + ", ".join(f"limit={limit}: {n}" for limit, (n, _) in counts.items())
           + (" (constant)" if len(sizes) == 1 else " (GROWS with the page size: N+1?)"))
-    print(f"({args.rounds} interleaved rounds x {args.seconds:g} s per endpoint, concurrency {args.concurrency}, "
-          f"{os.cpu_count()} CPUs; client and server share the machine)")
+    database = "PostgreSQL + Redis" if args.use_pg else "SQLite + in-memory cache"
+    print(f"({database}; bin/serve all with its default processes, settings_production, LOG_LEVEL="
+          f"{args.log_level.upper()}; {args.rounds} interleaved rounds x {args.seconds:g} s per endpoint, concurrency "
+          f"{args.concurrency}, {os.cpu_count()} CPUs; client and servers share the machine; server CPU: all "
+          f"processes of bin/serve)")
 
 
 def main() -> int:
@@ -356,37 +349,34 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
 
-    setup_django()
-    t0 = time.perf_counter()
-    fresh_database()
-    t1 = time.perf_counter()
-    _, raw_key = seed(args.rows)
-    t2 = time.perf_counter()
-    print(f"Database {DB_PATH.relative_to(ROOT)}: migrated in {t1 - t0:.1f} s, "
-          f"{args.rows:,} instances seeded in {t2 - t1:.1f} s.")
-
-    counts = query_counts(raw_key)
-    for limit, (n, _) in counts.items():
-        print(f"SQL queries of GET /api/lablet-instances?limit={limit}: {n}")
-    for sql in counts[50][1]:
-        print(f"    {sql[:150]}{'…' if len(sql) > 150 else ''}")
-
-    proc = None
+    args.use_pg = not args.sqlite and pg_available()
+    env = bench_env(args)
+    setup_django(env)
+    logging.getLogger().setLevel(logging.WARNING)  # this process: no line per test request
     try:
-        for _attempt in range(3):  # the free port may be taken between the probe and daphne's bind
-            port = free_port()
-            base = f"http://{HOST}:{port}"
-            proc = start_server(port)
-            try:
-                wait_healthy(base, proc)
-                break
-            except RuntimeError:
-                if proc.poll() is None:
-                    raise
-        else:
-            raise RuntimeError("daphne could not start")
-        print(f"daphne (pid {proc.pid}) answers on {base}; measuring...", flush=True)
-        results = asyncio.run(measure(base, raw_key, args, proc.pid))
+        t0 = time.perf_counter()
+        fresh_database(args.use_pg)
+        t1 = time.perf_counter()
+        _, raw_key = seed(args.rows)
+        t2 = time.perf_counter()
+        print(f"Database {('PostgreSQL ' + PG_DB) if args.use_pg else DB_PATH.relative_to(ROOT)}: migrated in "
+              f"{t1 - t0:.1f} s, {args.rows:,} instances seeded in {t2 - t1:.1f} s.")
+
+        counts = query_counts(raw_key)
+        for limit, (n, _) in counts.items():
+            print(f"SQL queries of GET /api/lablet-instances?limit={limit}: {n}")
+        for sql in counts[50][1]:
+            print(f"    {sql[:150]}{'…' if len(sql) > 150 else ''}")
+        from django.db import connections
+
+        connections.close_all()
+        server_env = {**os.environ, **env}
+        if not args.use_pg:
+            server_env.pop("DATABASE_URL", None)
+            server_env.pop("REDIS_URL", None)
+        with ServeAll(server_env, BENCH_DIR / "list-instances-labmanager.log", ROOT) as server:
+            print(f"bin/serve all (pid {server.pid}) answers on {server.url}; measuring...", flush=True)
+            results = asyncio.run(measure(server.url, raw_key, args, server.pid))
         print_report(summarize(results), counts, args)
         return 0
     except Failure as exc:
@@ -396,7 +386,11 @@ def main() -> int:
         print("Interrupted.", file=sys.stderr)
         return 130
     finally:
-        stop_server(proc)
+        if args.use_pg:
+            from django.db import connections
+
+            connections.close_all()
+            pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

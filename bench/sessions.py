@@ -1,139 +1,83 @@
-"""Benchmark the remote-lab session API: requests per second of POST /session, GET /session/{id} and
-POST /session/heartbeat on ONE daphne process at 32 concurrent clients, beside an in-memory reference
-server of the same three endpoints; then reaping 100,000 stale sessions.
+"""Benchmark the remote-lab session API as deployed, side by side with neops-remote-lab 1.4.0: requests per
+second and server CPU per request of POST /session, GET /session/{id} and POST /session/heartbeat at 32
+concurrent clients; then reaping 100,000 stale sessions.
 
 Run from the repository root (`make bench`):
 
     .venv/bin/python bench/sessions.py [--seconds 5] [--rounds 3] [--concurrency 32] [--stale 100000]
 
 What it does:
-1. Uses PostgreSQL when 127.0.0.1:5432 answers (database lm_bench_sessions, created, migrated and dropped
-   here), else a fresh SQLite file under var/bench/ (the embedded default).
+1. Creates, migrates and (at the end) drops the PostgreSQL database lm_bench_sessions on 127.0.0.1:5432;
+   Redis at REDIS_URL (default redis://127.0.0.1:6379/0, keys under the prefix lm-bench-sessions) is the
+   cache (the per-principal rate limit) and the channel layer, as in production.
 2. Counts the SQL queries of one request of each endpoint in-process (Django's test client, same database).
-3. Starts daphne processes on 127.0.0.1: labmanager.asgi (the real, durable API, DEBUG off, no access log;
-   the three endpoints on the remote-lab fast path, apps/sessions/api/fast.py), the same with
-   SESSION_FAST_PATH=false ("django": through Django and DRF on the thread pool, labmanager/asgi.py), the
-   same with HTTP_THREADS=0 too ("asgi": every request through Django's ASGI handler; skip with --no-asgi),
-   and
-   `bench.sessions:reference_app` below (a dict behind a lock, the same paths, bodies and status codes).
-   All are called anonymously from loopback, as the seed's clients call it. The pool has no workers, so
-   every session waits (GET reads a waiting session's position).
-4. Measures each endpoint, and GET /healthz (no database: the framework's floor), on each server in
+3. Starts LabManager with the production command line, `bin/serve all` (nginx in front of gunicorn,
+   labmanager.wsgi with its default WEB_PROCESSES = cores and WEB_THREADS, and daphne), with
+   labmanager.settings_production (DEBUG off, the production middleware, JSON log lines at LOG_LEVEL),
+   on free 127.0.0.1 ports; the clients are anonymous from loopback and say X-Forwarded-Proto: https, as
+   a TLS-terminating load balancer in front of nginx would. SESSION_QUEUE_MAX=0 (no bound on waiting
+   sessions: the rounds create tens of thousands); the pool has no workers, so every session waits (GET
+   reads a waiting session's position).
+4. Starts neops-remote-lab 1.4.0 (PyPI; installed by this script with pip into var/bench/neops-venv, a
+   Python 3.12 venv, when missing; `--neops-python` names the interpreter) as its README says:
+   `neops-remote-lab --host 127.0.0.1 --port P` (uvicorn, one process, its FastAPI app
+   neops_remote_lab.server:app, state in memory), with a stub `netlab` first on its PATH (the server runs
+   `netlab version` before it starts and `netlab down` at startup; the stub only prints) and its own TMPDIR
+   (its single-instance lock files). Its paths are at the root, ours under /api/remote-lab: both are
+   checked to answer the same contract (status codes, body fields) before the measurement.
+5. Measures each endpoint, and GET /healthz (no database: each framework's floor), on both servers in
    interleaved rounds (the order reversed every round): `--concurrency` keep-alive connections, each with
    one request in flight, bounded by `--seconds` and `--max-requests` per round. The client is a small
-   asyncio HTTP/1.1 client (not httpx: on 2 shared cores httpx's own CPU would cap the reference
-   server's figure). Every response is checked.
-5. Reaping: bulk-creates `--stale` stale sessions in their own pool (most waiting, `--stale-active` of
-   them active, each holding a claim on its worker's running lab) plus 1,000 fresh waiting sessions behind
-   them, VACUUM ANALYZEs (as autovacuum would), then times `services.sessions_reap()` (the schedule's call) in
-   parts: the reaping transaction (the statement that deletes the reaped sessions and journals one audit
-   row each; the others), its commit, the audit seal after the commit and the publication within the seal.
-   `--redis URL` publishes through channels_redis with one listening channel (and times, for
-   comparison, one group send per event for 10,000 events); `--explain` prints the plans of the
+   asyncio HTTP/1.1 client (not httpx: on 2 shared cores httpx's own CPU would cap the figures). Every
+   response's status code (and the body's fields) is checked. Server CPU is the user+system CPU of every
+   process of each server (bin/serve and all its descendants: nginx master and workers, gunicorn arbiter
+   and workers, daphne; neops's one uvicorn process), read from /proc (psutil when installed) before and
+   after each round.
+6. Reaping (in this process, after the servers stopped): bulk-creates `--stale` stale sessions in their own
+   pool (most waiting, `--stale-active` of them active, each holding a claim on its worker's running lab)
+   plus 1,000 fresh waiting sessions behind them, VACUUM ANALYZEs (as autovacuum would), then times
+   `services.sessions_reap()` (the schedule's call) in parts: the reaping transaction (the statement that
+   deletes the reaped sessions and journals one audit row each; the others), its commit, the audit seal
+   after the commit and the publication within the seal (channels_redis, with one listening channel; and,
+   for comparison, one group send per event for 10,000 events). `--explain` prints the plans of the
    reaping's statements and its slowest statements. Checks the result.
-Always stops the daphne processes (also on Ctrl-C or SIGTERM) and drops the PostgreSQL database.
-Goals (issue 5): about 500 req/s for each endpoint, on par with the in-memory server; reaping < 2 s.
+Always stops both servers (also on Ctrl-C or SIGTERM) and drops the database.
+Goals (issue 17): each endpoint >= 1.0x neops-remote-lab's requests/s; server CPU per request <= 2.0 ms for
+heartbeat and GET, <= 3.0 ms for POST /session. Reaping (issue 5): < 2 s.
 """
 
 import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, also when daphne imports this module
-from common import cpu_seconds, free_port, pg_admin, pg_available  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py
+from common import (HOST, ServeAll, free_port, pg_admin, pg_available, process_tree,  # noqa: E402
+                    stop_process_group, tree_cpu_seconds)
 
 ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+BENCH_DIR = ROOT / "var" / "bench"
 PG_DB = "lm_bench_sessions"
-SQLITE_PATH = ROOT / "var" / "bench" / "sessions.sqlite3"
 API = "/api/remote-lab"
 ENDPOINTS = ("POST /session", "GET /session/{id}", "POST /session/heartbeat")
-FLOOR = "GET /healthz"  # no database, no authentication: the framework's own cost per request
-GOAL_RPS = 500
+FLOOR = "GET /healthz"  # no database, no authentication: each framework's own cost per request
+GOAL_RATIO = 1.0
+GOAL_CPU_MS = {"POST /session": 3.0, "GET /session/{id}": 2.0, "POST /session/heartbeat": 2.0}
 GOAL_REAP_SECONDS = 2.0
-
-
-# --------------------------------------------------------------------------- the in-memory reference
-
-class _MemoryQueue:
-    """The reference server's state: sessions in a dict behind a lock (no durability, no framework)."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.sessions: dict[str, dict] = {}
-        self.waiting = 0
-
-    def create(self) -> dict:
-        session_id = str(uuid.uuid4())
-        with self.lock:
-            self.waiting += 1
-            self.sessions[session_id] = {"status": "waiting", "position": self.waiting, "last_seen": time.time()}
-        return {"session_id": session_id, "position": self.waiting}
-
-    def get(self, session_id: str) -> dict | None:
-        with self.lock:
-            session = self.sessions.get(session_id)
-            if session is None:
-                return None
-            session["last_seen"] = time.time()
-            return {"status": session["status"], "position": session["position"], "estimated_wait_seconds": None}
-
-    def heartbeat(self, session_id: str) -> bool:
-        with self.lock:
-            session = self.sessions.get(session_id)
-            if session is not None:
-                session["last_seen"] = time.time()
-            return session is not None
-
-
-_QUEUE = _MemoryQueue()
-_NOT_FOUND = {"type": "about:blank", "title": "Not Found", "status": 404, "detail": "Session not found"}
-
-
-async def reference_app(scope, receive, send):
-    """ASGI app: POST /session (201), GET /session/{id} (200/404), POST /session/heartbeat (204/404)."""
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    if scope["type"] != "http":
-        return
-    while (await receive()).get("more_body"):  # drain the request body
-        pass
-    method, path = scope["method"], scope["path"]
-    status, body = 404, _NOT_FOUND
-    if path == API + "/healthz" and method == "GET":
-        status, body = 204, None
-    elif path == API + "/session" and method == "POST":
-        status, body = 201, _QUEUE.create()
-    elif path == API + "/session/heartbeat" and method == "POST":
-        headers = dict(scope["headers"])
-        found = _QUEUE.heartbeat(headers.get(b"x-session-id", b"").decode("latin-1"))
-        status, body = (204, None) if found else (404, _NOT_FOUND)
-    elif path.startswith(API + "/session/") and method == "GET":
-        found = _QUEUE.get(path.rsplit("/", 1)[1])
-        if found is not None:
-            status, body = 200, found
-    payload = b"" if body is None else json.dumps(body).encode()
-    content_type = b"application/problem+json" if status == 404 else b"application/json"
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(payload)).encode())]})
-    await send({"type": "http.response.body", "body": payload})
+NEOPS_VERSION = "1.4.0"
+NEOPS_VENV = BENCH_DIR / "neops-venv"
+NEOPS_PYTHON = "/root/.pyenv/versions/3.12.1/bin/python"
+OURS, NEOPS = "labmanager", "neops"
 
 
 # --------------------------------------------------------------------------- a lean HTTP/1.1 client
@@ -145,19 +89,32 @@ class Failure(Exception):
 class Connection:
     """One keep-alive HTTP/1.1 connection, one request at a time (Content-Length or chunked bodies)."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, headers: dict | None = None):
         self.port = port
+        self.headers = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         self.reader = self.writer = None
 
-    async def request(self, method: str, path: str, headers: dict | None = None) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
-        head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\nContent-Length: 0\r\n"
-        head += "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
-        self.writer.write((head + "\r\n").encode("latin-1"))
-        status_line = await self.reader.readline()
-        if not status_line:
-            raise Failure(f"{method} {path}: connection closed")
+    async def request(self, method: str, path: str, headers: dict | None = None,
+                      body: bytes = b"") -> tuple[int, bytes]:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\nContent-Length: {len(body)}\r\n"
+        head += self.headers + "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        message = (head + "\r\n").encode("latin-1") + body
+        for attempt in (1, 2):
+            reused = self.writer is not None
+            if not reused:
+                self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+            try:
+                self.writer.write(message)
+                status_line = await self.reader.readline()
+            except ConnectionError:
+                status_line = b""
+            if status_line:
+                break
+            self.close()
+            # A kept-alive connection the server closed while it was idle (uvicorn after 5 s): nothing of this
+            # request was answered, so it is sent again on a new connection, as HTTP clients do. Once.
+            if not reused or attempt == 2:
+                raise Failure(f"{method} {path}: connection closed")
         status = int(status_line.split()[1])
         fields = {}
         while True:
@@ -192,10 +149,49 @@ class Connection:
         self.reader = self.writer = None
 
 
-async def load(connections: list[Connection], endpoint: str, ids: list[str], *, seconds: float,
+@dataclass
+class Server:
+    """One server under test: where it listens, the root of its process tree, its path prefix and the headers
+    its clients send."""
+
+    name: str
+    port: int
+    pid: int
+    prefix: str
+    headers: dict = field(default_factory=dict)
+    ids: list = field(default_factory=list)  # the sessions created on it
+
+    def connection(self) -> Connection:
+        return Connection(self.port, self.headers)
+
+
+async def one(server: Server, conn: Connection, endpoint: str, n: int) -> None:
+    """One request of `endpoint`, its answer checked; POST /session appends the new id to server.ids."""
+    api = server.prefix
+    if endpoint == "POST /session":
+        status, body = await conn.request("POST", api + "/session")
+        if status != 201:
+            raise Failure(f"{server.name}: POST /session answered {status}: {body[:300]!r}")
+        server.ids.append(json.loads(body)["session_id"])
+    elif endpoint == "GET /session/{id}":
+        status, body = await conn.request("GET", f"{api}/session/{server.ids[n % len(server.ids)]}")
+        if status != 200 or b'"position"' not in body:
+            raise Failure(f"{server.name}: GET /session/{{id}} answered {status}: {body[:300]!r}")
+    elif endpoint == FLOOR:
+        status, body = await conn.request("GET", api + "/healthz")
+        if status != 204:
+            raise Failure(f"{server.name}: GET /healthz answered {status}: {body[:300]!r}")
+    else:
+        status, body = await conn.request("POST", api + "/session/heartbeat",
+                                          {"X-Session-ID": server.ids[n % len(server.ids)]})
+        if status != 204:
+            raise Failure(f"{server.name}: POST /session/heartbeat answered {status}: {body[:300]!r}")
+
+
+async def load(server: Server, connections: list[Connection], endpoint: str, *, seconds: float,
                max_requests: int) -> dict:
     """Every connection keeps one request of `endpoint` in flight, for at most `seconds` and at most
-    `max_requests` requests in all; POST /session appends the new ids to `ids`."""
+    `max_requests` requests in all."""
     issued = done = 0
     deadline = time.perf_counter() + seconds
 
@@ -205,24 +201,7 @@ async def load(connections: list[Connection], endpoint: str, ids: list[str], *, 
         while issued < max_requests and time.perf_counter() < deadline:
             issued += 1
             n += len(connections)
-            if endpoint == "POST /session":
-                status, body = await conn.request("POST", API + "/session")
-                if status != 201:
-                    raise Failure(f"POST /session answered {status}: {body[:300]!r}")
-                ids.append(json.loads(body)["session_id"])
-            elif endpoint == "GET /session/{id}":
-                status, body = await conn.request("GET", f"{API}/session/{ids[n % len(ids)]}")
-                if status != 200 or b'"position"' not in body:
-                    raise Failure(f"GET /session/{{id}} answered {status}: {body[:300]!r}")
-            elif endpoint == FLOOR:
-                status, body = await conn.request("GET", API + "/healthz")
-                if status != 204:
-                    raise Failure(f"GET /healthz answered {status}: {body[:300]!r}")
-            else:
-                status, body = await conn.request("POST", API + "/session/heartbeat",
-                                                  {"X-Session-ID": ids[n % len(ids)]})
-                if status != 204:
-                    raise Failure(f"POST /session/heartbeat answered {status}: {body[:300]!r}")
+            await one(server, conn, endpoint, n)
             done += 1
 
     started = time.perf_counter()
@@ -230,32 +209,77 @@ async def load(connections: list[Connection], endpoint: str, ids: list[str], *, 
     return {"requests": done, "elapsed": time.perf_counter() - started}
 
 
-async def measure(servers: dict[str, tuple[int, int]], args, endpoints=(*ENDPOINTS, FLOOR)) -> dict:
-    """servers: name -> (port, pid). Interleaved rounds of each endpoint on each server (the order of the
-    servers reversed every round). Returns {(server, endpoint): [round results]}."""
+async def check_contract(servers: list[Server]) -> list[str]:
+    """The same requests on every server: status codes and body fields must match (ours may add fields).
+    Returns the lines to print; raises Failure on a difference."""
+    unknown = str(uuid.uuid4())
+    seen: dict[str, dict[str, tuple]] = {}
+    for server in servers:
+        conn = server.connection()
+        try:
+            api, answers = server.prefix, {}
+            status, body = await conn.request("POST", api + "/session")
+            created = json.loads(body)
+            answers["POST /session"] = (status, sorted(created))
+            session_id = created["session_id"]
+            status, body = await conn.request("GET", f"{api}/session/{session_id}")
+            answers["GET /session/{id}"] = (status, sorted(json.loads(body)))
+            status, _ = await conn.request("POST", api + "/session/heartbeat", {"X-Session-ID": session_id})
+            answers["POST /session/heartbeat"] = (status, [])
+            status, _ = await conn.request("GET", f"{api}/session/{unknown}")
+            answers["GET /session/{unknown}"] = (status, [])
+            status, _ = await conn.request("POST", api + "/session/heartbeat", {"X-Session-ID": unknown})
+            answers["POST /session/heartbeat (unknown id)"] = (status, [])
+            status, _ = await conn.request("POST", api + "/session/heartbeat")
+            answers["POST /session/heartbeat (no X-Session-ID)"] = (status, [])
+            status, _ = await conn.request("DELETE", f"{api}/session/{session_id}")
+            answers["DELETE /session/{id}"] = (status, [])
+            status, _ = await conn.request("GET", api + "/healthz")
+            answers[FLOOR] = (status, [])
+        finally:
+            conn.close()
+        seen[server.name] = answers
+    lines, differences = [], []
+    reference = seen[servers[-1].name]  # neops
+    for request, (status, fields) in reference.items():
+        row = []
+        for server in servers:
+            their_status, their_fields = seen[server.name][request]
+            row.append(f"{server.name} {their_status}" + (f" {{{', '.join(their_fields)}}}" if their_fields else ""))
+            if their_status != status or not set(fields) <= set(their_fields):
+                differences.append(f"{request}: {server.name} answered {their_status} {their_fields}, "
+                                   f"{servers[-1].name} {status} {fields}")
+        lines.append(f"  {request:<42} " + "; ".join(row))
+    if differences:
+        raise Failure("the servers do not answer the same contract:\n  " + "\n  ".join(differences))
+    return lines
+
+
+async def measure(servers: list[Server], args, endpoints=(*ENDPOINTS, FLOOR)) -> dict:
+    """Interleaved rounds of each endpoint on each server (the order of the servers reversed every round).
+    Returns {(server name, endpoint): [round results]}."""
     results: dict[tuple[str, str], list[dict]] = {}
-    ids = {name: [] for name in servers}
-    connections = {name: [Connection(port) for _ in range(args.concurrency)] for name, (port, _) in servers.items()}
+    connections = {server.name: [server.connection() for _ in range(args.concurrency)] for server in servers}
     try:
-        for name in servers:  # warm-up (unmeasured); also makes the first sessions GET and heartbeat use
+        for server in servers:  # warm-up (unmeasured); also makes the first sessions that GET and heartbeat use
             for endpoint in ENDPOINTS:
-                await load(connections[name], endpoint, ids[name], seconds=args.warmup, max_requests=args.max_requests)
-        names = list(servers)
+                await load(server, connections[server.name], endpoint, seconds=args.warmup,
+                           max_requests=args.max_requests)
         for round_no in range(args.rounds):
-            order = names if round_no % 2 == 0 else names[::-1]
+            order = servers if round_no % 2 == 0 else servers[::-1]
             for endpoint in endpoints:
-                for name in order:
-                    pid = servers[name][1]
-                    cpu0, client0 = cpu_seconds(pid), time.process_time()
-                    result = await load(connections[name], endpoint, ids[name], seconds=args.seconds,
+                for server in order:
+                    cpu0, client0 = tree_cpu_seconds(server.pid), time.process_time()
+                    result = await load(server, connections[server.name], endpoint, seconds=args.seconds,
                                         max_requests=args.max_requests)
-                    result["server_cpu"] = (cpu_seconds(pid) - cpu0) / result["elapsed"]
-                    result["client_cpu"] = (time.process_time() - client0) / result["elapsed"]
-                    results.setdefault((name, endpoint), []).append(result)
-                    print(f"  round {round_no + 1}  {name:<9} {endpoint:<24} "
+                    result["server_cpu"] = tree_cpu_seconds(server.pid) - cpu0
+                    result["client_cpu"] = time.process_time() - client0
+                    results.setdefault((server.name, endpoint), []).append(result)
+                    print(f"  round {round_no + 1}  {server.name:<10} {endpoint:<24} "
                           f"{result['requests'] / result['elapsed']:8.1f} req/s  (CPU: server "
-                          f"{result['server_cpu'] * 100:.0f} %, client {result['client_cpu'] * 100:.0f} % of a core; "
-                          f"{len(ids[name]):,} sessions)", flush=True)
+                          f"{result['server_cpu'] / result['elapsed'] * 100:.0f} %, client "
+                          f"{result['client_cpu'] / result['elapsed'] * 100:.0f} % of a core; "
+                          f"{len(server.ids):,} sessions)", flush=True)
     finally:
         for conns in connections.values():
             for conn in conns:
@@ -263,52 +287,95 @@ async def measure(servers: dict[str, tuple[int, int]], args, endpoints=(*ENDPOIN
     return results
 
 
-# --------------------------------------------------------------------------- servers and database
+# --------------------------------------------------------------------------- the two servers
 
-def start_daphne(app: str, env: dict) -> tuple[subprocess.Popen, int]:
-    for _attempt in range(3):  # the free port may be taken between the probe and daphne's bind
-        port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "daphne", "-v", "0", "-b", HOST, "-p", str(port), app],
-                                cwd=ROOT, env=env, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with socket.create_connection((HOST, port), timeout=1) as sock:
-                    sock.sendall(f"GET {API}/healthz HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
-                    if sock.recv(64).startswith(b"HTTP/1.1"):
-                        return proc, port
-            except OSError:
-                time.sleep(0.2)
-        stop(proc)
-    raise RuntimeError(f"daphne {app} did not start")
-
-
-def stop(proc: subprocess.Popen | None):
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
-def bench_env(use_pg: bool, storage: Path) -> dict:
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="labmanager.settings", PYTHONPATH=str(ROOT), DEBUG="false",
-               LOG_LEVEL="WARNING", ALLOWED_HOSTS=f"{HOST},testserver", SESSION_QUEUE_MAX="0",
-               SESSION_STORAGE_DIR=str(storage), SESSION_DEFAULT_POOL="default",
-               SESSION_ANONYMOUS_NETWORKS="127.0.0.1/32,::1/128",
-               # The per-principal limit stays on (a cache counter per request), never reached.
-               SESSION_API_RATE_LIMIT="100000000/min")
-    env.pop("REDIS_URL", None)  # the embedded default: in-memory cache and channel layer
-    env.pop("ROOT_URLCONF", None)
-    if use_pg:
-        env["DATABASE_URL"] = f"postgres://postgres@{HOST}:5432/{PG_DB}"
-    else:
-        env.pop("DATABASE_URL", None)
-        env["SQLITE_PATH"] = str(SQLITE_PATH)
+def bench_env(redis_url: str, log_level: str) -> dict:
+    """The environment of LabManager's servers and of this process (query counts, reaping)."""
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="labmanager.settings_production", PYTHONPATH=str(ROOT),
+               SECRET_KEY="bench-" + "x" * 60, ALLOWED_HOSTS=f"{HOST},testserver", LOG_LEVEL=log_level.upper(),
+               DATABASE_URL=f"postgres://postgres@{HOST}:5432/{PG_DB}", REDIS_URL=redis_url,
+               REDIS_PREFIX="lm-bench-sessions", SESSION_QUEUE_MAX="0",
+               SESSION_STORAGE_DIR=str(BENCH_DIR / "session-files"), SESSION_DEFAULT_POOL="default",
+               SESSION_ANONYMOUS_NETWORKS="127.0.0.1/32,::1/128")
+    for name in ("ROOT_URLCONF", "SQLITE_PATH", "WEB_PROCESSES", "WEB_THREADS", "PROXY_PROCESSES"):
+        env.pop(name, None)  # the defaults: what production runs
     return env
+
+
+def ensure_neops(python: str) -> Path:
+    """neops-remote-lab NEOPS_VERSION in its own Python 3.12 venv under var/bench/ (pip from PyPI when
+    missing); returns its `neops-remote-lab` command."""
+    command = NEOPS_VENV / "bin" / "neops-remote-lab"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PYTHON")}  # not our project
+    probe = [str(NEOPS_VENV / "bin" / "python"), "-c",
+             "import importlib.metadata as m; print(m.version('neops-remote-lab'))"]
+    if command.exists():
+        found = subprocess.run(probe, capture_output=True, text=True, timeout=60, env=env)
+        if found.returncode == 0 and found.stdout.strip() == NEOPS_VERSION:
+            return command
+    if not Path(python).exists():
+        raise Failure(f"neops-remote-lab needs Python 3.12: {python} not found (--neops-python)")
+    print(f"Installing neops-remote-lab {NEOPS_VERSION} into {NEOPS_VENV.relative_to(ROOT)} (pip, PyPI)...",
+          flush=True)
+    subprocess.run([python, "-m", "venv", "--clear", str(NEOPS_VENV)], check=True, timeout=300, env=env)
+    subprocess.run([str(NEOPS_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                    "--disable-pip-version-check", f"neops-remote-lab=={NEOPS_VERSION}"], check=True, timeout=900,
+                   env=env)
+    return command
+
+
+STUB_NETLAB = """#!/bin/sh
+# bench/sessions.py: a stub of netlab for neops-remote-lab, which runs `netlab version` before it starts and
+# `netlab down ...` at startup. The benchmark never uploads a lab: nothing real ever runs.
+echo "netlab stub (bench/sessions.py): $*"
+exit 0
+"""
+
+
+@contextlib.contextmanager
+def neops_server(command: Path, log_level: str):
+    """neops-remote-lab on a free 127.0.0.1 port, one process (its CLI runs uvicorn with its FastAPI app);
+    yields (port, pid)."""
+    stub_dir, tmp = BENCH_DIR / "neops-stub-bin", BENCH_DIR / "neops-tmp"
+    stub_dir.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    stub = stub_dir / "netlab"
+    stub.write_text(STUB_NETLAB)
+    stub.chmod(0o755)
+    env = dict(os.environ, PATH=f"{stub_dir}:{NEOPS_VENV / 'bin'}:{os.environ.get('PATH', '')}", TMPDIR=str(tmp))
+    env.pop("PYTHONPATH", None)
+    proc = None
+    try:
+        for _attempt in range(3):  # the free port may be taken between the probe and the bind
+            port = free_port()
+            with open(BENCH_DIR / "sessions-neops.log", "ab") as log:
+                proc = subprocess.Popen([str(command), "--host", HOST, "--port", str(port), "--log-level", log_level],
+                                        cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            if wait_http(port, "/healthz", proc):
+                break
+            stop_process_group(proc)
+            proc = None
+        else:
+            raise Failure(f"neops-remote-lab did not start (see {BENCH_DIR / 'sessions-neops.log'})")
+        yield port, proc.pid
+    finally:
+        stop_process_group(proc)
+
+
+def wait_http(port: int, path: str, proc: subprocess.Popen, timeout: float = 60) -> bool:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection((HOST, port), timeout=1) as sock:
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+                if sock.recv(64).startswith(b"HTTP/1.1"):
+                    return True
+        except OSError:
+            time.sleep(0.2)
+    return False
 
 
 # --------------------------------------------------------------------------- in-process parts
@@ -320,25 +387,27 @@ def query_counts() -> dict[str, tuple[int, list[str]]]:
     from django.test.utils import CaptureQueriesContext
 
     client = Client()
+    assert client.post(API + "/session", secure=True).status_code == 201  # the pool's first session creates it
     counts = {}
-    assert client.post(API + "/session").status_code == 201  # the pool's first session also creates the pool
     with CaptureQueriesContext(connection) as ctx:
-        response = client.post(API + "/session")
+        response = client.post(API + "/session", secure=True)
     assert response.status_code == 201, response.content
     counts["POST /session"] = (len(ctx), [q["sql"] for q in ctx.captured_queries])
     session_id = response.json()["session_id"]
-    client.get(f"{API}/session/{session_id}")  # the first read may run the pool's maintenance pass
+    client.get(f"{API}/session/{session_id}", secure=True)  # the first read may run the pool's maintenance pass
     time.sleep(1.1)  # past the touch resolution: a poll then writes last_seen_at, as most polls do
     with CaptureQueriesContext(connection) as ctx:
-        response = client.get(f"{API}/session/{session_id}")
+        response = client.get(f"{API}/session/{session_id}", secure=True)
     assert response.status_code == 200, response.content
     counts["GET /session/{id}"] = (len(ctx), [q["sql"] for q in ctx.captured_queries])
     with CaptureQueriesContext(connection) as ctx:
-        response = client.post(API + "/session/heartbeat", HTTP_X_SESSION_ID=session_id)
+        response = client.post(API + "/session/heartbeat", secure=True, HTTP_X_SESSION_ID=session_id)
     assert response.status_code == 204, response.content
     counts["POST /session/heartbeat"] = (len(ctx), [q["sql"] for q in ctx.captured_queries])
     return counts
 
+
+# --------------------------------------------------------------------------- reaping
 
 def seed_stale(stale: int, stale_active: int, fresh: int) -> tuple[str, datetime]:
     """A pool with `stale` stale sessions (the first `stale_active` active on their own worker, holding a
@@ -511,79 +580,61 @@ def rps(runs: list[dict]) -> float:
     return sum(r["requests"] for r in runs) / sum(r["elapsed"] for r in runs)
 
 
-def fast_path_batches(port: int) -> dict[str, tuple[float, float]]:
-    """{endpoint: (requests served, batches)} of the fast path, from the server's /metrics."""
-    import re
-    import urllib.request
-
-    text = urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10).read().decode()
-    served = dict(re.findall(r'^labmanager_remote_lab_fast_path_total\{endpoint="(\w+)",outcome="served"\} (\S+)$',
-                             text, re.M))
-    batches = dict(re.findall(r'^labmanager_remote_lab_fast_path_batches_total\{endpoint="(\w+)"\} (\S+)$', text, re.M))
-    return {name: (float(served.get(name, 0)), float(batches[name])) for name in batches}
+def cpu_ms(runs: list[dict]) -> float:
+    return sum(r["server_cpu"] for r in runs) / sum(r["requests"] for r in runs) * 1000
 
 
-def report(results: dict | None, counts: dict, reaping: dict | None, args, database: str, batches=None):
-    if results:
-        report_http(results, counts, args, database)
-    if batches:
-        print("durable server's fast path, whole run: " + "; ".join(
-            f"{name} {served:,.0f} requests in {n:,.0f} batches ({served / n:.1f} a batch)"
-            for name, (served, n) in batches.items() if n))
-    if reaping:
-        c = reaping["counts"]
-        in_transaction = reaping["statements"]
-        committed = in_transaction + reaping["commit"]  # the goal counts the commit (deferred checks run there)
-        met = "met" if committed < GOAL_REAP_SECONDS else "NOT met"
-        if reaping["plans"]:
-            print("\nPlans of the reaping's statements on the sessions table (EXPLAIN):")
-            print("\n".join(reaping["plans"]))
-        print(f"\nReaping {args.stale:,} stale sessions ({c['reaped_waiting']:,} waiting, {c['reaped_active']:,} active "
-              f"holding lab claims; {args.fresh:,} live sessions renumbered, {c['promoted']} promoted), {database}:")
-        print(f"  reaping, committed           {committed:6.2f} s  (goal < {GOAL_REAP_SECONDS:g} s: {met})")
-        print(f"  reaping transaction          {in_transaction:6.2f} s")
-        rows = c["reaped_waiting"] + c["reaped_active"]
-        pg = database.startswith("PostgreSQL")
-        print(f"    reap and journal           {reaping['journal_insert']:6.2f} s  " + (
-            f"(one statement: DELETE ... RETURNING feeding the INSERT ... SELECT of {rows:,} session.reaped rows)"
-            if pg else f"(INSERT ... SELECT of {rows:,} session.reaped rows; the DELETE is counted below)"))
-        print(f"    other statements           {in_transaction - reaping['journal_insert']:6.2f} s  "
-              f"(active ones read and locked, claims, {'' if pg else 'DELETE, '}renumber, promote)")
-        print(f"  its commit                   {reaping['commit']:6.2f} s")
-        print(f"  audit seal after the commit  {reaping['seal']:6.2f} s  ({reaping['sealed']:,} rows hashed into the chain)")
-        print(f"  publication (doorbell, webhooks) {reaping['publish']:6.2f} s  "
-              f"({'channels_redis, one ring per seal batch' if args.redis else 'in-memory layer, no live client'})")
-        if reaping["publish_each"] is not None:
-            n, seconds = reaping["publish_each"]
-            print(f"    for comparison, one group send per event: {seconds:.2f} s for {n:,} events "
-                  f"({seconds / n * 1e6:.0f} µs each, ~{seconds / n * reaping['sealed']:.0f} s for all {reaping['sealed']:,})")
-        print(f"  total                        {reaping['total']:6.2f} s  (result checked: "
-              f"{'ok' if reaping['ok'] else 'WRONG'}; seeding took {reaping['seeded']:.1f} s)")
-
-
-def report_http(results: dict, counts: dict, args, database: str):
-    names = [name for name in ("durable", "django", "asgi") if (name, FLOOR) in results]
+def report_http(results: dict, counts: dict, args):
     print()
-    print(f"{'endpoint':<26} " + " ".join(f"{name + ' req/s':>13}" for name in (*names, "memory"))
-          + f" {'ratio':>6} {'queries':>8}   server CPU ms/req ({', '.join((*names, 'memory'))})  goal ~{GOAL_RPS}/s")
+    print(f"{'endpoint':<26} {'ours req/s':>11} {'neops req/s':>12} {'ours/neops':>10}   "
+          f"{'CPU ms/req ours':>15} {'neops':>6} {'client':>7}   {'queries':>7}   goals: ratio >= {GOAL_RATIO:g}, CPU")
     for endpoint in (*ENDPOINTS, FLOOR):
-        figures, cpus = [], []
-        for name in (*names, "memory"):
-            runs = results[(name, endpoint)]
-            figures.append(rps(runs))
-            cpus.append(sum(r["server_cpu"] * r["elapsed"] for r in runs) / sum(r["requests"] for r in runs) * 1000)
-        best = figures[0]  # the real server (the fast path)
+        ours, neops = results[(OURS, endpoint)], results[(NEOPS, endpoint)]
+        ratio = rps(ours) / rps(neops)
+        client = sum(r["client_cpu"] for r in ours) / sum(r["requests"] for r in ours) * 1000
         if endpoint == FLOOR:
-            queries, met = 0, "(framework floor)"
+            queries, verdict = "-", "(each framework's floor, no goal)"
         else:
-            queries, met = counts[endpoint][0], "met" if best >= GOAL_RPS * 0.9 else "NOT met"
-        print(f"{endpoint:<26} " + " ".join(f"{f:>13.1f}" for f in figures)
-              + f" {best / figures[-1]:>6.2f} {queries:>8}   " + " / ".join(f"{c:.2f}" for c in cpus) + f"  {met}")
-    print(f"({database}; one daphne process each; {args.rounds} interleaved rounds x {args.seconds:g} s per endpoint "
-          f"and server; {args.concurrency} concurrent clients; {os.cpu_count()} CPUs shared by client and servers; "
-          f"durable = the fast path (apps/sessions/api/fast.py); django = SESSION_FAST_PATH=false, through "
-          f"Django and DRF on the thread pool; asgi = also HTTP_THREADS=0, Django's ASGI handler; queries: "
-          f"one request through Django; the fast path runs them once per batch)")
+            queries = str(counts[endpoint][0])
+            goal = GOAL_CPU_MS[endpoint]
+            verdict = (f"ratio {'met' if ratio >= GOAL_RATIO else 'NOT met'}, "
+                       f"CPU <= {goal:g} ms {'met' if cpu_ms(ours) <= goal else 'NOT met'}")
+        print(f"{endpoint:<26} {rps(ours):>11.1f} {rps(neops):>12.1f} {ratio:>10.2f}   {cpu_ms(ours):>15.2f} "
+              f"{cpu_ms(neops):>6.2f} {client:>7.2f}   {queries:>7}   {verdict}")
+    print(f"(PostgreSQL + Redis; ours = bin/serve all, its default processes (gunicorn {os.cpu_count()} x "
+          f"{os.environ.get('WEB_THREADS', 4)} threads, nginx auto, daphne), settings_production, "
+          f"LOG_LEVEL={args.log_level.upper()}; neops = neops-remote-lab {NEOPS_VERSION}, one uvicorn process, "
+          f"--log-level {args.log_level}; {args.rounds} interleaved rounds x {args.seconds:g} s per endpoint and "
+          f"server; {args.concurrency} concurrent keep-alive clients; {os.cpu_count()} CPUs shared by the client "
+          f"and both servers; CPU ms/req: all processes of the server, and this client's, per request of ours)")
+
+
+def report_reaping(reaping: dict, args):
+    c = reaping["counts"]
+    in_transaction = reaping["statements"]
+    committed = in_transaction + reaping["commit"]  # the goal counts the commit (deferred checks run there)
+    met = "met" if committed < GOAL_REAP_SECONDS else "NOT met"
+    if reaping["plans"]:
+        print("\nPlans of the reaping's statements on the sessions table (EXPLAIN):")
+        print("\n".join(reaping["plans"]))
+    print(f"\nReaping {args.stale:,} stale sessions ({c['reaped_waiting']:,} waiting, {c['reaped_active']:,} active "
+          f"holding lab claims; {args.fresh:,} live sessions renumbered, {c['promoted']} promoted), PostgreSQL:")
+    print(f"  reaping, committed           {committed:6.2f} s  (goal < {GOAL_REAP_SECONDS:g} s: {met})")
+    print(f"  reaping transaction          {in_transaction:6.2f} s")
+    rows = c["reaped_waiting"] + c["reaped_active"]
+    print(f"    reap and journal           {reaping['journal_insert']:6.2f} s  (one statement: DELETE ... RETURNING "
+          f"feeding the INSERT ... SELECT of {rows:,} session.reaped rows)")
+    print(f"    other statements           {in_transaction - reaping['journal_insert']:6.2f} s  "
+          f"(active ones read and locked, claims, renumber, promote)")
+    print(f"  its commit                   {reaping['commit']:6.2f} s")
+    print(f"  audit seal after the commit  {reaping['seal']:6.2f} s  ({reaping['sealed']:,} rows hashed into the chain)")
+    print(f"  publication (doorbell, webhooks) {reaping['publish']:6.2f} s  (channels_redis, one ring per seal batch)")
+    if reaping["publish_each"] is not None:
+        n, seconds = reaping["publish_each"]
+        print(f"    for comparison, one group send per event: {seconds:.2f} s for {n:,} events "
+              f"({seconds / n * 1e6:.0f} µs each, ~{seconds / n * reaping['sealed']:.0f} s for all {reaping['sealed']:,})")
+    print(f"  total                        {reaping['total']:6.2f} s  (result checked: "
+          f"{'ok' if reaping['ok'] else 'WRONG'}; seeding took {reaping['seeded']:.1f} s)")
 
 
 def parse_args():
@@ -593,16 +644,16 @@ def parse_args():
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--max-requests", type=int, default=20000, help="per endpoint, server and round")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning"),
+                        help="both servers' log level (their default: info, one line per request each)")
+    parser.add_argument("--redis", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0", metavar="URL")
+    parser.add_argument("--neops-python", default=os.environ.get("NEOPS_PYTHON", NEOPS_PYTHON),
+                        help="a Python 3.12 for neops-remote-lab's venv")
     parser.add_argument("--stale", type=int, default=100_000)
     parser.add_argument("--stale-active", type=int, default=100)
     parser.add_argument("--fresh", type=int, default=1000)
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-reap", action="store_true")
-    parser.add_argument("--sqlite", action="store_true", help="SQLite even when PostgreSQL answers")
-    parser.add_argument("--redis", default="", metavar="URL",
-                        help="channels_redis at URL for the reaping's publication (with one listening channel)")
-    parser.add_argument("--no-asgi", action="store_true",
-                        help="skip the server with SESSION_FAST_PATH=false and HTTP_THREADS=0 (Django's ASGI handler)")
     parser.add_argument("--explain", action="store_true", help="print the plans of the reaping's statements")
     args = parser.parse_args()
     args.seconds = min(args.seconds, 60)
@@ -622,60 +673,56 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    use_pg = not args.sqlite and pg_available()
-    storage = ROOT / "var" / "bench" / "session-files"
-    env = bench_env(use_pg, storage)
-    database = "PostgreSQL" if use_pg else "SQLite (WAL)" + ("" if args.sqlite else ", PostgreSQL unavailable")
-    servers = []
+    if not pg_available():
+        print("PostgreSQL does not answer on 127.0.0.1:5432: this benchmark needs it (and Redis).", file=sys.stderr)
+        return 1
+    env = bench_env(args.redis, args.log_level)
+    created = False
     try:
-        if use_pg:
-            pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
-            pg_admin(f'CREATE DATABASE "{PG_DB}"')
-        else:
-            SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{SQLITE_PATH}{suffix}").unlink(missing_ok=True)
+        pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
+        pg_admin(f'CREATE DATABASE "{PG_DB}"')
+        created = True
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=600)
-        print(f"Database: {database}, migrated in {time.perf_counter() - t0:.1f} s", flush=True)
+        print(f"Database: PostgreSQL {PG_DB}, migrated in {time.perf_counter() - t0:.1f} s; Redis {args.redis}",
+              flush=True)
         os.environ.update(env)
-        if args.redis:  # this process only (the reaping's channel layer); the daphne servers keep the default
-            os.environ.update(REDIS_URL=args.redis, REDIS_PREFIX="lm-bench-sessions")
         sys.path.insert(0, str(ROOT))
         import django
 
         django.setup()
+        logging.getLogger().setLevel(logging.WARNING)  # this process: no line per test request
         counts = query_counts()
         for endpoint, (n, sqls) in counts.items():
             print(f"SQL queries of {endpoint}: {n}")
             for sql in sqls:
                 print(f"    {sql[:160]}{'…' if len(sql) > 160 else ''}")
+        from django.db import connections
 
-        results = batches = None
+        connections.close_all()
+
+        results = None
         if not args.skip_http:
-            measured = {}
-            variants = [("durable", "labmanager.asgi:application", env),
-                        ("django", "labmanager.asgi:application", dict(env, SESSION_FAST_PATH="false"))]
-            if not args.no_asgi:  # the same server with every request through Django's ASGI handler
-                variants.append(("asgi", "labmanager.asgi:application",
-                                 dict(env, SESSION_FAST_PATH="false", HTTP_THREADS="0")))
-            variants.append(("memory", "bench.sessions:reference_app", env))
-            for name, app, server_env in variants:
-                proc, port = start_daphne(app, server_env)
-                servers.append(proc)
-                measured[name] = (port, proc.pid)
-            print("daphne: " + ", ".join(f"{name} (pid {pid}) on :{port}" for name, (port, pid) in measured.items())
-                  + "; measuring...", flush=True)
-            results = asyncio.run(measure(measured, args))
-            batches = fast_path_batches(measured["durable"][0])
-            for proc in servers:
-                stop(proc)
+            command = ensure_neops(args.neops_python)
+            with ServeAll(env, BENCH_DIR / "sessions-labmanager.log", ROOT) as ours, \
+                    neops_server(command, args.log_level) as (neops_port, neops_pid):
+                servers = [Server(OURS, ours.port, ours.pid, API, {"X-Forwarded-Proto": "https"}),
+                           Server(NEOPS, neops_port, neops_pid, "")]
+                print(f"ours: bin/serve all (pid {ours.pid}, {len(process_tree(ours.pid))} "
+                      f"processes) on {ours.url}; neops-remote-lab {NEOPS_VERSION} (pid {neops_pid}) on "
+                      f"http://{HOST}:{neops_port}", flush=True)
+                print("Contract (the same requests on both):")
+                print("\n".join(asyncio.run(check_contract(servers))))
+                print("Measuring...", flush=True)
+                results = asyncio.run(measure(servers, args))
         reaping = None
         if not args.skip_reap:
             print(f"Reaping: seeding {args.stale:,} stale sessions...", flush=True)
-            reaping = time_reaping(args.stale, args.stale_active, args.fresh, redis=bool(args.redis),
-                                   explain=args.explain)
-        report(results, counts, reaping, args, database, batches)
+            reaping = time_reaping(args.stale, args.stale_active, args.fresh, redis=True, explain=args.explain)
+        if results:
+            report_http(results, counts, args)
+        if reaping:
+            report_reaping(reaping, args)
         return 0 if reaping is None or reaping["ok"] else 1
     except Failure as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
@@ -684,9 +731,7 @@ def main() -> int:
         print("Interrupted.", file=sys.stderr)
         return 130
     finally:
-        for proc in servers:
-            stop(proc)
-        if use_pg:
+        if created:
             if "django.db" in sys.modules:
                 from django.db import connections
 

@@ -1,4 +1,5 @@
-"""A real daphne on 127.0.0.1 serving the remote-lab API against the test database, its CML the simulator.
+"""The production servers (bin/serve all: nginx, gunicorn, daphne) on 127.0.0.1 serving the remote-lab API
+against the test database, its CML the simulator.
 
 The server is another process (tests/events/conftest.py's server_process): it reads its settings from
 the environment, so it gets the CML simulator's address and credentials and the session settings that
@@ -29,6 +30,6 @@ def remote_lab_env(*, cml_sim, storage_dir: Path) -> dict:
 
 @contextlib.contextmanager
 def remote_lab_server(*, cml_sim, storage_dir: Path) -> Iterator[str]:
-    """daphne with remote_lab_env, stopped on exit; yields the API root (`http://127.0.0.1:PORT/api/remote-lab`)."""
+    """The servers with remote_lab_env, stopped on exit; yields the API root (`http://127.0.0.1:PORT/api/remote-lab`)."""
     with server_process(remote_lab_env(cml_sim=cml_sim, storage_dir=storage_dir)) as url:
         yield url + "/api/remote-lab"

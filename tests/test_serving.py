@@ -81,3 +81,11 @@ def test_nothing_of_ours_parses_http_outside_django_drf_and_channels():
                  if re.search(r"scope\[\"type\"\]\s*==\s*\"http\"|http\.response\.start|a2wsgi|SimpleNamespace\(META",
                               p.read_text())]
     assert offenders == []
+
+
+def test_the_proxy_passes_the_host_with_its_port_and_writes_x_forwarded_for_itself():
+    """$host drops the port: CSRF's origin check and every absolute URL (redirects, Link) would lose it."""
+    text = TEMPLATE.read_text()
+
+    assert "proxy_set_header Host $http_host;" in text
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in text  # never the client's own header

@@ -32,12 +32,12 @@ class LiveFilter(admin.SimpleListFilter):
 
 @admin.register(Session)
 class SessionAdmin(ReadOnlyAdmin):
-    list_display = ("id", "pool", "status", "position", "worker", "actor", "created_at", "last_seen_at",
+    list_display = ("id", "pool", "status", "ticket", "worker", "actor", "created_at", "last_seen_at",
                     "activated_at", "ended_at", "end_reason")
     list_filter = (LiveFilter, "status", "pool")
     list_select_related = ("pool", "worker")
     search_fields = ("id", "actor", "worker__name", "worker__public_id")
-    ordering = ("pool", "status", "position", "ticket")
+    ordering = ("pool", "status", "ticket")
     readonly_fields = ("id", "pool", "ticket", "status", "position", "worker", "owner", "actor", "client_ip",
                        "created_at", "last_seen_at", "activated_at", "ended_at", "end_reason")
     actions = ["end_sessions"]

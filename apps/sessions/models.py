@@ -1,8 +1,11 @@
 """Remote-lab sessions: per-pool FIFO queues of sessions, and the shared lab of each worker.
 
 docs/remote-lab.md explains the design; in short:
-- a SessionPool row is the pool's lock and ticket counter; a Session stores its own queue position
-  (0 = active), kept right by bulk UPDATEs when sessions leave, so reading a position is one row;
+- a Session's ticket is its place in the arrival order (a sequence on PostgreSQL, the pool's counter on
+  SQLite); its queue position is derived when read (the waiting sessions of its pool with a lower
+  ticket, plus one: one indexed count), so a session joins or leaves the queue without touching any
+  other row;
+- a SessionPool row is the lock of every change that hands out workers (docs/remote-lab.md, Concurrency);
 - a SessionLab row per worker is that worker's lab slot (and the row POST /lab locks); a LabClaim is
   one session's reference on it (ref_count = number of claims); a LabTeardown is a CML lab still to
   be deleted (durable until the teardown task has removed it).
@@ -52,7 +55,6 @@ class Session(models.Model):
     pool = models.ForeignKey(SessionPool, on_delete=models.PROTECT, related_name="sessions", db_index=False)
     ticket = models.PositiveBigIntegerField(editable=False, help_text="Arrival order within the pool.")
     status = models.CharField(max_length=10, choices=SessionStatus.choices, default=SessionStatus.WAITING)
-    position = models.PositiveIntegerField(default=0, help_text="0: active; 1..n: place in the queue.")
     # worker and owner: no index of their own. The active sessions are found by worker through
     # session_one_active_per_worker; nothing looks sessions up by owner but the deletion of a user or a
     # worker (a scan, rare), and every new row version (a session ending) would add an entry to both.
@@ -72,14 +74,14 @@ class Session(models.Model):
         # pool_id, not pool: "pool" orders by the pool's name, a join in every .first() and list.
         ordering = ["pool_id", "ticket"]
         indexes = [
-            PostgresPartialIndex(fields=["pool", "status", "position"], condition=LIVE_ROWS, name="session_pool_queue"),
+            PostgresPartialIndex(fields=["pool", "status", "ticket"], condition=LIVE_ROWS, name="session_pool_queue"),
             PostgresPartialIndex(fields=["status", "last_seen_at"], condition=LIVE_ROWS, name="session_staleness"),
             # History by its end time (the purge): ended_at only grows, as rows are written.
             PostgresBrinIndex(fields=["ended_at"], name="session_ended"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=SessionStatus.values), name="session_status_valid"),
-            # Tickets come from the pool's counter under its lock; the index keeps the live queue's order unique.
+            # Tickets come from one sequence (or the pool's counter): the index keeps the live queue's order unique.
             models.UniqueConstraint(fields=["pool", "ticket"], condition=LIVE_ROWS, name="session_unique_ticket"),
             models.UniqueConstraint(fields=["worker"], condition=models.Q(status=SessionStatus.ACTIVE),
                                     name="session_one_active_per_worker"),
@@ -91,6 +93,22 @@ class Session(models.Model):
     @property
     def is_live(self) -> bool:
         return self.status in (SessionStatus.WAITING, SessionStatus.ACTIVE)
+
+    @property
+    def position(self) -> int:
+        """0 unless waiting; else the place in its pool's queue: the waiting sessions of the pool with a
+        lower ticket, plus one. Counted on first read (one indexed count) unless a selector annotated
+        `queue_position` (apps.sessions.selectors.with_positions) or a service set it."""
+        if self.status != SessionStatus.WAITING:
+            return 0
+        if self.__dict__.get("queue_position") is None:
+            self.__dict__["queue_position"] = Session.objects.filter(
+                pool_id=self.pool_id, status=SessionStatus.WAITING, ticket__lt=self.ticket).count() + 1
+        return self.__dict__["queue_position"]
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self.__dict__["queue_position"] = value
 
 
 class SessionLab(models.Model):

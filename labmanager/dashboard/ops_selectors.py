@@ -7,7 +7,7 @@ from django.db.models.functions import RowNumber
 from apps.audit.webhooks.models import WebhookDeliveryAttempt, WebhookSubscription
 from apps.sessions.lifecycle import LIVE, SessionStatus
 from apps.sessions.models import Session, SessionPool
-from apps.sessions.selectors import session_estimated_wait
+from apps.sessions.selectors import session_estimated_wait, with_positions
 from labmanager.api.permissions import privileged
 
 WAITING_SHOWN = 100  # per pool: the head of the queue
@@ -42,8 +42,8 @@ def sessions_page(*, user) -> dict:
     live = visible.filter(status__in=LIVE)
     counts = {(row["pool_id"], row["status"]): row["n"]
               for row in live.order_by().values("pool_id", "status").annotate(n=Count("pk"))}
-    waiting = _first_per_pool(live.filter(status=SessionStatus.WAITING).select_related("pool", "owner"),
-                              order_by="position", limit=WAITING_SHOWN)
+    waiting = _first_per_pool(with_positions(live.filter(status=SessionStatus.WAITING).select_related("pool", "owner")),
+                              order_by="ticket", limit=WAITING_SHOWN)
     active = _first_per_pool(live.filter(status=SessionStatus.ACTIVE)
                              .select_related("pool", "owner", "worker", "worker__session_lab"),
                              order_by="activated_at", limit=ACTIVE_SHOWN)

@@ -239,7 +239,7 @@ def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(small_limits, set
 # --- the production servers (bin/serve all: nginx, gunicorn, daphne) ------------------------------------------------
 
 @pytest.mark.django_db(transaction=True)
-def test_a_daphne_server_sends_the_headers_and_the_429(operator_user):
+def test_the_production_servers_send_the_headers_and_the_429(operator_user):
     import httpx
 
     from tests.events.conftest import server_process

@@ -1,4 +1,4 @@
-"""Browser fixtures for the dashboard tests: a real daphne serving the test database, Debian's Chromium
+"""Browser fixtures for the dashboard tests: the production servers (bin/serve all) serving the test database, Debian's Chromium
 (bin/ensure-browser.sh installs it) driven by Playwright, users per role with passwords, login through the
 form, screenshots into var/screenshots/ (docs/dashboard.md uses them)."""
 

@@ -1,5 +1,5 @@
 """The dashboard in Debian's Chromium (bin/ensure-browser.sh installs it) driven by Playwright, against a
-real daphne serving the test database: log in through the form as each role, watch an instance's badge
+real server (bin/serve all) serving the test database: log in through the form as each role, watch an instance's badge
 change live (SSE) with no reload, terminate from the page, drain a worker, verify the audit chain.
 Screenshots of every page go to var/screenshots/ (docs/dashboard.md uses them)."""
 

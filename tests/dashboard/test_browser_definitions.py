@@ -1,5 +1,5 @@
-"""The lablet definition pages in Debian's Chromium driven by Playwright, against a real daphne serving the
-test database: an instructor creates a definition in the YAML editor, sees the server's error at its line
+"""The lablet definition pages in Debian's Chromium driven by Playwright, against a real server (bin/serve all)
+serving the test database: an instructor creates a definition in the YAML editor, sees the server's error at its line
 with everything typed kept, fixes it and lands on the new definition; then deprecates it.
 Screenshots go to var/screenshots/ (docs/dashboard.md uses them)."""
 

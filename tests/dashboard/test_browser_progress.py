@@ -1,4 +1,4 @@
-"""Live pieces of the dashboard in Debian's Chromium against a real daphne (see test_browser.py): an
+"""Live pieces of the dashboard in Debian's Chromium against a real server (see test_browser.py): an
 instantiation's steps on the instance page, the fleet's load bars, the timeline's badges. The test process
 drives the services (as the engine and the health poll would); the open page follows with no reload."""
 

@@ -1,4 +1,4 @@
-"""The reports page in Debian's Chromium against a real daphne (fixtures: tests/dashboard/conftest.py): an
+"""The reports page in Debian's Chromium against a real server (bin/serve all; fixtures: tests/dashboard/conftest.py): an
 operator opens Reports from the navigation, Chart.js (the project's own static file) draws the chart from the
 page's JSON, another range is chosen in the form, a reversed one is refused in place, and Download CSV saves
 the rows of the range shown. Screenshot: var/screenshots/reports.png (docs/img/dashboard-reports.png)."""

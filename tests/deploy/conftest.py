@@ -1,4 +1,4 @@
-"""The production profile's environment, for subprocesses (manage.py, daphne) that must load it."""
+"""The production profile's environment, for subprocesses (manage.py, bin/serve) that must load it."""
 
 import os
 import subprocess

@@ -1,5 +1,6 @@
-"""daphne with the production profile on PostgreSQL and Redis (127.0.0.1): API, login page, security
-headers, hashed static files, JSON log lines with the request's trace_id."""
+"""The production servers (bin/serve all: nginx, gunicorn, daphne) with the production profile on PostgreSQL
+and Redis (127.0.0.1): API, login page, security headers, hashed static files, JSON log lines with the
+request's trace_id."""
 
 import json
 import os
@@ -27,7 +28,7 @@ HTTPS = {"X-Forwarded-Proto": "https"}  # what the TLS-terminating proxy adds (S
 
 @pytest.fixture(scope="module")
 def server(django_db_setup, django_db_blocker, tmp_path_factory):
-    """(url, log file) of daphne under labmanager.settings_production, static files collected first."""
+    """(url, log file) of the servers under labmanager.settings_production, static files collected first."""
     static_root = tmp_path_factory.mktemp("static")
     env = production_env(STATIC_ROOT=str(static_root), LOG_LEVEL="INFO", LOG_FORMAT="json")
     collected = manage("collectstatic", "--noinput", "-v0", env=env)

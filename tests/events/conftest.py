@@ -4,6 +4,7 @@ separate process."""
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -38,11 +39,53 @@ def server_env() -> dict:
 
 class ServerUrl(str):
     """The proxy's URL (what clients use), with the app servers' own: `.web` (gunicorn), `.asgi` (daphne),
-    and `.log`, the file all of them write to."""
+    `.log`, the file all of them write to, and `.process`, bin/serve's (the leader of their process group)."""
 
     web: str
     asgi: str
     log: Path
+    process: subprocess.Popen
+
+
+# gunicorn's own access log, one line per request with the pid of the worker process that answered it (the
+# application's request log line has no pid in the development profile): pass it in server_process's
+# extra_env to see which processes served (served_by). GUNICORN_CMD_ARGS adds to deploy/gunicorn.conf.py.
+ACCESS_LOG_ENV = {"GUNICORN_CMD_ARGS": "--access-logfile=- --access-logformat='gunicorn-access pid=%(p)s %(m)s %(U)s %(s)s'"}
+_ACCESS_LINE = re.compile(r"^gunicorn-access pid=<(\d+)> (\S+) (\S+) (\d+)$")
+
+
+def served_by(url: ServerUrl, method: str, path_prefix: str, status: int, *, since: int = 0) -> list[int]:
+    """The worker pid of each `method path_prefix... status` request in gunicorn's access log (ACCESS_LOG_ENV),
+    from byte `since` of the log on."""
+    with open(url.log, "rb") as log:
+        log.seek(since)
+        lines = log.read().decode(errors="replace").splitlines()
+    return [int(m[1]) for m in map(_ACCESS_LINE.match, lines)
+            if m and m[2] == method and m[3].startswith(path_prefix) and int(m[4]) == status]
+
+
+def _processes_in_group(pgid: int) -> dict[int, tuple[int, str]]:
+    """{pid: (parent pid, command line)} of the live processes of a process group, from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found[int(entry.name)] = (int(fields[1]), cmdline)
+    return found
+
+
+def gunicorn_workers(url: ServerUrl) -> list[int]:
+    """The pids of the server's gunicorn worker processes: gunicorn processes whose parent is gunicorn."""
+    processes = _processes_in_group(url.process.pid)
+    gunicorns = {pid for pid, (_, cmdline) in processes.items() if "gunicorn" in cmdline}
+    return sorted(pid for pid in gunicorns if processes[pid][0] in gunicorns)
 
 
 @contextlib.contextmanager
@@ -59,6 +102,7 @@ def server_process(extra_env: dict | None = None):
                                stderr=subprocess.STDOUT, start_new_session=True)
     url = ServerUrl(f"http://127.0.0.1:{port}")
     url.web, url.asgi, url.log = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{asgi_port}", Path(log.name)
+    url.process = process
     try:
         deadline = time.monotonic() + 60
         for probe in (url.web, url.asgi, url):  # each server answers, then the proxy in front of them

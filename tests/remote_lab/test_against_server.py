@@ -1,5 +1,5 @@
-"""RemoteLabClient against the real remote-lab API (apps/sessions) served by a real daphne, with a worker of
-the default session pool whose CML is the simulator."""
+"""RemoteLabClient against the real remote-lab API (apps/sessions) served by the production servers (bin/serve
+all: nginx, gunicorn, daphne), with a worker of the default session pool whose CML is the simulator."""
 
 import time
 from pathlib import Path
@@ -26,7 +26,7 @@ def remote_lab_url(cml_sim, tmp_path):
 def test_create_wait_acquire_release_close(remote_lab_url, ec2, cml):
     worker = placeable_worker(session_pool="default")
     lines = []
-    # Anonymous: daphne is on loopback, where anonymous clients are allowed by default.
+    # Anonymous: the client is on loopback, where anonymous clients are allowed by default.
     with RemoteLabClient(remote_lab_url, timeout=10, heartbeat_interval=0.2) as client:
         created = client.create_session()
         assert created.position == 0

@@ -1,5 +1,5 @@
-"""The seed's curl walk-through (examples/curl/end_to_end_session.sh) against a real daphne whose worker's
-CML is the simulator: it must run unchanged and leave the lab started and the session ended."""
+"""The seed's curl walk-through (examples/curl/end_to_end_session.sh) against the production servers (bin/serve
+all: nginx, gunicorn, daphne) whose worker's CML is the simulator: it must run unchanged and leave the lab started and the session ended."""
 
 import os
 import shutil

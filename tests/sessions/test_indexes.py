@@ -59,7 +59,7 @@ def test_the_queue_queries_can_use_the_partial_indexes():
     queries = {
         "reaping": stale_sessions(now=now, pool_ids=[1]),
         "reaping, two pools": stale_sessions(now=now, pool_ids=[1, 2]),
-        "closing up": Session.objects.filter(pool_id=1, status=SessionStatus.WAITING, position__gt=3).order_by(),
+        "position": Session.objects.filter(pool_id=1, status=SessionStatus.WAITING, ticket__lt=3).order_by(),
         "head of the queue": Session.objects.filter(pool_id=1, status=SessionStatus.WAITING).order_by("ticket")[:1],
         "active ones": Session.objects.filter(pool_id=1, status=SessionStatus.ACTIVE).order_by(),
     }

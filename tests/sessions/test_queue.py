@@ -144,15 +144,27 @@ def test_the_wait_estimate_comes_from_recent_session_durations(anon, worker):
     assert status_of(anon, waiting[1]).json()["estimated_wait_seconds"] == pytest.approx(120, abs=2)
 
 
-def test_a_position_read_is_one_query_whatever_the_queue_length(anon, worker, django_assert_max_num_queries):
+def test_a_position_read_is_two_queries_whatever_the_queue_length(anon, worker, django_assert_max_num_queries):
     for _ in range(30):
         services.session_create(principal=ANON)
     last = Session.objects.order_by("-ticket").first()
     SessionPool.objects.update(maintained_at=timezone.now())  # not due: reading must not scan anything
 
-    with django_assert_max_num_queries(1):
+    with django_assert_max_num_queries(2):  # the session, the count of the waiting sessions ahead
         session = selectors.session_get_live(session_id=last.pk, principal=ANON)
         assert session.position == 29 and selectors.session_estimated_wait(session) is None
+
+
+def test_positions_are_counted_in_one_query_for_a_list(anon, worker, django_assert_num_queries):
+    for _ in range(6):
+        services.session_create(principal=ANON)
+    services.session_end(session_id=Session.objects.order_by("ticket")[2].pk, principal=ANON)  # leaves from the middle
+
+    with django_assert_num_queries(1):
+        listed = [(s.status, s.position) for s in selectors.with_positions(Session.objects.filter(
+            status__in=["waiting", "active"]).order_by("ticket"))]
+
+    assert listed == [("active", 0), ("waiting", 1), ("waiting", 2), ("waiting", 3), ("waiting", 4)]
 
 
 def test_a_heartbeat_is_one_update(worker, django_assert_num_queries):

@@ -1,9 +1,18 @@
 """The FIFO queue of each pool: create, heartbeat, end, promotion and stale reaping.
 
-Every change of a pool's queue happens with the pool's row locked (SELECT ... FOR UPDATE on
-PostgreSQL; SQLite serialises writers anyway), in this order: pool rows (by pk) → lab slots (by pk)
-→ the audit chain. Positions are stored on the sessions (0 active, 1..n waiting in arrival order) and
-kept right by bulk UPDATEs when sessions leave or are promoted, so reading one costs one row.
+A session's ticket is its arrival order and its position is derived from the tickets when read
+(Session.position), so joining the queue touches no other row:
+
+- a new session takes a ticket (a PostgreSQL sequence; the pool's counter on SQLite) and is inserted
+  holding only the pool's queue lock in SHARED mode (a PostgreSQL advisory lock): any number of them
+  run at once;
+- whatever hands out workers (promotion: at a session's end, in the reaping, for a new session at the
+  head of the queue) locks the pool's row and takes the same queue lock EXCLUSIVELY, which waits for
+  the inserts in flight to commit. So a promotion sees every session that took a ticket before it, and
+  the head of the queue it serves is the lowest ticket there is: strict FIFO across processes.
+
+Lock order: pool rows (by pk) → queue locks → lab slots (by pk) → the audit chain. SQLite serialises
+writers anyway (BEGIN IMMEDIATE), so there the locks are the database's.
 """
 
 import logging
@@ -11,7 +20,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, CharField, F, Func, Max, Q, QuerySet, TextField, Value, When
+from django.db.models import Case, CharField, F, Func, Q, QuerySet, TextField, Value, When
 from django.db.models.functions import Cast, Concat, JSONObject, Substr
 from django.db.models.sql.subqueries import DeleteQuery
 from django.utils import timezone
@@ -52,16 +61,49 @@ def pool_get_or_create(*, name: str | None = None) -> SessionPool:
     return pool
 
 
+# Advisory lock class of the pools' queue locks (two-int form: apart from the bigint keys of the audit
+# chain and the scheduler): "LQ".
+QUEUE_LOCK_CLASS = 0x4C51
+TICKET_SEQUENCE = "lab_sessions_ticket_seq"  # migration 0006
+
+
+def _queue_lock(pool_id: int, *, exclusive: bool) -> None:
+    """The pool's queue lock until the transaction ends (PostgreSQL): shared by the inserts of new
+    sessions, exclusive for a promotion, which so waits for the inserts in flight."""
+    if connection.vendor != "postgresql":
+        return
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(%s, %s)", [QUEUE_LOCK_CLASS, pool_id])
+
+
 def _pools_locked(pool_ids=None) -> dict[int, SessionPool]:
-    qs = SessionPool.objects.select_for_update().order_by("pk")
+    """Lock the pools' rows and their queues (exclusive), in pk order. FOR NO KEY UPDATE: the inserts of new
+    sessions check their foreign key to the pool with FOR KEY SHARE, which FOR UPDATE would block (while
+    they hold the queue lock this waits for: a deadlock)."""
+    qs = SessionPool.objects.select_for_update(no_key=True).order_by("pk")
     if pool_ids is not None:
         qs = qs.filter(pk__in=list(pool_ids))
-    return {pool.pk: pool for pool in qs}
+    pools = {pool.pk: pool for pool in qs}
+    for pool_id in pools:
+        _queue_lock(pool_id, exclusive=True)
+    return pools
+
+
+def _take_ticket(pool_id: int) -> int:
+    """The next arrival number: from one sequence on PostgreSQL (no lock, no row), from the pool's counter
+    on SQLite (whose writers are serialised anyway)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT nextval(%s)", [TICKET_SEQUENCE])
+            return cursor.fetchone()[0]
+    SessionPool.objects.filter(pk=pool_id).update(next_ticket=F("next_ticket") + 1)
+    return SessionPool.objects.filter(pk=pool_id).values_list("next_ticket", flat=True).get() - 1
 
 
 def _waiting_count(pool_id: int) -> int:
-    """Waiting sessions of the pool = the highest position (one probe of the queue index)."""
-    return Session.objects.filter(pool_id=pool_id, status=SessionStatus.WAITING).aggregate(n=Max("position"))["n"] or 0
+    """Waiting sessions of the pool (an index-only count of the live queue)."""
+    return Session.objects.filter(pool_id=pool_id, status=SessionStatus.WAITING).count()
 
 
 def _retry_after(pool: SessionPool) -> int:
@@ -91,12 +133,13 @@ def _free_workers(pool: SessionPool) -> list[int]:
 
 
 def _promote(pool: SessionPool, *, now, actor: str) -> list:
-    """Give free workers to the head of the queue; the rest move up. The pool row must be locked."""
+    """Give free workers to the head of the queue (the lowest tickets). The pool must be locked
+    (_pools_locked: its row and its queue)."""
     free = _free_workers(pool)
     if not free:
         return []
     heads = list(Session.objects.filter(pool=pool, status=SessionStatus.WAITING)
-                 .order_by("position", "ticket").values_list("pk", flat=True)[:len(free)])
+                 .order_by("ticket").values_list("pk", flat=True)[:len(free)])
     if not heads:
         return []
     names = dict(Worker.objects.filter(pk__in=free[:len(heads)]).values_list("pk", "public_id"))
@@ -104,10 +147,9 @@ def _promote(pool: SessionPool, *, now, actor: str) -> list:
     for session_id, worker_id in zip(heads, free):
         # last_seen_at restarts: the client gets the whole active timeout to notice its promotion.
         session_transition(sessions=Session.objects.filter(pk=session_id), to=SessionStatus.ACTIVE,
-                           worker_id=worker_id, position=0, activated_at=now, last_seen_at=now)
+                           worker_id=worker_id, activated_at=now, last_seen_at=now)
         events.append(_audit(session_id, event="activated", actor=actor,
                              metadata={"pool": pool.name, "worker_id": names.get(worker_id)}))
-    Session.objects.filter(pool=pool, status=SessionStatus.WAITING).update(position=F("position") - len(heads))
     audit_record_many(events)
     return heads
 
@@ -117,26 +159,31 @@ def _promote(pool: SessionPool, *, now, actor: str) -> list:
 def session_create(*, principal: Principal, pool_name: str | None = None, client_ip: str | None = None) -> Session:
     """Append a session to the pool's queue; if nobody waits and a worker is free it is active at once.
 
-    One transaction: the pool's row lock (the ticket counter and FIFO order), one INSERT of the session,
-    its journal row. A full queue (settings.SESSION_QUEUE_MAX waiting) is QueueFull: 503 with Retry-After."""
-    name = (pool_name or settings.SESSION_DEFAULT_POOL).strip()
+    The insert holds the pool's queue lock shared (see the module's docstring): creations do not wait for
+    each other. Only a session that finds nobody waiting ahead and a free worker goes on to a promotion,
+    under the pool's locks. A full queue (settings.SESSION_QUEUE_MAX waiting; concurrent creations may
+    each see the last place free, so it can be passed by the requests in flight) is QueueFull: 503 with
+    Retry-After. The position answered counts the sessions ahead that had committed."""
+    pool = pool_get_or_create(name=pool_name)
     with transaction.atomic():
-        pool = SessionPool.objects.select_for_update().filter(name=name).first()  # the lock, by name
-        if pool is None:  # a pool's first session (or an unknown pool: 422)
-            pool = SessionPool.objects.select_for_update().get(pk=pool_get_or_create(name=name).pk)
-        waiting = _waiting_count(pool.pk)
-        if settings.SESSION_QUEUE_MAX and waiting >= settings.SESSION_QUEUE_MAX:
-            raise QueueFull(f"The queue of pool {pool.name!r} is full ({waiting} sessions waiting); retry later.",
-                            retry_after=_retry_after(pool), extra={"pool": pool.name, "queue_length": waiting})
+        _queue_lock(pool.pk, exclusive=False)
+        ahead = _waiting_count(pool.pk)
+        if settings.SESSION_QUEUE_MAX and ahead >= settings.SESSION_QUEUE_MAX:
+            raise QueueFull(f"The queue of pool {pool.name!r} is full ({ahead} sessions waiting); retry later.",
+                            retry_after=_retry_after(pool), extra={"pool": pool.name, "queue_length": ahead})
         now = timezone.now()
-        session = Session.objects.create(pool=pool, ticket=pool.next_ticket, position=waiting + 1,
-                                         owner_id=principal.user_id, actor=principal.actor, client_ip=client_ip,
-                                         created_at=now, last_seen_at=now)
-        SessionPool.objects.filter(pk=pool.pk).update(next_ticket=F("next_ticket") + 1)
+        session = Session.objects.create(pool=pool, ticket=_take_ticket(pool.pk), owner_id=principal.user_id,
+                                         actor=principal.actor, client_ip=client_ip, created_at=now, last_seen_at=now)
+        session.position = ahead + 1
         audit_record(**_audit(session.pk, event="created", actor=principal.actor,
                               metadata={"pool": pool.name, "position": session.position}))
-        if waiting == 0 and _promote(pool, now=now, actor=principal.actor):
-            session.refresh_from_db()
+    if ahead == 0:  # at the head: hand out a free worker; or another creation's promotion served it already
+        if _free_workers(pool):
+            with transaction.atomic():
+                pool = _pools_locked([pool.pk])[pool.pk]
+                _promote(pool, now=timezone.now(), actor=principal.actor)
+        session.refresh_from_db(fields=["status", "worker", "activated_at", "last_seen_at"])
+        session.position = None  # counted again if still waiting
     return session
 
 
@@ -173,10 +220,7 @@ def session_end(*, session_id, principal: Principal, reason: str = "ended by the
         now = timezone.now()
         session_transition(sessions=Session.objects.filter(pk=session.pk), to=SessionStatus.ENDED,
                            ended_at=now, end_reason=reason[:100])
-        if session.status == SessionStatus.WAITING:
-            Session.objects.filter(pool=pool, status=SessionStatus.WAITING,
-                                   position__gt=session.position).update(position=F("position") - 1)
-        else:
+        if session.status == SessionStatus.ACTIVE:
             labs.claims_drop(session_ids=[session.pk], worker_ids=[session.worker_id], actor=principal.actor)
             _record_durations(pool, [(now - session.activated_at).total_seconds()])
             _promote(pool, now=now, actor=principal.actor)
@@ -186,23 +230,6 @@ def session_end(*, session_id, principal: Principal, reason: str = "ended by the
 
 
 # --- reaping and promotion ------------------------------------------------------------------------------
-
-def _renumber_waiting(pool_ids) -> None:
-    """Positions 1..n again, in arrival order, after sessions left from anywhere in the queue: one UPDATE
-    numbering the waiting sessions of these pools with ROW_NUMBER() over their tickets (one pass; a count
-    of the sessions ahead per row was quadratic in the queue length). Raw SQL: the ORM cannot update from
-    a window. UPDATE ... FROM: PostgreSQL, SQLite >= 3.33."""
-    pool_ids = [int(pk) for pk in pool_ids]
-    if not pool_ids:
-        return
-    table = connection.ops.quote_name(Session._meta.db_table)
-    sql = (f"UPDATE {table} SET position = ranked.n FROM ("
-           f"SELECT id, ROW_NUMBER() OVER (PARTITION BY pool_id ORDER BY ticket) AS n FROM {table} "
-           f"WHERE status = %s AND pool_id IN ({', '.join(['%s'] * len(pool_ids))})) AS ranked "
-           f"WHERE {table}.id = ranked.id AND {table}.position <> ranked.n")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [SessionStatus.WAITING, *pool_ids])
-
 
 def _uuid_text(field: str):
     """A UUID key as text, as str(uuid) writes it: PostgreSQL casts its uuid; SQLite stores 32 hex digits,
@@ -305,8 +332,6 @@ def sessions_reap(*, pool_ids=None, actor: str = SYSTEM.actor) -> dict:
         reaped = _reap_and_journal(candidates, pools, actor) if pools else 0  # no pool yet: nothing to reap
         counts["reaped_active"] = len(reaped_active_ids)
         counts["reaped_waiting"] = reaped - len(reaped_active_ids)
-        if counts["reaped_waiting"]:
-            _renumber_waiting(pools)  # a pool with nothing to close up costs a read of its live queue
         for pool_id, seconds in durations.items():
             _record_durations(pools[pool_id], seconds)
         for pool in pools.values():

@@ -96,7 +96,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # Each gunicorn thread keeps its connection between requests (checked before reuse). daphne runs sync
 # code in a new thread per request, where kept connections would pile up: bin/serve starts it with 0.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A kept connection is checked (SELECT 1) before a request uses it: one round trip per request, so that a
+# connection the database closed (a restart, a failover) costs no failed request.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 IS_POSTGRES = DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql")
 # Optional PostgreSQL connection pool (psycopg-pool, Django's OPTIONS["pool"]): a request borrows an open

@@ -5,6 +5,7 @@ empty string sends nothing. Scripts come only from this site (no inline scripts,
 explains each directive.
 """
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 
 HEADER = "Content-Security-Policy"
@@ -31,12 +32,27 @@ def build_policy(*, form_action_extra: list[str] | None = None) -> str:
 
 
 class ContentSecurityPolicyMiddleware:
+    """In the mode of what it wraps, like labmanager.middleware.SyncAndAsyncMiddleware (not imported here:
+    the settings import this module)."""
+
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response):
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
         self.policy = getattr(settings, "CONTENT_SECURITY_POLICY", "")
 
     def __call__(self, request):
-        response = self.get_response(request)
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return self._add(self.get_response(request))
+
+    async def __acall__(self, request):
+        return self._add(await self.get_response(request))
+
+    def _add(self, response):
         if self.policy and HEADER not in response:
             response[HEADER] = self.policy
         return response

@@ -48,7 +48,7 @@ MIDDLEWARE = [
     "labmanager.middleware.ClientAddressMiddleware",  # first: everything after reads REMOTE_ADDR
     "labmanager.middleware.TraceIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "labmanager.middleware.StaticFilesMiddleware",  # whitenoise, in the mode of the view (async under daphne)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -4,6 +4,7 @@ Views parse input, call one service or selector and render; errors are DomainErr
 whose `detail` is the seed's message ("Session not found", "Session is not active", ...)."""
 
 import time
+from functools import partial
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
@@ -29,6 +30,7 @@ from apps.sessions.api.serializers import (
 )
 from apps.sessions.lifecycle import LabStatus
 from apps.sessions.services import storage
+from labmanager.api.pending import awaiting, pending_response
 from labmanager.api.permissions import Public
 from labmanager.api.schema import problem_responses
 from labmanager.errors import NotFound, ValidationFailed
@@ -129,6 +131,10 @@ class SessionHeartbeatView(RemoteLabView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+def _acquired(lab: services.AcquiredLab) -> dict:
+    return AcquireResponseSerializer({"reused": lab.reused, "devices": lab.devices}).data
+
+
 class LabView(RemoteLabView):
     parser_classes = [MultiPartParser, FormParser]
 
@@ -157,10 +163,13 @@ class LabView(RemoteLabView):
             "extra_files": request.FILES.getlist("extra_files"),
         })
         data.is_valid(raise_exception=True)
-        lab = services.session_lab_acquire(
+        lab = services.session_lab_acquire_begin(
             session_id=session_id, principal=principal, topology=data.validated_data["topology"],
             extra_files=data.validated_data["extra_files"], reuse=data.validated_data["reuse"])
-        return Response(AcquireResponseSerializer({"reused": lab.reused, "devices": lab.devices}).data)
+        if isinstance(lab, services.PendingAcquire):  # a start or a wait: awaited by `lab_view`
+            return pending_response(finish=partial(services.session_lab_acquire_finish, pending=lab), data=_acquired,
+                                    give_up=partial(services.session_lab_acquire_give_up, pending=lab))
+        return Response(_acquired(lab))
 
     @extend_schema(
         summary="Lab status with its devices (introspection, not part of the seed's stable contract)",
@@ -193,6 +202,10 @@ class LabView(RemoteLabView):
         dispatched = services.session_lab_destroy(session_id=_session_header(request), principal=principal_for(request),
                                                   force=query.validated_data["force"])
         return Response(status=status.HTTP_202_ACCEPTED if dispatched else status.HTTP_204_NO_CONTENT)
+
+
+# POST /lab may wait minutes for CML: served on the event loop (daphne), the wait holding no thread.
+lab_view = awaiting(LabView.as_view())
 
 
 class LabReleaseView(RemoteLabView):

@@ -3,9 +3,12 @@
 
 from apps.sessions.services.labs import (
     AcquiredLab,
+    PendingAcquire,
     lab_teardown_run,
     labs_recover,
-    session_lab_acquire,
+    session_lab_acquire_begin,
+    session_lab_acquire_finish,
+    session_lab_acquire_give_up,
     session_lab_destroy,
     session_lab_destroy_by_operator,
     session_lab_release,
@@ -24,6 +27,7 @@ from apps.sessions.services.queue import (
 
 __all__ = [
     "AcquiredLab",
+    "PendingAcquire",
     "lab_teardown_run",
     "labs_recover",
     "pool_get_or_create",
@@ -31,7 +35,9 @@ __all__ = [
     "session_create",
     "session_end",
     "session_heartbeat",
-    "session_lab_acquire",
+    "session_lab_acquire_begin",
+    "session_lab_acquire_finish",
+    "session_lab_acquire_give_up",
     "session_lab_destroy",
     "session_lab_destroy_by_operator",
     "session_lab_release",

@@ -5,13 +5,18 @@ one worker are serialised on it, so only one of them ever imports a lab. CML cal
 committed decisions, never inside a transaction:
 
     decide (lock slot: attach, wait, refuse, or mark STARTING with a token)  →  CML import
-    → record the lab id  →  CML start (wait) + nodes  →  RUNNING (if the token still matches)
+    → record the lab id  →  CML start, converged?, nodes  →  RUNNING (if the token still matches)
+
+The decision is the short, synchronous part of POST /lab (`session_lab_acquire_begin`); the rest can
+take minutes and runs on the event loop (`session_lab_acquire_finish`, awaited by the async view): it
+sleeps with asyncio between polls, and only single steps (a transaction, one CML call) run in threads.
 
 A lab that is dropped (destroyed, replaced, failed, or found stuck) becomes a LabTeardown row in the
 same transaction; a django-q2 task deletes it on CML after the commit, and the reaper re-dispatches
 teardowns that did not finish, so no CML lab is left behind even across restarts.
 """
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -19,8 +24,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -41,6 +47,7 @@ log = logging.getLogger(__name__)
 BUSY = "Lab currently busy"  # the seed's 423 detail
 IN_USE = "Lab still in use"  # the seed's 409 detail
 WAIT_POLL_SECONDS = 0.2  # an acquire of the topology another request is starting polls this often
+START_POLL_SECONDS = 2.0  # a start asks CML whether its lab converged this often (as cml_lab_start(wait=True))
 TEARDOWN_TASK = "apps.sessions.tasks.session_lab_teardown"
 TEARDOWN_RETRY_SECONDS = 60  # the reaper re-dispatches an unfinished teardown after attempts × this (≤ 1 h)
 STUCK_MARGIN_SECONDS = 120  # a STARTING lab this long past the start timeout was abandoned (process died)
@@ -121,12 +128,25 @@ def _device(node: cml.CmlNode, *, lab_id: str, worker: Worker) -> dict:
 
 # --- acquire ------------------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(frozen=True)
 class _Decision:
     kind: str  # "attached", "wait" or "start"
     devices: list | None = None
     token: uuid.UUID | None = None
     lab_pk: int | None = None
+
+
+@dataclass(frozen=True)
+class PendingAcquire:
+    """A POST /lab decided but not done: it waits for the start of its topology by another request
+    ("wait"), or starts the lab itself ("start", holding the slot's token). The staged upload is its own
+    until `session_lab_acquire_finish` commits it or it is given up (`session_lab_acquire_give_up`)."""
+
+    session: Session
+    actor: str
+    staged: storage.StagedUpload
+    reuse: bool
+    decision: _Decision
 
 
 def _decide(*, session: Session, staged: storage.StagedUpload, reuse: bool, actor: str) -> _Decision:
@@ -169,20 +189,22 @@ def _decide(*, session: Session, staged: storage.StagedUpload, reuse: bool, acto
         return _Decision("start", token=token, lab_pk=slot.pk)
 
 
-def _abandon(*, lab_pk: int, token, cml_lab_id: str, error: str, session_id, actor: str) -> None:
-    """A start failed (or its lab was destroyed meanwhile): free the slot if it is still ours, and make
-    sure the CML lab it may have created is deleted."""
+def _abandon(*, session: Session, decision: _Decision, cml_lab_id: str, error: str, actor: str) -> None:
+    """A start failed, was cancelled, or its lab was destroyed meanwhile: free the slot if it is still ours,
+    and make sure the CML lab it may have created is deleted (the one recorded on the slot when the caller
+    lost the id: a start cancelled during its import step)."""
     with transaction.atomic():
-        slot = SessionLab.objects.select_for_update().get(pk=lab_pk)
-        mine = slot.status == LabStatus.STARTING and slot.start_token == token
+        slot = SessionLab.objects.select_for_update().get(pk=decision.lab_pk)
+        mine = slot.status == LabStatus.STARTING and slot.start_token == decision.token
         if mine:
+            cml_lab_id = cml_lab_id or slot.cml_lab_id
             LabClaim.objects.filter(lab=slot).delete()
             session_lab_transition(labs=SessionLab.objects.filter(pk=slot.pk), to=LabStatus.EMPTY, ref_count=0,
                                    cml_lab_id="", topology_sha256="", topology_name="", devices=[], start_token=None,
                                    last_error=error[:500])
         _teardown_later(worker_id=slot.worker_id, cml_lab_id=cml_lab_id, sha256=slot.topology_sha256,
                         reason="start failed" if mine else "destroyed while starting")
-        _audit(session_id, event="lab_acquired", actor=actor, success=False, error=error[:500],
+        _audit(session.pk, event="lab_acquired", actor=actor, success=False, error=error[:500],
                metadata={"worker_pk": slot.worker_id, "cml_lab_id": cml_lab_id})
 
 
@@ -192,53 +214,121 @@ def _cml_failure(exc: cml.CmlError, *, during: str):
     return UpstreamUnavailable(f"CML failed to {during} the lab: {exc}")
 
 
-def _start(*, session: Session, decision: _Decision, staged: storage.StagedUpload, actor: str) -> AcquiredLab:
-    worker = session.worker
-    lab_id = ""
+def _cml_step(call, *, during: str, **kwargs):
+    """One CML call (a few HTTP requests, each bounded by its timeout); its failure as the seed's error."""
     try:
-        creds = _credentials(worker)
-        try:
-            lab_id = cml.cml_lab_import(**creds, topology_yaml=staged.topology_text, title=lab_title(decision.token))
-        except cml.CmlError as exc:
-            raise _cml_failure(exc, during="import") from exc
-        recorded = (SessionLab.objects.filter(pk=decision.lab_pk, status=LabStatus.STARTING, start_token=decision.token)
-                    .update(cml_lab_id=lab_id, updated_at=timezone.now()))
-        if not recorded:
-            raise Locked("The lab was destroyed while it was starting")
-        try:
-            cml.cml_lab_start(**creds, lab_id=lab_id, wait=True,
-                              wait_timeout=settings.SESSION_LAB_START_TIMEOUT_SECONDS)
-            nodes = cml.cml_lab_nodes(**creds, lab_id=lab_id)
-        except cml.CmlError as exc:
-            raise _cml_failure(exc, during="start") from exc
-    except BaseException as exc:
-        _abandon(lab_pk=decision.lab_pk, token=decision.token, cml_lab_id=lab_id,
-                 error=getattr(exc, "detail", None) or str(exc) or type(exc).__name__, session_id=session.pk,
-                 actor=actor)
-        raise
-    devices = [_device(node, lab_id=lab_id, worker=worker) for node in nodes]
+        return call(**kwargs)
+    except cml.CmlError as exc:
+        raise _cml_failure(exc, during=during) from exc
+
+
+def _import_step(pending: PendingAcquire) -> tuple[dict, str]:
+    """CML import and the lab id recorded on the slot, in one step: a cancelled request lets its running
+    step end, so an imported lab is always recorded (and found by `_abandon`) while the slot is ours."""
+    creds = _credentials(pending.session.worker)
+    decision = pending.decision
+    lab_id = _cml_step(cml.cml_lab_import, during="import", **creds, topology_yaml=pending.staged.topology_text,
+                       title=lab_title(decision.token))
+    recorded = (SessionLab.objects.filter(pk=decision.lab_pk, status=LabStatus.STARTING, start_token=decision.token)
+                .update(cml_lab_id=lab_id, updated_at=timezone.now()))
+    if not recorded:
+        with transaction.atomic():
+            _teardown_later(worker_id=pending.session.worker_id, cml_lab_id=lab_id,
+                            sha256=pending.staged.topology_sha256, reason="destroyed while starting")
+        raise Locked("The lab was destroyed while it was starting")
+    return creds, lab_id
+
+
+def _running_step(pending: PendingAcquire, *, lab_id: str, nodes: list) -> AcquiredLab:
+    """STARTING → RUNNING with the converged lab's devices, if the token still matches."""
+    session, decision, staged = pending.session, pending.decision, pending.staged
+    devices = [_device(node, lab_id=lab_id, worker=session.worker) for node in nodes]
     with transaction.atomic():
         SessionLab.objects.select_for_update().get(pk=decision.lab_pk)
         done = session_lab_transition(
             labs=SessionLab.objects.filter(pk=decision.lab_pk, start_token=decision.token), to=LabStatus.RUNNING,
             devices=devices, start_token=None, started_at=timezone.now())
         if done:
-            _audit(session.pk, event="lab_acquired", actor=actor, metadata={
-                "worker_id": worker.public_id, "topology_sha256": staged.topology_sha256, "cml_lab_id": lab_id,
-                "topology_name": staged.topology_name, "reused": False, "extra_files": staged.extra_names})
+            _audit(session.pk, event="lab_acquired", actor=pending.actor, metadata={
+                "worker_id": session.worker.public_id, "topology_sha256": staged.topology_sha256,
+                "cml_lab_id": lab_id, "topology_name": staged.topology_name, "reused": False,
+                "extra_files": staged.extra_names})
     if not done:  # destroyed (DELETE /lab) while it came up
-        _abandon(lab_pk=decision.lab_pk, token=decision.token, cml_lab_id=lab_id,
-                 error="destroyed while starting", session_id=session.pk, actor=actor)
+        _abandon(session=session, decision=decision, cml_lab_id=lab_id, error="destroyed while starting",
+                 actor=pending.actor)
         raise Locked("The lab was destroyed while it was starting")
     return AcquiredLab(reused=False, devices=devices)
 
 
-def session_lab_acquire(*, session_id, principal: Principal, topology, extra_files: list, reuse: bool = True,
-                        content_length=None) -> AcquiredLab:
-    """POST /lab: attach to the worker's running lab of the same topology (reuse), or start it.
+async def _step(func, /, *args, **kwargs):
+    """One short synchronous step in the request's thread, which then gives its database connection back
+    (to the pool, or closed): a request that waits minutes holds none. Never inside a transaction (a
+    test's: it runs the whole request in one)."""
+    def run():
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if not connection.in_atomic_block:
+                connection.close()
+    return await sync_to_async(run)()
+
+
+def _still_starting(*, worker_id: int, sha256: str) -> bool:
+    return SessionLab.objects.filter(worker_id=worker_id, status=LabStatus.STARTING, topology_sha256=sha256).exists()
+
+
+async def _converge(*, creds: dict, lab_id: str) -> None:
+    """Wait for CML to boot the lab on the event loop: one short check in a thread every START_POLL_SECONDS."""
+    timeout = settings.SESSION_LAB_START_TIMEOUT_SECONDS
+    deadline = time.monotonic() + timeout
+    while not await sync_to_async(_cml_step)(cml.cml_lab_converged, during="start", **creds, lab_id=lab_id):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _cml_failure(cml.cml_convergence_timeout(url=creds["url"], lab_id=lab_id, wait_timeout=timeout),
+                               during="start")
+        await asyncio.sleep(min(START_POLL_SECONDS, left))
+
+
+async def _start(pending: PendingAcquire) -> AcquiredLab:
+    """import → record the lab id → start → converged → nodes → RUNNING; any failure, or the request's
+    cancellation (the client went away), frees the slot and tears the CML lab down."""
+    lab_id = ""
+    try:
+        creds, lab_id = await _step(_import_step, pending)
+        await sync_to_async(_cml_step)(cml.cml_lab_start, during="start", **creds, lab_id=lab_id, wait=False)
+        await _converge(creds=creds, lab_id=lab_id)
+        nodes = await sync_to_async(_cml_step)(cml.cml_lab_nodes, during="start", **creds, lab_id=lab_id)
+    except BaseException as exc:
+        await asyncio.shield(_step(
+            _abandon, session=pending.session, decision=pending.decision, cml_lab_id=lab_id, actor=pending.actor,
+            error=getattr(exc, "detail", None) or str(exc) or type(exc).__name__))
+        raise
+    return await _step(_running_step, pending, lab_id=lab_id, nodes=nodes)
+
+
+async def _wait_turn(pending: PendingAcquire) -> PendingAcquire:
+    """Another request starts this topology: poll its slot until it is no longer STARTING it, then decide
+    again (attach, start, or refuse); 423 BUSY after SESSION_LAB_START_TIMEOUT_SECONDS."""
+    session, sha = pending.session, pending.staged.topology_sha256
+    deadline = time.monotonic() + settings.SESSION_LAB_START_TIMEOUT_SECONDS
+    while pending.decision.kind == "wait":
+        if time.monotonic() > deadline:
+            raise Locked(BUSY)
+        await asyncio.sleep(WAIT_POLL_SECONDS)
+        if not await _step(_still_starting, worker_id=session.worker_id, sha256=sha):
+            pending = dataclasses.replace(pending, decision=await _step(
+                _decide, session=session, staged=pending.staged, reuse=pending.reuse, actor=pending.actor))
+    return pending
+
+
+def session_lab_acquire_begin(*, session_id, principal: Principal, topology, extra_files: list, reuse: bool = True,
+                              content_length=None) -> AcquiredLab | PendingAcquire:
+    """POST /lab, its short part: attach to the worker's running lab of the same topology (reuse), or
+    decide to start it (or to wait for another request starting it): `session_lab_acquire_finish` does that
+    without holding a thread.
 
     404 unknown session, 423 not active / another topology in use / being started; 400/413/422 for the
-    upload; 502 when CML fails. The upload is kept in the session's directory only on success."""
+    upload. The upload is kept in the session's directory only on success."""
     session = session_get_active(session_id=session_id, principal=principal)
     from apps.sessions.services.queue import session_touch
 
@@ -246,22 +336,42 @@ def session_lab_acquire(*, session_id, principal: Principal, topology, extra_fil
     storage.upload_check_length(content_length)
     staged = storage.upload_stage(topology=topology, extra_files=extra_files)
     try:
-        deadline = time.monotonic() + settings.SESSION_LAB_START_TIMEOUT_SECONDS
-        while True:
-            decision = _decide(session=session, staged=staged, reuse=reuse, actor=principal.actor)
-            if decision.kind != "wait":
-                break
-            if time.monotonic() > deadline:
-                raise Locked(BUSY)
-            time.sleep(WAIT_POLL_SECONDS)
-        if decision.kind == "attached":
-            result = AcquiredLab(reused=True, devices=decision.devices)
-        else:
-            result = _start(session=session, decision=decision, staged=staged, actor=principal.actor)
+        decision = _decide(session=session, staged=staged, reuse=reuse, actor=principal.actor)
+        if decision.kind != "attached":
+            return PendingAcquire(session=session, actor=principal.actor, staged=staged, reuse=reuse,
+                                  decision=decision)
         storage.stage_commit(staged, session_id=session.pk)
+        return AcquiredLab(reused=True, devices=decision.devices)
+    except BaseException:
+        storage.stage_discard(staged)
+        raise
+
+
+async def session_lab_acquire_finish(*, pending: PendingAcquire) -> AcquiredLab:
+    """POST /lab, its long part, on the event loop: wait for the other request's start, or start the lab
+    (up to SESSION_LAB_START_TIMEOUT_SECONDS; 502 when CML fails). Only short steps (a transaction, one CML
+    call) run in threads; a cancelled request frees the slot it was starting."""
+    try:
+        pending = await _wait_turn(pending)
+        if pending.decision.kind == "attached":
+            result = AcquiredLab(reused=True, devices=pending.decision.devices)
+        else:
+            result = await _start(pending)
+        await sync_to_async(storage.stage_commit)(pending.staged, session_id=pending.session.pk)
         return result
     finally:
-        storage.stage_discard(staged)
+        await asyncio.shield(sync_to_async(storage.stage_discard)(pending.staged))
+
+
+def session_lab_acquire_give_up(*, pending: PendingAcquire) -> None:
+    """A pending acquire that will never be finished (its client went away first): free the slot it
+    decided to start, and drop its upload."""
+    try:
+        if pending.decision.kind == "start":
+            _abandon(session=pending.session, decision=pending.decision, cml_lab_id="",
+                     error="the request was cancelled", actor=pending.actor)
+    finally:
+        storage.stage_discard(pending.staged)
 
 
 # --- release and destroy -------------------------------------------------------------------------------

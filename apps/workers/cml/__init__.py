@@ -10,6 +10,8 @@ from .errors import CmlError
 from .labs import (
     CmlNode,
     CmlNodeState,
+    cml_convergence_timeout,
+    cml_lab_converged,
     cml_lab_delete,
     cml_lab_export_yaml,
     cml_lab_ids_by_title,
@@ -36,6 +38,8 @@ __all__ = [
     "CmlNode",
     "CmlNodeState",
     "CmlSystemStatus",
+    "cml_convergence_timeout",
+    "cml_lab_converged",
     "cml_lab_delete",
     "cml_lab_export_yaml",
     "cml_lab_ids_by_title",

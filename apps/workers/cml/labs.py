@@ -32,13 +32,18 @@ class CmlNode:
     console_path: str | None  # for CML's console server: `open /<lab>/<node>/<line>`
 
 
+def cml_convergence_timeout(*, url: str, lab_id: str, wait_timeout: float) -> CmlError:
+    """The error of a lab that did not converge in time (for callers that poll `cml_lab_converged` themselves)."""
+    return CmlError(f"CML at {url}: lab {lab_id} did not converge within {wait_timeout:g}s", kind=CmlError.TIMEOUT,
+                    url=url)
+
+
 def _wait_converged(lab: Lab, *, url: str, wait_timeout: float, poll_interval: float) -> None:
     deadline = time.monotonic() + wait_timeout
     while not lab.has_converged():
         left = deadline - time.monotonic()
         if left <= 0:
-            raise CmlError(f"CML at {url}: lab {lab.id} did not converge within {wait_timeout:g}s",
-                           kind=CmlError.TIMEOUT, url=url)
+            raise cml_convergence_timeout(url=url, lab_id=lab.id, wait_timeout=wait_timeout)
         time.sleep(min(poll_interval, left))
 
 
@@ -104,6 +109,14 @@ def cml_lab_delete(*, url: str, username: str, password: str, lab_id: str, force
     except CmlError as exc:
         if not (missing_ok and exc.kind == CmlError.NOT_FOUND):
             raise
+
+
+def cml_lab_converged(*, url: str, username: str, password: str, lab_id: str,
+                      timeout: float = DEFAULT_TIMEOUT) -> bool:
+    """Whether every node of the lab reached its target state (one check, no waiting): for callers that
+    wait without holding a thread, between `cml_lab_start(wait=False)` and `cml_lab_nodes`."""
+    with cml_client(url=url, username=username, password=password, timeout=timeout) as client:
+        return bool(client.join_existing_lab(lab_id, sync_lab=False).has_converged())
 
 
 def cml_lab_state(*, url: str, username: str, password: str, lab_id: str, timeout: float = DEFAULT_TIMEOUT) -> str:

@@ -1,22 +1,27 @@
-"""Benchmark the cost of authentication per API request on one daphne process: requests per second with no
-credentials (GET /api/diagnostics/health, which authenticates nobody), with an API key and with a bearer JWT
-(GET /api/auth/me and GET /api/workers?limit=1, the same views for both credentials), side by side.
+"""Benchmark the cost of authentication per API request on the production command line: requests per second
+with no credentials (GET /api/diagnostics/health, which authenticates nobody), with an API key and with a
+bearer JWT (GET /api/auth/me and GET /api/workers?limit=1, the same views for both credentials), side by side.
 
     .venv/bin/python bench/auth.py [--seconds 4] [--rounds 3] [--connections 8]
 
+The server is `bin/serve all` (bench/common.py ServeAll: nginx on a free 127.0.0.1 port in front of gunicorn,
+labmanager.wsgi with its default processes and threads, and daphne), with labmanager.settings_production
+(LOG_LEVEL=WARNING: no line per request); these API paths are routed by nginx to gunicorn. The client says
+X-Forwarded-Proto: https, as the TLS-terminating load balancer in front of nginx would.
 The JWT is RS256, signed by a key this script holds; its JWKS and discovery document are served by a tiny
-HTTP server here on 127.0.0.1, which counts JWKS requests (one expected for the whole run: no provider call
-per request). Scenarios run in interleaved rounds (the median is reported) over keep-alive connections.
+HTTP server here on 127.0.0.1, which counts JWKS requests (no provider call per request: one for the whole
+run with a shared Redis cache, at most one per server process with the in-process cache). Scenarios run in
+interleaved rounds (the median is reported) over keep-alive connections to nginx.
 Uses PostgreSQL (a database created and dropped here) when 127.0.0.1:5432 answers, else SQLite; the cache
-is in-process (no REDIS_URL) unless REDIS_URL is set. Rate limits are raised out of the way. Bounded in
-time; always stops daphne. Goal: JWT within 15 % of API key.
+is in-process (no REDIS_URL: each server process has its own) unless REDIS_URL is set. Rate limits are
+raised out of the way. Bounded in time; always stops the servers. Goal: JWT within 15 % of API key.
 """
 
 import argparse
 import asyncio
 import json
 import os
-import socket
+import signal
 import statistics
 import subprocess
 import sys
@@ -29,9 +34,11 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from common import free_port, pg_admin, pg_available
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py
+from common import ServeAll, pg_admin, pg_available, process_tree  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+LOG = ROOT / "var" / "bench" / "auth-labmanager.log"
 PY = sys.executable
 PG_DB = "labmanager_bench_auth"
 REALM = "/realms/labmanager"
@@ -120,7 +127,7 @@ async def one_connection(port: int, request: bytes, stop_at: float, counts: dict
 
 
 async def measure(port: int, path: str, headers: dict, seconds: float, connections: int) -> tuple[float, dict]:
-    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: keep-alive",
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: keep-alive", "X-Forwarded-Proto: https",
              *(f"{name}: {value}" for name, value in headers.items())]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode()
     counts: dict[int, int] = {}
@@ -129,19 +136,58 @@ async def measure(port: int, path: str, headers: dict, seconds: float, connectio
     return sum(counts.values()) / (time.monotonic() - started), counts
 
 
+def run(port: int, key: str, token: str, args, issuer: "Issuer", jwks_expected: str) -> None:
+    """The scenarios, in interleaved rounds, against nginx on `port`; prints the medians and the checks."""
+    scenarios = {
+        "no auth   GET /api/diagnostics/health": ("/api/diagnostics/health", {}),
+        "API key   GET /api/auth/me": ("/api/auth/me", {"X-API-Key": key}),
+        "JWT       GET /api/auth/me": ("/api/auth/me", {"Authorization": f"Bearer {token}"}),
+        "API key   GET /api/workers?limit=1": ("/api/workers?limit=1", {"X-API-Key": key}),
+        "JWT       GET /api/workers?limit=1": ("/api/workers?limit=1", {"Authorization": f"Bearer {token}"}),
+    }
+    for path, headers in scenarios.values():  # warm-up: first JWKS fetch, user sync, connections
+        asyncio.run(measure(port, path, headers, 1.0, 2))
+    rates: dict[str, list[float]] = {name: [] for name in scenarios}
+    statuses: dict[str, dict] = {name: {} for name in scenarios}
+    for _ in range(args.rounds):
+        for name, (path, headers) in scenarios.items():
+            rps, counts = asyncio.run(measure(port, path, headers, args.seconds, args.connections))
+            rates[name].append(rps)
+            for status, count in counts.items():
+                statuses[name][status] = statuses[name].get(status, 0) + count
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    for name in scenarios:
+        other = {s: c for s, c in statuses[name].items() if s != 200}
+        print(f"  {name:38s} {median[name]:7.0f} req/s (rounds: {', '.join(f'{r:.0f}' for r in rates[name])})"
+              + (f"  NON-200: {other}" if other else ""))
+    for view in ("/api/auth/me", "/api/workers?limit=1"):
+        by_key = median[f"API key   GET {view}"]
+        by_jwt = median[f"JWT       GET {view}"]
+        gap = (by_key - by_jwt) / by_key * 100
+        print(f"  {view}: JWT {'slower' if gap > 0 else 'faster'} than API key by {abs(gap):.1f} % "
+              f"(goal: within 15 %: {'met' if gap <= 15 else 'NOT met'})")
+    print(f"  JWKS requests to the provider during the run: {issuer.jwks_requests} (expected {jwks_expected})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="per scenario and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the finally blocks stop the servers
 
     use_pg = pg_available()
     tmp = tempfile.TemporaryDirectory(prefix="bench-auth-")
     issuer = Issuer()
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="labmanager.settings", PYTHONPATH=str(ROOT), DEBUG="false",
-               SECRET_KEY="bench-" + "x" * 50, LOG_LEVEL="WARNING", OIDC_ISSUER=issuer.url, OIDC_CLIENT_ID=CLIENT_ID,
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="labmanager.settings_production", PYTHONPATH=str(ROOT),
+               SECRET_KEY="bench-" + "x" * 50, ALLOWED_HOSTS="127.0.0.1", LOG_LEVEL="WARNING",
+               OIDC_ISSUER=issuer.url, OIDC_CLIENT_ID=CLIENT_ID,
                API_RATE_LIMIT="100000000/min", API_RATE_BURST="100000000", API_ANON_RATE_LIMIT="100000000/min")
+    for name in ("ROOT_URLCONF", "WEB_PROCESSES", "WEB_THREADS", "PROXY_PROCESSES"):
+        env.pop(name, None)  # the defaults: what production runs
+    if env.get("REDIS_URL"):
+        env.setdefault("REDIS_PREFIX", "lm-bench-auth")
     if use_pg:
         pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
         pg_admin(f'CREATE DATABASE "{PG_DB}"')
@@ -150,65 +196,26 @@ def main():
         env.pop("DATABASE_URL", None)
         env["SQLITE_PATH"] = str(Path(tmp.name) / "bench.sqlite3")
     print(f"Authentication cost: database {'PostgreSQL' if use_pg else 'SQLite (PostgreSQL unavailable)'}, cache "
-          f"{'Redis' if env.get('REDIS_URL') else 'in-process'}, 1 daphne process, {args.connections} keep-alive "
-          f"connections, {args.rounds} rounds x {args.seconds:.0f} s per scenario")
-    server = None
+          f"{'Redis' if env.get('REDIS_URL') else 'in-process'}, bin/serve all (nginx -> gunicorn), "
+          f"{args.connections} keep-alive connections, {args.rounds} rounds x {args.seconds:.0f} s per scenario; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     try:
         subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=600)
         key = django_run(env, "from labmanager.services import api_key_create, user_ensure_with_role\n"
                          "u, _ = user_ensure_with_role(username='bench-key', role='operator', actor='bench')\n"
                          "print(api_key_create(user=u, actor='bench')[1])").strip().splitlines()[-1]
         token = issuer.token(lifetime=int(args.seconds * args.rounds * 5 + 600))
-        port = free_port()
-        server = subprocess.Popen([PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "labmanager.asgi:application"],
-                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("daphne did not start")
-                time.sleep(0.2)
-
-        scenarios = {
-            "no auth   GET /api/diagnostics/health": ("/api/diagnostics/health", {}),
-            "API key   GET /api/auth/me": ("/api/auth/me", {"X-API-Key": key}),
-            "JWT       GET /api/auth/me": ("/api/auth/me", {"Authorization": f"Bearer {token}"}),
-            "API key   GET /api/workers?limit=1": ("/api/workers?limit=1", {"X-API-Key": key}),
-            "JWT       GET /api/workers?limit=1": ("/api/workers?limit=1", {"Authorization": f"Bearer {token}"}),
-        }
-        for path, headers in scenarios.values():  # warm-up: first JWKS fetch, user sync, connections
-            asyncio.run(measure(port, path, headers, 1.0, 2))
-        rates: dict[str, list[float]] = {name: [] for name in scenarios}
-        statuses: dict[str, dict] = {name: {} for name in scenarios}
-        for _ in range(args.rounds):
-            for name, (path, headers) in scenarios.items():
-                rps, counts = asyncio.run(measure(port, path, headers, args.seconds, args.connections))
-                rates[name].append(rps)
-                for status, count in counts.items():
-                    statuses[name][status] = statuses[name].get(status, 0) + count
-        median = {name: statistics.median(values) for name, values in rates.items()}
-        for name in scenarios:
-            other = {s: c for s, c in statuses[name].items() if s != 200}
-            print(f"  {name:38s} {median[name]:7.0f} req/s (rounds: {', '.join(f'{r:.0f}' for r in rates[name])})"
-                  + (f"  NON-200: {other}" if other else ""))
-        for view in ("/api/auth/me", "/api/workers?limit=1"):
-            by_key = median[f"API key   GET {view}"]
-            by_jwt = median[f"JWT       GET {view}"]
-            gap = (by_key - by_jwt) / by_key * 100
-            print(f"  {view}: JWT {'slower' if gap > 0 else 'faster'} than API key by {abs(gap):.1f} % "
-                  f"(goal: within 15 %: {'met' if gap <= 15 else 'NOT met'})")
-        print(f"  JWKS requests to the provider during the run: {issuer.jwks_requests} (expected 1)")
+        LOG.parent.mkdir(parents=True, exist_ok=True)
+        LOG.write_bytes(b"")
+        server = ServeAll(env, LOG, ROOT)
+        with server:
+            port = server.port
+            print(f"  server: bin/serve all (pid {server.pid}, {len(process_tree(server.pid))} processes) on "
+                  f"{server.url}; log {LOG.relative_to(ROOT)}", flush=True)
+            # The JWKS is kept in Django's cache: shared through Redis, else one copy per gunicorn process.
+            run(port, key, token, args, issuer, "1" if env.get("REDIS_URL") else
+                f"at most 1 per gunicorn process: {int(env.get('WEB_PROCESSES') or os.cpu_count() or 1)}")
     finally:
-        if server is not None:
-            server.terminate()
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(5)
         issuer.stop()
         if use_pg:
             pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')

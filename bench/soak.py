@@ -1,6 +1,7 @@
-"""Soak: two daphne processes and one q cluster, production profile, on PostgreSQL + Redis, under a mixed
-load for --minutes; reports the error rate (goal: zero 5xx), latency percentiles per kind of request,
-memory (RSS) per process over time (goal: flat after warm-up) and whether the audit chain verifies after.
+"""Soak: the production command lines, `bin/serve all` (nginx, gunicorn, daphne) and `bin/serve qcluster`,
+production profile, on PostgreSQL + Redis, under a mixed load for --minutes; reports the error rate (goal:
+zero 5xx), latency percentiles per kind of request, memory (RSS) per server over time (goal: flat after
+warm-up) and whether the audit chain verifies after.
 
 Run from the repository root (PostgreSQL on 127.0.0.1:5432, Redis on 127.0.0.1:6379 must answer):
 
@@ -10,22 +11,25 @@ What it does:
 1. Creates the database lm_bench_soak (dropped at the end) and empties Redis db --redis-db (default 10);
    starts the EC2 (moto) and CML simulators on 127.0.0.1, migrates, seeds the demo data, syncs the
    workers, sets up the schedules, creates an admin API key.
-2. Starts the q cluster (its schedules run the lifecycle tick, EC2 sync, CML health, the session reaper,
-   webhooks every minute) and two daphne processes with labmanager.settings_production (JSON logs to
-   var/bench/soak-*.log; SECURE_SSL_REDIRECT off: the client speaks plain HTTP on loopback).
-3. Load, round-robin over the two servers, each client paced (not flat out: a soak, not a throughput test):
+2. Starts `bin/serve qcluster` (the q cluster: its schedules run the lifecycle tick, EC2 sync, CML health,
+   the session reaper, webhooks every minute) and `bin/serve all` (bench/common.py ServeAll: nginx on a free
+   127.0.0.1 port in front of gunicorn with its default processes and threads and of daphne, each on a free
+   port), with labmanager.settings_production (JSON logs to var/bench/soak-*.log; SECURE_SSL_REDIRECT off:
+   the client speaks plain HTTP on loopback).
+3. Load, all on nginx's one address (it routes by path: the SSE streams to daphne, the rest to gunicorn),
+   each client paced (not flat out: a soak, not a throughput test):
    readers GET workers / lablet-instances / lablet-definitions / audit events; writers POST a lablet
    instance (tomorrow's slot, a fresh owner) then terminate it; session clients open a remote-lab session,
    heartbeat every 2 s for 20 s, read it, end it; SSE subscribers hold /api/events/stream open and count
    events (reconnecting if cut).
-4. Samples every process's RSS every 15 s (the q cluster: its whole process tree).
+4. Samples RSS every 15 s per server, each with its whole process tree: nginx (master and workers),
+   gunicorn (arbiter and workers), daphne, the q cluster.
 5. Stops the load, runs `verify_audit`, prints the figures, stops every process, drops the database.
 """
 
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
 import signal
@@ -38,7 +42,8 @@ from pathlib import Path
 
 import httpx
 
-from common import free_port
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py
+from common import ServeAll, free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / "var" / "bench"
@@ -75,6 +80,19 @@ class Processes:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+
+
+def serve_parts(pid: int) -> dict[str, int]:
+    """The servers `bin/serve all` (pid) started, by name: its children (gunicorn's arbiter, daphne, nginx's
+    master), each measured with its process tree."""
+    parts = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                name = next((n for n in ("gunicorn", "daphne", "nginx") if n in cmdline), f"pid-{child}")
+                parts[name] = int(child)
+    return parts
 
 
 def wait_for(url: str, seconds: float = 60) -> None:
@@ -141,18 +159,18 @@ async def call(client: httpx.AsyncClient, stats: Stats, kind: str, method: str, 
     return response
 
 
-async def reader(servers, key, stats, deadline, pause):
+async def reader(server, key, stats, deadline, pause):
     paths = ["/api/workers", "/api/lablet-instances?limit=20", "/api/lablet-definitions", "/api/audit/events?limit=20"]
     async with httpx.AsyncClient(headers={"X-API-Key": key}, timeout=30) as client:
         i = 0
         while time.monotonic() < deadline:
             path = paths[i % len(paths)]
-            await call(client, stats, "read " + path.split("?")[0], "GET", servers[i % 2] + path)
+            await call(client, stats, "read " + path.split("?")[0], "GET", server + path)
             i += 1
             await asyncio.sleep(pause)
 
 
-async def writer(servers, key, definitions, stats, deadline, pause, n):
+async def writer(server, key, definitions, stats, deadline, pause, n):
     async with httpx.AsyncClient(headers={"X-API-Key": key}, timeout=30) as client:
         i = 0
         while time.monotonic() < deadline:
@@ -161,20 +179,20 @@ async def writer(servers, key, definitions, stats, deadline, pause, n):
             body = {"definition_id": random.choice(definitions), "owner_id": f"soak-{n}-{i}",
                     "timeslot_start": start.isoformat(), "timeslot_end": (start + timedelta(hours=1)).isoformat()}
             created = await call(client, stats, "write create instance", "POST",
-                                 servers[i % 2] + "/api/lablet-instances", json=body)
+                                 server + "/api/lablet-instances", json=body)
             if created is not None and created.status_code == 201:
                 instance = created.json()["id"]
                 await call(client, stats, "write terminate instance", "POST",
-                           servers[(i + 1) % 2] + f"/api/lablet-instances/{instance}/terminate")
+                           server + f"/api/lablet-instances/{instance}/terminate")
             i += 1
             await asyncio.sleep(pause)
 
 
-async def session_client(servers, stats, deadline):
+async def session_client(server, stats, deadline):
     async with httpx.AsyncClient(timeout=30) as client:
         i = 0
         while time.monotonic() < deadline:
-            base = servers[i % 2] + "/api/remote-lab"
+            base = server + "/api/remote-lab"
             created = await call(client, stats, "session create", "POST", base + "/session")
             if created is None or created.status_code != 201:
                 await asyncio.sleep(1)
@@ -185,9 +203,9 @@ async def session_client(servers, stats, deadline):
                 if time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(2)
-                await call(client, stats, "session heartbeat", "POST", servers[beat % 2] + "/api/remote-lab/session/heartbeat",
+                await call(client, stats, "session heartbeat", "POST", base + "/session/heartbeat",
                            headers={"X-Session-ID": session_id})
-                await call(client, stats, "session read", "GET", servers[(beat + 1) % 2] + f"/api/remote-lab/session/{session_id}")
+                await call(client, stats, "session read", "GET", base + f"/session/{session_id}")
             await call(client, stats, "session end", "DELETE", base + f"/session/{session_id}")
             i += 1
 
@@ -220,14 +238,14 @@ async def memory_sampler(pids: dict[str, int], samples: list, deadline, started)
     samples.append((time.monotonic() - started, {name: rss_kib(pid) for name, pid in pids.items()}))
 
 
-async def load(args, servers, key, definitions, pids, stats, samples):
+async def load(args, server, key, definitions, pids, stats, samples):
     started = time.monotonic()
     deadline = started + args.minutes * 60
     tasks = [memory_sampler(pids, samples, deadline, started)]
-    tasks += [reader(servers, key, stats, deadline, 0.1) for _ in range(args.readers)]
-    tasks += [writer(servers, key, definitions, stats, deadline, 0.5, n) for n in range(args.writers)]
-    tasks += [session_client(servers, stats, deadline) for _ in range(args.sessions)]
-    tasks += [sse_subscriber(servers[n % 2], key, stats, deadline) for n in range(args.sse)]
+    tasks += [reader(server, key, stats, deadline, 0.1) for _ in range(args.readers)]
+    tasks += [writer(server, key, definitions, stats, deadline, 0.5, n) for n in range(args.writers)]
+    tasks += [session_client(server, stats, deadline) for _ in range(args.sessions)]
+    tasks += [sse_subscriber(server, key, stats, deadline) for _ in range(args.sse)]
     await asyncio.gather(*tasks)
     return time.monotonic() - started
 
@@ -238,7 +256,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def report(args, stats, samples, elapsed, verify_output):
-    print(f"\nSoak: {args.minutes} min, 2 daphne + 1 q cluster, PostgreSQL + Redis, production profile")
+    print(f"\nSoak: {args.minutes} min, bin/serve all (nginx, gunicorn, daphne) + bin/serve qcluster, "
+          "PostgreSQL + Redis, production profile")
     total = stats.total()
     server_errors = sum(n for status, n in stats.statuses.items() if status >= 500)
     print(f"requests: {total:,} in {elapsed:.0f} s ({total / elapsed:.1f}/s); statuses: "
@@ -261,7 +280,7 @@ def report(args, stats, samples, elapsed, verify_output):
     print(f"RSS MiB (after warm-up at {warm[0]:.0f} s -> end at {last[0]:.0f} s):")
     for name in last[1]:
         series = " ".join(f"{s[1][name] / 1024:.0f}" for s in samples)
-        print(f"  {name:<10} {warm[1][name] / 1024:7.1f} -> {last[1][name] / 1024:7.1f}  "
+        print(f"  {name:<12} {warm[1][name] / 1024:7.1f} -> {last[1][name] / 1024:7.1f}  "
               f"({(last[1][name] - warm[1][name]) / 1024:+.1f})   samples: {series}")
     print("audit:", verify_output.strip().splitlines()[-1] if verify_output.strip() else "(no output)")
 
@@ -309,6 +328,8 @@ def main():
             CML_URL_OVERRIDE=f"http://127.0.0.1:{cml_port}", CML_USERNAME="admin", CML_PASSWORD="sim-password",
             WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
         )
+        for name in ("ROOT_URLCONF", "WEB_PROCESSES", "WEB_THREADS", "PROXY_PROCESSES"):
+            env.pop(name, None)  # the defaults: what production runs
         procs.start("ec2-sim", [sys.executable, "-m", "apps.workers.simulators.ec2", "--port", str(ec2_port)], env)
         procs.start("cml-sim", [sys.executable, "-m", "apps.workers.simulators.cml", "--port", str(cml_port),
                                 "--boot-delay", "1"], env)
@@ -321,20 +342,17 @@ def main():
         manage(env, "setup_schedules")
         key = manage(env, "create_api_key", "--user", "soak-admin", "--role", "admin").strip()
 
-        ports = [free_port(), free_port()]
-        servers = [f"http://127.0.0.1:{port}" for port in ports]
-        qcluster = procs.start("qcluster", [sys.executable, "manage.py", "qcluster"], env)
-        daphnes = [procs.start(f"daphne-{n + 1}", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                                                   "labmanager.asgi:application"], env)
-                   for n, port in enumerate(ports)]
-        for server in servers:
-            wait_for(server + "/api/diagnostics/health")
-        definitions = [d["id"] for d in httpx.get(servers[0] + "/api/lablet-definitions", headers={"X-API-Key": key},
-                                                  timeout=10).json()["lablet_definitions"] if d["is_active"]]
-        pids = {"daphne-1": daphnes[0].pid, "daphne-2": daphnes[1].pid, "qcluster": qcluster.pid}
-        print(f"load for {args.minutes} min on {servers} ({len(definitions)} definitions)...", flush=True)
-        stats, samples = Stats(), []
-        elapsed = asyncio.run(load(args, servers, key, definitions, pids, stats, samples))
+        qcluster = procs.start("qcluster", [str(ROOT / "bin" / "serve"), "qcluster"], env)
+        (LOGS / "soak-serve.log").write_bytes(b"")
+        with ServeAll(env, LOGS / "soak-serve.log", ROOT) as serve:
+            server = serve.url
+            definitions = [d["id"] for d in httpx.get(server + "/api/lablet-definitions", headers={"X-API-Key": key},
+                                                      timeout=10).json()["lablet_definitions"] if d["is_active"]]
+            pids = {**serve_parts(serve.pid), "qcluster": qcluster.pid}
+            print(f"load for {args.minutes} min on {server} (bin/serve all: {', '.join(list(pids)[:-1])}; "
+                  f"{len(definitions)} definitions)...", flush=True)
+            stats, samples = Stats(), []
+            elapsed = asyncio.run(load(args, server, key, definitions, pids, stats, samples))
         verify = subprocess.run([sys.executable, "manage.py", "verify_audit", "--no-record"], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=600)
         report(args, stats, samples, elapsed, verify.stdout + verify.stderr)

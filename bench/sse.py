@@ -1,16 +1,26 @@
-"""Benchmark the live fan-out: SSE subscribers on two daphne processes with Redis, events written by a
+"""Benchmark the live fan-out: SSE subscribers on two stream servers with Redis, events written by a
 separate process, latency from the event's journal timestamp (set just before its commit) to receipt.
 
     .venv/bin/python bench/sse.py [--subscribers 1000] [--events 50] [--rate 10] [--timeout 120]
 
+The stream servers are two `bin/serve asgi` processes (ASGI_BIND on free 127.0.0.1 ports): the daphne
+command line that serves /api/events/stream in production, with labmanager.settings_production; the
+subscribers are split over the two and connect to them directly, saying X-Forwarded-Proto: https as the
+proxy in front would. Why not through nginx (`bin/serve all`): what is measured is the application's
+fan-out across processes (commit, Redis group message to every daphne, each one's journal tail, its write
+to each open stream). One `bin/serve all` has a single daphne behind its nginx, so it would not show the
+cross-process path; two of them would add two nginx and two idle gunicorns on the same 2 cores. nginx only
+relays the stream's bytes (proxy_buffering off for this path); its hop is not in these figures.
+
 Uses PostgreSQL (a database created and dropped here) when 127.0.0.1:5432 answers, else SQLite; Redis
-redis://127.0.0.1:6379/11 (REDIS_URL overrides). Bounded in count and time; always stops daphne.
+redis://127.0.0.1:6379/11 (REDIS_URL overrides). Bounded in count and time; always stops both servers.
 Goal: p99 under 500 ms for 1,000 subscribers.
 """
 
 import argparse
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,9 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import cpu_seconds, free_port, pg_admin, pg_available
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py
+from common import free_port, pg_admin, pg_available, stop_process_group, tree_cpu_seconds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+LOGS = ROOT / "var" / "bench"
 PY = sys.executable
 PG_DB = "labmanager_bench_sse"
 
@@ -54,7 +66,7 @@ async def subscriber(port: int, key: str, connected: asyncio.Event, counter: lis
     (no JSON decoding: with a thousand clients in one process, the client's own CPU would be measured)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET /api/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {key}\r\n"
-                 "Accept: text/event-stream\r\n\r\n".encode())
+                 "X-Forwarded-Proto: https\r\nAccept: text/event-stream\r\n\r\n".encode())
     await writer.drain()
     pending = b""
     try:
@@ -94,7 +106,7 @@ async def measure(ports, key, subscribers, events, pause, timeout, server_pids=(
     except TimeoutError:
         print(f"only {counter[0]} of {subscribers} subscribers connected in {timeout} s")
     connect_s = time.monotonic() - started
-    cpu_before = [cpu_seconds(pid) for pid in server_pids]
+    cpu_before = [tree_cpu_seconds(pid) for pid in server_pids]
     writer = await asyncio.create_subprocess_exec(PY, "-c", "import django; django.setup()\n" +
                                                   WRITER.format(events=events, pause=pause),
                                                   cwd=ROOT, env=os.environ.copy())
@@ -103,7 +115,7 @@ async def measure(ports, key, subscribers, events, pause, timeout, server_pids=(
     deadline = time.monotonic() + 10
     while len(latencies) < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    server_cpu = [cpu_seconds(pid) - before for pid, before in zip(server_pids, cpu_before)]
+    server_cpu = [tree_cpu_seconds(pid) - before for pid, before in zip(server_pids, cpu_before)]
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -124,10 +136,13 @@ def main():
     args = parser.parse_args()
     args.subscribers = min(args.subscribers, 5000)
     args.events = min(args.events, 1000)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the finally block stops the servers
 
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="labmanager.settings", PYTHONPATH=str(ROOT),
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="labmanager.settings_production", PYTHONPATH=str(ROOT),
+               SECRET_KEY="bench-" + "x" * 50, ALLOWED_HOSTS="127.0.0.1",
                REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/11"), REDIS_PREFIX="lm-bench-sse",
                DB_CONN_MAX_AGE="0")
+    env.pop("ROOT_URLCONF", None)
     tmp = tempfile.TemporaryDirectory(prefix="bench-sse-")
     use_pg = pg_available()
     if use_pg:
@@ -138,7 +153,7 @@ def main():
         env.pop("DATABASE_URL", None)
         env["SQLITE_PATH"] = str(Path(tmp.name) / "bench.sqlite3")
     print(f"SSE fan-out: database {'PostgreSQL' if use_pg else 'SQLite (PostgreSQL unavailable)'}, "
-          f"Redis {env['REDIS_URL']}, 2 daphne processes, {args.subscribers} subscribers, "
+          f"Redis {env['REDIS_URL']}, 2 x bin/serve asgi (daphne), {args.subscribers} subscribers, "
           f"{args.events} events at {args.rate}/s; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     servers = []
     try:
@@ -147,19 +162,21 @@ def main():
                          "u, _ = user_ensure_with_role(username='bench-sse', role='admin', actor='bench')\n"
                          "print(api_key_create(user=u, actor='bench')[1])").strip().splitlines()[-1]
         ports = [free_port(), free_port()]
-        for port in ports:
-            servers.append(subprocess.Popen([PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                                             "labmanager.asgi:application"], cwd=ROOT, env=env,
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for port in ports:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        for n, port in enumerate(ports):
+            with open(LOGS / f"sse-asgi-{n + 1}.log", "wb") as log:
+                servers.append(subprocess.Popen([str(ROOT / "bin" / "serve"), "asgi"], cwd=ROOT,
+                                                env={**env, "ASGI_BIND": f"127.0.0.1:{port}"}, stdout=log,
+                                                stderr=subprocess.STDOUT, start_new_session=True))
+        for server, port in zip(servers, ports):
             deadline = time.monotonic() + 60
             while True:
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
                     break
                 except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("daphne did not start")
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"bin/serve asgi did not start (see {LOGS}/sse-asgi-*.log)")
                     time.sleep(0.2)
         os.environ.update(env)
         connected, connect_s, expected, latencies, server_cpu = asyncio.run(
@@ -176,13 +193,10 @@ def main():
               f"load average now {os.getloadavg()[0]:.1f}")
     finally:
         for server in servers:
-            server.terminate()
+            if server.poll() is None:
+                server.terminate()  # both stop at once; stop_process_group then waits for each
         for server in servers:
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(5)
+            stop_process_group(server)
         if use_pg:
             pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
         tmp.cleanup()

@@ -2,7 +2,7 @@
 down (stop, archive to S3, delete) at the end, retries what fails, and reconciles with CML after a crash.
 
 Entry points: `lifecycle_tick` and `instance_advance` (django-q2 tasks in apps.lablets.tasks),
-`instance_terminate` and `instance_collect` (behind the services in apps.lablets.services.instances).
+`instance_terminate` (or its two halves `instance_end` and `instance_teardown_now`) and `instance_collect` (behind the services in apps.lablets.services.instances).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from .common import claim, load, schedule_pending
 from .ending import request_end
 from .tick import FREEING_OUTCOMES, lifecycle_tick
 
-__all__ = ["instance_advance", "instance_collect", "instance_terminate", "lifecycle_tick"]
+__all__ = ["instance_advance", "instance_collect", "instance_end", "instance_teardown_now", "instance_terminate",
+           "lifecycle_tick"]
 
 
 def instance_advance(*, instance_pk: int, actor: str = "system", now: datetime | None = None) -> str:
@@ -43,17 +44,32 @@ def instance_advance(*, instance_pk: int, actor: str = "system", now: datetime |
     return "nothing_due"
 
 
-def instance_terminate(*, instance: LabletInstance, actor: str, reason: str = "terminate requested",
-                       now: datetime | None = None) -> LabletInstance:
-    """End an instance from any state, now: without a lab straight to TERMINATED; with one through the
-    teardown, run here and now as far as it goes (a step CML refuses, or that another process is in the
-    middle of, is finished by the tick). InvalidTransition (409) when it is already terminated."""
+def instance_end(*, instance: LabletInstance, actor: str, reason: str = "terminate requested",
+                 now: datetime | None = None) -> LabletInstance:
+    """The first step of a terminate, at once: without a lab straight to TERMINATED, with one into the
+    teardown (STOPPING), left to `instance_teardown_now` or the tick. InvalidTransition (409) when it is
+    already terminated."""
     now = now or timezone.now()
     instance, reached = request_end(instance.pk, reason=reason, actor=actor, now=now)
-    freed = reached == S.TERMINATED
-    if instance.status in TEARDOWN:
-        outcomes = teardown.teardown(instance.pk, now=now, actor=actor, force_due=True)
-        freed = freed or any(o in FREEING_OUTCOMES for o in outcomes)
-    if freed:
+    if reached == S.TERMINATED:
         schedule_pending(actor)
+    return instance
+
+
+def instance_teardown_now(*, instance_pk: int, actor: str, now: datetime | None = None) -> list[str]:
+    """The teardown of an ended instance, run here and now as far as it goes (a step CML refuses, or that
+    another process is in the middle of, is finished by the tick). Returns the outcomes."""
+    outcomes = teardown.teardown(instance_pk, now=now or timezone.now(), actor=actor, force_due=True)
+    if any(o in FREEING_OUTCOMES for o in outcomes):
+        schedule_pending(actor)
+    return outcomes
+
+
+def instance_terminate(*, instance: LabletInstance, actor: str, reason: str = "terminate requested",
+                       now: datetime | None = None) -> LabletInstance:
+    """End an instance from any state, now: `instance_end`, then `instance_teardown_now` when it has a lab."""
+    now = now or timezone.now()
+    instance = instance_end(instance=instance, actor=actor, reason=reason, now=now)
+    if instance.status in TEARDOWN:
+        instance_teardown_now(instance_pk=instance.pk, actor=actor, now=now)
     return LabletInstance.objects.select_related("definition", "worker", "created_by").get(pk=instance.pk)

@@ -22,31 +22,44 @@ def _routes(patterns, prefix=""):
             yield "/" + route, pattern.callback
 
 
+def _sample(route: str) -> str:
+    """A path the route matches: each parameter (`<str:id>`, `(?P<id>[^/.]+)`) becomes `inst-1`."""
+    return re.sub(r"<[^>]+>|\(\?P<\w+>[^)]*\)", "inst-1", route)
+
+
 def _is_async(callback) -> bool:
     view = getattr(callback, "view_class", None)
     return inspect.iscoroutinefunction(callback) or bool(view and getattr(view, "view_is_async", False))
 
 
 def _locations() -> dict[str, str]:
-    """{location as written ("= /path", "/prefix/"): upstream} of the template."""
+    """{location as written ("= /path", "/prefix/", "~ regex"): upstream} of the template, in its order."""
     text = TEMPLATE.read_text()
     return {match[0].strip(): match[1] for match in
             re.findall(r"location\s+([^{]+?)\s*\{[^}]*?proxy_pass http://(\w+);", text)}
 
 
 def _upstream_of(path: str) -> str:
-    """The upstream nginx picks for `path`: an exact location, else the longest matching prefix."""
+    """The upstream nginx picks for `path`: an exact location; else the first regex location (`~`, `~*`)
+    that matches, unless the longest matching prefix is a `^~` one; else that longest prefix."""
     locations = _locations()
     if f"= {path}" in locations:
         return locations[f"= {path}"]
-    prefixes = [loc for loc in locations if not loc.startswith("=") and path.startswith(loc)]
-    return locations[max(prefixes, key=len)]
+    prefixes = [loc for loc in locations if loc[0] not in "=~" and path.startswith(loc.removeprefix("^~ "))]
+    longest = max(prefixes, key=lambda loc: len(loc.removeprefix("^~ ")))
+    if not longest.startswith("^~ "):
+        for loc in locations:
+            kind, _, regex = loc.partition(" ")
+            if kind in ("~", "~*") and re.search(regex, path, re.IGNORECASE if kind == "~*" else 0):
+                return locations[loc]
+    return locations[longest]
 
 
 def test_every_async_view_is_routed_to_daphne():
-    async_routes = [route for route, callback in _routes(get_resolver().url_patterns) if _is_async(callback)]
+    async_routes = [_sample(route) for route, callback in _routes(get_resolver().url_patterns) if _is_async(callback)]
 
     assert "/api/events/stream" in async_routes  # the walk finds async views at all
+    assert "/api/lablet-instances/inst-1/terminate" in async_routes  # and parameters become sample values
     assert {route: _upstream_of(route) for route in async_routes} == {route: "labmanager_asgi" for route in async_routes}
 
 
@@ -55,8 +68,12 @@ def test_websockets_go_to_daphne_and_the_rest_to_gunicorn():
 
     assert ws_routes and all(_upstream_of(route) == "labmanager_asgi" for route in ws_routes)
     for path in ("/api/remote-lab/session", "/api/remote-lab/session/heartbeat", "/api/lablet-instances",
-                 "/dashboard/", "/admin/", "/static/vendor/chart.umd.min.js", "/metrics"):
+                 "/dashboard/", "/admin/", "/static/vendor/chart.umd.min.js", "/metrics",
+                 "/api/lablet-instances/inst-1", "/api/lablet-instances/inst-1/start-grading",
+                 "/api/lablet-instances/inst-1/terminate/x", "/dashboard/lablet-instances/inst-1/terminate"):
         assert _upstream_of(path) == "labmanager_web", path
+    for path in ("/api/lablet-instances/inst-1/terminate", "/api/lablet-instances/inst-1/start-collection"):
+        assert _upstream_of(path) == "labmanager_asgi", path
 
 
 def test_no_location_sets_its_own_proxy_headers():

@@ -1,6 +1,7 @@
 """django-q2 entry points of the lifecycle engine (schedules in settings.Q_SCHEDULES)."""
 
 from apps.lablets import engine
+from apps.lablets.services.awaited import lablet_instance_collect_for_task
 
 
 def lifecycle_tick() -> dict:
@@ -11,3 +12,13 @@ def lifecycle_tick() -> dict:
 def advance_instance(instance_pk: int) -> str:
     """Whatever step is due for one instance now."""
     return engine.instance_advance(instance_pk=instance_pk)
+
+
+def terminate_instance(instance_pk: int, actor: str) -> list[str]:
+    """The teardown a terminate request started (awaited by the request: apps.lablets.services.awaited)."""
+    return engine.instance_teardown_now(instance_pk=instance_pk, actor=actor)
+
+
+def collect_instance(instance_pk: int, actor: str) -> dict:
+    """The collection a start-collection request started: {} or the refusal its request answers with."""
+    return lablet_instance_collect_for_task(instance_pk=instance_pk, actor=actor)

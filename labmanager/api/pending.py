@@ -78,8 +78,8 @@ def awaiting(drf_view):
             return await sync_to_async(_problem)(response, exc)
         return response
 
-    view.cls = drf_view.cls  # drf-spectacular documents the DRF view
-    view.initkwargs = drf_view.initkwargs
-    view.view_class = drf_view.view_class
-    view.view_initkwargs = drf_view.view_initkwargs
+    # drf-spectacular documents the DRF view (a ViewSet's action: `actions`, its method map, and no view_class)
+    for name in ("cls", "initkwargs", "view_class", "view_initkwargs", "actions"):
+        if hasattr(drf_view, name):
+            setattr(view, name, getattr(drf_view, name))
     return view

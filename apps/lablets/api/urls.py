@@ -1,13 +1,25 @@
-from django.urls import path
+from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
 from apps.lablets.api import scheduler_views
 from apps.lablets.api.views import LabletDefinitionViewSet, LabletInstanceViewSet
+from labmanager.api.pending import awaiting
 
 app_name = "lablets-api"
 router = SimpleRouter(trailing_slash=False)
 router.register("lablet-definitions", LabletDefinitionViewSet, basename="definition")
 router.register("lablet-instances", LabletInstanceViewSet, basename="instance")
+
+# Verbs whose answer awaits a q task (CML, S3): the router's own route, served by an async view (daphne; the
+# nginx template routes these paths there).
+AWAITED = {"instance-terminate", "instance-start-collection"}
+
+
+def _route(pattern):
+    if pattern.name not in AWAITED:
+        return pattern
+    return re_path(pattern.pattern.regex.pattern, awaiting(pattern.callback), name=pattern.name)
+
 
 # Explicit paths first: `lablet-instances/bulk` would otherwise be taken for an instance id.
 urlpatterns = [
@@ -16,5 +28,5 @@ urlpatterns = [
          name="instance_priority"),
     path("scheduler/preview", scheduler_views.SchedulerPreviewView.as_view(), name="scheduler_preview"),
     path("scheduler/status", scheduler_views.SchedulerStatusView.as_view(), name="scheduler_status"),
-    *router.urls,
+    *map(_route, router.urls),
 ]

@@ -1,3 +1,5 @@
+from functools import partial
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
@@ -15,10 +17,17 @@ from apps.lablets.api.serializers import (
     LabletInstanceSerializer,
 )
 from apps.lablets.models import InstanceStatus
+from apps.lablets.services.awaited import (
+    PendingTask,
+    lablet_instance_start_collection_begin,
+    lablet_instance_task_finish,
+    lablet_instance_terminate_begin,
+)
 from apps.lablets.services.instances import lablet_instance_record_activity, lablet_instance_record_grading
 from labmanager.api.actors import actor_for
 from labmanager.api.idempotency import idempotent
 from labmanager.api.lists import csv_param, envelope_serializer, list_parameters
+from labmanager.api.pending import pending_response
 from labmanager.api.permissions import LABLET_DEFINITIONS, LABLET_INSTANCES
 from labmanager.api.schema import READ_ERRORS, WRITE_ERRORS, problem_responses
 from labmanager.api.views import ResourceViewSet
@@ -164,6 +173,15 @@ class LabletInstanceViewSet(ResourceViewSet):
         instance = service(instance=self.get_object(), actor=actor_for(self.request), **kwargs)
         return Response(LabletInstanceSerializer(instance).data)
 
+    def _awaited_verb(self, begin):
+        """A verb whose long part is a q task, awaited by the async view in apps.lablets.api.urls (`awaiting`)."""
+        outcome = begin(instance=self.get_object(), actor=actor_for(self.request))
+        if isinstance(outcome, PendingTask):
+            return pending_response(finish=partial(lablet_instance_task_finish, pending=outcome),
+                                    data=lambda instance: LabletInstanceSerializer(instance).data,
+                                    give_up=lambda: None)  # the task runs anyway (else the tick does its work)
+        return Response(LabletInstanceSerializer(outcome).data)
+
     @extend_schema(
         request=None,
         description="Extracts every booted node's configuration through CML into the instance's artifacts and "
@@ -173,7 +191,7 @@ class LabletInstanceViewSet(ResourceViewSet):
     )
     @action(detail=True, methods=["post"], url_path="start-collection")
     def start_collection(self, request, id=None):
-        return self._verb(services.lablet_instance_start_collection)
+        return self._awaited_verb(lablet_instance_start_collection_begin)
 
     @extend_schema(request=None, responses={200: LabletInstanceSerializer, **WRITE_ERRORS})
     @action(detail=True, methods=["post"], url_path="start-grading")
@@ -215,4 +233,4 @@ class LabletInstanceViewSet(ResourceViewSet):
     )
     @action(detail=True, methods=["post"])
     def terminate(self, request, id=None):
-        return self._verb(services.lablet_instance_terminate)
+        return self._awaited_verb(lablet_instance_terminate_begin)

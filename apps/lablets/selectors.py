@@ -1,9 +1,11 @@
 """Reads of lablet definitions and instances, with what lists need joined in."""
 
+from django.db import models
 from django.db.models import QuerySet
 
 from apps.lablets.models import LabletDefinition, LabletInstance
 from labmanager.api.permissions import privileged
+from labmanager.sqltime import IsoDateTime
 
 
 def lablet_definition_list(*, filters: dict | None = None) -> QuerySet[LabletDefinition]:
@@ -25,14 +27,19 @@ def lablet_instance_visible_to(*, user) -> QuerySet[LabletInstance]:
 
 
 # The columns of a list row: every instance column plus what the list shows of the joined rows.
+# Timestamps come as the text DRF would write (`iso_<name>`), by the database: LabletInstanceSerializer.represent_row.
+INSTANCE_TIMESTAMPS = tuple(field.name for field in LabletInstance._meta.concrete_fields
+                            if isinstance(field, models.DateTimeField))
 INSTANCE_ROW_COLUMNS = tuple(
     field.attname if field.is_relation else field.name for field in LabletInstance._meta.concrete_fields
+    if field.name not in INSTANCE_TIMESTAMPS
 ) + ("definition__public_id", "definition__name", "definition__version", "worker__public_id", "created_by__username")
 
 
 def lablet_instance_rows(queryset: QuerySet[LabletInstance]):
     """A page of instances as plain rows (one query, joins included), for LabletInstanceSerializer.represent_row."""
-    return queryset.values(*INSTANCE_ROW_COLUMNS)
+    return queryset.values(*INSTANCE_ROW_COLUMNS,
+                           **{f"iso_{name}": IsoDateTime(name, suffix="Z") for name in INSTANCE_TIMESTAMPS})
 
 
 def lablet_instance_list(*, user, filters: dict | None = None) -> QuerySet[LabletInstance]:

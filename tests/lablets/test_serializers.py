@@ -40,3 +40,18 @@ def test_a_row_without_worker_or_creator_and_with_results_represents_like_the_in
     assert fast == drf
     assert fast["created_by"] is None and fast["worker_id"] is None
     assert fast["grading_result"] == {"score": 9, "max": 10}
+
+
+def test_timestamps_written_by_the_database_match_drf_with_and_without_a_fraction():
+    """The row's timestamps are text from SQL (labmanager.sqltime.IsoDateTime): whole seconds have no
+    fraction, as datetime.isoformat() writes them; others have six digits; all in UTC with `Z`."""
+    instance = instance_in("running", worker=WorkerFactory())
+    whole = instance.timeslot_start.replace(microsecond=0)
+    LabletInstance.objects.filter(pk=instance.pk).update(
+        timeslot_start=whole, timeslot_end=whole + timedelta(hours=1, microseconds=250))
+
+    fast, drf = _both(instance)
+
+    assert fast == drf
+    assert "." not in fast["timeslot_start"] and fast["timeslot_start"].endswith("Z")
+    assert fast["timeslot_end"].endswith(".000250Z")

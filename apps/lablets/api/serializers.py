@@ -1,4 +1,3 @@
-from datetime import timezone as dt_timezone
 
 from rest_framework import serializers
 
@@ -73,14 +72,6 @@ class LabletDefinitionWriteSerializer(serializers.Serializer):
         return value
 
 
-def _iso(value):
-    """A datetime as DRF's DateTimeField writes it (UTC, `Z` suffix)."""
-    if value is None:
-        return None
-    text = value.astimezone(dt_timezone.utc).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
 class LabletInstanceSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="public_id", read_only=True)
     definition_id = serializers.CharField(source="definition.public_id", read_only=True)
@@ -101,7 +92,8 @@ class LabletInstanceSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     # A list page is built from `.values()` rows (apps.lablets.selectors.lablet_instance_rows), not model
-    # instances: four times less Python per row. `represent_row` gives exactly what DRF gives for the
+    # instances, with the timestamps already as text (`iso_<name>`, written by the database): four times
+    # less Python per row. `represent_row` gives exactly what DRF gives for the
     # model instance (tests/lablets/test_serializers.py).
     STAMPS = ("scheduled_at", "instantiating_at", "running_at", "collecting_at", "grading_at", "stopping_at",
               "stopped_at", "archived_at", "terminated_at")
@@ -116,21 +108,21 @@ class LabletInstanceSerializer(serializers.ModelSerializer):
             "status": row["status"],
             "owner_id": row["owner_id"],
             "created_by": row["created_by__username"],
-            "timeslot_start": _iso(row["timeslot_start"]),
-            "timeslot_end": _iso(row["timeslot_end"]),
+            "timeslot_start": row["iso_timeslot_start"],
+            "timeslot_end": row["iso_timeslot_end"],
             "reservation_id": row["reservation_id"],
             "worker_id": row["worker__public_id"],
             "cml_lab_id": row["cml_lab_id"],
             "priority": row["priority"],
         }
         for stamp in cls.STAMPS:
-            data[stamp] = _iso(row[stamp])
+            data[stamp] = row[f"iso_{stamp}"]
         data["artifacts"] = row["artifacts"]
         data["grading_result"] = row["grading_result"]
         for name in ("termination_reason", "lifecycle_step", "console", "archive_key", "last_error"):
             data[name] = row[name]
-        data["created_at"] = _iso(row["created_at"])
-        data["updated_at"] = _iso(row["updated_at"])
+        data["created_at"] = row["iso_created_at"]
+        data["updated_at"] = row["iso_updated_at"]
         return data
 
 

@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, CharField, F, Func, Q, QuerySet, TextField, Value, When
+from django.db.models import Case, CharField, F, Q, QuerySet, Value, When
 from django.db.models.functions import Cast, Concat, JSONObject, Substr
 from django.db.models.sql.subqueries import DeleteQuery
 from django.utils import timezone
@@ -33,6 +33,7 @@ from apps.sessions.services import labs, storage
 from apps.sessions.services.transitions import session_transition
 from apps.workers.models import Worker
 from apps.workers.selectors import worker_placeable_list
+from labmanager.sqltime import IsoDateTime
 from labmanager.errors import NotFound, QueueFull, ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -243,21 +244,6 @@ def _uuid_text(field: str):
     return Concat(*pieces, output_field=CharField())
 
 
-class _IsoTimestamp(Func):
-    """A timestamp as ISO 8601 text in UTC, as datetime.isoformat() writes it (`2026-11-23T12:00:00.123456+00:00`;
-    PostgreSQL also writes `.000000` when the microseconds are zero, which isoformat() leaves out)."""
-
-    output_field = TextField()
-
-    def as_postgresql(self, compiler, connection, **extra):
-        return self.as_sql(compiler, connection, template=(
-            "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"), **extra)
-
-    def as_sqlite(self, compiler, connection, **extra):
-        # Stored as naive UTC text, `2026-11-23 12:00:00.123456` (str() of the datetime).
-        return self.as_sql(compiler, connection, template="(replace(%(expressions)s, ' ', 'T') || '+00:00')", **extra)
-
-
 def stale_sessions(*, now, pool_ids) -> QuerySet[Session]:
     """The sessions of these pools not heard from for SESSION_WAITING_STALE_SECONDS (waiting) or
     SESSION_ACTIVE_STALE_SECONDS (active), as of `now`: what a reaping pass takes."""
@@ -286,7 +272,7 @@ def _reap_and_journal(candidates, pools: dict, actor: str) -> int:
         "metadata": JSONObject(**{
             "pool": Case(*[When(pool_id=pk, then=Value(pool.name)) for pk, pool in pools.items()]),
             "from": Case(When(activated_at__isnull=True, then=Value("waiting")), default=Value("active")),
-            "last_seen_at": _IsoTimestamp("last_seen_at")}),
+            "last_seen_at": IsoDateTime("last_seen_at")}),
     }
     delete_sql, delete_params = delete_statement(candidates)
     # In key order: the journal's resource_id index takes sorted keys faster than random ones (~25 %).

@@ -72,7 +72,10 @@ def test_the_audit_journal_cannot_be_added_changed_or_deleted_in_the_admin(admin
     assert AuditEvent.objects.filter(pk=event.pk).values().get() == snapshot
 
 
-def test_the_terminate_action_terminates_an_instance_and_journals_it(admin_browser, admin_user):
+def test_the_terminate_action_terminates_an_instance_and_journals_it(admin_browser, admin_user, monkeypatch):
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)  # the teardown's background job runs here, at once
     instance = instance_in("running")
 
     response = admin_browser.post(

@@ -4,6 +4,7 @@ from django.utils.html import format_html
 
 from apps.lablets import services
 from apps.lablets.models import LabletDefinition, LabletInstance
+from apps.lablets.services.awaited import lablet_instance_start_collection_begin, lablet_instance_terminate_begin
 from labmanager.errors import DomainError
 
 
@@ -92,8 +93,8 @@ class LabletInstanceAdmin(admin.ModelAdmin):
     @admin.action(description="Start collection")
     def start_collection(self, request, queryset):
         _run(self, request, queryset,
-             lambda i, actor: services.lablet_instance_start_collection(instance=i, actor=actor),
-             "Started collection on", "instance(s)")
+             lambda i, actor: lablet_instance_start_collection_begin(instance=i, actor=actor),
+             "Requested collection on", "instance(s) (a background job asks CML)")
 
     @admin.action(description="Start grading")
     def start_grading(self, request, queryset):
@@ -104,5 +105,5 @@ class LabletInstanceAdmin(admin.ModelAdmin):
     @admin.action(description="Terminate")
     def terminate(self, request, queryset):
         _run(self, request, queryset,
-             lambda i, actor: services.lablet_instance_terminate(instance=i, actor=actor),
-             "Terminated", "instance(s)")
+             lambda i, actor: lablet_instance_terminate_begin(instance=i, actor=actor),
+             "Ended", "instance(s) (their labs are torn down by a background job)")

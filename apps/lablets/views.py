@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from apps.audit.models import AuditEvent
 from apps.lablets import selectors, services
 from apps.lablets.forms import ExtendForm, InstanceFilterForm, ScheduleForm
+from apps.lablets.services.awaited import lablet_instance_start_collection_begin, lablet_instance_terminate_begin
 from apps.lablets.services.bulk import lablet_instances_create_bulk
 from labmanager.api.permissions import LABLET_INSTANCE_WRITES, LABLET_INSTANCES, allows
 from labmanager.dashboard.access import page
@@ -20,10 +21,12 @@ from labmanager.errors import DomainError
 PAGE_SIZE = 50
 # Rows that may yet show nodes booting get a (hidden) progress bar for live.js; the others need none.
 BOOTING_STATUSES = ("pending", "scheduled", "instantiating")
+# Terminate and collection need CML (and S3): the page enqueues them (a q task) and shows the instance at
+# once; its badge follows the task live. No request thread waits for CML (apps/lablets/services/awaited.py).
 VERBS = {  # form value → (service, past tense for the message)
-    "collect": (services.lablet_instance_start_collection, "Collection started"),
+    "collect": (lablet_instance_start_collection_begin, "Collection requested"),
     "grade": (services.lablet_instance_start_grading, "Grading started"),
-    "terminate": (services.lablet_instance_terminate, "Terminate requested"),
+    "terminate": (lablet_instance_terminate_begin, "Terminate requested"),
 }
 
 

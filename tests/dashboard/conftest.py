@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from labmanager.services import user_ensure_with_role
-from tests.events.conftest import server_process
+from tests.events.conftest import qcluster_process, server_process
 
 playwright_sync = pytest.importorskip("playwright.sync_api")  # a dev extra (pyproject), installed by make setup
 
@@ -32,7 +32,9 @@ def server(django_db_setup, django_db_blocker, cml_sim, ec2_sim):
     # The server reaches the same simulators as this process (an action on a page may call CML or S3).
     simulators = {name: str(getattr(settings, name)) for name in (
         "CML_URL_OVERRIDE", "CML_USERNAME", "CML_PASSWORD", "CML_TIMEOUT_SECONDS", "AWS_ENDPOINT_URL", "AWS_REGION")}
-    with server_process({"LOGIN_RATE_LIMIT": "100/min", "LIVE_KEEPALIVE_SECONDS": "2", **simulators}) as url:
+    # And a q cluster: terminate and collection from a page are background jobs.
+    with (server_process({"LOGIN_RATE_LIMIT": "100/min", "LIVE_KEEPALIVE_SECONDS": "2", **simulators}) as url,
+          qcluster_process(simulators)):
         yield url
 
 

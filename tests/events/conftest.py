@@ -127,6 +127,28 @@ def server_process(extra_env: dict | None = None):
         log.close()
 
 
+@contextlib.contextmanager
+def qcluster_process(extra_env: dict | None = None):
+    """django-q2's cluster as production runs it (`bin/serve qcluster`) against the test database: the
+    tasks a server enqueues (a terminate's teardown, a collection) run. Stopped with TERM, then KILL."""
+    log = open(f"/tmp/live-qcluster-{os.getpid()}-{time.monotonic_ns()}.log", "wb")
+    env = {**server_env(), "Q_WORKERS": "1", **(extra_env or {})}
+    process = subprocess.Popen([str(ROOT / "bin" / "serve"), "qcluster"], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait(5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 9)
+        log.close()
+
+
 KEEPALIVE_SECONDS = 1.0  # the test server's SSE keep-alive period (the default is 15 s)
 
 

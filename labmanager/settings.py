@@ -207,9 +207,12 @@ SESSION_UPLOAD_MAX_BYTES = env.int("SESSION_UPLOAD_MAX_BYTES", default=10 * 1024
 SESSION_UPLOAD_MAX_FILES = env.int("SESSION_UPLOAD_MAX_FILES", default=20)  # extra_files per POST /lab
 SESSION_STORAGE_DIR = env.str("SESSION_STORAGE_DIR", default=str(VAR_DIR / "sessions"))
 SESSION_LAB_START_TIMEOUT_SECONDS = env.int("SESSION_LAB_START_TIMEOUT_SECONDS", default=600)
+# A request that awaits a q task (labmanager.awaited) waits this long at most (a q task is stopped after
+# Q_CLUSTER["timeout"], 120 s): POST /api/workers/{id}/sync then answers with the worker as it is.
+TASK_WAIT_SECONDS = env.int("TASK_WAIT_SECONDS", default=150)
 # POST /api/lablet-instances/{id}/terminate and /start-collection await their q task this long at most, then
-# answer with the instance as it is (a q task is stopped after Q_CLUSTER["timeout"], 120 s; the tick goes on).
-LABLET_TASK_WAIT_SECONDS = env.int("LABLET_TASK_WAIT_SECONDS", default=150)
+# answer with the instance as it is (the tick goes on); POST /api/lablet-definitions/{id}/sync answers 502.
+LABLET_TASK_WAIT_SECONDS = env.int("LABLET_TASK_WAIT_SECONDS", default=TASK_WAIT_SECONDS)
 SESSION_HISTORY_DAYS = env.int("SESSION_HISTORY_DAYS", default=30)  # ended sessions kept this long (0: forever)
 
 # --- AWS EC2 (workers) and CML ---------------------------------------------

@@ -269,6 +269,8 @@ def test_it_walks_every_endpoint_with_every_role(request, monkeypatch, instructo
     # The event stream closes its database connection once it has authenticated (a stream lasts hours);
     # in-process that connection is the test's own, inside its transaction: keep it open here.
     monkeypatch.setattr("apps.audit.live.stream._close_connection", lambda: None)
+    # What a request enqueues and awaits (the syncs: labmanager.awaited) runs here, at once, as a cluster would.
+    monkeypatch.setattr("django_q.conf.Conf.SYNC", True)
     client = request.getfixturevalue(CLIENT_FIXTURES[column])
     status = endpoint.status(column)
     obj = endpoint.make(instructor_user) if endpoint.make else None

@@ -3,6 +3,7 @@
 import logging
 
 from apps.workers.services import cost, worker_cml_health_all, worker_ec2_sync
+from apps.workers.services.cml import worker_cml_health_for_task
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +18,11 @@ def cml_health() -> dict:
     summary = worker_cml_health_all()
     log.info("cml_health: %s", summary)
     return summary
+
+
+def cml_health_one(worker_pk: int, actor: str) -> dict:
+    """One worker's check a POST /api/workers/{id}/sync started: {} or the refusal its request answers with."""
+    return worker_cml_health_for_task(worker_pk=worker_pk, actor=actor)
 
 
 def worker_cost_tick() -> dict:

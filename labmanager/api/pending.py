@@ -7,6 +7,7 @@ in a thread, then awaits the marked work on the event loop and fills the same `R
 the problem+json of the error, from the one exception handler. Django renders it as any DRF response.
 
     path("lab", awaiting(LabView.as_view()), name="lab")
+    urlpatterns = awaiting_routes(router.urls, {"instance-terminate"})  # a router's actions, by route name
 """
 
 import asyncio
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.urls import re_path
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.response import Response
 
@@ -83,3 +85,12 @@ def awaiting(drf_view):
         if hasattr(drf_view, name):
             setattr(view, name, getattr(drf_view, name))
     return view
+
+
+def awaiting_routes(patterns, names: set[str]) -> list:
+    """A router's routes, those named in `names` served by `awaiting(...)` around the router's own view (same
+    regex, same name); the others as they are. Every name must be one of the routes."""
+    missing = names - {pattern.name for pattern in patterns}
+    assert not missing, f"no such route: {missing}"
+    return [re_path(pattern.pattern.regex.pattern, awaiting(pattern.callback), name=pattern.name)
+            if pattern.name in names else pattern for pattern in patterns]

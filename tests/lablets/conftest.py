@@ -3,8 +3,9 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _tasks_run_inline(monkeypatch):
-    """django-q2 runs what terminate and start-collection enqueue in this process, at once (Q_CLUSTER sync
-    is read at import: patch Conf); the request then finds the task's row at its first look."""
+    """django-q2 runs what terminate, start-collection and a definition's sync enqueue in this process, at
+    once (Q_CLUSTER sync is read at import: patch Conf); the request then finds the task's row at its first
+    look."""
     from django_q.conf import Conf
 
     monkeypatch.setattr(Conf, "SYNC", True)

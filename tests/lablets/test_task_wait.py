@@ -1,26 +1,20 @@
-"""POST .../terminate and .../start-collection await their q task on the event loop: while the teardowns or
-collections wait for the cluster, no request holds a thread.
-
-The requests go through the whole Django stack with AsyncClient, on one event loop: every synchronous
-step (DRF, transactions, the polls of the task's row) runs on this test's thread, the one with the test's
-database connection. No q cluster runs until the test plays it (`_run_queued`, as the cluster would: the
-package through django-q2's worker and monitor). A request that did its teardown inline, or waited on a
-thread, would make the others (and the GET) queue behind it.
+"""POST .../terminate, .../start-collection and a definition's .../sync await their q task on the event loop:
+while the teardowns, collections or syncs wait for the cluster, no request holds a thread (how the requests
+are sent and the cluster played: tests.awaited_support).
 """
 
-import asyncio
-import threading
-
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
+import yaml
 from django.test import AsyncClient
 from django_q.conf import Conf
 from django_q.models import OrmQ
-from django_q.signing import SignedPackage
-from django_q.tasks import _sync
 
 from apps.lablets.engine import lifecycle_tick
-from apps.lablets.models import LabletInstance
+from apps.lablets.models import LabletDefinition, LabletInstance
+from apps.workers import cml as cml_gateway
+from apps.workers.services.cml import cml_credentials
+from tests.awaited_support import posts_at_once, run_queued
+from tests.factories import LabletDefinitionFactory, placeable_worker
 from tests.lablets.engine_support import fresh, labs, running_worker, scheduled, two_router_definition
 
 pytestmark = pytest.mark.django_db
@@ -53,39 +47,9 @@ def client(admin_user):
     return client
 
 
-def _threads() -> int:
-    return len([t for t in threading.enumerate() if "process_request_thread" not in t.name])  # not the simulator's
-
-
-def _run_queued() -> int:
-    """Play the q cluster: run every queued package through django-q2's worker and monitor (its Task row)."""
-    queued = list(OrmQ.objects.all())
-    for package in queued:
-        task = dict(package.task)
-        task["sync"] = True  # in this process: django-q2 then leaves the test's connection open
-        _sync(SignedPackage.dumps(task))
-        package.delete()
-    return len(queued)
-
-
 def _all_at_once(client, verb: str, instances) -> dict:
-    async def run():
-        before = _threads()
-        requests = [asyncio.ensure_future(client.post(f"{INSTANCES}/{i.public_id}/{verb}")) for i in instances]
-        for _ in range(500):  # every request has done its first step and enqueued its task
-            if await OrmQ.objects.acount() == len(instances):
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.2)  # a few polls of the task rows
-        seen = {"queued": await OrmQ.objects.acount(), "pending": sum(not r.done() for r in requests),
-                "threads": _threads() - before}
-        other = await client.get(f"{INSTANCES}/{instances[0].public_id}")  # this thread is free meanwhile
-        seen["other"] = (other.status_code, sum(not r.done() for r in requests))
-        seen["run"] = await sync_to_async(_run_queued)()
-        seen["responses"] = await asyncio.wait_for(asyncio.gather(*requests), timeout=30)
-        return seen
-
-    return async_to_sync(run)()
+    return posts_at_once(client, [f"{INSTANCES}/{i.public_id}/{verb}" for i in instances],
+                         other=f"{INSTANCES}/{instances[0].public_id}")
 
 
 def test_terminates_await_their_teardowns_together_without_a_thread_each(running, client, cml, no_cluster):
@@ -137,5 +101,67 @@ def test_without_a_cluster_the_answer_comes_after_the_wait_with_the_instance_as_
     assert response.status_code == 200
     assert response.json()["status"] == "stopping"  # ended at once; the teardown is the task's (or the tick's)
     assert OrmQ.objects.count() == 1
-    assert _run_queued() == 1
+    assert run_queued() == 1
     assert LabletInstance.objects.get(pk=instance.pk).status == "terminated"
+
+
+DEFINITIONS = "/api/lablet-definitions"
+
+
+def test_definition_syncs_await_their_cml_exports_together_without_a_thread_each(client, ec2, cml, no_cluster):
+    worker = placeable_worker()
+    topology = open("examples/topologies/two-routers.yaml").read()
+    definitions = [LabletDefinitionFactory() for _ in range(COUNT)]
+    labs_ = [cml_gateway.cml_lab_import(**cml_credentials(worker), topology_yaml=topology, title=f"ref-{i}")
+             for i in range(COUNT)]
+    for definition, lab_id in zip(definitions, labs_):
+        LabletDefinition.objects.filter(pk=definition.pk).update(reference_lab_id=lab_id, reference_worker=worker)
+
+    seen = posts_at_once(client, [f"{DEFINITIONS}/{d.public_id}/sync" for d in definitions],
+                         other=f"{DEFINITIONS}/{definitions[0].public_id}")
+
+    assert seen["queued"] == COUNT and seen["pending"] == COUNT, seen
+    assert seen["other"] == (200, COUNT), seen
+    assert seen["threads"] <= 1, seen
+    assert seen["run"] == COUNT
+    bodies = [r.json() for r in seen["responses"]]
+    assert [r.status_code for r in seen["responses"]] == [200] * COUNT, bodies
+    for definition, body in zip(definitions, bodies):  # the answer is the synced definition, as inline
+        stored = LabletDefinition.objects.get(pk=definition.pk)
+        assert yaml.safe_load(stored.cml_lab_yaml)["nodes"]
+        assert body["content_hash"] == stored.content_hash != definition.content_hash
+        assert body["id"] == definition.public_id
+
+
+def test_a_definition_sync_cml_refuses_answers_502_from_the_task(client, ec2, cml, no_cluster):
+    worker = placeable_worker()
+    definition = LabletDefinitionFactory()
+    lab_id = cml_gateway.cml_lab_import(**cml_credentials(worker),
+                                        topology_yaml=open("examples/topologies/two-routers.yaml").read(),
+                                        title="ref")
+    cml.set_faults(down=True)
+
+    seen = posts_at_once(client, [f"{DEFINITIONS}/{definition.public_id}/sync"], other=f"{DEFINITIONS}",
+                         data={"lab_id": lab_id, "worker_id": worker.public_id})
+
+    assert seen["queued"] == 1 and seen["pending"] == 1, seen
+    response = seen["responses"][0]
+    assert response.status_code == 502 and response["Content-Type"] == "application/problem+json"
+    assert LabletDefinition.objects.get(pk=definition.pk).content_hash == definition.content_hash
+
+
+def test_a_definition_sync_no_cluster_runs_in_time_is_a_502_and_stays_queued(admin_client, ec2, cml, no_cluster,
+                                                                            settings):
+    settings.LABLET_TASK_WAIT_SECONDS = 0.3
+    worker = placeable_worker()
+    definition = LabletDefinitionFactory()
+    lab_id = cml_gateway.cml_lab_import(**cml_credentials(worker),
+                                        topology_yaml=open("examples/topologies/two-routers.yaml").read(),
+                                        title="ref")
+
+    response = admin_client.post(f"{DEFINITIONS}/{definition.public_id}/sync",
+                                 {"lab_id": lab_id, "worker_id": worker.public_id}, content_type="application/json")
+
+    assert response.status_code == 502 and "queued" in response.json()["detail"]
+    assert run_queued() == 1  # the cluster runs it later: the sync is then done
+    assert LabletDefinition.objects.get(pk=definition.pk).reference_lab_id == lab_id

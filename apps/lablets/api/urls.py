@@ -1,9 +1,9 @@
-from django.urls import path, re_path
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from apps.lablets.api import scheduler_views
 from apps.lablets.api.views import LabletDefinitionViewSet, LabletInstanceViewSet
-from labmanager.api.pending import awaiting
+from labmanager.api.pending import awaiting_routes
 
 app_name = "lablets-api"
 router = SimpleRouter(trailing_slash=False)
@@ -12,13 +12,7 @@ router.register("lablet-instances", LabletInstanceViewSet, basename="instance")
 
 # Verbs whose answer awaits a q task (CML, S3): the router's own route, served by an async view (daphne; the
 # nginx template routes these paths there).
-AWAITED = {"instance-terminate", "instance-start-collection"}
-
-
-def _route(pattern):
-    if pattern.name not in AWAITED:
-        return pattern
-    return re_path(pattern.pattern.regex.pattern, awaiting(pattern.callback), name=pattern.name)
+AWAITED = {"instance-terminate", "instance-start-collection", "definition-sync"}
 
 
 # Explicit paths first: `lablet-instances/bulk` would otherwise be taken for an instance id.
@@ -28,5 +22,5 @@ urlpatterns = [
          name="instance_priority"),
     path("scheduler/preview", scheduler_views.SchedulerPreviewView.as_view(), name="scheduler_preview"),
     path("scheduler/status", scheduler_views.SchedulerStatusView.as_view(), name="scheduler_status"),
-    *map(_route, router.urls),
+    *awaiting_routes(router.urls, AWAITED),
 ]

@@ -19,6 +19,8 @@ from apps.lablets.api.serializers import (
 from apps.lablets.models import InstanceStatus
 from apps.lablets.services.awaited import (
     PendingTask,
+    lablet_definition_sync_begin,
+    lablet_definition_sync_finish,
     lablet_instance_start_collection_begin,
     lablet_instance_task_finish,
     lablet_instance_terminate_begin,
@@ -119,9 +121,12 @@ class LabletDefinitionViewSet(ResourceViewSet):
         updates cml_lab_yaml and its content_hash; the lab becomes the reference."""
         data = LabletDefinitionSyncSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        definition = services.lablet_definition_sync(definition=self.get_object(), actor=actor_for(request),
-                                                     **data.validated_data)
-        return Response(LabletDefinitionSerializer(definition).data)
+        pending = lablet_definition_sync_begin(definition=self.get_object(), actor=actor_for(request),
+                                               **data.validated_data)
+        # CML is asked by a q task, awaited by the async view in apps.lablets.api.urls (`awaiting`)
+        return pending_response(finish=partial(lablet_definition_sync_finish, pending=pending),
+                                data=lambda definition: LabletDefinitionSerializer(definition).data,
+                                give_up=lambda: None)  # the task runs anyway: the sync is then done
 
 
 @extend_schema_view(

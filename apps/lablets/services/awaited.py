@@ -1,28 +1,32 @@
-"""Terminate and collection, when they need CML (and S3): the long part runs as a django-q2 task, and the
-request awaits its result row on the event loop, without a thread (docs: labmanager.api.pending).
+"""Terminate, collection and a definition's sync, when they need CML (and S3): the long part runs as a django-q2
+task, and the request awaits its result row on the event loop, without a thread (docs: labmanager.api.pending;
+the generic half, enqueue and await, is labmanager.awaited).
 
 `..._begin` is the short first step, in the request's thread: the transition that must happen at once
 (`instance_end`), or the check that refuses at once (409), then the task is enqueued. Without a lab there
 is nothing long to do and the answer is given there and then. `lablet_instance_task_finish` polls the
 task's row (asyncio.sleep between reads) for at most LABLET_TASK_WAIT_SECONDS, then answers with the
 instance as it then is: the lifecycle tick finishes a teardown left in stopping, stopped or archived.
+
+A definition's sync (`lablet_definition_sync_begin`) has no short step: its task runs
+apps.lablets.services.definitions.lablet_definition_sync whole, and its refusals (422, 502) are the request's
+answer. A sync the cluster has not run within LABLET_TASK_WAIT_SECONDS is a 502 (it is still queued).
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from django.conf import settings
 
 from apps.lablets.lifecycle import TEARDOWN
-from apps.lablets.models import InstanceStatus, LabletInstance
-from labmanager import errors
-from labmanager.errors import DomainError, InvalidTransition
+from apps.lablets.models import InstanceStatus, LabletDefinition, LabletInstance
+from labmanager.awaited import await_task, enqueue, reporting
+from labmanager.errors import InvalidTransition, UpstreamUnavailable
 
 TERMINATE_TASK = "apps.lablets.tasks.terminate_instance"
 COLLECT_TASK = "apps.lablets.tasks.collect_instance"
-WAIT_POLL_SECONDS = 0.5
+DEFINITION_SYNC_TASK = "apps.lablets.tasks.sync_definition"
 
 
 @dataclass(frozen=True)
@@ -38,10 +42,7 @@ def _instance(pk: int) -> LabletInstance:
 
 
 def _enqueue(func: str, instance: LabletInstance, actor: str) -> PendingTask:
-    from django_q.tasks import async_task
-
-    task_id = async_task(func, instance.pk, actor, task_name=f"{func.rsplit('.', 1)[-1]}-{instance.public_id}",
-                         save=True)  # its row is what the request awaits, whatever Q_CLUSTER's save_limit
+    task_id = enqueue(func, instance.pk, actor, task_name=f"{func.rsplit('.', 1)[-1]}-{instance.public_id}")
     return PendingTask(task_id=task_id, instance_pk=instance.pk)
 
 
@@ -73,39 +74,46 @@ def lablet_instance_collect_for_task(*, instance_pk: int, actor: str) -> dict:
     its result, for the awaiting request to answer with."""
     from apps.lablets.engine import instance_collect
 
-    try:
-        instance_collect(instance=_instance(instance_pk), actor=actor)
-    except DomainError as exc:
-        return {"error": type(exc).__name__, "detail": exc.detail, "errors": exc.errors, "extra": exc.extra}
-    return {}
-
-
-def _raise_reported(result) -> None:
-    if not (isinstance(result, dict) and result.get("error")):
-        return
-    cls = getattr(errors, result["error"], DomainError)
-    exc = DomainError.__new__(cls)
-    DomainError.__init__(exc, result["detail"], errors=result["errors"], extra=result["extra"])
-    raise exc
+    return reporting(lambda: instance_collect(instance=_instance(instance_pk), actor=actor))
 
 
 async def lablet_instance_task_finish(*, pending: PendingTask) -> LabletInstance:
     """Await the task's outcome without a thread, at most LABLET_TASK_WAIT_SECONDS; then the instance as it is.
     A refusal the task reported is raised here (its problem+json); a task that crashed is a 500."""
-    from django_q.models import Task
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.LABLET_TASK_WAIT_SECONDS
-    while True:
-        task = await Task.objects.filter(id=pending.task_id).only("success", "result").afirst()
-        if task is not None:
-            if not task.success:
-                raise RuntimeError(f"task {pending.task_id} failed: {task.result}")
-            _raise_reported(task.result)
-            break
-        left = deadline - loop.time()
-        if left <= 0:
-            break
-        await asyncio.sleep(min(WAIT_POLL_SECONDS, left))
+    await await_task(pending.task_id, seconds=settings.LABLET_TASK_WAIT_SECONDS)
     return await LabletInstance.objects.select_related("definition", "worker", "created_by").aget(
         pk=pending.instance_pk)
+
+
+@dataclass(frozen=True)
+class PendingSync:
+    """A definition's sync enqueued, whose result the request awaits."""
+
+    task_id: str
+    definition_pk: int
+
+
+def lablet_definition_sync_begin(*, definition: LabletDefinition, actor: str, lab_id: str = "",
+                                 worker_id: str = "") -> PendingSync:
+    """Enqueue the sync (apps.lablets.services.definitions.lablet_definition_sync): it asks CML."""
+    task_id = enqueue(DEFINITION_SYNC_TASK, definition.pk, actor, lab_id, worker_id,
+                      task_name=f"sync_definition-{definition.public_id}")
+    return PendingSync(task_id=task_id, definition_pk=definition.pk)
+
+
+def lablet_definition_sync_for_task(*, definition_pk: int, actor: str, lab_id: str = "", worker_id: str = "") -> dict:
+    """The sync as the task runs it: a refusal (422, 502) is its result, for the awaiting request."""
+    from apps.lablets.services.definitions import lablet_definition_sync
+
+    return reporting(lambda: lablet_definition_sync(definition=LabletDefinition.objects.get(pk=definition_pk),
+                                                    actor=actor, lab_id=lab_id, worker_id=worker_id))
+
+
+async def lablet_definition_sync_finish(*, pending: PendingSync) -> LabletDefinition:
+    """Await the sync without a thread, at most LABLET_TASK_WAIT_SECONDS: the definition it updated, or its
+    refusal raised here; a 502 when it has not run by then (it stays queued: the cluster will run it)."""
+    if not await await_task(pending.task_id, seconds=settings.LABLET_TASK_WAIT_SECONDS):
+        raise UpstreamUnavailable(f"The sync did not finish within {settings.LABLET_TASK_WAIT_SECONDS} s; it is "
+                                  "queued and updates the definition when the task queue runs it.")
+    return await LabletDefinition.objects.select_related("reference_worker", "created_by").aget(
+        pk=pending.definition_pk)

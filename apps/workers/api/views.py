@@ -1,3 +1,5 @@
+from functools import partial
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, status
@@ -16,6 +18,7 @@ from apps.workers.models import WorkerStatus
 from labmanager.api.actors import actor_for
 from labmanager.api.idempotency import idempotent
 from labmanager.api.lists import csv_param, envelope_serializer, list_parameters
+from labmanager.api.pending import pending_response
 from labmanager.api.permissions import WORKER_TEMPLATES, WORKERS
 from labmanager.api.schema import READ_ERRORS, WRITE_ERRORS, problem_responses
 from labmanager.api.views import ResourceViewSet
@@ -122,7 +125,12 @@ class WorkerViewSet(ResourceViewSet):
     @action(detail=True, methods=["post"], url_path="sync")
     def sync_now(self, request, id=None):
         """Check this worker's CML now (health, licence, load)."""
-        return self._verb(services.worker_cml_health)
+        worker = self.get_object()
+        task_id = services.worker_cml_health_begin(worker=worker, actor=actor_for(request))
+        # CML is asked by a q task, awaited by the async view in apps.workers.api.urls (`awaiting`)
+        return pending_response(finish=partial(services.worker_cml_health_finish, task_id=task_id, worker_pk=worker.pk),
+                                data=lambda worker: WorkerSerializer(worker).data,
+                                give_up=lambda: None)  # the task runs anyway: the check is then recorded
 
     @extend_schema(methods=["POST"], request=WorkerLicenseSerializer, responses={200: WorkerSerializer, **UPSTREAM_ERRORS})
     @extend_schema(methods=["DELETE"], request=None, responses={200: WorkerSerializer, **UPSTREAM_ERRORS})

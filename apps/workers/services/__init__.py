@@ -4,6 +4,8 @@ from apps.workers.services.cml import (  # noqa: F401
     cml_credentials,
     worker_cml_health,
     worker_cml_health_all,
+    worker_cml_health_begin,
+    worker_cml_health_finish,
     worker_license_deregister,
     worker_license_register,
 )

@@ -1,4 +1,7 @@
-"""CML on each worker: health, licence and load (job `cml_health`), licence registration."""
+"""CML on each worker: health, licence and load (job `cml_health`), licence registration.
+
+`POST /api/workers/{id}/sync` checks one worker's CML in a q task (`worker_cml_health_begin`), whose outcome
+the request awaits without a thread (`worker_cml_health_finish`; labmanager.awaited)."""
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +17,11 @@ from apps.audit.services import audit_record
 from apps.workers import cml
 from apps.workers.models import Worker, WorkerStatus
 from apps.workers.selectors import percent
+from labmanager.awaited import await_task, enqueue, reporting
 from labmanager.errors import Conflict, UpstreamUnavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
+HEALTH_TASK = "apps.workers.tasks.cml_health_one"
 
 
 def cml_credentials(worker: Worker) -> dict | None:
@@ -133,6 +138,23 @@ def _load_event(worker: Worker, *, actor: str) -> None:
 
 def worker_cml_health(*, worker: Worker, actor: str = "system") -> Worker:
     return _record(worker, _probe(worker), actor=actor)
+
+
+def worker_cml_health_begin(*, worker: Worker, actor: str) -> str:
+    """Enqueue worker_cml_health for `worker` (it asks CML); returns the task's id, for the request to await."""
+    return enqueue(HEALTH_TASK, worker.pk, actor, task_name=f"cml_health-{worker.public_id}")
+
+
+def worker_cml_health_for_task(*, worker_pk: int, actor: str) -> dict:
+    """worker_cml_health as the task runs it: a refusal is its result, for the awaiting request."""
+    return reporting(lambda: worker_cml_health(worker=Worker.objects.get(pk=worker_pk), actor=actor))
+
+
+async def worker_cml_health_finish(*, task_id: str, worker_pk: int) -> Worker:
+    """Await the check without a thread, at most TASK_WAIT_SECONDS (a refusal it reported is raised here),
+    then the worker as it is (its last_cml_sync_at tells whether the check has run)."""
+    await await_task(task_id, seconds=settings.TASK_WAIT_SECONDS)
+    return await Worker.objects.select_related("template").aget(pk=worker_pk)
 
 
 def worker_cml_health_all(*, actor: str = "system") -> dict:

@@ -8,6 +8,18 @@ HOST = "127.0.0.1"
 PG_DSN = f"host={HOST} port=5432 user=postgres dbname=postgres"
 
 
+def interrupt_on_sigterm() -> None:
+    """SIGTERM and SIGINT raise KeyboardInterrupt (SIGINT even when the script was started with it ignored):
+    a bench's `finally` then stops its servers and drops its database."""
+    import signal
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:

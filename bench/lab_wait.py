@@ -32,15 +32,14 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, bench/sessions.py
-from common import HOST, ServeAll, pg_admin, pg_available, stop_process_group, tree_cpu_seconds  # noqa: E402
-from sessions import API, Connection, Failure, Server, load  # noqa: E402
+from common import interrupt_on_sigterm, HOST, ServeAll, pg_admin, pg_available, stop_process_group, tree_cpu_seconds  # noqa: E402
+from sessions import API, Failure, Server, load  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "var" / "bench"
@@ -210,12 +209,7 @@ async def run(server: Server, args) -> dict:
 
 def main() -> int:
     args = parse_args()
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupt_on_sigterm()
     if not pg_available():
         print("PostgreSQL does not answer on 127.0.0.1:5432: this benchmark needs it (and Redis).", file=sys.stderr)
         return 1

@@ -33,14 +33,13 @@ import asyncio
 import logging
 import os
 import random
-import signal
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py
-from common import ServeAll, pg_admin, pg_available, tree_cpu_seconds  # noqa: E402
+from common import interrupt_on_sigterm, ServeAll, pg_admin, pg_available, tree_cpu_seconds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "var" / "bench"
@@ -342,12 +341,7 @@ def print_report(summary: dict, counts: dict, args):
 
 def main() -> int:
     args = parse_args()
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
+    interrupt_on_sigterm()
 
     args.use_pg = not args.sqlite and pg_available()
     env = bench_env(args)

@@ -52,7 +52,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -62,7 +61,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py
-from common import (HOST, ServeAll, free_port, pg_admin, pg_available, process_tree,  # noqa: E402
+from common import (HOST, ServeAll, free_port, interrupt_on_sigterm, pg_admin, pg_available, process_tree,  # noqa: E402
                     stop_process_group, tree_cpu_seconds)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -666,12 +665,7 @@ def parse_args():
 
 def main() -> int:
     args = parse_args()
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupt_on_sigterm()
 
     if not pg_available():
         print("PostgreSQL does not answer on 127.0.0.1:5432: this benchmark needs it (and Redis).", file=sys.stderr)

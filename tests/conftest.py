@@ -54,6 +54,15 @@ def ec2(ec2_sim):
     ec2_sim.disarm()
 
 
+@pytest.fixture
+def no_cluster(monkeypatch):
+    """django-q2's async_task enqueues (the ORM broker) and nothing runs the tasks until the test does
+    (tests/awaited_support.py's run_queued): for tests of requests that await a task."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", False)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def cml_sim():
     """One CML controller simulator on 127.0.0.1 serving every worker (CML_URL_OVERRIDE), nodes boot at once.

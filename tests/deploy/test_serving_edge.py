@@ -32,7 +32,8 @@ from apps.audit.models import AuditEvent
 from apps.sessions.models import Session, SessionPool
 from labmanager.middleware import ClientAddressMiddleware, _networks, client_address
 from tests.deploy.conftest import production_env
-from tests.events.conftest import ROOT, ServerUrl, _free_port, gunicorn_workers, server_env, server_process
+from tests.events.conftest import (ROOT, ServerUrl, _free_port, gunicorn_workers, server_env, server_process,
+                                  stop_group)
 
 production_stack = pytest.mark.skipif(
     not (settings.IS_POSTGRES and os.environ.get("REDIS_URL")),
@@ -274,14 +275,7 @@ def gunicorn_alone(**extra: str):
         wait_for(answers, "gunicorn to answer", timeout=60)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
+        stop_group(process, grace=15)
         log.close()
 
 

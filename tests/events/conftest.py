@@ -37,6 +37,19 @@ def server_env() -> dict:
     return env
 
 
+def stop_group(process: subprocess.Popen, *, grace: float) -> None:
+    """TERM the leader of a process group (bin/serve stops its children), wait `grace` seconds, then KILL
+    whatever of the group is left."""
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, 9)
+    process.wait(5)
+
+
 class ServerUrl(str):
     """The proxy's URL (what clients use), with the app servers' own: `.web` (gunicorn), `.asgi` (daphne),
     `.log`, the file all of them write to, and `.process`, bin/serve's (the leader of their process group)."""
@@ -116,14 +129,7 @@ def server_process(extra_env: dict | None = None):
                     time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait(5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 9)  # anything of the group left behind
+        stop_group(process, grace=15)
         log.close()
 
 
@@ -138,14 +144,7 @@ def qcluster_process(extra_env: dict | None = None):
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait(5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 9)
+        stop_group(process, grace=30)
         log.close()
 
 

@@ -6,7 +6,6 @@ are sent and the cluster played: tests.awaited_support).
 import pytest
 import yaml
 from django.test import AsyncClient
-from django_q.conf import Conf
 from django_q.models import OrmQ
 
 from apps.lablets.engine import lifecycle_tick
@@ -21,12 +20,6 @@ pytestmark = pytest.mark.django_db
 
 INSTANCES = "/api/lablet-instances"
 COUNT = 4
-
-
-@pytest.fixture
-def no_cluster(monkeypatch):
-    """async_task enqueues (the ORM broker) and nothing runs the tasks until the test does."""
-    monkeypatch.setattr(Conf, "SYNC", False)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
-from apps.sessions.models import LabClaim, Session, SessionLab, SessionPool
+from apps.sessions.models import LabClaim, Session, SessionLab
 from tests.daphne import remote_lab_env
 from tests.events.conftest import ACCESS_LOG_ENV, gunicorn_workers, server_process, served_by
 from tests.factories import placeable_worker

@@ -4,7 +4,6 @@ tests.awaited_support)."""
 
 import pytest
 from django.test import AsyncClient
-from django_q.conf import Conf
 from django_q.models import OrmQ
 
 from apps.workers.models import Worker
@@ -16,12 +15,6 @@ pytestmark = pytest.mark.django_db
 
 WORKERS = "/api/workers"
 COUNT = 4
-
-
-@pytest.fixture
-def no_cluster(monkeypatch):
-    """async_task enqueues (the ORM broker) and nothing runs the tasks until the test does."""
-    monkeypatch.setattr(Conf, "SYNC", False)
 
 
 @pytest.fixture

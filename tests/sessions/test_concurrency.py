@@ -133,11 +133,13 @@ def test_200_concurrent_creates_make_one_strict_fifo_queue(server, cml):
     assert len({s.ticket for s in sessions}) == SESSIONS  # one arrival order (a sequence: not from 1 here)
     _assert_fifo(sessions, 2)
     assert {s.worker_id for s in sessions[:2]} == workers
-    # Each client was told its place among the sessions committed before it: never further back than
-    # where it stands now (later arrivals never get ahead), and a waiting one at least 1.
+    # Each client was told its place among the waiting sessions committed before it, all of which took a
+    # lower ticket: a waiting one at least 1, and never further back than where it stands now plus the heads
+    # promoted since (2 here: a head commits as waiting before its promotion and may be counted in between;
+    # CI saw a client told 4 that stands at 3).
     told = {b["session_id"]: b["position"] for b in bodies}
     assert [(told[str(s.pk)], s.position) for s in sessions if s.status == "waiting"
-            and not 1 <= told[str(s.pk)] <= s.position] == []
+            and not 1 <= told[str(s.pk)] <= s.position + 2] == []
     assert [told[str(s.pk)] for s in sessions[:2]] <= [0, 1]  # the two heads, active
     assert sampler.samples >= 10 and sampler.most_active <= 2 and not sampler.shared_worker
     # nginx opens most of its connections to gunicorn for these requests, all at once: several processes take them.

@@ -9,11 +9,14 @@ SOAK_MINUTES ?= 10
 
 .PHONY: setup run test bench migrate schema clean
 
-$(STAMP): pyproject.toml
+# The remote-lab client (clients/python, its own distribution) is installed beside the server, editable:
+# its tests and examples/scripts/smoke.py import it. The server and its image do not need it.
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) is required (Python 3.11)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e clients/python
 	touch $(STAMP)
 
 # The dashboard's browser libraries (Chart.js): npm ci from package-lock.json, copied into static/vendor/.

@@ -2,10 +2,11 @@
 """Smoke test of a remote-lab server with the Python client: queue for a session, wait until it is
 active, bring up (or attach to) a topology, list its devices, release the lab, end the session.
 
-Usage (from the repository root):
+It needs only the client distribution (clients/python): `pip install ./clients/python` into any
+Python 3.11+ environment (`make setup` puts it into the project's .venv). From the repository root:
 
     BASE_URL=http://127.0.0.1:8000/api/remote-lab \\
-        .venv/bin/python examples/scripts/smoke.py examples/topologies/two-routers.yaml
+        python examples/scripts/smoke.py examples/topologies/two-routers.yaml
 
 Environment: BASE_URL (required), REMOTE_LAB_API_KEY or REMOTE_LAB_TOKEN (optional; anonymous
 clients are accepted only from the networks the server allows, loopback by default),
@@ -17,11 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-try:
-    from labmanager.remote_lab import RemoteLabClient, RemoteLabError
-except ImportError:  # run from a checkout without installing it
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from labmanager.remote_lab import RemoteLabClient, RemoteLabError
+from labmanager_remote_lab import RemoteLabClient, RemoteLabError
 
 
 def main(argv: list[str]) -> int:

@@ -1,6 +1,6 @@
 import pytest
 
-from labmanager.remote_lab import RemoteLabClient
+from labmanager_remote_lab import RemoteLabClient
 from tests.remote_lab.fake_server import FakeRemoteLab
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from apps.sessions.lifecycle import LabStatus, SessionStatus
 from apps.sessions.models import Session, SessionLab
-from labmanager.remote_lab import RemoteLabClient, SessionNotFound
+from labmanager_remote_lab import RemoteLabClient, SessionNotFound
 from tests.daphne import remote_lab_server
 from tests.factories import placeable_worker
 

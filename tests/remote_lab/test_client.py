@@ -7,20 +7,20 @@ import time
 
 import pytest
 
-from labmanager.remote_lab import (
-    AuthenticationFailed,
+from labmanager_remote_lab import (
     ClientClosed,
     LabConflict,
-    QueueFull,
+    RemoteAuthenticationFailed,
     RemoteLabClient,
     RemoteLabConnectionError,
     RemoteLabError,
+    RemoteQueueFull,
     SessionLocked,
     SessionNotFound,
     WaitTimeout,
 )
-from labmanager.remote_lab import client as client_module
-from labmanager.remote_lab.client import format_wait
+from labmanager_remote_lab import client as client_module
+from labmanager_remote_lab.client import format_wait
 
 TOPOLOGY = "lab:\n  title: t\nnodes: []\nlinks: []\n"
 
@@ -252,7 +252,7 @@ def test_non_forced_destroy_of_a_lab_in_use_is_a_conflict(make_client, topology)
 def test_full_queue_is_queue_full_with_retry_after(make_client, fake_server):
     fake_server.max_queue = 1
     make_client().create_session()
-    with pytest.raises(QueueFull) as info:
+    with pytest.raises(RemoteQueueFull) as info:
         make_client().create_session()
     assert info.value.status_code == 503 and info.value.retry_after == 7.0
     assert info.value.detail == "The session queue is full."
@@ -265,7 +265,7 @@ def test_seed_style_error_bodies_and_other_statuses(make_client, fake_server):
         client.create_session()
     assert info.value.problem == {"detail": "Session gone"}
     fake_server.fail("POST", "/session", 401, "Authentication credentials were not provided.")
-    with pytest.raises(AuthenticationFailed):
+    with pytest.raises(RemoteAuthenticationFailed):
         client.create_session()
     fake_server.fail("POST", "/session", 500, "boom")
     with pytest.raises(RemoteLabError) as info:
@@ -305,7 +305,7 @@ def test_heartbeats_run_in_the_background_and_stop_on_close(make_client, fake_se
 def test_heartbeats_survive_transient_errors(make_client, fake_server, caplog):
     fake_server.fail("POST", "/session/heartbeat", 500, "database is locked", times=2)
     client = make_client(heartbeat_interval=0.02)
-    with caplog.at_level(logging.WARNING, logger="labmanager.remote_lab"):
+    with caplog.at_level(logging.WARNING, logger="labmanager_remote_lab"):
         session_id = client.create_session().session_id
         assert wait_for(lambda: fake_server.heartbeats_of(session_id) >= 2)
         # the warning is logged after the answer arrives: wait for it too (the thread may lag under load)
@@ -321,7 +321,7 @@ def test_heartbeats_stop_when_the_session_is_gone(make_client, fake_server, capl
     client = make_client(heartbeat_interval=0.02)
     session_id = client.create_session().session_id
     assert wait_for(lambda: fake_server.heartbeats_of(session_id) >= 1)
-    with caplog.at_level(logging.ERROR, logger="labmanager.remote_lab"):
+    with caplog.at_level(logging.ERROR, logger="labmanager_remote_lab"):
         fake_server.drop(session_id)
         assert wait_for(lambda: not client.heartbeat_running)
     assert client.session_lost

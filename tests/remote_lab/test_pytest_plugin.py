@@ -1,11 +1,12 @@
-"""The pytest plugin (labmanager.remote_lab.pytest_plugin), run in inner pytest sessions via pytester
-against the in-process fake remote-lab API."""
+"""The pytest plugin (labmanager_remote_lab.pytest_plugin), run in inner pytest sessions via pytester
+against the in-process fake remote-lab API. The inner sessions load it as users get it: through the
+distribution's pytest11 entry point (`make setup` installs clients/python into .venv)."""
 
 import pytest
 
 pytest_plugins = ["pytester"]
 
-PLUGIN = ("-p", "labmanager.remote_lab.pytest_plugin", "-p", "no:django", "-p", "no:cacheprovider")
+INNER_ARGS = ("-p", "no:django", "-p", "no:cacheprovider")
 
 USES_CLIENT = """
 seen = []
@@ -28,7 +29,7 @@ def _no_remote_lab_env(monkeypatch):
 
 
 def run(pytester, *args):
-    return pytester.runpytest_inprocess(*PLUGIN, "-rs", *args)
+    return pytester.runpytest_inprocess(*INNER_ARGS, "-rs", *args)
 
 
 def test_client_fixture_holds_one_active_session_for_the_run(pytester, fake_server):

@@ -1,8 +1,8 @@
-"""A client of the remote-lab session API (`/api/remote-lab`, the contract of issue 5).
+"""A client of LabManager's remote-lab session API (`/api/remote-lab`: the session queue, heartbeats, labs).
 
 Typical use::
 
-    from labmanager.remote_lab import RemoteLabClient
+    from labmanager_remote_lab import RemoteLabClient
 
     with RemoteLabClient("http://127.0.0.1:8000/api/remote-lab", api_key=KEY) as client:
         client.start(timeout=600)                 # join the queue, wait until ACTIVE (prints progress)
@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import httpx
 
-logger = logging.getLogger("labmanager.remote_lab")
+logger = logging.getLogger("labmanager_remote_lab")
 
 SESSION_HEADER = "X-Session-ID"
 ACQUIRE_TIMEOUT = 900.0  # seconds for POST /lab, which waits until the lab's nodes are up
@@ -57,7 +57,7 @@ class RemoteLabConnectionError(RemoteLabError):
     """The server could not be reached (connection refused, timeout, ...)."""
 
 
-class AuthenticationFailed(RemoteLabError):
+class RemoteAuthenticationFailed(RemoteLabError):
     """401/403: no or a wrong API key/token (anonymous access is only allowed from some networks)."""
 
 
@@ -73,7 +73,7 @@ class SessionLocked(RemoteLabError):
     """423: the session is not ACTIVE, or the worker runs another topology that is still in use."""
 
 
-class QueueFull(RemoteLabError):
+class RemoteQueueFull(RemoteLabError):
     """503: the queue of the pool is full; `retry_after` is the server's Retry-After in seconds (or None)."""
 
     def __init__(self, detail: str, *, retry_after: float | None = None, **kwargs):
@@ -90,12 +90,12 @@ class ClientClosed(RemoteLabError):
 
 
 _ERRORS_BY_STATUS: dict[int, type[RemoteLabError]] = {
-    401: AuthenticationFailed,
-    403: AuthenticationFailed,
+    401: RemoteAuthenticationFailed,
+    403: RemoteAuthenticationFailed,
     404: SessionNotFound,
     409: LabConflict,
     423: SessionLocked,
-    503: QueueFull,
+    503: RemoteQueueFull,
 }
 
 
@@ -133,7 +133,7 @@ def error_from_response(response: httpx.Response) -> RemoteLabError:
     status = response.status_code
     cls = _ERRORS_BY_STATUS.get(status, RemoteLabError)
     kwargs: dict[str, Any] = {"status_code": status, "problem": problem, "response": response}
-    if cls is QueueFull:
+    if cls is RemoteQueueFull:
         kwargs["retry_after"] = _retry_after(response.headers.get("Retry-After"))
     return cls(detail, **kwargs)
 
@@ -146,7 +146,7 @@ class CreatedSession(NamedTuple):
     position: int
 
 
-class SessionStatus(NamedTuple):
+class RemoteSessionStatus(NamedTuple):
     status: str  # "waiting" or "active"
     position: int
     estimated_wait_seconds: float | None = None
@@ -156,7 +156,7 @@ class SessionStatus(NamedTuple):
         return self.status == "active"
 
 
-class AcquiredLab(NamedTuple):
+class AcquiredRemoteLab(NamedTuple):
     devices: list[dict]  # [{"name": ..., "raw": {...}}, ...]
     reused: bool
 
@@ -237,7 +237,7 @@ class RemoteLabClient:
     # -- sessions
 
     def create_session(self) -> CreatedSession:
-        """`POST /session`: join the queue. Starts the heartbeat thread. Raises QueueFull (503)."""
+        """`POST /session`: join the queue. Starts the heartbeat thread. Raises RemoteQueueFull (503)."""
         if self.session_id:
             raise RemoteLabError(f"this client already has session {self.session_id}; close() it first")
         body = self._request("POST", "/session").json()
@@ -247,17 +247,17 @@ class RemoteLabClient:
         self._start_heartbeats()
         return CreatedSession(self.session_id, self.position)
 
-    def status(self) -> SessionStatus:
+    def status(self) -> RemoteSessionStatus:
         """`GET /session/{id}`: status, position and (LabManager) estimated wait."""
         body = self._request("GET", f"/session/{self._require_session()}").json()
         estimate = body.get("estimated_wait_seconds")
-        result = SessionStatus(str(body["status"]), int(body.get("position", 0)),
+        result = RemoteSessionStatus(str(body["status"]), int(body.get("position", 0)),
                                float(estimate) if estimate is not None else None)
         self.position = result.position
         return result
 
     def wait_until_active(self, timeout: float | None = 600.0, poll_interval: float = 2.0,
-                          progress: Callable[[str], Any] | None = print) -> SessionStatus:
+                          progress: Callable[[str], Any] | None = print) -> RemoteSessionStatus:
         """Poll `GET /session/{id}` until the session is ACTIVE; `progress` gets a line with the
         position and estimated wait when the position changes (and every PROGRESS_EVERY seconds when
         only the estimate changes), then one when active (None: silent). Raises WaitTimeout after `timeout`
@@ -266,7 +266,7 @@ class RemoteLabClient:
         return self._wait_until_active(deadline, timeout, poll_interval, progress)
 
     def _wait_until_active(self, deadline: float | None, timeout: float | None, poll_interval: float,
-                           progress: Callable[[str], Any] | None) -> SessionStatus:
+                           progress: Callable[[str], Any] | None) -> RemoteSessionStatus:
         session_id = self._require_session()
         last_seen = None
         last_line_at = 0.0
@@ -296,7 +296,7 @@ class RemoteLabClient:
                 time.sleep(poll_interval)
 
     def start(self, timeout: float | None = 600.0, poll_interval: float = 2.0,
-              progress: Callable[[str], Any] | None = print) -> SessionStatus:
+              progress: Callable[[str], Any] | None = print) -> RemoteSessionStatus:
         """create_session() (retrying while the queue is full, honouring Retry-After) then
         wait_until_active(), both within `timeout` seconds overall."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -304,7 +304,7 @@ class RemoteLabClient:
             try:
                 created = self.create_session()
                 break
-            except QueueFull as exc:
+            except RemoteQueueFull as exc:
                 delay = exc.retry_after if exc.retry_after is not None else poll_interval
                 delay = max(delay, 0.05)
                 if deadline is not None and time.monotonic() + delay > deadline:
@@ -324,7 +324,7 @@ class RemoteLabClient:
     # -- lab
 
     def acquire(self, topology_path: str | os.PathLike, extra_files: Iterable = (),
-                reuse: bool = True, *, timeout: float | None = ACQUIRE_TIMEOUT) -> AcquiredLab:
+                reuse: bool = True, *, timeout: float | None = ACQUIRE_TIMEOUT) -> AcquiredRemoteLab:
         """`POST /lab`: upload the topology (a `.yml`/`.yaml` file) and bring the lab up, or attach
         to the running one (`reused`). `extra_files` are paths or `(name, bytes)` pairs. `timeout`:
         for this request (bringing a lab up takes minutes), seconds; None: the client's timeout."""
@@ -341,7 +341,7 @@ class RemoteLabClient:
                                  data={"reuse": "true" if reuse else "false"},
                                  timeout=self.timeout if timeout is None else max(timeout, self.timeout))
         body = response.json()
-        return AcquiredLab(devices=list(body.get("devices") or []), reused=bool(body.get("reused")))
+        return AcquiredRemoteLab(devices=list(body.get("devices") or []), reused=bool(body.get("reused")))
 
     def devices(self) -> list[dict]:
         """`GET /lab/devices`: [{"name", "raw"}, ...] of the running lab (SessionNotFound if none)."""

@@ -1,10 +1,11 @@
 """pytest plugin: a remote-lab session for the whole test run, and a lab per test from a marker.
 
-Not registered automatically; enable it with::
+Registered by installing the distribution (entry point ``pytest11``); point it at a server with::
 
-    python -m pytest -p labmanager.remote_lab.pytest_plugin --remote-lab-url http://127.0.0.1:8000/api/remote-lab
+    python -m pytest --remote-lab-url http://127.0.0.1:8000/api/remote-lab
 
-or in a conftest.py: ``pytest_plugins = ["labmanager.remote_lab.pytest_plugin"]``.
+Without a URL the fixtures skip the tests that use them. ``-p no:labmanager_remote_lab.pytest_plugin``
+turns the plugin off for a run.
 
 Options (each with an environment variable as fallback):
 
@@ -19,7 +20,7 @@ Fixtures:
 - ``remote_lab_client`` (session scope): a RemoteLabClient whose session is ACTIVE; heartbeats run in
   the background; the session ends after the last test.
 - ``remote_lab`` (function scope): the lab of ``@pytest.mark.remote_lab_topology("topo.yaml", ...)``
-  acquired for the test (an AcquiredLab: ``devices``, ``reused``) and released after it.
+  acquired for the test (an AcquiredRemoteLab: ``devices``, ``reused``) and released after it.
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ from pathlib import Path
 
 import pytest
 
-from labmanager.remote_lab.client import RemoteLabClient, RemoteLabError, SessionNotFound
+from labmanager_remote_lab.client import RemoteLabClient, RemoteLabError, SessionNotFound
 
 DEFAULT_WAIT_TIMEOUT = 600.0
 SKIP_REASON = "remote lab not configured: pass --remote-lab-url or set REMOTE_LAB_URL"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("remote-lab", "remote lab sessions (labmanager.remote_lab)")
+    group = parser.getgroup("remote-lab", "remote lab sessions (labmanager-remote-lab)")
     group.addoption("--remote-lab-url", dest="remote_lab_url", default=None, metavar="URL",
                     help="remote-lab API root, e.g. http://127.0.0.1:8000/api/remote-lab (env REMOTE_LAB_URL); "
                          "without it remote-lab tests are skipped")

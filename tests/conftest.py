@@ -55,6 +55,15 @@ def ec2(ec2_sim):
 
 
 @pytest.fixture
+def tasks_inline(monkeypatch):
+    """django-q2 runs what a request enqueues in this process, at once (Q_CLUSTER sync is read at import:
+    patch Conf): a request that awaits its task finds the task's row at its first look."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)
+
+
+@pytest.fixture
 def no_cluster(monkeypatch):
     """django-q2's async_task enqueues (the ORM broker) and nothing runs the tasks until the test does
     (tests/awaited_support.py's run_queued): for tests of requests that await a task."""

@@ -6,14 +6,18 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from django_q.models import OrmQ, Task
 
 from apps.audit.models import AuditEvent
 from apps.lablets.services import lablet_instance_create
 from apps.workers import cml as cml_gateway
+from apps.workers import ec2 as ec2_gateway
+from apps.workers.models import Worker
 from apps.workers.services.cml import cml_credentials
 from apps.workers.services import worker_transition
 from labmanager.models import ApiKey
 from labmanager.services import api_key_create
+from tests.awaited_support import run_queued
 from tests.factories import TOPOLOGY, LabletDefinitionFactory, WorkerFactory, instance_in, placeable_worker
 
 pytestmark = pytest.mark.django_db
@@ -199,19 +203,75 @@ def test_the_dashboard_hides_admin_links_from_instructors(instructor_user):
     assert "/admin/" not in page
 
 
-def test_the_sync_action_pulls_each_definition_from_its_reference_lab(admin_browser, ec2, cml):
+def _queued() -> list[tuple[str, tuple]]:
+    return [(package.task["func"], tuple(package.task["args"])) for package in OrmQ.objects.order_by("id")]
+
+
+def test_the_sync_action_queues_a_sync_per_definition_and_asks_cml_in_the_tasks(admin_browser, admin_user, ec2, cml,
+                                                                                no_cluster):
     worker = placeable_worker(name="cml-admin-sync")
     lab_id = cml_gateway.cml_lab_import(**cml_credentials(worker), topology_yaml=TOPOLOGY, title="reference")
     synced = LabletDefinitionFactory(cml_lab_yaml="lab:\n  title: stale\nnodes: []\n", reference_lab_id=lab_id,
                                      reference_worker=worker)
     without_lab = LabletDefinitionFactory()
+    actor = admin_user.get_username()
 
     response = admin_browser.post(
         reverse("admin:lablets_labletdefinition_changelist"),
         {"action": "sync_from_cml", "_selected_action": [synced.pk, without_lab.pk]}, follow=True)
 
-    page = response.content.decode()
-    assert "Synced 1 definition(s) from CML." in page
-    assert "has no reference lab" in page  # the other one's refusal, shown
+    assert "Sync of 2 definition(s) queued; results appear in the audit journal" in response.content.decode()
+    assert sorted(_queued()) == sorted([("apps.lablets.tasks.sync_definition", (synced.pk, actor, "", "")),
+                                        ("apps.lablets.tasks.sync_definition", (without_lab.pk, actor, "", ""))])
+    synced.refresh_from_db()
+    assert "stale" in synced.cml_lab_yaml and synced.synced_at is None  # CML not asked in the request
+
+    assert run_queued() == 2  # the q cluster
     synced.refresh_from_db()
     assert "nodes:" in synced.cml_lab_yaml and "stale" not in synced.cml_lab_yaml and synced.synced_at is not None
+    event = AuditEvent.objects.get(event_type="lablet_definition.synced", resource_id=synced.public_id)
+    assert event.actor == actor
+    refusal = Task.objects.get(name=f"sync_definition-{without_lab.public_id}").result
+    assert refusal["error"] == "ValidationFailed" and "has no reference lab" in refusal["detail"]
+
+
+def test_the_sync_action_with_a_cluster_in_sync_mode_syncs_at_once(admin_browser, ec2, cml, tasks_inline):
+    worker = placeable_worker(name="cml-admin-sync-2")
+    lab_id = cml_gateway.cml_lab_import(**cml_credentials(worker), topology_yaml=TOPOLOGY, title="reference")
+    definition = LabletDefinitionFactory(cml_lab_yaml="lab:\n  title: stale\nnodes: []\n", reference_lab_id=lab_id,
+                                         reference_worker=worker)
+
+    response = admin_browser.post(reverse("admin:lablets_labletdefinition_changelist"),
+                                  {"action": "sync_from_cml", "_selected_action": [definition.pk]}, follow=True)
+
+    assert "Sync of 1 definition(s) queued" in response.content.decode()
+    definition.refresh_from_db()
+    assert "stale" not in definition.cml_lab_yaml and definition.synced_at is not None
+
+
+def test_the_sync_now_action_queues_the_ec2_sync_and_a_cml_check_per_running_worker(admin_browser, admin_user, ec2,
+                                                                                    cml, no_cluster):
+    checked = placeable_worker(name="sync-now-1")
+    stopped_outside = placeable_worker(name="sync-now-2")
+    ec2_gateway._call(stopped_outside.aws_region, "stop_instances", InstanceIds=[stopped_outside.aws_instance_id])
+    pending = WorkerFactory(name="sync-now-3")  # not running: no CML check
+    actor = admin_user.get_username()
+
+    response = admin_browser.post(
+        reverse("admin:workers_worker_changelist"),
+        {"action": "sync_now", "_selected_action": [checked.pk, stopped_outside.pk, pending.pk]}, follow=True)
+
+    assert "EC2 sync and CML check of 2 running worker(s) queued" in response.content.decode()
+    queued = _queued()
+    assert queued[0] == ("apps.workers.tasks.ec2_sync", (actor,))
+    assert sorted(queued[1:]) == sorted([("apps.workers.tasks.cml_health_one", (checked.pk, actor)),
+                                         ("apps.workers.tasks.cml_health_one", (stopped_outside.pk, actor))])
+    assert Worker.objects.get(pk=stopped_outside.pk).status == "running"  # EC2 not asked in the request
+    assert Worker.objects.get(pk=checked.pk).last_cml_sync_at is None  # nor CML
+
+    assert run_queued() == 3  # the q cluster
+    assert Worker.objects.get(pk=checked.pk).last_cml_sync_at is not None
+    assert Worker.objects.get(pk=checked.pk).last_ec2_sync_at is not None
+    assert Worker.objects.get(pk=stopped_outside.pk).status == "stopped"
+    assert AuditEvent.objects.get(event_type="worker.stopped", resource_id=stopped_outside.public_id).actor == actor
+    assert Worker.objects.get(pk=pending.pk).last_cml_sync_at is None

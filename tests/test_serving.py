@@ -60,7 +60,8 @@ def test_every_async_view_is_routed_to_daphne():
 
     assert "/api/events/stream" in async_routes  # the walk finds async views at all
     assert "/api/lablet-instances/inst-1/terminate" in async_routes  # and parameters become sample values
-    assert {"/api/lablet-definitions/inst-1/sync", "/api/workers/inst-1/sync"} <= set(async_routes)
+    assert {"/api/lablet-definitions/inst-1/sync", "/api/workers/inst-1/sync",
+            "/dashboard/definitions/inst-1/sync"} <= set(async_routes)  # the page's sync awaits its q task too
     assert {route: _upstream_of(route) for route in async_routes} == {route: "labmanager_asgi" for route in async_routes}
 
 
@@ -74,10 +75,13 @@ def test_websockets_go_to_daphne_and_the_rest_to_gunicorn():
                  "/api/lablet-instances/inst-1/terminate/x", "/dashboard/lablet-instances/inst-1/terminate",
                  "/api/workers/inst-1", "/api/workers/inst-1/start", "/api/workers/inst-1/sync/x",
                  "/api/worker-templates/inst-1/sync", "/api/lablet-definitions/inst-1",
-                 "/dashboard/lablet-definitions/inst-1/sync"):
+                 "/dashboard/lablet-definitions/inst-1/sync", "/dashboard/definitions/inst-1/",
+                 "/dashboard/definitions/inst-1/deprecate", "/dashboard/definitions/inst-1/sync/x",
+                 "/dashboard/instances/inst-1/terminate"):
         assert _upstream_of(path) == "labmanager_web", path
     for path in ("/api/lablet-instances/inst-1/terminate", "/api/lablet-instances/inst-1/start-collection",
-                 "/api/lablet-definitions/inst-1/sync", "/api/workers/inst-1/sync"):
+                 "/api/lablet-definitions/inst-1/sync", "/api/workers/inst-1/sync",
+                 "/dashboard/definitions/inst-1/sync"):
         assert _upstream_of(path) == "labmanager_asgi", path
 
 

@@ -4,7 +4,11 @@ from django.utils.html import format_html
 
 from apps.lablets import services
 from apps.lablets.models import LabletDefinition, LabletInstance
-from apps.lablets.services.awaited import lablet_instance_start_collection_begin, lablet_instance_terminate_begin
+from apps.lablets.services.awaited import (
+    lablet_definition_sync_begin,
+    lablet_instance_start_collection_begin,
+    lablet_instance_terminate_begin,
+)
 from labmanager.errors import DomainError
 
 
@@ -48,11 +52,12 @@ class LabletDefinitionAdmin(admin.ModelAdmin):
              lambda d, actor: services.lablet_definition_update(definition=d, actor=actor, data={"is_active": False}),
              "Deprecated", "definition(s)")
 
-    @admin.action(description="Sync the topology from the reference CML lab")
+    @admin.action(description="Sync the topology from the reference CML lab (a background job each)")
     def sync_from_cml(self, request, queryset):
         _run(self, request, queryset,
-             lambda d, actor: services.lablet_definition_sync(definition=d, actor=actor),
-             "Synced", "definition(s) from CML")
+             lambda d, actor: lablet_definition_sync_begin(definition=d, actor=actor),
+             "Sync of", "definition(s) queued; results appear in the audit journal (lablet_definition.synced), "
+                        "a refusal as its task's result (Django Q, Successful tasks)")
 
     @admin.action(description="Re-activate selected definitions")
     def activate(self, request, queryset):

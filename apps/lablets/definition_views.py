@@ -1,6 +1,7 @@
 """Dashboard pages of lablet definitions: the list (the versions of one name together), one definition with
 its other versions, instances and history, the YAML editor (create, edit, new version; "Check YAML"
-validates without saving), deprecate / reactivate and sync from CML (docs/dashboard.md).
+validates without saving), deprecate / reactivate and sync from CML (docs/dashboard.md). The sync is an async
+view: it awaits the q task that asks CML, on daphne (deploy/nginx routes its path there).
 
 Who may do what is the API's policy for definitions (LABLET_DEFINITIONS): every role reads, admins and
 instructors write. The editor pages are write-only, GET included (no form for those who cannot save it)."""
@@ -8,6 +9,7 @@ instructors write. The editor pages are write-only, GET included (no form for th
 import re
 from functools import partial
 
+from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
@@ -18,6 +20,7 @@ from apps.audit.models import AuditEvent
 from apps.lablets import selectors, services
 from apps.lablets.definition_forms import DefinitionFilterForm, DefinitionForm, SyncForm, yaml_error_line
 from apps.lablets.models import InstanceStatus, LabletDefinition
+from apps.lablets.services.awaited import lablet_definition_sync_begin, lablet_definition_sync_finish
 from apps.lablets.services.definitions import validate_cml_yaml
 from labmanager.api.permissions import LABLET_DEFINITIONS, Policy, allows, privileged
 from labmanager.dashboard.access import page
@@ -169,20 +172,35 @@ def definition_set_active(request, public_id, active: bool):
     return redirect("lablets:definition_detail", public_id=definition.public_id)
 
 
-@require_POST
-@page(LABLET_DEFINITIONS)
-def definition_sync(request, public_id):
-    """Pull the topology back from a CML lab (blank: the reference lab); CML's refusal shown on the page."""
+def _sync_begin(request, public_id):
+    """The sync's first step, in a thread: the definition (404), the form, then the task enqueued (none when
+    the form is invalid)."""
     definition = _definition(public_id)
     form = SyncForm(request.POST)
     if not form.is_valid():
-        return _detail(request, definition, sync_form=form, status=422)
+        return definition, form, None
+    pending = lablet_definition_sync_begin(definition=definition, actor=request.user.get_username(),
+                                           **form.service_kwargs())
+    return definition, form, pending
+
+
+def _sync_refused(request, definition, form, exc: DomainError):
+    form.add_domain_error(exc)
+    return _detail(request, definition, sync_form=form, status=exc.status_code)
+
+
+@require_POST
+@page(LABLET_DEFINITIONS)
+async def definition_sync(request, public_id):
+    """Pull the topology back from a CML lab (blank: the reference lab): a q task this request awaits on daphne
+    without a thread (apps.lablets.services.awaited); CML's refusal shown on the page."""
+    definition, form, pending = await sync_to_async(_sync_begin)(request, public_id)
+    if pending is None:
+        return await sync_to_async(_detail)(request, definition, sync_form=form, status=422)
     try:
-        synced = services.lablet_definition_sync(definition=definition, actor=request.user.get_username(),
-                                                 **form.service_kwargs())
+        synced = await lablet_definition_sync_finish(pending=pending)
     except DomainError as exc:
-        form.add_domain_error(exc)
-        return _detail(request, definition, sync_form=form, status=exc.status_code)
+        return await sync_to_async(_sync_refused)(request, definition, form, exc)
     changed = "changed" if synced.content_hash != definition.content_hash else "is unchanged"
     messages.success(request, f"Synced from lab {synced.reference_lab_id} on {synced.reference_worker.name}: "
                               f"the topology {changed}.")

@@ -89,10 +89,16 @@ class WorkerAdmin(admin.ModelAdmin):
     def undrain_workers(self, request, queryset):
         _run(self, request, queryset, services.worker_undrain, "Undrained")
 
-    @admin.action(description="Sync now (EC2 state and CML health)")
+    @admin.action(description="Sync now (EC2 state and CML health, as background jobs)")
     def sync_now(self, request, queryset):
-        services.worker_ec2_sync(actor=request.user.get_username())
-        _run(self, request, queryset.filter(status="running"), services.worker_cml_health, "Checked CML of")
+        actor = request.user.get_username()
+        services.worker_ec2_sync_begin(actor=actor)
+        running = list(queryset.filter(status="running"))
+        for worker in running:
+            services.worker_cml_health_begin(worker=worker, actor=actor)
+        self.message_user(request, f"EC2 sync and CML check of {len(running)} running worker(s) queued; results "
+                                   "appear on the workers (last EC2 / CML sync) and their changes in the audit journal.",
+                          messages.SUCCESS)
 
     @admin.action(description="Terminate selected workers")
     def terminate_workers(self, request, queryset):

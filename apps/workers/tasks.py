@@ -8,8 +8,9 @@ from apps.workers.services.cml import worker_cml_health_for_task
 log = logging.getLogger(__name__)
 
 
-def ec2_sync() -> dict:
-    summary = worker_ec2_sync()
+def ec2_sync(actor: str = "system") -> dict:
+    """Scheduled, or requested by the admin's "Sync now" (worker_ec2_sync_begin) on behalf of `actor`."""
+    summary = worker_ec2_sync(actor=actor)
     log.info("ec2_sync: %s", summary)
     return summary
 

@@ -1,21 +1,23 @@
 """The lablet definition pages through Django's test client: who may open and change what (the API's
 policy for definitions), the list (versions together, instance counts, constant queries), the detail, the
 YAML editor (errors from the server next to their field, everything typed kept), new versions, deprecate /
-reactivate, and sync from a lab on the CML simulator (docs/dashboard.md)."""
+reactivate, and sync from a lab on the CML simulator, a q task the page awaits (docs/dashboard.md)."""
 
 import html as html_lib
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.test import Client
+from django.test import AsyncClient, Client
 from django.test.utils import CaptureQueriesContext
+from django_q.models import OrmQ, Task
 
 from apps.audit.models import AuditEvent
 from apps.lablets.definition_views import next_version
 from apps.lablets.models import LabletDefinition
 from apps.workers import cml as cml_gateway
 from apps.workers.services.cml import cml_credentials
+from tests.awaited_support import posts_at_once, run_queued
 from tests.factories import TOPOLOGY, LabletDefinitionFactory, LabletInstanceFactory, instance_in, placeable_worker
 
 pytestmark = pytest.mark.django_db
@@ -59,6 +61,20 @@ def test_it_sends_anonymous_visitors_to_the_login_page(path):
     response = browser().get(path)
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/?next=" + path)
+
+
+def test_the_sync_page_action_checks_who_asks_before_it_enqueues_anything(operator_user, roleless_user,
+                                                                          no_cluster):
+    definition = LabletDefinitionFactory(reference_lab_id="lab-1")
+    path = detail(definition) + "sync"
+
+    anonymous = browser().post(path)
+
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/accounts/login/?next=" + path)
+    assert browser(roleless_user).post(path).status_code == 403
+    assert browser(operator_user).post(path).status_code == 403
+    assert browser(operator_user).get(path).status_code == 405  # POST only
+    assert OrmQ.objects.count() == 0
 
 
 @pytest.mark.parametrize(
@@ -363,16 +379,22 @@ def test_every_form_needs_the_csrf_token(instructor_user):
     assert LabletDefinition.objects.get(pk=definition.pk).is_active and LabletDefinition.objects.count() == 1
 
 
-def test_sync_pulls_the_topology_from_a_lab_on_the_cml_simulator(instructor_user, ec2, cml):
+def _reference_lab(worker, title="reference") -> str:
+    return cml_gateway.cml_lab_import(**cml_credentials(worker), topology_yaml=TOPOLOGY, title=title)
+
+
+def test_sync_pulls_the_topology_from_a_lab_on_the_cml_simulator(instructor_user, ec2, cml, tasks_inline):
     worker = placeable_worker(name="cml-sync-1")
     definition = LabletDefinitionFactory(cml_lab_yaml="lab:\n  title: stale\nnodes: []\n")
-    lab_id = cml_gateway.cml_lab_import(**cml_credentials(worker), topology_yaml=TOPOLOGY, title="reference")
+    lab_id = _reference_lab(worker)
     client = browser(instructor_user)
     assert f'<option value="{worker.public_id}">' in client.get(detail(definition)).content.decode()
 
     response = client.post(detail(definition) + "sync", {"lab_id": lab_id, "worker": worker.public_id})
 
     assert response.status_code == 302
+    # CML was asked by a q task (the page awaited it), not in the request
+    assert Task.objects.filter(name=f"sync_definition-{definition.public_id}", success=True).count() == 1
     definition.refresh_from_db()
     assert definition.reference_lab_id == lab_id and definition.reference_worker == worker
     assert "nodes:" in definition.cml_lab_yaml and "stale" not in definition.cml_lab_yaml
@@ -384,7 +406,7 @@ def test_sync_pulls_the_topology_from_a_lab_on_the_cml_simulator(instructor_user
     assert "the topology is unchanged." in client.get(detail(definition)).content.decode()
 
 
-def test_sync_without_a_reference_lab_asks_for_one_next_to_the_field(instructor_user):
+def test_sync_without_a_reference_lab_asks_for_one_next_to_the_field(instructor_user, tasks_inline):
     definition = LabletDefinitionFactory()
     response = browser(instructor_user).post(detail(definition) + "sync", {"lab_id": ""})
     page = response.content.decode()
@@ -392,15 +414,63 @@ def test_sync_without_a_reference_lab_asks_for_one_next_to_the_field(instructor_
     assert '<span class="error">Required (the definition has no reference lab).</span>' in page
 
 
-def test_sync_reports_an_unknown_lab_and_a_cml_outage_on_the_page(instructor_user, ec2, cml):
+def test_sync_reports_an_unknown_lab_and_a_cml_outage_on_the_page(instructor_user, ec2, cml, tasks_inline):
     worker = placeable_worker()
     definition = LabletDefinitionFactory()
     client = browser(instructor_user)
     unknown = client.post(detail(definition) + "sync", {"lab_id": "no-such-lab", "worker": worker.public_id})
     assert unknown.status_code == 422 and "Unknown lab on that worker&#x27;s CML." in unknown.content.decode()
     assert 'value="no-such-lab"' in unknown.content.decode()  # kept
-    lab_id = cml_gateway.cml_lab_import(**cml_credentials(worker), topology_yaml=TOPOLOGY, title="reference")
+    lab_id = _reference_lab(worker)
     cml.set_faults(down=True)
     down = client.post(detail(definition) + "sync", {"lab_id": lab_id, "worker": worker.public_id})
     assert down.status_code == 502 and 'id="sync-error"' in down.content.decode()
     assert LabletDefinition.objects.get(pk=definition.pk).content_hash == definition.content_hash
+
+
+def test_sync_pages_await_their_tasks_together_without_a_thread_each(instructor_user, ec2, cml, no_cluster):
+    worker = placeable_worker()
+    definitions = [LabletDefinitionFactory() for _ in range(3)]
+    for number, definition in enumerate(definitions):
+        LabletDefinition.objects.filter(pk=definition.pk).update(
+            reference_lab_id=_reference_lab(worker, f"ref-{number}"), reference_worker=worker)
+    client = AsyncClient()
+    client.force_login(instructor_user)
+
+    seen = posts_at_once(client, [detail(d) + "sync" for d in definitions], other=detail(definitions[0]))
+
+    assert seen["queued"] == 3 and seen["pending"] == 3, seen  # each awaits its task, none has answered
+    assert seen["other"] == (200, 3), seen  # another page is served meanwhile
+    assert seen["threads"] <= 1, seen
+    assert seen["run"] == 3
+    assert [(r.status_code, r["Location"]) for r in seen["responses"]] == [(302, detail(d)) for d in definitions]
+    for definition in definitions:
+        assert LabletDefinition.objects.get(pk=definition.pk).content_hash != definition.content_hash
+
+
+def test_a_sync_refused_in_its_task_is_shown_on_the_page(instructor_user, no_cluster):
+    definition = LabletDefinitionFactory()  # no reference lab: the task refuses (422)
+    client = AsyncClient()
+    client.force_login(instructor_user)
+
+    seen = posts_at_once(client, [detail(definition) + "sync"], other=detail(definition))
+
+    assert seen["queued"] == 1 and seen["pending"] == 1, seen
+    response = seen["responses"][0]
+    assert response.status_code == 422
+    assert '<span class="error">Required (the definition has no reference lab).</span>' in response.content.decode()
+
+
+def test_a_sync_no_cluster_runs_in_time_says_so_on_the_page_and_stays_queued(instructor_user, ec2, cml, no_cluster,
+                                                                          settings):
+    settings.LABLET_TASK_WAIT_SECONDS = 0.3
+    worker = placeable_worker()
+    definition = LabletDefinitionFactory()
+    lab_id = _reference_lab(worker)
+
+    response = browser(instructor_user).post(detail(definition) + "sync", {"lab_id": lab_id, "worker": worker.public_id})
+
+    page = response.content.decode()
+    assert response.status_code == 502 and 'id="sync-error"' in page and "it is queued" in page
+    assert run_queued() == 1  # the cluster runs it later: the sync is then done
+    assert LabletDefinition.objects.get(pk=definition.pk).reference_lab_id == lab_id

@@ -10,10 +10,12 @@ from django.utils import timezone
 from apps.workers import ec2
 from apps.workers.models import Worker, WorkerStatus
 from apps.workers.services.fleet import worker_apply_ec2_state, worker_import, worker_transition
+from labmanager.awaited import enqueue
 from labmanager.errors import DomainError
 
 log = logging.getLogger(__name__)
 ACTOR = "system"
+EC2_SYNC_TASK = "apps.workers.tasks.ec2_sync"
 
 
 def worker_ec2_sync(*, actor: str = ACTOR) -> dict:
@@ -35,6 +37,11 @@ def worker_ec2_sync(*, actor: str = ACTOR) -> dict:
             summary["errors"].append(f"{region}: {exc}")
     summary["ec2_calls"] = ec2.CALLS["count"] - calls_before
     return summary
+
+
+def worker_ec2_sync_begin(*, actor: str) -> str:
+    """Enqueue worker_ec2_sync (the admin's "Sync now"): it asks EC2 in every region. Returns the task's id."""
+    return enqueue(EC2_SYNC_TASK, actor, task_name="ec2_sync-requested")
 
 
 def _sync_region(region: str, workers: list[Worker], *, actor: str, summary: dict) -> None:

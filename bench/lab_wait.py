@@ -7,7 +7,7 @@ Run from the repository root (`make bench`):
 What it does:
 1. Creates, migrates and (at the end) drops the PostgreSQL database lm_bench_lab_wait on 127.0.0.1:5432;
    Redis at REDIS_URL (default redis://127.0.0.1:6379/0, keys under the prefix lm-bench-lab-wait).
-2. Starts the CML simulator (`python -m apps.workers.simulators.cml`, as bin/run.sh does) with
+2. Starts the CML simulator (`python -m simulators.cml`, as bin/run.sh does) with
    `--boot-delay` seconds from a lab's start to BOOTED (default 30) and room for every lab's nodes; LabManager
    reaches it through CML_URL_OVERRIDE, CML_USERNAME and CML_PASSWORD (every worker's CML is the simulator).
 3. Creates `--labs` placeable workers of the default session pool directly in the database (running, CML
@@ -84,7 +84,7 @@ def bench_env(redis_url: str, cml_url: str) -> dict:
 def start_cml(args) -> tuple[subprocess.Popen, str]:
     """The CML simulator on a free port (it picks one and prints its URL)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "apps.workers.simulators.cml", "--port", "0", "--print-url",
+        [sys.executable, "-m", "simulators.cml", "--port", "0", "--print-url",
          "--boot-delay", str(args.boot_delay), "--max-nodes", str(4 * args.labs + 20),
          "--username", CML_USERNAME, "--password", CML_PASSWORD],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)

@@ -330,8 +330,8 @@ def main():
         )
         for name in ("ROOT_URLCONF", "WEB_PROCESSES", "WEB_THREADS", "PROXY_PROCESSES"):
             env.pop(name, None)  # the defaults: what production runs
-        procs.start("ec2-sim", [sys.executable, "-m", "apps.workers.simulators.ec2", "--port", str(ec2_port)], env)
-        procs.start("cml-sim", [sys.executable, "-m", "apps.workers.simulators.cml", "--port", str(cml_port),
+        procs.start("ec2-sim", [sys.executable, "-m", "simulators.ec2", "--port", str(ec2_port)], env)
+        procs.start("cml-sim", [sys.executable, "-m", "simulators.cml", "--port", str(cml_port),
                                 "--boot-delay", "1"], env)
         wait_for(env["AWS_ENDPOINT_URL"] + "/moto-api/")
         wait_for(env["CML_URL_OVERRIDE"] + "/api/v0/system_information")

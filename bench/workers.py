@@ -47,7 +47,7 @@ def bench_ec2_sync(count: int) -> dict:
     from apps.workers import ec2
     from apps.workers.models import Worker
     from apps.workers.services import worker_ec2_sync
-    from apps.workers.simulators.ec2 import Ec2Simulator
+    from simulators.ec2 import Ec2Simulator
 
     sim = Ec2Simulator().start()
     settings.AWS_ENDPOINT_URL = sim.url
@@ -85,7 +85,7 @@ def bench_cml_health(count: int, latency: float) -> dict:
 
     from apps.workers.models import Worker
     from apps.workers.services import worker_cml_health_all
-    from apps.workers.simulators.cml import CmlSimulator
+    from simulators.cml import CmlSimulator
 
     sim = CmlSimulator(boot_delay=0.0).start()
     settings.CML_URL_OVERRIDE, settings.CML_USERNAME, settings.CML_PASSWORD = sim.url, "admin", "sim-password"

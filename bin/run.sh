@@ -40,7 +40,7 @@ wait_for_url() {  # $1 = URL; give up after 30 s
 
 if [ -z "${AWS_ENDPOINT_URL:-}" ] && [ -z "${AWS_ACCESS_KEY_ID:-}" ] && [ -z "${AWS_PROFILE:-}" ]; then
   EC2_SIM_PORT=${EC2_SIM_PORT:-5055}
-  $PY -m apps.workers.simulators.ec2 --port "$EC2_SIM_PORT" >/dev/null &
+  $PY -m simulators.ec2 --port "$EC2_SIM_PORT" >/dev/null &
   pids+=($!)
   export AWS_ENDPOINT_URL="http://127.0.0.1:$EC2_SIM_PORT" AWS_ACCESS_KEY_ID=simulated AWS_SECRET_ACCESS_KEY=simulated
   export WORKER_AMI_ID=${WORKER_AMI_ID:-ami-12c6146b}
@@ -49,7 +49,7 @@ if [ -z "${AWS_ENDPOINT_URL:-}" ] && [ -z "${AWS_ACCESS_KEY_ID:-}" ] && [ -z "${
 fi
 if [ -z "${CML_URL_OVERRIDE:-}" ] && [ -z "${CML_PASSWORD:-}" ]; then
   CML_SIM_PORT=${CML_SIM_PORT:-5056}
-  $PY -m apps.workers.simulators.cml --port "$CML_SIM_PORT" --boot-delay "${CML_SIM_BOOT_DELAY:-5}" >/dev/null &
+  $PY -m simulators.cml --port "$CML_SIM_PORT" --boot-delay "${CML_SIM_BOOT_DELAY:-5}" >/dev/null &
   pids+=($!)
   export CML_URL_OVERRIDE="http://127.0.0.1:$CML_SIM_PORT" CML_USERNAME=admin CML_PASSWORD=sim-password
   wait_for_url "$CML_URL_OVERRIDE/api/v0/system_information"

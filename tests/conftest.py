@@ -13,7 +13,7 @@ from labmanager.services import api_key_create, user_ensure_with_role
 @pytest.fixture(scope="session", autouse=True)
 def ec2_sim():
     """moto's EC2 server (behind the fault proxy) on 127.0.0.1, for the whole run; boto3 points at it."""
-    from apps.workers.simulators.ec2 import Ec2Simulator
+    from simulators.ec2 import Ec2Simulator
 
     sim = Ec2Simulator().start()
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -76,7 +76,7 @@ def no_cluster(monkeypatch):
 def cml_sim():
     """One CML controller simulator on 127.0.0.1 serving every worker (CML_URL_OVERRIDE), nodes boot at once.
     Autouse: no test may ever reach for a worker's own (simulated EC2, so not ours) address."""
-    from apps.workers.simulators.cml import CmlSimulator
+    from simulators.cml import CmlSimulator
 
     sim = CmlSimulator(boot_delay=0.0, max_nodes=20)
     sim.start()

@@ -28,7 +28,7 @@ from apps.workers.cml import (
     cml_license_register,
     cml_system_status,
 )
-from apps.workers.simulators.cml import CmlSimulator
+from simulators.cml import CmlSimulator
 
 ROOT = Path(__file__).resolve().parents[2]
 TWO_ROUTERS = (ROOT / "examples/topologies/two-routers.yaml").read_text()
@@ -312,7 +312,7 @@ def test_a_failed_registration_raises_without_the_token(cml):
 
 def test_the_simulator_runs_as_a_process():
     process = subprocess.Popen(
-        [sys.executable, "-m", "apps.workers.simulators.cml", "--port", "0", "--print-url", "--boot-delay", "0",
+        [sys.executable, "-m", "simulators.cml", "--port", "0", "--print-url", "--boot-delay", "0",
          "--password", "pw-process"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )

@@ -1,4 +1,4 @@
-"""`python -m apps.workers.simulators.cml --port 0 --print-url`: serve one simulated CML host until SIGTERM."""
+"""`python -m simulators.cml --port 0 --print-url`: serve one simulated CML host until SIGTERM."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ proxy so tests can make EC2 throttle, refuse or hang (moto itself always succeed
     sim.arm("*", "timeout", delay=3)        # every call hangs 3 s
     sim.disarm(); sim.reset(); sim.stop()
 
-As a process: `python -m apps.workers.simulators.ec2 --port 5055` (prints the URL). Faults can also be
+As a process: `python -m simulators.ec2 --port 5055` (prints the URL). Faults can also be
 set over HTTP: `POST /_sim/faults {"action": "StartInstances", "code": "...", "times": 1}`,
 `DELETE /_sim/faults`.
 """

@@ -11,7 +11,7 @@ In tests::
 
 As a process (for `make run`)::
 
-    python -m apps.workers.simulators.cml --port 0 --print-url
+    python -m simulators.cml --port 0 --print-url
 
 Each `CmlSimulator` object is one CML host with its own state: several workers can
 point at one simulator, or each at its own. Labs and nodes live in memory and move

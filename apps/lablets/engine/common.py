@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.lablets.models import LabletInstance
+from apps.lablets.services.scheduling import lablet_instances_schedule_pending
 from apps.workers.services.cml import cml_credentials
 
 log = logging.getLogger("apps.lablets.engine")
@@ -167,10 +168,6 @@ def fail(claim_: Claim, *, step: str, error: str, bounded: bool = True) -> bool:
 
 def schedule_pending(actor: str) -> None:
     """Capacity was freed: place waiting reservations now rather than at the next scheduler pass."""
-    try:
-        from apps.lablets.services.scheduling import lablet_instances_schedule_pending
-    except ImportError:  # the scheduler is not there (yet)
-        return
     try:
         lablet_instances_schedule_pending(actor=actor)
     except Exception:  # noqa: BLE001 - placement trouble must not undo a finished teardown

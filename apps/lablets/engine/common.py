@@ -29,12 +29,12 @@ CLEANUP_MAX_DELAY = timedelta(hours=1)  # the cleanup of a lab left behind retri
 
 
 def lease_seconds() -> float:
-    return float(getattr(settings, "LIFECYCLE_STEP_LEASE_SECONDS", 180))
+    return settings.LIFECYCLE_STEP_LEASE_SECONDS
 
 
 def cml_timeout() -> float:
     """Seconds per CML request in lifecycle steps (imports and exports are slower than health checks)."""
-    return float(getattr(settings, "LIFECYCLE_CML_TIMEOUT_SECONDS", 30.0))
+    return settings.LIFECYCLE_CML_TIMEOUT_SECONDS
 
 
 class StepFailed(Exception):

@@ -25,8 +25,11 @@ $(VENDOR): package.json package-lock.json bin/vendor-static.sh
 	bin/vendor-static.sh
 	touch $(VENDOR)
 
+# var/: the SQLite databases, collected static files, session uploads, benchmark output (importing the
+# settings creates nothing).
 setup: $(STAMP) $(VENDOR)
 	bin/ensure-nginx.sh
+	mkdir -p var
 
 migrate: setup
 	$(PY) manage.py migrate --noinput

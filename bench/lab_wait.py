@@ -75,6 +75,7 @@ def bench_env(redis_url: str, cml_url: str) -> dict:
                DATABASE_URL=f"postgres://postgres@{HOST}:5432/{PG_DB}", REDIS_URL=redis_url,
                REDIS_PREFIX="lm-bench-lab-wait", SESSION_STORAGE_DIR=str(BENCH_DIR / "lab-wait-files"),
                SESSION_DEFAULT_POOL="default", SESSION_ANONYMOUS_NETWORKS="127.0.0.1/32,::1/128",
+               SESSION_API_RATE_LIMIT="100000/min",  # on, but far above what one address sends here
                CML_URL_OVERRIDE=cml_url, CML_USERNAME=CML_USERNAME, CML_PASSWORD=CML_PASSWORD)
     for name in ("ROOT_URLCONF", "SQLITE_PATH", "WEB_PROCESSES", "WEB_THREADS", "PROXY_PROCESSES"):
         env.pop(name, None)  # the defaults: what production runs

@@ -322,7 +322,7 @@ def main():
             REDIS_URL=f"redis://127.0.0.1:6379/{args.redis_db}",
             STATIC_ROOT=str(LOGS / "soak-static"),
             LOG_LEVEL="WARNING",
-            API_RATE_LIMIT="1000000/min", API_RATE_BURST="100000",
+            API_RATE_LIMIT="1000000/min", API_RATE_BURST="100000", SESSION_API_RATE_LIMIT="1000000/min",
             AWS_ENDPOINT_URL=f"http://127.0.0.1:{ec2_port}", AWS_ACCESS_KEY_ID="simulated",
             AWS_SECRET_ACCESS_KEY="simulated", WORKER_AMI_ID="ami-12c6146b",
             CML_URL_OVERRIDE=f"http://127.0.0.1:{cml_port}", CML_USERNAME="admin", CML_PASSWORD="sim-password",

@@ -1,12 +1,14 @@
-"""Content-Security-Policy header (the production profile, labmanager/settings_production.py).
+"""Content-Security-Policy header: settings.CONTENT_SECURITY_POLICY (empty in development; the production
+profile, labmanager/settings_production.py, defaults to `build_policy()`).
 
-One policy string from settings.CONTENT_SECURITY_POLICY, sent on every response that has none yet; an
-empty string sends nothing. Scripts come only from this site (no inline scripts, no eval); docs/operations.md
+The policy string is sent on every response that has none yet; while it is empty the middleware is not
+loaded at all. Scripts come only from this site (no inline scripts, no eval); docs/operations.md
 explains each directive.
 """
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
+from django.core.exceptions import MiddlewareNotUsed
 
 HEADER = "Content-Security-Policy"
 
@@ -39,10 +41,12 @@ class ContentSecurityPolicyMiddleware:
     async_capable = True
 
     def __init__(self, get_response):
+        self.policy = settings.CONTENT_SECURITY_POLICY
+        if not self.policy:
+            raise MiddlewareNotUsed
         self.get_response = get_response
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)
-        self.policy = getattr(settings, "CONTENT_SECURITY_POLICY", "")
 
     def __call__(self, request):
         if iscoroutinefunction(self):
@@ -53,6 +57,6 @@ class ContentSecurityPolicyMiddleware:
         return self._add(await self.get_response(request))
 
     def _add(self, response):
-        if self.policy and HEADER not in response:
+        if HEADER not in response:
             response[HEADER] = self.policy
         return response

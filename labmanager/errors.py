@@ -47,11 +47,6 @@ class UpstreamUnavailable(DomainError):
     title = "Bad Gateway"
 
 
-class NotImplementedYet(DomainError):
-    status_code = 501
-    title = "Not Implemented"
-
-
 class BadRequest(DomainError):
     status_code = 400
     title = "Bad Request"

@@ -41,10 +41,7 @@ def _instances():
 
 
 def _session_queues():
-    try:
-        from apps.sessions.models import Session, SessionPool
-    except ImportError:
-        return
+    from apps.sessions.models import Session, SessionPool
     waiting = dict(
         Session.objects.filter(status="waiting").values_list("pool__name").annotate(n=Count("pk")).values_list("pool__name", "n")
     )

@@ -2,7 +2,9 @@
 
 Embedded default (nothing set): SQLite under var/, in-memory channel layer and cache,
 django-q2 on the ORM broker. Set DATABASE_URL / REDIS_URL for PostgreSQL / Redis.
-Every variable is listed in README.md ("Configuration").
+Every variable is listed in .env.example (tests/test_settings.py keeps the two in step) and README.md
+("Configuration"). Code reads these as `settings.NAME`, never with a default of its own. Importing this
+module writes nothing: `make setup` creates var/, and each writer creates its own directory.
 """
 
 import sys
@@ -12,7 +14,6 @@ import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
-VAR_DIR.mkdir(exist_ok=True)
 
 env = environ.Env()
 
@@ -45,9 +46,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "labmanager.middleware.ClientAddressMiddleware",  # first: everything after reads REMOTE_ADDR
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",  # outermost: times the whole stack
+    "labmanager.middleware.ClientAddressMiddleware",  # everything after reads REMOTE_ADDR
     "labmanager.middleware.TraceIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "labmanager.csp.ContentSecurityPolicyMiddleware",  # unloaded while CONTENT_SECURITY_POLICY is empty
     "labmanager.middleware.StaticFilesMiddleware",  # whitenoise, in the mode of the view (async under daphne)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -57,7 +60,11 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "labmanager.api.throttling.RateLimitHeadersMiddleware",  # X-RateLimit-* (outside the problem+json rewrite)
     "labmanager.middleware.ApiProblemMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
+# Content-Security-Policy header (labmanager/csp.py, docs/operations.md#content-security-policy): none in
+# development; the production profile's default is labmanager.csp.build_policy's.
+CONTENT_SECURITY_POLICY = env.str("CONTENT_SECURITY_POLICY", default="")
 
 # The proxies in front (nginx: bin/serve, deploy/): only a request whose socket peer is in one of these
 # networks has its client address taken from X-Forwarded-For (the right-most address not a proxy).
@@ -102,7 +109,7 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", d
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 IS_POSTGRES = DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql")
 # Optional PostgreSQL connection pool (psycopg-pool, Django's OPTIONS["pool"]): a request borrows an open
-# connection instead of opening one (~4 ms each). Meant for the web server (daphne): set DATABASE_POOL
+# connection instead of opening its own. Meant for the web server (daphne): set DATABASE_POOL
 # in its environment only. Never in the q cluster: its workers are forked, and a pool's connections
 # must not be shared across fork, so `manage.py qcluster` ignores the setting (docs/performance.md).
 DATABASE_POOL = (env.bool("DATABASE_POOL", default=False) and IS_POSTGRES
@@ -184,6 +191,11 @@ LIFECYCLE_EXPIRE_AFTER_MINUTES = env.int("LIFECYCLE_EXPIRE_AFTER_MINUTES", defau
 LIFECYCLE_EXPIRING_WARNING_MINUTES = env.int("LIFECYCLE_EXPIRING_WARNING_MINUTES", default=10)
 LIFECYCLE_MAX_ATTEMPTS = env.int("LIFECYCLE_MAX_ATTEMPTS", default=3)
 LIFECYCLE_RETRY_BASE_SECONDS = env.int("LIFECYCLE_RETRY_BASE_SECONDS", default=30)  # doubles per attempt
+# A claimed instance is another tick's to take over after this long (a q cluster died mid-step).
+LIFECYCLE_STEP_LEASE_SECONDS = env.float("LIFECYCLE_STEP_LEASE_SECONDS", default=180.0)
+LIFECYCLE_CML_TIMEOUT_SECONDS = env.float("LIFECYCLE_CML_TIMEOUT_SECONDS", default=30.0)  # per CML request of a step
+LIFECYCLE_TICK_BATCH = env.int("LIFECYCLE_TICK_BATCH", default=200)  # instances per kind of work per tick
+LIFECYCLE_TICK_BUDGET_SECONDS = env.float("LIFECYCLE_TICK_BUDGET_SECONDS", default=50.0)  # then no new network step
 # Instance archives (lab YAML and artifacts) go to S3 (moto's S3 under `make run` and in tests).
 ARCHIVE_S3_BUCKET = env.str("ARCHIVE_S3_BUCKET", default="labmanager-archive")
 ARCHIVE_S3_PREFIX = env.str("ARCHIVE_S3_PREFIX", default="instances/")
@@ -202,7 +214,10 @@ SESSION_QUEUE_MAX = env.int("SESSION_QUEUE_MAX", default=1000)  # waiting sessio
 SESSION_SWEEP_INTERVAL_SECONDS = env.float("SESSION_SWEEP_INTERVAL_SECONDS", default=5.0)
 # Clients without an API key or token are accepted only from these networks (REMOTE_ADDR).
 SESSION_ANONYMOUS_NETWORKS = env.list("SESSION_ANONYMOUS_NETWORKS", default=["127.0.0.1/32", "::1/128"])
-SESSION_API_RATE_LIMIT = env.str("SESSION_API_RATE_LIMIT", default="100000/min")  # per principal; "": none
+# Per user (per address when anonymous), a bucket of that many requests: a waiting client polls every 2 s
+# and heartbeats every 30 s (~32 requests a minute), so ~35 clients can share one key or address.
+# Blank: no limit. The benchmarks set their own (bench/sessions.py).
+SESSION_API_RATE_LIMIT = env.str("SESSION_API_RATE_LIMIT", default="1200/min")
 SESSION_UPLOAD_MAX_BYTES = env.int("SESSION_UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)  # topology + extra files
 SESSION_UPLOAD_MAX_FILES = env.int("SESSION_UPLOAD_MAX_FILES", default=20)  # extra_files per POST /lab
 SESSION_STORAGE_DIR = env.str("SESSION_STORAGE_DIR", default=str(VAR_DIR / "sessions"))
@@ -232,7 +247,6 @@ CML_URL_TEMPLATE = env.str("CML_URL_TEMPLATE", default="https://{ip_address}")
 CML_URL_OVERRIDE = env.str("CML_URL_OVERRIDE", default="")  # one CML (the simulator) for every worker
 CML_USERNAME = env.str("CML_USERNAME", default="admin")
 CML_PASSWORD = env.str("CML_PASSWORD", default="")
-CML_VERIFY_TLS = env.bool("CML_VERIFY_TLS", default=False)
 CML_TIMEOUT_SECONDS = env.float("CML_TIMEOUT_SECONDS", default=5.0)
 CML_HEALTH_CONCURRENCY = env.int("CML_HEALTH_CONCURRENCY", default=100)
 
@@ -246,17 +260,11 @@ WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)  # per delivery, the first included
 WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)  # doubles per attempt
 WEBHOOK_DISABLE_AFTER_FAILURES = env.int("WEBHOOK_DISABLE_AFTER_FAILURES", default=10)  # 0: never
-WEBHOOK_SIGNATURE_TOLERANCE_SECONDS = env.int("WEBHOOK_SIGNATURE_TOLERANCE_SECONDS", default=300)  # for receivers
 CLOUDEVENTS_SOURCE = env.str("CLOUDEVENTS_SOURCE", default="https://labmanager.local")
 
 # --- metrics (GET /metrics, docs/webhooks.md#metrics) ---------------------------
 # Scrapes from these networks need no credentials; others need an admin or operator API key.
 METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
-MIDDLEWARE = [
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    *MIDDLEWARE,
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
-]
 
 # --- auth -------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -265,7 +273,6 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
-ROLE_GROUPS = ("admin", "operator", "instructor")
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -319,8 +326,7 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = env.str("STATIC_ROOT", default=str(VAR_DIR / "staticfiles"))
-Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+STATIC_ROOT = env.str("STATIC_ROOT", default=str(VAR_DIR / "staticfiles"))  # made by collectstatic
 WHITENOISE_USE_FINDERS = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

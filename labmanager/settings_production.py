@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from labmanager.csp import build_policy
 from labmanager.settings import *  # noqa: F403
-from labmanager.settings import LOG_LEVEL, MIDDLEWARE, OIDC_ISSUER, SECRET_KEY, env
+from labmanager.settings import LOG_LEVEL, OIDC_ISSUER, SECRET_KEY, env
 
 DEBUG = False
 
@@ -46,14 +46,13 @@ SESSION_COOKIE_HTTPONLY = True
 
 # --- Content-Security-Policy (labmanager/csp.py) ----------------------------------------------
 # Scripts, styles, EventSource/fetch and WebSocket only from this origin; no inline scripts. A logout form
-# redirects to the OIDC provider, so its origin is allowed as a form target.
+# redirects to the OIDC provider, so its origin is allowed as a form target. The variable (declared in
+# labmanager.settings, empty there) replaces this default; set empty, no header is sent.
 _issuer = urlsplit(OIDC_ISSUER) if OIDC_ISSUER else None
 CONTENT_SECURITY_POLICY = env.str(
     "CONTENT_SECURITY_POLICY",
     default=build_policy(form_action_extra=[f"{_issuer.scheme}://{_issuer.netloc}"] if _issuer else []),
 )
-_security = MIDDLEWARE.index("django.middleware.security.SecurityMiddleware")
-MIDDLEWARE = [*MIDDLEWARE[: _security + 1], "labmanager.csp.ContentSecurityPolicyMiddleware", *MIDDLEWARE[_security + 1:]]
 
 # --- static files: collected at image build, hashed names, compressed, served by whitenoise ----
 WHITENOISE_USE_FINDERS = False

@@ -1,6 +1,6 @@
 """Timestamps written as ISO 8601 text by the database itself, for reads that only pass them on (a list
-page's rows, a journal row's metadata): no datetime is built in Python only to be turned back into text,
-which on a page of 50 lablet instances was a third of the request's CPU (docs/performance.md)."""
+page's rows, a journal row's metadata): no datetime is built in Python only to be turned back into text
+(docs/performance.md measures what that saves on a list page)."""
 
 from django.db.models import Func, TextField
 

@@ -11,7 +11,7 @@ from labmanager.identity import views as identity_views
 from labmanager.metrics import metrics_view
 
 # Django tries these in order on every request: the remote-lab API, polled and heartbeated by every
-# client of the queue, comes first (behind the routers' patterns it spent ~10 % of a heartbeat's CPU).
+# client of the queue, comes first (behind the routers' patterns every heartbeat would try them all).
 api_patterns = [
     path("remote-lab/", include("apps.sessions.api.urls")),
     path("", include("apps.workers.api.urls")),

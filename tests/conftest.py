@@ -1,6 +1,7 @@
 """Shared fixtures: users per role, API clients authenticated with real API keys."""
 
 import os
+from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
@@ -8,6 +9,13 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from labmanager.services import api_key_create, user_ensure_with_role
+
+
+def pytest_configure(config):
+    """The SQLite test database's folder (var/ by default): importing the settings creates no directory."""
+    test_name = django_settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    if test_name:
+        Path(test_name).parent.mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

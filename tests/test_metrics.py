@@ -6,6 +6,7 @@ from rest_framework.test import APIClient
 
 from apps.audit.services import audit_record, audit_seal
 from apps.audit.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookSubscription
+from apps.sessions.models import SessionPool
 from tests.factories import WorkerFactory
 
 pytestmark = pytest.mark.django_db
@@ -47,10 +48,6 @@ def test_loopback_scrapes_domain_gauges_and_django_prometheus_metrics(client):
 
 
 def test_session_queue_length_per_pool(client):
-    try:
-        from apps.sessions.models import SessionPool
-    except ImportError:
-        pytest.skip("sessions app not available")
     SessionPool.objects.get_or_create(name="metrics-pool")
     samples = _samples(client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode())
     assert samples[("labmanager_session_queue_length", (("pool", "metrics-pool"),))] == 0

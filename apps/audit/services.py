@@ -338,7 +338,7 @@ def _unsealed_exist() -> bool:
 
 class SealedEvent:
     """A row as a seal linked it, handed to the live streams and webhooks: read like an AuditEvent
-    (building model instances was a third of a large seal's cost)."""
+    without the cost of building model instances for a large seal."""
 
     __slots__ = ("id", "sequence_num", "prev_hash", "event_hash", *CONTENT_FIELDS)
 
@@ -385,7 +385,7 @@ def _write_links(params: list[tuple]) -> None:
 
 def _unsealed_rows(limit: int) -> list[tuple]:
     """(id, *CONTENT_FIELDS) of the oldest unsealed rows, valued as the ORM reads them. PostgreSQL: plain
-    SQL (the seal runs after every commit: the ORM's query building was a third of its cost); the
+    SQL (the seal runs after every commit: no ORM query is built each time); the
     values are what psycopg gives the ORM, except metadata, which the JSONField decodes."""
     if connection.vendor != "postgresql":
         return list(AuditEvent.objects.filter(sequence_num__isnull=True).order_by("id")

@@ -17,7 +17,7 @@ from django.conf import settings
 
 
 class ArchiveError(Exception):
-    """Writing to or reading from the archive failed (S3 unreachable, refused, ...)."""
+    """Writing to the archive failed (S3 unreachable, refused, ...)."""
 
 
 def _client():
@@ -84,26 +84,3 @@ def archive_put(*, public_id: str, files: dict[str, bytes]) -> str:
     except (BotoCoreError, ClientError) as exc:
         raise ArchiveError(f"S3 bucket {bucket}: cannot write {prefix}: {exc}") from exc
     return prefix
-
-
-def archive_list(*, prefix: str) -> list[str]:
-    """Every key under a prefix (sorted)."""
-    s3 = _client()
-    keys: list[str] = []
-    try:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.ARCHIVE_S3_BUCKET, Prefix=prefix):
-            keys.extend(item["Key"] for item in page.get("Contents", []))
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
-            return []
-        raise ArchiveError(str(exc)) from exc
-    except BotoCoreError as exc:
-        raise ArchiveError(str(exc)) from exc
-    return sorted(keys)
-
-
-def archive_read(*, key: str) -> bytes:
-    try:
-        return _client().get_object(Bucket=settings.ARCHIVE_S3_BUCKET, Key=key)["Body"].read()
-    except (BotoCoreError, ClientError) as exc:
-        raise ArchiveError(str(exc)) from exc

@@ -91,10 +91,6 @@ class Session(models.Model):
         return f"{self.id} ({self.status}, {self.pool_id and self.pool.name})"
 
     @property
-    def is_live(self) -> bool:
-        return self.status in (SessionStatus.WAITING, SessionStatus.ACTIVE)
-
-    @property
     def position(self) -> int:
         """0 unless waiting; else the place in its pool's queue: the waiting sessions of the pool with a
         lower ticket, plus one. Counted on first read (one indexed count) unless a selector annotated
@@ -142,7 +138,7 @@ class LabClaim(models.Model):
     """One session's reference on its worker's lab: a session holds at most one."""
 
     # No foreign key constraint in the database: it would check, at commit, every session row a reaping
-    # deletes (100,000 checks, ~0.8 s, docs/performance.md). The services keep it: a claim is dropped
+    # deletes (docs/performance.md). The services keep it: a claim is dropped
     # before its session ends or is reaped, under the lock of the lab slot that acquiring takes too.
     session = models.OneToOneField(Session, on_delete=models.CASCADE, related_name="lab_claim", db_constraint=False)
     lab = models.ForeignKey(SessionLab, on_delete=models.CASCADE, related_name="claims")

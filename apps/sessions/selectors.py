@@ -53,11 +53,11 @@ def parse_session_id(value) -> uuid.UUID:
 
 def session_get_live(*, session_id, principal: Principal) -> Session:
     """A waiting or active session the principal may see, else NotFound (404)."""
-    # get(), not first(): first() orders by Meta.ordering ("pool" → the pool's name, a join), and building
-    # that ORDER BY was a third of a poll's CPU.
+    # get(), not first(): first() orders by Meta.ordering ("pool" → the pool's name, a join), an ORDER BY
+    # every poll would pay to build.
     try:
         # The worker only for an active session (a second, indexed read): most polls come from waiting
-        # sessions, and the wide worker row made compiling the query a quarter of a poll's CPU.
+        # sessions, and joining the wide worker row makes the query costly to compile.
         session = Session.objects.select_related("pool").get(pk=parse_session_id(session_id), status__in=LIVE)
     except Session.DoesNotExist:
         raise NotFound(SESSION_NOT_FOUND) from None

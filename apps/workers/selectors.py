@@ -22,10 +22,6 @@ def worker_placeable_list() -> QuerySet[Worker]:
     return Worker.objects.filter(status=WorkerStatus.RUNNING, draining=False, cml_service_status="available")
 
 
-def worker_get(*, public_id: str) -> Worker:
-    return Worker.objects.get(public_id=public_id)
-
-
 def worker_template_list() -> QuerySet[WorkerTemplate]:
     return WorkerTemplate.objects.all()
 

@@ -30,7 +30,7 @@ _documents: dict[str, tuple[float, dict]] = {}  # issuer -> (monotonic expiry, d
 
 
 def oidc_enabled() -> bool:
-    return bool(getattr(settings, "OIDC_ISSUER", ""))
+    return bool(settings.OIDC_ISSUER)
 
 
 def issuer() -> str:
@@ -90,7 +90,7 @@ def discovery_document() -> dict:
 
 def endpoint(setting_name: str, default=_MISSING):
     """An endpoint: the explicit setting, else the discovery document's field."""
-    explicit = getattr(settings, setting_name, "")
+    explicit = getattr(settings, setting_name)  # one of ENDPOINTS, all declared
     if explicit:
         return explicit
     value = discovery_document().get(ENDPOINTS[setting_name])

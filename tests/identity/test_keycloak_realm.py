@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
+from labmanager.api.roles import ROLES
 from labmanager.identity.roles_from_claims import roles_from_claims
 
 REALM = json.loads((Path(__file__).resolve().parents[2] / "deploy/keycloak/labmanager-realm.json").read_text())
@@ -28,9 +29,9 @@ def access_token_claims(username: str) -> dict:
     return {"preferred_username": username, "realm_access": {"roles": roles}, "groups": user.get("groups", [])}
 
 
-def test_the_realm_defines_the_three_roles(settings):
+def test_the_realm_defines_the_three_roles():
     assert REALM["realm"] == "labmanager" and REALM["enabled"]
-    assert {role["name"] for role in REALM["roles"]["realm"]} == set(settings.ROLE_GROUPS)
+    assert {role["name"] for role in REALM["roles"]["realm"]} == set(ROLES)
 
 
 def test_the_dashboard_is_a_confidential_pkce_client_calling_back_to_labmanager(settings):

@@ -43,8 +43,6 @@ import os, sys
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labmanager.settings")
 import django
 django.setup()
-from django.conf import settings
-settings.LIFECYCLE_STEP_LEASE_SECONDS = float(os.environ["TEST_LEASE_SECONDS"])
 from apps.lablets.engine import instance_advance, instance_terminate
 from apps.lablets.models import LabletInstance
 pk = int(sys.argv[2])
@@ -67,7 +65,7 @@ def child_env(cml) -> dict:
     env.update({
         "CML_URL_OVERRIDE": cml.url, "CML_USERNAME": "admin", "CML_PASSWORD": "sim-password",
         "AWS_ENDPOINT_URL": settings.AWS_ENDPOINT_URL, "AWS_REGION": settings.AWS_REGION,
-        "TEST_LEASE_SECONDS": str(LEASE), "PYTHONPATH": str(ROOT),
+        "LIFECYCLE_STEP_LEASE_SECONDS": str(LEASE), "PYTHONPATH": str(ROOT),
     })
     return env
 

@@ -85,10 +85,7 @@ def _resolve_owners(events: list[LiveEvent]) -> None:
 def _session_owners(ids: set[str]) -> dict:
     import uuid
 
-    try:
-        from apps.sessions.models import Session
-    except ImportError:  # the sessions app is optional here
-        return {}
+    from apps.sessions.models import Session  # here: sessions sits above audit
     valid = []
     for value in ids:
         with contextlib.suppress(ValueError):

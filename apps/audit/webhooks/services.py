@@ -14,7 +14,6 @@ Dispatch is cursor-based, so nothing is lost and nothing is enqueued twice:
 import logging
 import secrets
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.lablets.models import LabletInstance
+from apps.lablets.services.scheduling import lablet_instances_schedule_pending
 from apps.workers.services.cml import cml_credentials
 
 log = logging.getLogger("apps.lablets.engine")
@@ -28,12 +29,12 @@ CLEANUP_MAX_DELAY = timedelta(hours=1)  # the cleanup of a lab left behind retri
 
 
 def lease_seconds() -> float:
-    return float(getattr(settings, "LIFECYCLE_STEP_LEASE_SECONDS", 180))
+    return settings.LIFECYCLE_STEP_LEASE_SECONDS
 
 
 def cml_timeout() -> float:
     """Seconds per CML request in lifecycle steps (imports and exports are slower than health checks)."""
-    return float(getattr(settings, "LIFECYCLE_CML_TIMEOUT_SECONDS", 30.0))
+    return settings.LIFECYCLE_CML_TIMEOUT_SECONDS
 
 
 class StepFailed(Exception):
@@ -167,10 +168,6 @@ def fail(claim_: Claim, *, step: str, error: str, bounded: bool = True) -> bool:
 
 def schedule_pending(actor: str) -> None:
     """Capacity was freed: place waiting reservations now rather than at the next scheduler pass."""
-    try:
-        from apps.lablets.services.scheduling import lablet_instances_schedule_pending
-    except ImportError:  # the scheduler is not there (yet)
-        return
     try:
         lablet_instances_schedule_pending(actor=actor)
     except Exception:  # noqa: BLE001 - placement trouble must not undo a finished teardown

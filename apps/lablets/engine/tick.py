@@ -41,7 +41,7 @@ ACTIVE = (S.RUNNING, S.COLLECTING, S.GRADING)
 
 
 def _batch() -> int:
-    return int(getattr(settings, "LIFECYCLE_TICK_BATCH", 200))
+    return settings.LIFECYCLE_TICK_BATCH
 
 
 def _pks(queryset) -> list[int]:
@@ -86,7 +86,7 @@ def lifecycle_tick(*, now: datetime | None = None, actor: str = "system") -> dic
     """One pass; returns counts of what it did (for the task result and the logs)."""
     now = now or timezone.now()
     started = time.monotonic()
-    budget = float(getattr(settings, "LIFECYCLE_TICK_BUDGET_SECONDS", 50))
+    budget = settings.LIFECYCLE_TICK_BUDGET_SECONDS
     report: Counter = Counter()
     freed = False
 

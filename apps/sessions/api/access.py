@@ -10,15 +10,11 @@ from rest_framework.throttling import BaseThrottle
 
 from apps.sessions.selectors import Principal
 from labmanager.api.actors import actor_for
-from labmanager.api.permissions import REMOTE_LAB, RolePermission, address_in, privileged
+from labmanager.api.permissions import REMOTE_LAB, RolePermission, privileged
 from labmanager.api.throttling import Bucket, client_address, take
 
 ANONYMOUS_REFUSED = ("Send an API key (X-API-Key) or a bearer token: anonymous clients are accepted only from the "
                      "networks in SESSION_ANONYMOUS_NETWORKS.")
-
-
-def anonymous_allowed(address: str | None) -> bool:
-    return address_in(address, settings.SESSION_ANONYMOUS_NETWORKS)
 
 
 class RemoteLabAccess(RolePermission):

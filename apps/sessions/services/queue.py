@@ -275,7 +275,7 @@ def _reap_and_journal(candidates, pools: dict, actor: str) -> int:
             "last_seen_at": IsoDateTime("last_seen_at")}),
     }
     delete_sql, delete_params = delete_statement(candidates)
-    # In key order: the journal's resource_id index takes sorted keys faster than random ones (~25 %).
+    # In key order: the journal's resource_id index takes sorted keys faster than random ones.
     if connection.vendor == "postgresql":
         return audit_record_select(rows=Session.objects.order_by("pk"),
                                    with_clause=(f"{delete_sql} RETURNING *", delete_params), **journal)

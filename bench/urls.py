@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from apps.lablets import selectors
 from apps.lablets.api.serializers import LabletInstanceSerializer
-from labmanager.api.permissions import LABLET_INSTANCES
+from apps.api.permissions import LABLET_INSTANCES
 from labmanager.urls import urlpatterns as app_urlpatterns
 
 PAGE_SIZE = 50

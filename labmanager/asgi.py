@@ -18,7 +18,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from apps.audit.live.consumers import EventsConsumer  # noqa: E402
+from apps.events.consumers import EventsConsumer  # noqa: E402
 
 websocket_urlpatterns = [path("ws/events", EventsConsumer.as_asgi())]
 

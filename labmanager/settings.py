@@ -38,7 +38,7 @@ INSTALLED_APPS = [
     "django_q",
     "labmanager",
     "apps.audit",
-    "apps.audit.webhooks",
+    "apps.webhooks",
     "django_prometheus",
     "apps.workers",
     "apps.lablets",
@@ -47,23 +47,23 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",  # outermost: times the whole stack
-    "labmanager.middleware.ClientAddressMiddleware",  # everything after reads REMOTE_ADDR
-    "labmanager.middleware.TraceIdMiddleware",
+    "apps.core.middleware.ClientAddressMiddleware",  # everything after reads REMOTE_ADDR
+    "apps.core.middleware.TraceIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "labmanager.csp.ContentSecurityPolicyMiddleware",  # unloaded while CONTENT_SECURITY_POLICY is empty
-    "labmanager.middleware.StaticFilesMiddleware",  # whitenoise, in the mode of the view (async under daphne)
+    "apps.core.csp.ContentSecurityPolicyMiddleware",  # unloaded while CONTENT_SECURITY_POLICY is empty
+    "apps.core.middleware.StaticFilesMiddleware",  # whitenoise, in the mode of the view (async under daphne)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "labmanager.api.throttling.RateLimitHeadersMiddleware",  # X-RateLimit-* (outside the problem+json rewrite)
-    "labmanager.middleware.ApiProblemMiddleware",
+    "apps.api.throttling.RateLimitHeadersMiddleware",  # X-RateLimit-* (outside the problem+json rewrite)
+    "apps.core.middleware.ApiProblemMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
-# Content-Security-Policy header (labmanager/csp.py, docs/operations.md#content-security-policy): none in
-# development; the production profile's default is labmanager.csp.build_policy's.
+# Content-Security-Policy header (apps/core/csp.py, docs/operations.md#content-security-policy): none in
+# development; the production profile's default is apps.core.csp.build_policy's.
 CONTENT_SECURITY_POLICY = env.str("CONTENT_SECURITY_POLICY", default="")
 
 # The proxies in front (nginx: bin/serve, deploy/): only a request whose socket peer is in one of these
@@ -84,7 +84,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "labmanager.dashboard.context.navigation",
+                "apps.dashboard.context.navigation",
             ],
         },
     },
@@ -159,13 +159,13 @@ Q_CLUSTER = {
 }
 # Declared here, reconciled by `manage.py setup_schedules` (create/update/delete by name).
 Q_SCHEDULES = {
-    "purge_idempotency_keys": {"func": "labmanager.tasks.purge_idempotency_keys", "schedule_type": "H"},
+    "purge_idempotency_keys": {"func": "apps.api.tasks.purge_idempotency_keys", "schedule_type": "H"},
     "ec2_sync": {"func": "apps.workers.tasks.ec2_sync", "schedule_type": "I", "minutes": 1},
     "cml_health": {"func": "apps.workers.tasks.cml_health", "schedule_type": "I", "minutes": 1},
     "lifecycle_tick": {"func": "apps.lablets.tasks.lifecycle_tick", "schedule_type": "I", "minutes": 1},
     "worker_cost": {"func": "apps.workers.tasks.worker_cost_tick", "schedule_type": "I", "minutes": 1},
     "reap_sessions": {"func": "apps.sessions.tasks.reap_sessions", "schedule_type": "I", "minutes": 1},
-    "webhooks_catch_up": {"func": "apps.audit.webhooks.tasks.webhooks_catch_up", "schedule_type": "I", "minutes": 1},
+    "webhooks_catch_up": {"func": "apps.webhooks.tasks.webhooks_catch_up", "schedule_type": "I", "minutes": 1},
 }
 
 # --- scheduler and lifecycle (docs/scheduler.md) ------------------------------
@@ -222,7 +222,7 @@ SESSION_UPLOAD_MAX_BYTES = env.int("SESSION_UPLOAD_MAX_BYTES", default=10 * 1024
 SESSION_UPLOAD_MAX_FILES = env.int("SESSION_UPLOAD_MAX_FILES", default=20)  # extra_files per POST /lab
 SESSION_STORAGE_DIR = env.str("SESSION_STORAGE_DIR", default=str(VAR_DIR / "sessions"))
 SESSION_LAB_START_TIMEOUT_SECONDS = env.int("SESSION_LAB_START_TIMEOUT_SECONDS", default=600)
-# A request that awaits a q task (labmanager.awaited) waits this long at most (a q task is stopped after
+# A request that awaits a q task (apps.core.awaited) waits this long at most (a q task is stopped after
 # Q_CLUSTER["timeout"], 120 s): POST /api/workers/{id}/sync then answers with the worker as it is.
 TASK_WAIT_SECONDS = env.int("TASK_WAIT_SECONDS", default=150)
 # POST /api/lablet-instances/{id}/terminate and /start-collection await their q task this long at most, then
@@ -279,7 +279,7 @@ SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 
-# --- identity: OIDC browser login and bearer JWTs (labmanager/identity, docs/security-identity.md) ---
+# --- identity: OIDC browser login and bearer JWTs (apps/identity, docs/security-identity.md) ---
 # Empty issuer: OIDC is off, the local login at /accounts/login/ is the only one and bearer JWTs get 401.
 # Keycloak: https://<host>/realms/<realm>. Endpoints come from the issuer's discovery document unless set.
 OIDC_ISSUER = env.str("OIDC_ISSUER", default="").rstrip("/")
@@ -316,7 +316,7 @@ OIDC_AUTHENTICATION_CALLBACK_URL = "identity:callback"
 LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso_failed=1"
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
-    "labmanager.identity.oidc.OidcBackend",  # acts only on the OIDC callback
+    "apps.identity.oidc.OidcBackend",  # acts only on the OIDC callback
 ]
 
 # --- i18n / static ----------------------------------------------------------
@@ -345,15 +345,15 @@ IDEMPOTENCY_WAIT_SECONDS = env.float("IDEMPOTENCY_WAIT_SECONDS", default=30.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "labmanager.api.authentication.ApiKeyAuthentication",
-        "labmanager.identity.bearer.BearerJwtAuthentication",
+        "apps.api.authentication.ApiKeyAuthentication",
+        "apps.identity.bearer.BearerJwtAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["labmanager.api.permissions.RolePermission"],  # a view without a policy: refused
-    "DEFAULT_THROTTLE_CLASSES": ["labmanager.api.throttling.ApiRateThrottle"],
+    "DEFAULT_PERMISSION_CLASSES": ["apps.api.permissions.RolePermission"],  # a view without a policy: refused
+    "DEFAULT_THROTTLE_CLASSES": ["apps.api.throttling.ApiRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "labmanager.api.problems.problem_exception_handler",
+    "EXCEPTION_HANDLER": "apps.api.problems.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -366,7 +366,7 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["labmanager.api.permissions.Public"],
+    "SERVE_PERMISSIONS": ["apps.api.permissions.Public"],
     # The documents are public: a signed-in browser is counted as its user, API keys are not read there.
     "SERVE_AUTHENTICATION": ["rest_framework.authentication.SessionAuthentication"],
     "SCHEMA_PATH_PREFIX": r"/api",
@@ -374,8 +374,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    # The SSE stream is a plain async view: this hook puts it in the document (apps/audit/live/schema.py).
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "apps.audit.live.schema.add_event_stream"],
+    # The SSE stream is a plain async view: this hook puts it in the document (apps/events/schema.py).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "apps.events.schema.add_event_stream"],
     "ENUM_NAME_OVERRIDES": {
         "WorkerStatusEnum": "apps.workers.models.WorkerStatus",
         "InstanceStatusEnum": "apps.lablets.models.InstanceStatus",
@@ -387,7 +387,7 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"trace_id": {"()": "labmanager.middleware.TraceIdLogFilter"}},
+    "filters": {"trace_id": {"()": "apps.core.middleware.TraceIdLogFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s] %(message)s"},
     },

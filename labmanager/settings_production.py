@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from labmanager.csp import build_policy
+from apps.core.csp import build_policy
 from labmanager.settings import *  # noqa: F403
 from labmanager.settings import LOG_LEVEL, OIDC_ISSUER, SECRET_KEY, env
 
@@ -44,7 +44,7 @@ SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SESSION_COOKIE_HTTPONLY = True
 
-# --- Content-Security-Policy (labmanager/csp.py) ----------------------------------------------
+# --- Content-Security-Policy (apps/core/csp.py) ----------------------------------------------
 # Scripts, styles, EventSource/fetch and WebSocket only from this origin; no inline scripts. A logout form
 # redirects to the OIDC provider, so its origin is allowed as a form target. The variable (declared in
 # labmanager.settings, empty there) replaces this default; set empty, no header is sent.
@@ -66,9 +66,9 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="json")  # json | plain
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"trace_id": {"()": "labmanager.middleware.TraceIdLogFilter"}},
+    "filters": {"trace_id": {"()": "apps.core.middleware.TraceIdLogFilter"}},
     "formatters": {
-        "json": {"()": "labmanager.jsonlog.JsonLinesFormatter"},
+        "json": {"()": "apps.core.jsonlog.JsonLinesFormatter"},
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s] %(message)s"},
     },
     "handlers": {

@@ -4,11 +4,11 @@ from django.urls import include, path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
-from apps.audit.live.stream import event_stream
-from labmanager.api import views as api_views
-from labmanager.api.throttling import login_rate_limited
-from labmanager.identity import views as identity_views
-from labmanager.metrics import metrics_view
+from apps.events.stream import event_stream
+from apps.api import views as api_views
+from apps.api.throttling import login_rate_limited
+from apps.identity import views as identity_views
+from apps.dashboard.metrics import metrics_view
 
 # Django tries these in order on every request: the remote-lab API, polled and heartbeated by every
 # client of the queue, comes first (behind the routers' patterns every heartbeat would try them all).
@@ -17,9 +17,9 @@ api_patterns = [
     path("", include("apps.workers.api.urls")),
     path("", include("apps.lablets.api.urls")),
     path("", include("apps.audit.api.urls")),
-    path("", include("apps.audit.webhooks.api.urls")),
+    path("", include("apps.webhooks.api.urls")),
     path("events/stream", event_stream, name="events-stream"),
-    path("auth/", include("labmanager.api.keys")),  # /api/auth/api-keys...
+    path("auth/", include("apps.identity.keys")),  # /api/auth/api-keys...
     path("diagnostics/health", api_views.health, name="health"),
     path("diagnostics/ready", api_views.ready, name="ready"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
@@ -29,14 +29,14 @@ api_patterns = [
 ]
 
 urlpatterns = [
-    path("api/auth/", include("labmanager.identity.urls")),  # OIDC login/callback/logout, me
+    path("api/auth/", include("apps.identity.urls")),  # OIDC login/callback/logout, me
     path("api/", include(api_patterns)),
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),
     path("accounts/login/", login_rate_limited(identity_views.LoginPage.as_view()), name="login"),  # LOGIN_RATE_LIMIT
     path("accounts/no-access/", identity_views.no_access, name="identity-no-access"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("dashboard/", include("labmanager.dashboard.urls")),  # the web dashboard (docs/dashboard.md)
+    path("dashboard/", include("apps.dashboard.urls")),  # the web dashboard (docs/dashboard.md)
     path("dashboard/", include("apps.lablets.urls")),
     path("dashboard/", include("apps.workers.urls")),
     path("", TemplateView.as_view(template_name="home.html"), name="home"),

@@ -1,4 +1,4 @@
-"""Requests that await a q task (labmanager.awaited), sent all at once through the whole Django stack with
+"""Requests that await a q task (apps.core.awaited), sent all at once through the whole Django stack with
 AsyncClient on one event loop, while no q cluster runs until the test plays it (`run_queued`, as the
 cluster would: the package through django-q2's worker and monitor). Every synchronous step (DRF,
 transactions, the polls of the task's row) runs on the test's thread, the one with its database

@@ -15,8 +15,8 @@ from apps.workers import ec2 as ec2_gateway
 from apps.workers.models import Worker
 from apps.workers.services.cml import cml_credentials
 from apps.workers.services import worker_transition
-from labmanager.models import ApiKey
-from labmanager.services import api_key_create
+from apps.api.models import ApiKey
+from apps.identity.accounts import api_key_create
 from tests.awaited_support import run_queued
 from tests.factories import TOPOLOGY, LabletDefinitionFactory, WorkerFactory, instance_in, placeable_worker
 

@@ -91,14 +91,14 @@ def test_setup_schedules_run_twice_changes_nothing():
 
 def test_setup_schedules_updates_a_changed_declaration_and_deletes_a_removed_one(settings):
     settings.Q_SCHEDULES = {
-        "purge_idempotency_keys": {"func": "labmanager.tasks.purge_idempotency_keys", "schedule_type": "H"},
-        "nightly_report": {"func": "labmanager.tasks.purge_idempotency_keys", "schedule_type": "D"},
+        "purge_idempotency_keys": {"func": "apps.api.tasks.purge_idempotency_keys", "schedule_type": "H"},
+        "nightly_report": {"func": "apps.api.tasks.purge_idempotency_keys", "schedule_type": "D"},
     }
     run("setup_schedules")
     nightly_pk = Schedule.objects.get(name="labmanager:nightly_report").pk
 
     settings.Q_SCHEDULES = {
-        "nightly_report": {"func": "labmanager.tasks.purge_idempotency_keys", "schedule_type": "I", "minutes": 15},
+        "nightly_report": {"func": "apps.api.tasks.purge_idempotency_keys", "schedule_type": "I", "minutes": 15},
     }
     out, _ = run("setup_schedules")
 

@@ -3,7 +3,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from labmanager.api import views as api_views
+from apps.api import views as api_views
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from apps.lablets.models import LabletDefinition, LabletInstance
 from apps.workers.models import Worker
-from labmanager.models import IdempotencyRecord
+from apps.api.models import IdempotencyRecord
 from tests.conftest import client_for
 from tests.factories import LabletDefinitionFactory, moto_instance_id
 

@@ -5,7 +5,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
 from apps.audit.services import audit_record, audit_seal
-from apps.audit.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookSubscription
+from apps.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookSubscription
 from apps.sessions.models import SessionPool
 from tests.factories import WorkerFactory
 

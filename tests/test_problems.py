@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from apps.workers import selectors as worker_selectors
 from apps.workers.services import worker_transition
-from labmanager.middleware import TraceIdLogFilter
+from apps.core.middleware import TraceIdLogFilter
 from tests.factories import LabletDefinitionFactory, WorkerFactory, instance_in
 
 pytestmark = pytest.mark.django_db

@@ -1,6 +1,6 @@
 """Who may do what: every endpoint of the URLconf under /api walked with anonymous, every role, another
 instructor, an admin's key narrowed to instructor, an expired key and a revoked key, against the matrix of
-labmanager.api.permissions (docs/security.md); how API keys and sessions authenticate; CSRF."""
+apps.api.permissions (docs/security.md); how API keys and sessions authenticate; CSRF."""
 
 import hashlib
 import json
@@ -19,9 +19,9 @@ from rest_framework.views import APIView
 
 from apps.audit.models import AuditEvent
 from apps.workers.services import worker_drain, worker_template_create, worker_transition
-from labmanager.api.permissions import RolePermission
-from labmanager.models import ApiKey
-from labmanager.services import api_key_create, api_key_revoke
+from apps.api.permissions import RolePermission
+from apps.api.models import ApiKey
+from apps.identity.accounts import api_key_create, api_key_revoke
 from tests.conftest import client_for
 from tests.factories import TOPOLOGY, LabletDefinitionFactory, WorkerFactory, instance_in
 
@@ -41,7 +41,7 @@ CLIENT_FIXTURES = {
     EXPIRED: "expired_key_client",
     REVOKED: "revoked_key_client",
 }
-REDIRECT = "3xx"  # the browser sign-in endpoints (labmanager.identity): a redirect whoever asks
+REDIRECT = "3xx"  # the browser sign-in endpoints (apps.identity): a redirect whoever asks
 UNKNOWN_SESSION = "8d4c5a9e-51b4-4bd4-9e38-5b0d1f0f8a11"
 
 
@@ -98,7 +98,7 @@ def _instance(state):
 
 
 def _webhook(owner):
-    from apps.audit.webhooks.services import webhook_subscription_create
+    from apps.webhooks.services import webhook_subscription_create
 
     return webhook_subscription_create(actor="tests", url="https://93.184.216.34/hook")  # a public IP literal: no DNS
 
@@ -268,8 +268,8 @@ def _is_drf(path: str) -> bool:
 def test_it_walks_every_endpoint_with_every_role(request, monkeypatch, instructor_user, endpoint, column):
     # The event stream closes its database connection once it has authenticated (a stream lasts hours);
     # in-process that connection is the test's own, inside its transaction: keep it open here.
-    monkeypatch.setattr("apps.audit.live.stream._close_connection", lambda: None)
-    # What a request enqueues and awaits (the syncs: labmanager.awaited) runs here, at once, as a cluster would.
+    monkeypatch.setattr("apps.events.stream._close_connection", lambda: None)
+    # What a request enqueues and awaits (the syncs: apps.core.awaited) runs here, at once, as a cluster would.
     monkeypatch.setattr("django_q.conf.Conf.SYNC", True)
     client = request.getfixturevalue(CLIENT_FIXTURES[column])
     status = endpoint.status(column)

@@ -157,5 +157,5 @@ def test_importing_the_settings_creates_no_directory_and_builds_one_middleware_l
     development, production, dev_policy, prod_policy = json.loads(done.stdout)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert development == production
-    assert "labmanager.csp.ContentSecurityPolicyMiddleware" in development
+    assert "apps.core.csp.ContentSecurityPolicyMiddleware" in development
     assert dev_policy == "" and prod_policy.startswith("default-src 'self'")

@@ -3,7 +3,7 @@
 from django.db import models
 from django.utils import timezone
 
-from labmanager.indexes import PostgresBrinIndex
+from apps.core.indexes import PostgresBrinIndex
 
 
 class AppendOnlyError(Exception):

@@ -7,7 +7,7 @@ import os
 import threading
 
 log = logging.getLogger(__name__)
-LIVE_GROUP = "events"  # the Channels group every sealed event is sent to (apps/audit/live/hub.py listens)
+LIVE_GROUP = "events"  # the Channels group every sealed event is sent to (apps/events/hub.py listens)
 PUBLISH_CONCURRENCY = 100  # group sends in flight at once (channels_redis: one round trip each)
 # A seal of more events than this rings the doorbell once (an `event.batch` message), not once per event:
 # the live tails read the journal when rung and never use a message's content, and one group send per
@@ -18,7 +18,7 @@ PUBLISH_EACH_MAX = 100
 def deliver(events: list) -> None:
     """Sealed events go out: to the live streams (channel layer) and to the webhook subscriptions
     (deliveries queued as django-q2 tasks; what this misses, the catch-up schedule delivers)."""
-    from apps.audit.webhooks.services import webhooks_dispatch_events
+    from apps.webhooks.services import webhooks_dispatch_events
 
     _publish_many(events)
     webhooks_dispatch_events(events)  # never raises

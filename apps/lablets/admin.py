@@ -9,7 +9,7 @@ from apps.lablets.services.awaited import (
     lablet_instance_start_collection_begin,
     lablet_instance_terminate_begin,
 )
-from labmanager.errors import DomainError
+from apps.core.errors import DomainError
 
 
 def _run(modeladmin, request, queryset, call, verb, noun):

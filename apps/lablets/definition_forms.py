@@ -9,7 +9,7 @@ from django import forms
 from apps.lablets.models import LabletDefinition
 from apps.lablets.services.definitions import LIFECYCLE_FIELDS, REQUIREMENT_FIELDS
 from apps.workers.models import Worker
-from labmanager.errors import Conflict, DomainError
+from apps.core.errors import Conflict, DomainError
 
 LINE = re.compile(r"\bline (\d+)\b")
 

@@ -22,9 +22,9 @@ from apps.lablets.definition_forms import DefinitionFilterForm, DefinitionForm, 
 from apps.lablets.models import InstanceStatus, LabletDefinition
 from apps.lablets.services.awaited import lablet_definition_sync_begin, lablet_definition_sync_finish
 from apps.lablets.services.definitions import validate_cml_yaml
-from labmanager.api.permissions import LABLET_DEFINITIONS, Policy, allows, privileged
-from labmanager.dashboard.access import page
-from labmanager.errors import DomainError, ValidationFailed
+from apps.api.permissions import LABLET_DEFINITIONS, Policy, allows, privileged
+from apps.api.pages import page
+from apps.core.errors import DomainError, ValidationFailed
 
 FORM_METHODS = require_http_methods(["GET", "POST"])
 PAGE_SIZE = 50

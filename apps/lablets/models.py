@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from labmanager.ids import definition_id, instance_id
+from apps.core.ids import definition_id, instance_id
 
 
 class LabletDefinition(models.Model):

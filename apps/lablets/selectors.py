@@ -4,8 +4,8 @@ from django.db import models
 from django.db.models import QuerySet
 
 from apps.lablets.models import LabletDefinition, LabletInstance
-from labmanager.api.permissions import privileged
-from labmanager.sqltime import IsoDateTime
+from apps.api.permissions import privileged
+from apps.core.sqltime import IsoDateTime
 
 
 def lablet_definition_list(*, filters: dict | None = None) -> QuerySet[LabletDefinition]:

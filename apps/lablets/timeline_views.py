@@ -15,8 +15,8 @@ from django.utils import timezone
 from apps.lablets.models import InstanceStatus, LabletInstance
 from apps.lablets.selectors import lablet_instance_visible_to
 from apps.workers.models import Worker, WorkerStatus
-from labmanager.api.permissions import LABLET_INSTANCE_WRITES, LABLET_INSTANCES, allows, privileged
-from labmanager.dashboard.access import page
+from apps.api.permissions import LABLET_INSTANCE_WRITES, LABLET_INSTANCES, allows, privileged
+from apps.api.pages import page
 
 MAX_BARS = 1000  # a day with more timeslots shows the first ones (the page says so)
 LANE_HEIGHT = 26  # px per sub-lane: overlapping timeslots on one worker are stacked

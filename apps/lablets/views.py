@@ -14,9 +14,9 @@ from apps.lablets import selectors, services
 from apps.lablets.forms import ExtendForm, InstanceFilterForm, ScheduleForm
 from apps.lablets.services.awaited import lablet_instance_start_collection_begin, lablet_instance_terminate_begin
 from apps.lablets.services.bulk import lablet_instances_create_bulk
-from labmanager.api.permissions import LABLET_INSTANCE_WRITES, LABLET_INSTANCES, allows
-from labmanager.dashboard.access import page
-from labmanager.errors import DomainError
+from apps.api.permissions import LABLET_INSTANCE_WRITES, LABLET_INSTANCES, allows
+from apps.api.pages import page
+from apps.core.errors import DomainError
 
 PAGE_SIZE = 50
 # Rows that may yet show nodes booting get a (hidden) progress bar for live.js; the others need none.

@@ -7,8 +7,8 @@ from apps.sessions import services
 from apps.sessions.lifecycle import LIVE
 from apps.sessions.models import LabClaim, LabTeardown, Session, SessionLab, SessionPool
 from apps.sessions.selectors import Principal
-from labmanager.admin import ReadOnlyAdmin
-from labmanager.errors import DomainError
+from apps.core.admin import ReadOnlyAdmin
+from apps.core.errors import DomainError
 
 
 def _operator(request) -> Principal:

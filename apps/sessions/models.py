@@ -18,7 +18,7 @@ from django.db import models
 
 from apps.sessions.lifecycle import LabStatus, SessionStatus
 from apps.workers.models import Worker
-from labmanager.indexes import PostgresBrinIndex, PostgresPartialIndex
+from apps.core.indexes import PostgresBrinIndex, PostgresPartialIndex
 
 # The live sessions (waiting, active): what the queue's indexes hold on PostgreSQL. Ended sessions are
 # history, found by their key or by ended_at (reaped ones are deleted): left out of these indexes, they

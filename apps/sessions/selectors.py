@@ -9,7 +9,7 @@ from django.db.models.functions import Coalesce
 
 from apps.sessions.lifecycle import LIVE, LabStatus, SessionStatus
 from apps.sessions.models import Session, SessionLab, SessionPool
-from labmanager.errors import Locked, NotFound
+from apps.core.errors import Locked, NotFound
 
 SESSION_NOT_FOUND = "Session not found"  # the seed's messages, which its clients may match on
 SESSION_NOT_ACTIVE = "Session is not active"

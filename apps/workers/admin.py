@@ -4,8 +4,8 @@ from django.utils.html import format_html
 
 from apps.workers import services
 from apps.workers.models import Worker, WorkerRunPeriod, WorkerTemplate
-from labmanager.admin import ReadOnlyAdmin
-from labmanager.errors import DomainError
+from apps.core.admin import ReadOnlyAdmin
+from apps.core.errors import DomainError
 
 
 def _run(modeladmin, request, queryset, service, verb):

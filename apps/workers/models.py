@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from labmanager.ids import public_id, worker_id
+from apps.core.ids import public_id, worker_id
 
 
 def template_id() -> str:

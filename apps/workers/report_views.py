@@ -11,7 +11,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
 from apps.workers.reports import fleet_report_csv, fleet_report_summary
-from labmanager.dashboard.access import FLEET_PAGE, page
+from apps.api.pages import FLEET_PAGE, page
 
 DEFAULT_DAYS = 14  # today and the 13 days before
 MAX_DAYS = 366

@@ -6,9 +6,9 @@ from django.views.decorators.http import require_POST
 
 from apps.workers import services
 from apps.workers.models import Worker
-from labmanager.dashboard.access import FLEET_PAGE, page
-from labmanager.dashboard.selectors import worker_cards
-from labmanager.errors import DomainError
+from apps.api.pages import FLEET_PAGE, page
+from apps.dashboard.selectors import worker_cards
+from apps.core.errors import DomainError
 
 VERBS = {  # form value → (service, message)
     "start": (services.worker_start, "Start requested"),

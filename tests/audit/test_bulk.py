@@ -45,7 +45,7 @@ def test_a_query_is_journalled_one_event_per_row_in_its_order_and_chained(db):
 
 
 def test_a_query_journalled_during_a_request_records_its_client_address_and_trace(db):
-    from labmanager.middleware import client_ip_var, trace_id_var
+    from apps.core.middleware import client_ip_var, trace_id_var
 
     get_user_model().objects.create(username="dave")
     ip_token, trace_token = client_ip_var.set("10.1.2.3"), trace_id_var.set("trace-42")

@@ -13,8 +13,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.audit.models import AuditEvent
-from labmanager.models import ApiKey
-from labmanager.services import api_key_create
+from apps.api.models import ApiKey
+from apps.identity.accounts import api_key_create
 from tests.factories import instance_in
 
 pytestmark = pytest.mark.django_db

@@ -16,9 +16,9 @@ from django.conf import settings as django_settings
 from rest_framework.test import APIClient, APIRequestFactory
 from rest_framework.views import APIView
 
-from labmanager.api.permissions import Public
-from labmanager.api.throttling import Bucket, LoginRateThrottle, take
-from labmanager.services import api_key_create
+from apps.api.permissions import Public
+from apps.api.throttling import Bucket, LoginRateThrottle, take
+from apps.identity.accounts import api_key_create
 
 pytestmark = pytest.mark.django_db
 
@@ -265,7 +265,7 @@ def test_the_production_servers_send_the_headers_and_the_429(operator_user):
 TAKER = """
 import django, json, sys
 django.setup()
-from labmanager.api.throttling import Bucket, take
+from apps.api.throttling import Bucket, take
 bucket = Bucket(capacity=int(sys.argv[2]), rate=0.001)
 print(json.dumps([take(sys.argv[1], bucket).allowed for _ in range(int(sys.argv[3]))]))
 """

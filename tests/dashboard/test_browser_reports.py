@@ -13,7 +13,7 @@ from pathlib import Path
 from django.utils import timezone
 
 from apps.workers.models import WorkerRunPeriod, WorkerTemplate
-from labmanager.csp import build_policy
+from apps.core.csp import build_policy
 from tests.dashboard.conftest import BROWSER_MARKS, log_in, playwright_sync, shot
 from tests.factories import LabletDefinitionFactory, LabletInstanceFactory, WorkerFactory
 

@@ -11,7 +11,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from apps.audit.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookSubscription
+from apps.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookSubscription
 from apps.sessions.models import LabClaim, Session, SessionLab, SessionPool
 from tests.factories import WorkerFactory
 

@@ -1,6 +1,6 @@
 """The production profile (labmanager.settings_production) passes Django's deployment checks."""
 
-from labmanager.csp import build_policy
+from apps.core.csp import build_policy
 from tests.deploy.conftest import manage, production_env
 
 

@@ -5,7 +5,7 @@ profile), on PostgreSQL and Redis:
   headers and a trace id, and its request log line (JSON) redacts secret query parameters;
 - the client's address is the one its connection came from: X-Forwarded-For written by the client does not
   make it loopback, through nginx or straight to the application servers; a session records that address;
-- labmanager.middleware.client_address, the one function that reads X-Forwarded-For (unit tests);
+- apps.core.middleware.client_address, the one function that reads X-Forwarded-For (unit tests);
 - gunicorn's graceful shutdown: SIGTERM to a worker sets apps.sessions.shutdown's flag there
   (deploy/gunicorn.conf.py, post_worker_init), and a DELETE /session in flight at that moment whose session
   is gone answers 204, where it answers 404 otherwise.
@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEvent
 from apps.sessions.models import Session, SessionPool
-from labmanager.middleware import ClientAddressMiddleware, _networks, client_address
+from apps.core.middleware import ClientAddressMiddleware, _networks, client_address
 from tests.deploy.conftest import production_env
 from tests.events.conftest import (ROOT, ServerUrl, _free_port, gunicorn_workers, server_env, server_process,
                                   stop_group)

@@ -9,11 +9,11 @@ from channels.testing import WebsocketCommunicator
 from django.db import transaction
 from django.utils import timezone
 
-from apps.audit.live import live_stats
-from apps.audit.live.access import Filters
-from apps.audit.live.consumers import EventsConsumer
-from apps.audit.live.hub import head_sequence
-from apps.audit.live.payload import LiveEvent, cloudevent_type, named_event
+from apps.events import live_stats
+from apps.events.access import Filters
+from apps.events.consumers import EventsConsumer
+from apps.events.hub import head_sequence
+from apps.events.payload import LiveEvent, cloudevent_type, named_event
 from apps.audit.models import AuditEvent
 from apps.audit.services import audit_record
 from tests.conftest import client_for
@@ -103,7 +103,7 @@ def test_instructor_sees_own_instances_and_workers_only(instructor_user, other_i
 
 @pytest.mark.django_db(transaction=True)
 def test_user_without_role_is_refused(django_user_model):
-    from labmanager.services import api_key_create
+    from apps.identity.accounts import api_key_create
 
     nobody = django_user_model.objects.create_user("nobody", password="x")
     _, raw = api_key_create(user=nobody, actor="tests")
@@ -118,7 +118,7 @@ def test_user_without_role_is_refused(django_user_model):
 
 
 def test_the_keep_alive_period_defaults_to_15_seconds():
-    from apps.audit.live.stream import keepalive_seconds
+    from apps.events.stream import keepalive_seconds
 
     assert keepalive_seconds() == 15.0
 

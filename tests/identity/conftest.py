@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from werkzeug.serving import make_server
 
-from labmanager.identity.bearer import forget_synced_users
-from labmanager.identity.provider import forget_provider_caches
+from apps.identity.bearer import forget_synced_users
+from apps.identity.provider import forget_provider_caches
 
 # pytest-django's live server binds "localhost" unless told otherwise: keep every server on 127.0.0.1.
 os.environ.setdefault("DJANGO_LIVE_TEST_SERVER_ADDRESS", "127.0.0.1")

@@ -9,9 +9,9 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from apps.audit.live.access import NotAllowed, user_from_api_key
-from apps.audit.live.consumers import EventsConsumer
-from labmanager.services import api_key_create, user_ensure_with_role
+from apps.events.access import NotAllowed, user_from_api_key
+from apps.events.consumers import EventsConsumer
+from apps.identity.accounts import api_key_create, user_ensure_with_role
 from tests.identity.conftest import CLIENT_ID, SigningKey
 
 pytestmark = pytest.mark.django_db
@@ -211,7 +211,7 @@ def test_no_provider_request_per_api_call(issuer):
 
 
 def test_a_new_process_reads_the_keys_from_the_django_cache(issuer):
-    from labmanager.identity import jwks
+    from apps.identity import jwks
 
     assert me(issuer.token()).status_code == 200
     jwks.forget()  # what a freshly started process has: nothing in memory, the shared cache intact

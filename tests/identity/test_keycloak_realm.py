@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from labmanager.api.roles import ROLES
-from labmanager.identity.roles_from_claims import roles_from_claims
+from apps.api.roles import ROLES
+from apps.identity.roles_from_claims import roles_from_claims
 
 REALM = json.loads((Path(__file__).resolve().parents[2] / "deploy/keycloak/labmanager-realm.json").read_text())
 CLIENTS = {client["clientId"]: client for client in REALM["clients"]}

@@ -15,7 +15,7 @@ from apps.lablets.services import lablet_instance_create, lablet_instance_transi
 from apps.lablets.services.ports import console_ports_allocate, console_ports_release
 from apps.workers.cml import cml_lab_import
 from apps.workers.services import worker_transition
-from labmanager.errors import Conflict
+from apps.core.errors import Conflict
 from tests.factories import LabletInstanceFactory
 from tests.lablets.engine_support import (
     TWO_ROUTERS,

@@ -16,7 +16,7 @@ from apps.lablets.services import lablet_instance_transition
 from apps.workers.lifecycle import TRANSITIONS as WORKER_TRANSITIONS
 from apps.workers.models import Worker, WorkerStatus
 from apps.workers.services import worker_transition
-from labmanager.errors import InvalidTransition
+from apps.core.errors import InvalidTransition
 from tests.factories import WorkerFactory, instance_in
 
 S = InstanceStatus

@@ -19,7 +19,7 @@ from apps.lablets.services.scheduling import (
 )
 from apps.workers.models import Worker
 from apps.workers.services import worker_drain, worker_transition
-from labmanager.errors import Conflict
+from apps.core.errors import Conflict
 from tests.factories import LabletDefinitionFactory, WorkerFactory
 
 pytestmark = pytest.mark.django_db

@@ -43,7 +43,7 @@ def test_a_row_without_worker_or_creator_and_with_results_represents_like_the_in
 
 
 def test_timestamps_written_by_the_database_match_drf_with_and_without_a_fraction():
-    """The row's timestamps are text from SQL (labmanager.sqltime.IsoDateTime): whole seconds have no
+    """The row's timestamps are text from SQL (apps.core.sqltime.IsoDateTime): whole seconds have no
     fraction, as datetime.isoformat() writes them; others have six digits; all in UTC with `Z`."""
     instance = instance_in("running", worker=WorkerFactory())
     whole = instance.timeslot_start.replace(microsecond=0)

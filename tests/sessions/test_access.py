@@ -119,8 +119,8 @@ def test_an_api_key_sent_as_a_bearer_token_works_like_x_api_key(worker, instruct
 def jwt_issuer(settings):
     """A provider whose signing keys the test holds (tests/identity's Issuer, on 127.0.0.1): LabManager
     accepts the access tokens it signs."""
-    from labmanager.identity.bearer import forget_synced_users
-    from labmanager.identity.provider import forget_provider_caches
+    from apps.identity.bearer import forget_synced_users
+    from apps.identity.provider import forget_provider_caches
     from tests.identity.conftest import CLIENT_ID, Issuer
 
     forget_provider_caches(), forget_synced_users()

@@ -12,7 +12,7 @@ from apps.sessions.models import Session, SessionPool
 from apps.sessions.selectors import Principal
 from apps.workers.models import Worker
 from apps.workers.services.fleet import worker_transition
-from labmanager.errors import NotFound
+from apps.core.errors import NotFound
 from tests.factories import placeable_worker
 from tests.sessions.conftest import BASE, assert_problem, create, status_of
 

@@ -20,7 +20,7 @@ from django.utils import timezone
 from apps.sessions.models import Session
 from apps.sessions.services import storage
 from apps.sessions.tasks import reap_sessions
-from labmanager.errors import PayloadTooLarge, ValidationFailed
+from apps.core.errors import PayloadTooLarge, ValidationFailed
 from tests.factories import placeable_worker
 from tests.sessions.conftest import BASE, OTHER_TOPOLOGY, TOPOLOGY, acquire, assert_problem, create, lab_call
 

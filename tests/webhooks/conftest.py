@@ -78,8 +78,8 @@ def queue():
 
 def subscribe(url, **kwargs):
     """A subscription whose cursor is past its own `webhook.created` event (sealed here, as after commit)."""
-    from apps.audit.webhooks.models import WebhookSubscription
-    from apps.audit.webhooks.services import webhook_subscription_create
+    from apps.webhooks.models import WebhookSubscription
+    from apps.webhooks.services import webhook_subscription_create
 
     sub = webhook_subscription_create(actor="tests", url=url, secret=kwargs.pop("secret", SECRET), **kwargs)
     audit_seal()

@@ -3,9 +3,9 @@
 import pytest
 
 from apps.audit.models import AuditEvent
-from apps.audit.webhooks.models import WebhookSubscription
-from apps.audit.webhooks.services import webhooks_dispatch_events
-from apps.audit.webhooks.tasks import webhook_deliver
+from apps.webhooks.models import WebhookSubscription
+from apps.webhooks.services import webhooks_dispatch_events
+from apps.webhooks.tasks import webhook_deliver
 from tests.webhooks.conftest import journal
 
 pytestmark = pytest.mark.django_db
@@ -96,7 +96,7 @@ def test_the_admin_site_lists_subscriptions_without_their_secret(client, admin_u
     admin_user.is_staff = admin_user.is_superuser = True
     admin_user.save()
     client.force_login(admin_user)
-    from apps.audit.webhooks.services import webhook_subscription_create
+    from apps.webhooks.services import webhook_subscription_create
 
     sub = webhook_subscription_create(actor="tests", url=receiver.url, secret="admin-visible-0123456789")
     assert client.get("/admin/webhooks/webhooksubscription/").status_code == 200

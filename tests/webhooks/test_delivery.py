@@ -6,9 +6,9 @@ import pytest
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
-from apps.audit.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookDeliveryAttempt
-from apps.audit.webhooks.services import webhooks_catch_up, webhooks_dispatch_events
-from apps.audit.webhooks.tasks import webhook_deliver
+from apps.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookDeliveryAttempt
+from apps.webhooks.services import webhooks_catch_up, webhooks_dispatch_events
+from apps.webhooks.tasks import webhook_deliver
 from tests.webhooks.conftest import SECRET, documented_verifier, journal, subscribe
 
 pytestmark = pytest.mark.django_db
@@ -104,7 +104,7 @@ def test_it_retries_a_500_with_backoff_then_succeeds(subscription, receiver, que
 
 
 def test_backoff_doubles_per_attempt_and_honours_a_longer_retry_after(settings):
-    from apps.audit.webhooks.delivery import backoff_seconds
+    from apps.webhooks.delivery import backoff_seconds
 
     settings.WEBHOOK_RETRY_BASE_SECONDS = 30
     assert [backoff_seconds(n) for n in (1, 2, 3, 4)] == [30, 60, 120, 240]

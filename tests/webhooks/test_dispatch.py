@@ -5,9 +5,9 @@ import json
 import pytest
 from django.utils import timezone
 
-from apps.audit.webhooks.events import cloudevent_type, matches
-from apps.audit.webhooks.models import WebhookDelivery
-from apps.audit.webhooks.services import webhook_subscription_update, webhooks_catch_up, webhooks_dispatch_events
+from apps.webhooks.events import cloudevent_type, matches
+from apps.webhooks.models import WebhookDelivery
+from apps.webhooks.services import webhook_subscription_update, webhooks_catch_up, webhooks_dispatch_events
 from tests.webhooks.conftest import journal, subscribe
 
 pytestmark = pytest.mark.django_db

@@ -4,11 +4,11 @@ import socket
 
 import pytest
 
-from apps.audit.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt
-from apps.audit.webhooks.services import webhook_subscription_create, webhooks_dispatch_events
-from apps.audit.webhooks.ssrf import UnsafeWebhookUrl, check_url
-from apps.audit.webhooks.tasks import webhook_deliver
-from labmanager.errors import ValidationFailed
+from apps.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt
+from apps.webhooks.services import webhook_subscription_create, webhooks_dispatch_events
+from apps.webhooks.ssrf import UnsafeWebhookUrl, check_url
+from apps.webhooks.tasks import webhook_deliver
+from apps.core.errors import ValidationFailed
 from tests.webhooks.conftest import journal, subscribe
 
 REFUSED = [

@@ -31,7 +31,7 @@ from apps.workers.services.cost import (
     workers_start_for_demand,
     workers_stop_idle,
 )
-from labmanager.errors import ValidationFailed
+from apps.core.errors import ValidationFailed
 from tests.factories import TOPOLOGY, WorkerFactory
 
 pytestmark = pytest.mark.django_db

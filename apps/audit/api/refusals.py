@@ -1,5 +1,5 @@
 """Refused API calls go into the journal too: called by the problem+json exception handler
-(labmanager.api.problems), the one place every refusal of every DRF view passes through.
+(apps.api.problems), the one place every refusal of every DRF view passes through.
 
 Journalled: POST, PUT, PATCH and DELETE answered with a problem (403, 404, 409, 422, 423, 502, 503, ...).
 Not journalled: reads; 401 and 429, which anyone can provoke without credentials or at any rate (they
@@ -13,7 +13,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from rest_framework.exceptions import APIException
 
-from labmanager.errors import DomainError
+from apps.core.errors import DomainError
 
 log = logging.getLogger(__name__)
 CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -29,7 +29,7 @@ def journal_refusal(request, exc, response) -> None:
     if response.status_code < 400 or response.status_code in NOT_JOURNALLED or not isinstance(exc, REFUSALS):
         return
     from apps.audit.services import audit_api_refusal
-    from labmanager.api.actors import actor_for
+    from apps.api.actors import actor_for
 
     try:
         problem = response.data if isinstance(response.data, dict) else {}

@@ -15,11 +15,11 @@ from apps.audit.api.serializers import (
     ChainRootSerializer,
     VerificationSerializer,
 )
-from labmanager.api.actors import actor_for
-from labmanager.api.lists import ListParamsSerializer, csv_param, envelope_serializer
-from labmanager.api.permissions import AUDIT, RolePermission
-from labmanager.api.schema import COMMON_ERRORS, problem_responses
-from labmanager.api.views import ResourceViewSet
+from apps.api.actors import actor_for
+from apps.api.lists import ListParamsSerializer, csv_param, envelope_serializer
+from apps.api.permissions import AUDIT, RolePermission
+from apps.api.schema import COMMON_ERRORS, problem_responses
+from apps.api.views import ResourceViewSet
 
 SORT_FIELDS = {"sequence_num": "sequence_num", "timestamp": "timestamp"}
 AuditEventList = envelope_serializer("AuditEventList", "events", AuditEventSerializer)

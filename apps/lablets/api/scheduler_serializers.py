@@ -8,7 +8,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from apps.lablets.api.serializers import LabletInstanceSerializer
-from labmanager.api.schema import ProblemSerializer
+from apps.api.schema import ProblemSerializer
 
 PRIORITY_HELP = "1 (lowest) to 10 (highest); waiting instances gain a point per SCHEDULER_AGING_MINUTES."
 

@@ -1,6 +1,6 @@
 """The scheduler's endpoints: roster bookings, the preview (dry run), the status, priorities.
 
-Plain APIViews with the same role checks as the viewsets (each names its policy in labmanager.api.permissions).
+Plain APIViews with the same role checks as the viewsets (each names its policy in apps.api.permissions).
 """
 
 from django.http import Http404
@@ -23,10 +23,10 @@ from apps.lablets.api.serializers import LabletInstanceSerializer
 from apps.lablets.models import LabletInstance
 from apps.lablets.services.bulk import lablet_booking_resolve, lablet_instances_create_bulk
 from apps.lablets.services.scheduling import lablet_instance_set_priority, scheduler_preview, scheduler_status
-from labmanager.api.actors import actor_for
-from labmanager.api.idempotency import idempotent
-from labmanager.api.permissions import LABLET_INSTANCE_WRITES, SCHEDULER, Policy, RolePermission
-from labmanager.api.schema import COMMON_ERRORS, PROBLEM_JSON, WRITE_ERRORS, problem_responses
+from apps.api.actors import actor_for
+from apps.api.idempotency import idempotent
+from apps.api.permissions import LABLET_INSTANCE_WRITES, SCHEDULER, Policy, RolePermission
+from apps.api.schema import COMMON_ERRORS, PROBLEM_JSON, WRITE_ERRORS, problem_responses
 
 
 class RoleAPIView(APIView):

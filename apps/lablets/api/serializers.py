@@ -3,7 +3,7 @@ from rest_framework import serializers
 
 from apps.lablets.models import LabletDefinition, LabletInstance
 from apps.lablets.services.definitions import validate_cml_yaml
-from labmanager.errors import ValidationFailed
+from apps.core.errors import ValidationFailed
 
 
 class ResourceRequirementsSerializer(serializers.Serializer):

@@ -3,7 +3,7 @@ from rest_framework.routers import SimpleRouter
 
 from apps.lablets.api import scheduler_views
 from apps.lablets.api.views import LabletDefinitionViewSet, LabletInstanceViewSet
-from labmanager.api.pending import awaiting_routes
+from apps.api.pending import awaiting_routes
 
 app_name = "lablets-api"
 router = SimpleRouter(trailing_slash=False)

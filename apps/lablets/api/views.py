@@ -26,13 +26,13 @@ from apps.lablets.services.awaited import (
     lablet_instance_terminate_begin,
 )
 from apps.lablets.services.instances import lablet_instance_record_activity, lablet_instance_record_grading
-from labmanager.api.actors import actor_for
-from labmanager.api.idempotency import idempotent
-from labmanager.api.lists import csv_param, envelope_serializer, list_parameters
-from labmanager.api.pending import pending_response
-from labmanager.api.permissions import LABLET_DEFINITIONS, LABLET_INSTANCES
-from labmanager.api.schema import READ_ERRORS, WRITE_ERRORS, problem_responses
-from labmanager.api.views import ResourceViewSet
+from apps.api.actors import actor_for
+from apps.api.idempotency import idempotent
+from apps.api.lists import csv_param, envelope_serializer, list_parameters
+from apps.api.pending import pending_response
+from apps.api.permissions import LABLET_DEFINITIONS, LABLET_INSTANCES
+from apps.api.schema import READ_ERRORS, WRITE_ERRORS, problem_responses
+from apps.api.views import ResourceViewSet
 
 UPSTREAM_WRITE_ERRORS = {**WRITE_ERRORS, **problem_responses(s502="CML failed.")}
 

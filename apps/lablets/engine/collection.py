@@ -17,7 +17,7 @@ from apps.lablets.models import InstanceStatus as S
 from apps.lablets.models import LabletInstance
 from apps.lablets.services.instances import lablet_instance_transition
 from apps.workers import cml
-from labmanager.errors import InvalidTransition, UpstreamUnavailable
+from apps.core.errors import InvalidTransition, UpstreamUnavailable
 
 from .common import StepFailed, audit, credentials, load
 

@@ -19,7 +19,7 @@ from apps.lablets.models import LabletInstance
 from apps.lablets.services.instances import lablet_instance_transition
 from apps.lablets.services.ports import console_ports_release
 from apps.workers.models import WorkerStatus
-from labmanager.errors import InvalidTransition
+from apps.core.errors import InvalidTransition
 
 from .common import load, log
 

@@ -25,7 +25,7 @@ from apps.lablets.services.instances import lablet_instance_transition
 from apps.lablets.services.ports import console_ports_allocate
 from apps.workers import cml
 from apps.workers.models import WorkerStatus
-from labmanager.errors import Conflict, InvalidTransition
+from apps.core.errors import Conflict, InvalidTransition
 
 from .common import Claim, StepFailed, audit, credentials, fail, lease_seconds, load, log
 from .ending import give_up

@@ -29,7 +29,7 @@ from apps.lablets.services.instances import lablet_instance_transition
 from apps.lablets.services.ports import console_ports_release
 from apps.workers import cml
 from apps.workers.models import WorkerStatus
-from labmanager.errors import InvalidTransition
+from apps.core.errors import InvalidTransition
 
 from .common import Claim, StepFailed, audit, claim, credentials, fail, lease_seconds, load, log
 from .ending import give_up

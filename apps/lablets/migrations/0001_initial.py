@@ -2,7 +2,7 @@
 
 import django.core.validators
 import django.db.models.deletion
-import labmanager.ids
+import apps.core.ids
 from django.conf import settings
 from django.db import migrations, models
 
@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
             name='LabletDefinition',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.CharField(default=labmanager.ids.definition_id, editable=False, max_length=40, unique=True)),
+                ('public_id', models.CharField(default=apps.core.ids.definition_id, editable=False, max_length=40, unique=True)),
                 ('name', models.CharField(max_length=100)),
                 ('version', models.CharField(max_length=40)),
                 ('description', models.TextField(blank=True)),
@@ -48,7 +48,7 @@ class Migration(migrations.Migration):
             name='LabletInstance',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.CharField(default=labmanager.ids.instance_id, editable=False, max_length=40, unique=True)),
+                ('public_id', models.CharField(default=apps.core.ids.instance_id, editable=False, max_length=40, unique=True)),
                 ('owner_id', models.CharField(db_index=True, help_text='The student.', max_length=150)),
                 ('timeslot_start', models.DateTimeField(db_index=True)),
                 ('timeslot_end', models.DateTimeField()),

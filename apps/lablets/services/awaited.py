@@ -1,6 +1,6 @@
 """Terminate, collection and a definition's sync, when they need CML (and S3): the long part runs as a django-q2
-task, and the request awaits its result row on the event loop, without a thread (docs: labmanager.api.pending;
-the generic half, enqueue and await, is labmanager.awaited).
+task, and the request awaits its result row on the event loop, without a thread (docs: apps.api.pending;
+the generic half, enqueue and await, is apps.core.awaited).
 
 `..._begin` is the short first step, in the request's thread: the transition that must happen at once
 (`instance_end`), or the check that refuses at once (409), then the task is enqueued. Without a lab there
@@ -21,8 +21,8 @@ from django.conf import settings
 
 from apps.lablets.lifecycle import TEARDOWN
 from apps.lablets.models import InstanceStatus, LabletDefinition, LabletInstance
-from labmanager.awaited import await_task, enqueue, reporting
-from labmanager.errors import InvalidTransition, UpstreamUnavailable
+from apps.core.awaited import await_task, enqueue, reporting
+from apps.core.errors import InvalidTransition, UpstreamUnavailable
 
 TERMINATE_TASK = "apps.lablets.tasks.terminate_instance"
 COLLECT_TASK = "apps.lablets.tasks.collect_instance"

@@ -22,7 +22,7 @@ from apps.lablets.services.instances import (
 )
 from apps.lablets.services.scheduling import advisory_lock, lablet_instances_place_batch
 from apps.workers.models import Worker, WorkerStatus
-from labmanager.errors import Conflict, DomainError
+from apps.core.errors import Conflict, DomainError
 
 
 def lablet_booking_resolve(

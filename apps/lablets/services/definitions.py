@@ -7,7 +7,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.lablets.lifecycle import LIVE
 from apps.lablets.models import LabletDefinition
-from labmanager.errors import Conflict, UpstreamUnavailable, ValidationFailed
+from apps.core.errors import Conflict, UpstreamUnavailable, ValidationFailed
 
 REQUIREMENT_FIELDS = ("cpu_cores", "memory_gb", "storage_gb", "node_count")
 LIFECYCLE_FIELDS = ("default_duration_minutes", "max_duration_minutes", "idle_timeout_minutes")

@@ -9,7 +9,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record, audit_record_many
 from apps.lablets.lifecycle import EXTENDABLE, STAMP_FIELD, TRANSITIONS
 from apps.lablets.models import InstanceStatus, LabletDefinition, LabletInstance
-from labmanager.errors import Conflict, InvalidTransition, ValidationFailed
+from apps.core.errors import Conflict, InvalidTransition, ValidationFailed
 
 
 def _event(instance: LabletInstance, *, event_type: str, actor: str, action: str, metadata: dict) -> None:

@@ -11,7 +11,7 @@ from django.db import transaction
 
 from apps.lablets.models import ConsolePort, LabletInstance
 from apps.workers.models import Worker
-from labmanager.errors import Conflict
+from apps.core.errors import Conflict
 
 
 def _held(instance: LabletInstance) -> list[dict]:

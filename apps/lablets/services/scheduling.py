@@ -23,7 +23,7 @@ from apps.lablets.models import InstanceStatus, LabletInstance
 from apps.lablets.placement import Planner, definition_need, live_bookings, need_of
 from apps.lablets.services.instances import lablet_instance_transition, lablet_instances_transition_many
 from apps.workers.models import Worker, WorkerStatus
-from labmanager.errors import Conflict, InvalidTransition
+from apps.core.errors import Conflict, InvalidTransition
 
 log = logging.getLogger(__name__)
 

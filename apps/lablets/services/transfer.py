@@ -13,7 +13,7 @@ from apps.lablets.services.definitions import (
     lablet_definition_create,
     lablet_definition_update,
 )
-from labmanager.errors import Conflict
+from apps.core.errors import Conflict
 
 CREATED, UNCHANGED, UPDATED, CONFLICT = "created", "unchanged", "updated", "conflict"
 

@@ -1,5 +1,5 @@
 """Who may use /api/remote-lab: API key or bearer token (the project's authentication classes), or an
-anonymous client from settings.SESSION_ANONYMOUS_NETWORKS (labmanager.api.permissions.REMOTE_LAB). Plus
+anonymous client from settings.SESSION_ANONYMOUS_NETWORKS (apps.api.permissions.REMOTE_LAB). Plus
 this API's own rate limit."""
 
 import ipaddress
@@ -9,9 +9,9 @@ from drf_spectacular.openapi import AutoSchema
 from rest_framework.throttling import BaseThrottle
 
 from apps.sessions.selectors import Principal
-from labmanager.api.actors import actor_for
-from labmanager.api.permissions import REMOTE_LAB, RolePermission, privileged
-from labmanager.api.throttling import Bucket, client_address, take
+from apps.api.actors import actor_for
+from apps.api.permissions import REMOTE_LAB, RolePermission, privileged
+from apps.api.throttling import Bucket, client_address, take
 
 ANONYMOUS_REFUSED = ("Send an API key (X-API-Key) or a bearer token: anonymous clients are accepted only from the "
                      "networks in SESSION_ANONYMOUS_NETWORKS.")
@@ -40,7 +40,7 @@ def client_ip(address: str | None) -> str | None:
 class RemoteLabRateThrottle(BaseThrottle):
     """settings.SESSION_API_RATE_LIMIT per user (per address when anonymous), counted apart from the rest
     of the API (clients poll and heartbeat, and many CI jobs may share one key): a token bucket of that
-    many tokens, like labmanager.api.throttling.ApiRateThrottle's, with the same X-RateLimit-* headers.
+    many tokens, like apps.api.throttling.ApiRateThrottle's, with the same X-RateLimit-* headers.
     Blank: no limit."""
 
     def allow_request(self, request, view):

@@ -30,10 +30,10 @@ from apps.sessions.api.serializers import (
 )
 from apps.sessions.lifecycle import LabStatus
 from apps.sessions.services import storage
-from labmanager.api.pending import awaiting, pending_response
-from labmanager.api.permissions import Public
-from labmanager.api.schema import problem_responses
-from labmanager.errors import NotFound, ValidationFailed
+from apps.api.pending import awaiting, pending_response
+from apps.api.permissions import Public
+from apps.api.schema import problem_responses
+from apps.core.errors import NotFound, ValidationFailed
 
 STARTED = time.time()
 SESSION_HEADER = "X-Session-ID"

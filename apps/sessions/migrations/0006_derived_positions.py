@@ -4,7 +4,7 @@ queue's index goes by ticket; the stored position goes. The sequence starts past
 
 from django.db import migrations, models
 
-import labmanager.indexes
+import apps.core.indexes
 
 TICKETS = "lab_sessions_ticket_seq"
 
@@ -36,7 +36,7 @@ class Migration(migrations.Migration):
         migrations.RemoveField(model_name="session", name="position"),
         migrations.AddIndex(
             model_name="session",
-            index=labmanager.indexes.PostgresPartialIndex(
+            index=apps.core.indexes.PostgresPartialIndex(
                 condition=models.Q(("status__in", ["waiting", "active"])), fields=["pool", "status", "ticket"],
                 name="session_pool_queue"),
         ),

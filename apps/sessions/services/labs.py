@@ -40,7 +40,7 @@ from apps.sessions.services.transitions import session_lab_transition
 from apps.workers import cml
 from apps.workers.models import Worker, WorkerStatus
 from apps.workers.services.cml import cml_credentials
-from labmanager.errors import Conflict, Locked, NotFound, UpstreamUnavailable, ValidationFailed
+from apps.core.errors import Conflict, Locked, NotFound, UpstreamUnavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
 

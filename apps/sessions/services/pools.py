@@ -4,7 +4,7 @@ from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.workers.models import Worker
-from labmanager.errors import ValidationFailed
+from apps.core.errors import ValidationFailed
 
 
 @transaction.atomic

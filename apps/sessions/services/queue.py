@@ -33,8 +33,8 @@ from apps.sessions.services import labs, storage
 from apps.sessions.services.transitions import session_transition
 from apps.workers.models import Worker
 from apps.workers.selectors import worker_placeable_list
-from labmanager.sqltime import IsoDateTime
-from labmanager.errors import NotFound, QueueFull, ValidationFailed
+from apps.core.sqltime import IsoDateTime
+from apps.core.errors import NotFound, QueueFull, ValidationFailed
 
 log = logging.getLogger(__name__)
 

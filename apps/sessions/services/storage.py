@@ -23,7 +23,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from labmanager.errors import BadRequest, PayloadTooLarge, ValidationFailed
+from apps.core.errors import BadRequest, PayloadTooLarge, ValidationFailed
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 from rest_framework.routers import SimpleRouter
 
 from apps.workers.api.views import WorkerTemplateViewSet, WorkerViewSet
-from labmanager.api.pending import awaiting_routes
+from apps.api.pending import awaiting_routes
 
 app_name = "workers-api"
 router = SimpleRouter(trailing_slash=False)

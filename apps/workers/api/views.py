@@ -15,13 +15,13 @@ from apps.workers.api.serializers import (
     WorkerUpdateSerializer,
 )
 from apps.workers.models import WorkerStatus
-from labmanager.api.actors import actor_for
-from labmanager.api.idempotency import idempotent
-from labmanager.api.lists import csv_param, envelope_serializer, list_parameters
-from labmanager.api.pending import pending_response
-from labmanager.api.permissions import WORKER_TEMPLATES, WORKERS
-from labmanager.api.schema import READ_ERRORS, WRITE_ERRORS, problem_responses
-from labmanager.api.views import ResourceViewSet
+from apps.api.actors import actor_for
+from apps.api.idempotency import idempotent
+from apps.api.lists import csv_param, envelope_serializer, list_parameters
+from apps.api.pending import pending_response
+from apps.api.permissions import WORKER_TEMPLATES, WORKERS
+from apps.api.schema import READ_ERRORS, WRITE_ERRORS, problem_responses
+from apps.api.views import ResourceViewSet
 
 SORT_FIELDS = {"created_at": "created_at", "name": "name", "status": "status", "updated_at": "updated_at"}
 WorkerList = envelope_serializer("WorkerList", "workers", WorkerSerializer)

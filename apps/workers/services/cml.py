@@ -1,7 +1,7 @@
 """CML on each worker: health, licence and load (job `cml_health`), licence registration.
 
 `POST /api/workers/{id}/sync` checks one worker's CML in a q task (`worker_cml_health_begin`), whose outcome
-the request awaits without a thread (`worker_cml_health_finish`; labmanager.awaited)."""
+the request awaits without a thread (`worker_cml_health_finish`; apps.core.awaited)."""
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +17,8 @@ from apps.audit.services import audit_record
 from apps.workers import cml
 from apps.workers.models import Worker, WorkerStatus
 from apps.workers.selectors import percent
-from labmanager.awaited import await_task, enqueue, reporting
-from labmanager.errors import Conflict, UpstreamUnavailable, ValidationFailed
+from apps.core.awaited import await_task, enqueue, reporting
+from apps.core.errors import Conflict, UpstreamUnavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
 HEALTH_TASK = "apps.workers.tasks.cml_health_one"

@@ -20,7 +20,7 @@ from apps.audit.services import audit_record
 from apps.lablets.models import InstanceStatus, LabletInstance
 from apps.workers.models import Worker, WorkerRunPeriod, WorkerStatus
 from apps.workers.services.fleet import worker_start, worker_stop
-from labmanager.errors import DomainError, ValidationFailed
+from apps.core.errors import DomainError, ValidationFailed
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from apps.audit.services import audit_record
 from apps.workers import ec2
 from apps.workers.lifecycle import TRANSITIONS
 from apps.workers.models import Worker, WorkerRunPeriod, WorkerStatus, WorkerTemplate
-from labmanager.errors import Conflict, DomainError, InvalidTransition, UpstreamUnavailable, ValidationFailed
+from apps.core.errors import Conflict, DomainError, InvalidTransition, UpstreamUnavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from django.utils import timezone
 from apps.workers import ec2
 from apps.workers.models import Worker, WorkerStatus
 from apps.workers.services.fleet import worker_apply_ec2_state, worker_import, worker_transition
-from labmanager.awaited import enqueue
-from labmanager.errors import DomainError
+from apps.core.awaited import enqueue
+from apps.core.errors import DomainError
 
 log = logging.getLogger(__name__)
 ACTOR = "system"

@@ -4,7 +4,7 @@ from django.db import IntegrityError, transaction
 
 from apps.audit.services import audit_record
 from apps.workers.models import WorkerTemplate
-from labmanager.errors import Conflict
+from apps.core.errors import Conflict
 
 FIELDS = ("name", "instance_type", "ami_id", "launch_template_id", "aws_region", "cpu_cores", "memory_gb",
           "storage_gb", "max_nodes", "license_tier", "cost_per_hour")

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from apps.lablets.services.transfer import lablet_definitions_import
 from apps.lablets.transfer import TransferError, parse_document
-from labmanager.errors import DomainError
+from apps.core.errors import DomainError
 
 
 class Command(BaseCommand):

@@ -1,0 +1,114 @@
+"""RFC 7807 problem details for every error under /api, with a trace_id."""
+
+import logging
+from http import HTTPStatus
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+from apps.core.errors import DomainError
+
+log = logging.getLogger("apps.core.errors")
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+def _title(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase
+    except ValueError:
+        return "Error"
+
+
+def problem_payload(*, status: int, detail: str = "", instance: str = "", title: str = "", extra: dict | None = None) -> dict:
+    from apps.core.middleware import current_trace_id
+
+    payload = {
+        "type": f"https://httpstatuses.io/{status}",
+        "title": title or _title(status),
+        "status": status,
+        "detail": detail or _title(status),
+        "instance": instance,
+        "trace_id": current_trace_id(),
+    }
+    if extra:
+        payload.update(extra)
+    return payload
+
+
+def _flatten_errors(data, prefix="") -> dict[str, list[str]]:
+    """DRF's nested ValidationError detail → {"field.sub": ["message", ...]}."""
+    out: dict[str, list[str]] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key == "non_field_errors":
+                name = prefix or "non_field_errors"
+            for k, v in _flatten_errors(value, name).items():
+                out.setdefault(k, []).extend(v)
+    elif isinstance(data, list):
+        if all(not isinstance(item, (dict, list)) for item in data):
+            out[prefix or "non_field_errors"] = [str(item) for item in data]
+        else:
+            for index, item in enumerate(data):
+                for k, v in _flatten_errors(item, f"{prefix}[{index}]").items():
+                    out.setdefault(k, []).extend(v)
+    else:
+        out[prefix or "non_field_errors"] = [str(data)]
+    return out
+
+
+def problem_exception_handler(exc, context):
+    from apps.audit.api.refusals import journal_refusal
+
+    response = _problem_for(exc, context)
+    journal_refusal(context.get("request"), exc, response)  # a refused change is journalled too
+    return response
+
+
+def _problem_for(exc, context):
+    request = context.get("request")
+    instance = request.path if request is not None else ""
+    headers = {}
+
+    if isinstance(exc, DomainError):
+        extra = {**exc.extra, **({"errors": exc.errors} if exc.errors else {})} or None
+        response = _problem(exc.status_code, exc.detail, instance, title=exc.title, extra=extra)
+        for key, value in getattr(exc, "headers", {}).items():  # e.g. Retry-After of a 503
+            response[key] = value
+        return response
+
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    if isinstance(exc, exceptions.ValidationError):
+        errors = _flatten_errors(exc.detail)
+        fields = ", ".join(sorted(errors))
+        return _problem(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            f"Validation failed for: {fields}." if fields else "Validation failed.",
+            instance,
+            extra={"errors": errors},
+        )
+
+    if isinstance(exc, exceptions.APIException):
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+        if getattr(exc, "wait", None) is not None:
+            headers["Retry-After"] = str(int(exc.wait) + 1)
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        response = _problem(exc.status_code, detail, instance)
+        for key, value in headers.items():
+            response[key] = value
+        return response
+
+    log.exception("Unhandled API error on %s", instance)
+    return _problem(500, "An internal error occurred; quote the trace_id to support.", instance)
+
+
+def _problem(status_code: int, detail: str, instance: str, *, title: str = "", extra: dict | None = None) -> Response:
+    payload = problem_payload(status=status_code, detail=detail, instance=instance, title=title, extra=extra)
+    return Response(payload, status=status_code, content_type=PROBLEM_CONTENT_TYPE)

@@ -1,8 +1,0 @@
-from rest_framework.routers import SimpleRouter
-
-from apps.audit.webhooks.api.views import WebhookViewSet
-
-app_name = "webhooks-api"
-router = SimpleRouter(trailing_slash=False)
-router.register("webhooks", WebhookViewSet, basename="webhook")
-urlpatterns = router.urls

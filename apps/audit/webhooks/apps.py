@@ -1,7 +1,0 @@
-from django.apps import AppConfig
-
-
-class WebhooksConfig(AppConfig):
-    name = "apps.audit.webhooks"
-    label = "webhooks"
-    verbose_name = "CloudEvents webhooks"

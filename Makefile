@@ -41,6 +41,7 @@ run: migrate
 
 test: setup
 	bin/ensure-browser.sh
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 bench: setup

@@ -201,7 +201,7 @@ def main():
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     try:
         subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=600)
-        key = django_run(env, "from apps.identity.accounts import api_key_create, user_ensure_with_role\n"
+        key = django_run(env, "from apps.identity.services import api_key_create, user_ensure_with_role\n"
                          "u, _ = user_ensure_with_role(username='bench-key', role='operator', actor='bench')\n"
                          "print(api_key_create(user=u, actor='bench')[1])").strip().splitlines()[-1]
         token = issuer.token(lifetime=int(args.seconds * args.rounds * 5 + 600))

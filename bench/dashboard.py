@@ -109,7 +109,7 @@ def main():
     setup_django()
     from django.test import Client
 
-    from apps.identity.accounts import user_ensure_with_role
+    from apps.identity.services import user_ensure_with_role
 
     admin, _ = user_ensure_with_role(username="bench-admin", role="admin", actor="bench")
     client = Client()

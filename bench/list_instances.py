@@ -143,7 +143,7 @@ def seed(rows: int):
 
     from apps.lablets.models import LabletDefinition, LabletInstance
     from apps.workers.models import Worker
-    from apps.identity.accounts import api_key_create, user_ensure_with_role
+    from apps.identity.services import api_key_create, user_ensure_with_role
 
     admin, _ = user_ensure_with_role(username="bench-admin", role="admin", actor="bench")
     instructors = [user_ensure_with_role(username=f"bench-instructor-{i}", role="instructor", actor="bench")[0]

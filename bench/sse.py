@@ -158,7 +158,7 @@ def main():
     servers = []
     try:
         subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=600)
-        key = django_run(env, "from apps.identity.accounts import api_key_create, user_ensure_with_role\n"
+        key = django_run(env, "from apps.identity.services import api_key_create, user_ensure_with_role\n"
                          "u, _ = user_ensure_with_role(username='bench-sse', role='admin', actor='bench')\n"
                          "print(api_key_create(user=u, actor='bench')[1])").strip().splitlines()[-1]
         ports = [free_port(), free_port()]

@@ -36,13 +36,18 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "django_q",
-    "labmanager",
-    "apps.audit",
-    "apps.webhooks",
     "django_prometheus",
+    # The project's apps, lowest layer first (docs/architecture.md; import-linter checks the layers).
+    "apps.core",
+    "apps.api",
+    "apps.audit",
+    "apps.identity",
+    "apps.webhooks",
     "apps.workers",
     "apps.lablets",
     "apps.sessions",
+    "apps.events",
+    "apps.dashboard",
 ]
 
 MIDDLEWARE = [
@@ -59,7 +64,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "apps.api.throttling.RateLimitHeadersMiddleware",  # X-RateLimit-* (outside the problem+json rewrite)
-    "apps.core.middleware.ApiProblemMiddleware",
+    "apps.api.middleware.ApiProblemMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 # Content-Security-Policy header (apps/core/csp.py, docs/operations.md#content-security-policy): none in
@@ -345,7 +350,7 @@ IDEMPOTENCY_WAIT_SECONDS = env.float("IDEMPOTENCY_WAIT_SECONDS", default=30.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "apps.api.authentication.ApiKeyAuthentication",
+        "apps.identity.authentication.ApiKeyAuthentication",
         "apps.identity.bearer.BearerJwtAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],

@@ -8,7 +8,7 @@ from django.conf import settings as django_settings
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from apps.identity.accounts import api_key_create, user_ensure_with_role
+from apps.identity.services import api_key_create, user_ensure_with_role
 
 
 def pytest_configure(config):

@@ -16,7 +16,7 @@ from apps.workers.models import Worker
 from apps.workers.services.cml import cml_credentials
 from apps.workers.services import worker_transition
 from apps.api.models import ApiKey
-from apps.identity.accounts import api_key_create
+from apps.identity.services import api_key_create
 from tests.awaited_support import run_queued
 from tests.factories import TOPOLOGY, LabletDefinitionFactory, WorkerFactory, instance_in, placeable_worker
 
@@ -40,12 +40,12 @@ def _objects(admin_user):
         "lablets_labletdefinition": instance.definition,
         "lablets_labletinstance": instance,
         "audit_auditevent": AuditEvent.objects.latest("id"),
-        "labmanager_apikey": api_key,
+        "api_apikey": api_key,
     }
 
 
 @pytest.mark.parametrize(
-    "model", ["workers_worker", "lablets_labletdefinition", "lablets_labletinstance", "audit_auditevent", "labmanager_apikey"]
+    "model", ["workers_worker", "lablets_labletdefinition", "lablets_labletinstance", "audit_auditevent", "api_apikey"]
 )
 def test_the_changelist_and_change_page_load(admin_browser, admin_user, model):
     obj = _objects(admin_user)[model]
@@ -142,8 +142,8 @@ def test_lifecycle_fields_are_read_only_in_the_admin(admin_browser):
 def test_api_keys_cannot_be_added_in_the_admin_and_their_hash_is_not_editable(admin_browser, admin_user):
     api_key, _ = api_key_create(user=admin_user, actor="tests")
 
-    assert admin_browser.get(reverse("admin:labmanager_apikey_add")).status_code == 403
-    page = admin_browser.get(reverse("admin:labmanager_apikey_change", args=[api_key.pk])).content.decode()
+    assert admin_browser.get(reverse("admin:api_apikey_add")).status_code == 403
+    page = admin_browser.get(reverse("admin:api_apikey_change", args=[api_key.pk])).content.decode()
     assert 'name="key_hash"' not in page
     assert ApiKey.objects.get(pk=api_key.pk).key_hash == api_key.key_hash
 
@@ -169,13 +169,13 @@ def test_admin_pages_link_to_the_dashboard_and_back(admin_browser):
     worker = worker_transition(worker=WorkerFactory(), to="running", actor="tests")
     instance = instance_in("running", worker=worker)
     instance_page = reverse("lablets:instance_detail", args=[instance.public_id])
-    fleet_card = f"{reverse('workers:fleet')}#{worker.public_id}"
+    fleet_card = f"{reverse('dashboard:fleet')}#{worker.public_id}"
 
     instances_admin = admin_browser.get(reverse("admin:lablets_labletinstance_changelist")).content.decode()
     workers_admin = admin_browser.get(reverse("admin:workers_worker_changelist")).content.decode()
     view_on_site = admin_browser.get(reverse("admin:lablets_labletinstance_change", args=[instance.pk])).content.decode()
     dashboard_instance = admin_browser.get(instance_page).content.decode()
-    dashboard_fleet = admin_browser.get(reverse("workers:fleet")).content.decode()
+    dashboard_fleet = admin_browser.get(reverse("dashboard:fleet")).content.decode()
 
     assert f'href="{instance_page}"' in instances_admin
     assert f'href="{fleet_card}"' in workers_admin

@@ -21,7 +21,7 @@ from apps.audit.models import AuditEvent
 from apps.workers.services import worker_drain, worker_template_create, worker_transition
 from apps.api.permissions import RolePermission
 from apps.api.models import ApiKey
-from apps.identity.accounts import api_key_create, api_key_revoke
+from apps.identity.services import api_key_create, api_key_revoke
 from tests.conftest import client_for
 from tests.factories import TOPOLOGY, LabletDefinitionFactory, WorkerFactory, instance_in
 

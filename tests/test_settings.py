@@ -134,13 +134,13 @@ def test_only_the_settings_read_the_environment():
 
 
 def test_importing_the_settings_creates_no_directory_and_builds_one_middleware_list(tmp_path):
-    """A copy of the project package in an empty folder: importing both profiles leaves the folder as it
+    """A copy of the project package (and the CSP builder it imports) in an empty folder: importing both profiles leaves the folder as it
     was, and the production profile runs the very list of middleware the development settings declare
     (the Content-Security-Policy middleware unloads itself while the policy is empty)."""
-    package = tmp_path / "labmanager"
-    package.mkdir()
-    for name in ("__init__.py", "settings.py", "settings_production.py", "csp.py"):
-        shutil.copy(ROOT / "labmanager" / name, package / name)
+    for name in ("labmanager/__init__.py", "labmanager/settings.py", "labmanager/settings_production.py",
+                 "apps/__init__.py", "apps/core/__init__.py", "apps/core/csp.py"):  # the production CSP's builder
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     script = ("import json, labmanager.settings as dev, labmanager.settings_production as prod; "
               "print(json.dumps([dev.MIDDLEWARE, prod.MIDDLEWARE, dev.CONTENT_SECURITY_POLICY, "

@@ -42,6 +42,7 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Blank: never.")
 
     class Meta:
+        db_table = "labmanager_apikey"  # made when this was the `labmanager` app (apps/api/migrations/0001)
         verbose_name = "API key"
 
     def __str__(self):
@@ -73,6 +74,7 @@ class IdempotencyRecord(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
+        db_table = "labmanager_idempotencyrecord"  # made when this was the `labmanager` app
         constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_unique_user_key")]
 
     def __str__(self):

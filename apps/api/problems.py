@@ -4,13 +4,18 @@ import logging
 from http import HTTPStatus
 
 from django.core.exceptions import PermissionDenied
+from django.dispatch import Signal
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
 from apps.core.errors import DomainError
 
-log = logging.getLogger("apps.core.errors")
+# Sent by the exception handler with the `request`, the `exc` and the problem `response` of every refusal of
+# a DRF view; the audit app journals the refused changes (apps.audit.api.refusals). Receivers never raise.
+request_refused = Signal()
+
+log = logging.getLogger("labmanager.errors")
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
@@ -60,10 +65,9 @@ def _flatten_errors(data, prefix="") -> dict[str, list[str]]:
 
 
 def problem_exception_handler(exc, context):
-    from apps.audit.api.refusals import journal_refusal
-
     response = _problem_for(exc, context)
-    journal_refusal(context.get("request"), exc, response)  # a refused change is journalled too
+    # A refused change is journalled too: the audit app receives this (apps.audit.apps).
+    request_refused.send(sender=None, request=context.get("request"), exc=exc, response=response)
     return response
 
 

@@ -124,7 +124,7 @@ def retry_after_seconds(decision: Decision) -> int:
 
 
 def too_many_requests(request, decision: Decision, detail: str) -> HttpResponse:
-    from apps.core.middleware import is_api_path, problem_response
+    from apps.api.middleware import is_api_path, problem_response
 
     seconds = retry_after_seconds(decision)
     detail = f"{detail} Try again in {seconds} s."

@@ -6,7 +6,12 @@ import logging
 import os
 import threading
 
+from django.dispatch import Signal
+
 log = logging.getLogger(__name__)
+# Sent with `events` (the sealed AuditEvent rows) after each seal's live publication: the webhooks app
+# receives it (apps.webhooks.apps) to queue its deliveries. A receiver must not raise.
+events_sealed = Signal()
 LIVE_GROUP = "events"  # the Channels group every sealed event is sent to (apps/events/hub.py listens)
 PUBLISH_CONCURRENCY = 100  # group sends in flight at once (channels_redis: one round trip each)
 # A seal of more events than this rings the doorbell once (an `event.batch` message), not once per event:
@@ -16,12 +21,11 @@ PUBLISH_EACH_MAX = 100
 
 
 def deliver(events: list) -> None:
-    """Sealed events go out: to the live streams (channel layer) and to the webhook subscriptions
-    (deliveries queued as django-q2 tasks; what this misses, the catch-up schedule delivers)."""
-    from apps.webhooks.services import webhooks_dispatch_events
-
+    """Sealed events go out: to the live streams (channel layer), then to `events_sealed`'s receivers (the
+    webhook subscriptions: deliveries queued as django-q2 tasks; what they miss, the catch-up schedule
+    delivers)."""
     _publish_many(events)
-    webhooks_dispatch_events(events)  # never raises
+    events_sealed.send(sender=None, events=events)
 
 
 def _publish_many(events: list) -> None:

@@ -1,5 +1,5 @@
-"""Request plumbing: the client's address, a trace id on every request and problem+json for every error
-under /api."""
+"""Request plumbing: the client's address, a trace id on every request, static files (problem+json for
+every error under /api is apps.api.middleware's)."""
 
 import contextvars
 import ipaddress
@@ -9,15 +9,12 @@ import uuid
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
-from django.http import JsonResponse
 from whitenoise.middleware import WhiteNoiseMiddleware
 
-from apps.api.problems import problem_payload
 
 trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="-")
 client_ip_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_ip", default=None)
 request_log = logging.getLogger("labmanager.request")
-error_log = logging.getLogger("apps.core.errors")
 
 TRACE_HEADER = "X-Trace-Id"
 
@@ -166,50 +163,8 @@ def loggable_path(request) -> str:
     return f"{request.path}?{query}"
 
 
-def is_api_path(path: str) -> bool:
-    return path == "/api" or path.startswith("/api/")
 
 
-class ApiProblemMiddleware(SyncAndAsyncMiddleware):
-    """Under /api nothing leaves as HTML: Django's own 404/403/500 pages become problem+json.
-
-    DRF views already answer problem+json through `problem_exception_handler`; this catches
-    what never reaches DRF (unknown paths, CSRF failures, uncaught exceptions).
-    """
-
-    def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
-        return self._problem_for(request, self.get_response(request))
-
-    async def __acall__(self, request):
-        return self._problem_for(request, await self.get_response(request))
-
-    @staticmethod
-    def _problem_for(request, response):
-        if not is_api_path(request.path) or response.status_code < 400:
-            return response
-        if response.get("Content-Type", "").startswith(("application/problem+json", "text/event-stream")):
-            return response
-        detail = {
-            404: f"No API resource at {request.path}.",
-            405: f"Method {request.method} is not allowed on {request.path}.",
-            403: "Forbidden.",
-        }.get(response.status_code, "")
-        return problem_response(request, response.status_code, detail=detail)
-
-    def process_exception(self, request, exception):
-        if not is_api_path(request.path):
-            return None
-        error_log.exception("Unhandled error on %s %s", request.method, request.path)
-        return problem_response(request, 500, detail="An internal error occurred; quote the trace_id to support.")
-
-
-def problem_response(request, status: int, *, detail: str = "", extra: dict | None = None) -> JsonResponse:
-    payload = problem_payload(status=status, detail=detail, instance=request.path, extra=extra)
-    response = JsonResponse(payload, status=status, content_type="application/problem+json")
-    response[TRACE_HEADER] = current_trace_id()
-    return response
 
 
 class StaticFilesMiddleware(WhiteNoiseMiddleware):

@@ -16,7 +16,7 @@ def navigation(request) -> dict:
     if allows(LABLET_DEFINITIONS, user=user):  # every role reads; admins and instructors write
         links.append(("Definitions", reverse("lablets:definition_list")))
     if allows(FLEET_PAGE, user=user):  # operators and admins
-        links.append(("Fleet", reverse("workers:fleet")))
+        links.append(("Fleet", reverse("dashboard:fleet")))
         links.append(("Reports", reverse("workers:reports")))
     if allows(SESSIONS_PAGE, user=user):  # instructors: their own sessions
         links.append(("Sessions", reverse("dashboard:sessions")))

@@ -137,7 +137,7 @@ def _from_allowed_network(request) -> bool:
 def _denied(request) -> HttpResponse | None:
     if _from_allowed_network(request):
         return None
-    from apps.api.authentication import ApiKeyAuthentication
+    from apps.identity.authentication import ApiKeyAuthentication
 
     user = request.user if getattr(request, "user", None) and request.user.is_authenticated else None
     try:

@@ -1,4 +1,5 @@
-"""The overview page, the audit page (the journal and its verification), and the read-only sessions and
+"""The overview page, the fleet page (a card per worker with its live instances; the actions are
+apps.workers.views'), the audit page (the journal and its verification), and the read-only sessions and
 webhooks pages."""
 
 from django.contrib import messages
@@ -10,7 +11,7 @@ from apps.audit.selectors import audit_event_list
 from apps.audit.services import audit_verify
 from apps.api.permissions import AUDIT, LABLET_INSTANCES, WEBHOOKS
 from apps.dashboard import ops_selectors, selectors
-from apps.api.pages import SESSIONS_PAGE, page
+from apps.api.pages import FLEET_PAGE, SESSIONS_PAGE, page
 
 AUDIT_PAGE_SIZE = 50
 
@@ -18,6 +19,11 @@ AUDIT_PAGE_SIZE = 50
 @page(LABLET_INSTANCES)
 def overview(request):
     return render(request, "dashboard/overview.html", selectors.overview(user=request.user))
+
+
+@page(FLEET_PAGE)
+def fleet(request):
+    return render(request, "workers/fleet.html", {"workers": selectors.worker_cards(with_instances=True)})
 
 
 @page(AUDIT)

@@ -51,7 +51,7 @@ def user_from_api_key(raw: str):
     NotAllowed (same rules as the REST API)."""
     from rest_framework import exceptions
 
-    from apps.api.authentication import ApiKeyAuthentication
+    from apps.identity.authentication import ApiKeyAuthentication
     from apps.identity.bearer import user_for_bearer_token
     from apps.identity.tokens import looks_like_jwt
 

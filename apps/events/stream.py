@@ -15,7 +15,7 @@ from django.http import StreamingHttpResponse
 from apps.events.access import Filters, NotAllowed, NotAuthenticated, key_from_headers, user_from_api_key, viewer_for
 from apps.events.hub import Subscription
 from apps.events.stats import STATS
-from apps.core.middleware import problem_response
+from apps.api.middleware import problem_response
 
 RETRY_MS = 3000
 

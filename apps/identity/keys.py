@@ -15,7 +15,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.identity import accounts as services
+from apps.identity import services
 from apps.api.actors import actor_for
 from apps.api.permissions import API_KEYS, RolePermission
 from apps.api.roles import ROLES

@@ -32,7 +32,7 @@ from apps.api.permissions import SIGNED_IN, requires
 from apps.api.roles import user_roles
 from apps.identity import provider
 from apps.identity.bearer import BearerToken
-from apps.core.middleware import problem_response
+from apps.api.middleware import problem_response
 from apps.api.models import ApiKey
 
 log = logging.getLogger(__name__)

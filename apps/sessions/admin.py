@@ -8,6 +8,8 @@ from apps.sessions.lifecycle import LIVE
 from apps.sessions.models import LabClaim, LabTeardown, Session, SessionLab, SessionPool
 from apps.sessions.selectors import Principal
 from apps.core.admin import ReadOnlyAdmin
+from apps.workers.admin import WorkerAdmin
+from apps.workers.models import Worker
 from apps.core.errors import DomainError
 
 
@@ -104,3 +106,18 @@ class LabTeardownAdmin(ReadOnlyAdmin):
     list_display = ("cml_lab_id", "worker", "reason", "requested_at", "attempts", "last_attempt_at", "last_error")
     list_select_related = ("worker",)
     readonly_fields = list_display + ("topology_sha256",)
+
+
+admin.site.unregister(Worker)
+
+
+@admin.register(Worker)
+class WorkerWithPoolAdmin(WorkerAdmin):
+    """The workers' admin (apps.workers.admin) with a change of remote-lab pool made through the queue's
+    service (docs/remote-lab.md): this app sits above workers, so the pool is handled here."""
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if "session_pool" in form.changed_data:
+            services.worker_session_pool_set(worker=obj, pool=form.cleaned_data["session_pool"],
+                                             actor=request.user.get_username())

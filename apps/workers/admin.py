@@ -44,7 +44,7 @@ class WorkerAdmin(admin.ModelAdmin):
     actions = ["start_workers", "stop_workers", "drain_workers", "undrain_workers", "sync_now", "terminate_workers"]
 
     def view_on_site(self, obj):  # "View on site" opens the worker's card on the dashboard's fleet page
-        return f"{reverse('workers:fleet')}#{obj.public_id}"
+        return f"{reverse('dashboard:fleet')}#{obj.public_id}"
 
     @admin.display(description="Dashboard")
     def dashboard_link(self, obj):
@@ -65,10 +65,6 @@ class WorkerAdmin(admin.ModelAdmin):
         changes = {f: form.cleaned_data[f] for f in services.CONNECTION_FIELDS if f in form.changed_data}
         if changes:
             services.worker_update_connection(worker=obj, actor=request.user.get_username(), changes=changes)
-        if "session_pool" in form.changed_data:  # remote-lab pool membership (docs/remote-lab.md)
-            from apps.sessions.services import worker_session_pool_set
-
-            worker_session_pool_set(worker=obj, pool=form.cleaned_data["session_pool"], actor=request.user.get_username())
 
     def has_add_permission(self, request):
         return False  # workers are imported or launched through the API (POST /api/workers)

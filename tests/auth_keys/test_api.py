@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from apps.audit.models import AuditEvent
 from apps.api.models import ApiKey
-from apps.identity.accounts import api_key_create
+from apps.identity.services import api_key_create
 from tests.factories import instance_in
 
 pytestmark = pytest.mark.django_db

@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 
 from apps.api.permissions import Public
 from apps.api.throttling import Bucket, LoginRateThrottle, take
-from apps.identity.accounts import api_key_create
+from apps.identity.services import api_key_create
 
 pytestmark = pytest.mark.django_db
 

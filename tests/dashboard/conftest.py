@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-from apps.identity.accounts import user_ensure_with_role
+from apps.identity.services import user_ensure_with_role
 from tests.events.conftest import qcluster_process, server_process
 
 playwright_sync = pytest.importorskip("playwright.sync_api")  # a dev extra (pyproject), installed by make setup

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from apps.identity.accounts import api_key_create, user_ensure_with_role
+from apps.identity.services import api_key_create, user_ensure_with_role
 from tests.deploy.conftest import ROOT, manage, production_env
 from tests.events.conftest import server_process
 

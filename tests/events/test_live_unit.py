@@ -103,7 +103,7 @@ def test_instructor_sees_own_instances_and_workers_only(instructor_user, other_i
 
 @pytest.mark.django_db(transaction=True)
 def test_user_without_role_is_refused(django_user_model):
-    from apps.identity.accounts import api_key_create
+    from apps.identity.services import api_key_create
 
     nobody = django_user_model.objects.create_user("nobody", password="x")
     _, raw = api_key_create(user=nobody, actor="tests")

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from apps.events.access import NotAllowed, user_from_api_key
 from apps.events.consumers import EventsConsumer
-from apps.identity.accounts import api_key_create, user_ensure_with_role
+from apps.identity.services import api_key_create, user_ensure_with_role
 from tests.identity.conftest import CLIENT_ID, SigningKey
 
 pytestmark = pytest.mark.django_db

@@ -8,6 +8,9 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     initial = True
+    # These models were the `labmanager` app's until issue 18 moved them here with their tables: a database
+    # that applied labmanager.0001 has this one applied (Django's replacement rule), and no table moves.
+    replaces = [('labmanager', '0001_initial')]
 
     dependencies = [
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
@@ -28,6 +31,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'verbose_name': 'API key',
+                'db_table': 'labmanager_apikey',
             },
         ),
         migrations.CreateModel(
@@ -44,6 +48,7 @@ class Migration(migrations.Migration):
                 ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to=settings.AUTH_USER_MODEL)),
             ],
             options={
+                'db_table': 'labmanager_idempotencyrecord',
                 'constraints': [models.UniqueConstraint(fields=('user', 'key'), name='idempotency_unique_user_key')],
             },
         ),

@@ -5,8 +5,10 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
 
+    replaces = [('labmanager', '0002_apikey_role_expiry')]  # see 0001
+
     dependencies = [
-        ('labmanager', '0001_initial'),
+        ('api', '0001_initial'),
     ]
 
     operations = [

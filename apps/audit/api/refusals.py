@@ -1,5 +1,6 @@
-"""Refused API calls go into the journal too: called by the problem+json exception handler
-(apps.api.problems), the one place every refusal of every DRF view passes through.
+"""Refused API calls go into the journal too: a receiver (apps.audit.apps) of the problem+json exception
+handler's `request_refused` signal (apps.api.problems), the one place every refusal of every DRF view passes
+through.
 
 Journalled: POST, PUT, PATCH and DELETE answered with a problem (403, 404, 409, 422, 423, 502, 503, ...).
 Not journalled: reads; 401 and 429, which anyone can provoke without credentials or at any rate (they

@@ -17,7 +17,7 @@ from apps.lablets.models import LabletDefinition, LabletInstance
 from apps.workers import services as workers
 from apps.workers.models import Worker
 from apps.core.errors import DomainError
-from apps.identity.accounts import user_ensure_with_role
+from apps.identity.services import user_ensure_with_role
 
 ACTOR = "seed_demo"
 DEMO_USERS = {"admin": "admin", "operator": "operator", "instructor": "instructor"}

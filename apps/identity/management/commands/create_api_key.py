@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from apps.core.errors import DomainError
-from apps.identity.accounts import ROLES, api_key_create, user_ensure_with_role
+from apps.identity.services import ROLES, api_key_create, user_ensure_with_role
 
 
 class Command(BaseCommand):

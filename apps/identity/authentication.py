@@ -12,7 +12,7 @@ from rest_framework import authentication, exceptions
 from apps.api.roles import narrow_roles
 from apps.identity.tokens import looks_like_jwt
 from apps.api.models import ApiKey, hash_api_key
-from apps.identity.accounts import api_key_mark_used
+from apps.identity.services import api_key_mark_used
 
 
 def api_key_from_headers(headers) -> str | None:
@@ -55,7 +55,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "apps.api.authentication.ApiKeyAuthentication"
+    target_class = "apps.identity.authentication.ApiKeyAuthentication"
     name = ["ApiKeyHeader", "BearerAuth"]
 
     def get_security_definition(self, auto_schema):

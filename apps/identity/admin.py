@@ -1,0 +1,27 @@
+from django.contrib import admin
+
+from apps.api.models import ApiKey
+from apps.identity.services import api_key_revoke
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are created with `manage.py create_api_key` or POST /api/auth/api-keys (the key is shown once);
+    here they are seen and revoked (through the service, journalled). Nothing else is editable."""
+
+    list_display = ("prefix", "user", "name", "role", "created_at", "last_used_at", "expires_at", "revoked_at")
+    list_filter = ("role", "revoked_at", "expires_at")
+    search_fields = ("prefix", "user__username", "name", "key_hash")
+    readonly_fields = ("user", "name", "prefix", "key_hash", "role", "created_at", "last_used_at", "expires_at",
+                       "revoked_at")
+    actions = ["revoke"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset):
+        keys = list(queryset.filter(revoked_at__isnull=True).select_related("user"))
+        for api_key in keys:
+            api_key_revoke(api_key=api_key, actor=request.user.get_username())
+        self.message_user(request, f"Revoked {len(keys)} key(s).")

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django_q.models import OrmQ, Task
 
 from apps.audit.models import AuditEvent
-from apps.lablets.definition_views import next_version
+from apps.lablets.views.definitions import next_version
 from apps.lablets.models import LabletDefinition
 from apps.workers import cml as cml_gateway
 from apps.workers.services.cml import cml_credentials

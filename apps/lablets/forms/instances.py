@@ -1,4 +1,4 @@
-"""Forms of the dashboard's instance pages."""
+"""Forms of the dashboard's instance pages: the list filter, scheduling (one or a roster) and extending."""
 
 from django import forms
 

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from apps.audit.models import AuditEvent
 from apps.lablets import selectors, services
-from apps.lablets.forms import ExtendForm, InstanceFilterForm, ScheduleForm
+from apps.lablets.forms.instances import ExtendForm, InstanceFilterForm, ScheduleForm
 from apps.lablets.services.awaited import lablet_instance_start_collection_begin, lablet_instance_terminate_begin
 from apps.lablets.services.bulk import lablet_instances_create_bulk
 from apps.api.permissions import LABLET_INSTANCE_WRITES, LABLET_INSTANCES, allows

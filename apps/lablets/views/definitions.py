@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.audit.models import AuditEvent
 from apps.lablets import selectors, services
-from apps.lablets.definition_forms import DefinitionFilterForm, DefinitionForm, SyncForm, yaml_error_line
+from apps.lablets.forms.definitions import DefinitionFilterForm, DefinitionForm, SyncForm, yaml_error_line
 from apps.lablets.models import InstanceStatus, LabletDefinition
 from apps.lablets.services.awaited import lablet_definition_sync_begin, lablet_definition_sync_finish
 from apps.lablets.services.definitions import validate_cml_yaml

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apps.lablets import archive
+from apps.lablets import s3_archive as archive
 from apps.lablets.lifecycle import TEARDOWN
 from apps.lablets.models import InstanceStatus as S
 from apps.lablets.models import LabletInstance

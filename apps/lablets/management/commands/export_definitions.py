@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from apps.lablets.transfer import export_document
+from apps.lablets.services.transfer import export_document
 
 
 class Command(BaseCommand):

@@ -4,8 +4,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.lablets.services.transfer import lablet_definitions_import
-from apps.lablets.transfer import TransferError, parse_document
+from apps.lablets.services.transfer import TransferError, lablet_definitions_import, parse_document
 from apps.core.errors import DomainError
 
 

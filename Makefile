@@ -45,16 +45,16 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) bench/list_instances.py
-	$(PY) bench/workers.py
-	$(PY) bench/placement.py
-	$(PY) bench/audit.py
-	$(PY) bench/sse.py
-	$(PY) bench/auth.py
-	$(PY) bench/sessions.py  # beside neops-remote-lab 1.4.0 (pip installs it into var/bench/neops-venv)
-	$(PY) bench/lab_wait.py
-	$(PY) bench/soak.py --minutes $(SOAK_MINUTES)  # PostgreSQL + Redis only; docs/performance.md
-	$(PY) bench/dashboard.py
+	$(PY) -m bench.list_instances
+	$(PY) -m bench.workers
+	$(PY) -m bench.placement
+	$(PY) -m bench.audit
+	$(PY) -m bench.sse
+	$(PY) -m bench.auth
+	$(PY) -m bench.sessions  # beside neops-remote-lab 1.4.0 (pip installs it into var/bench/neops-venv)
+	$(PY) -m bench.lab_wait
+	$(PY) -m bench.soak --minutes $(SOAK_MINUTES)  # PostgreSQL + Redis only; docs/performance.md
+	$(PY) -m bench.dashboard
 
 schema: setup
 	$(PY) manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml

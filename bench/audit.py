@@ -1,6 +1,6 @@
 """Benchmark: the audit journal on PostgreSQL. Run from the repository root (`make bench`):
 
-    .venv/bin/python bench/audit.py [--writers 8] [--seconds 10] [--events 1000000]
+    .venv/bin/python -m bench.audit [--writers 8] [--seconds 10] [--events 1000000]
 
 Two figures (docs/performance.md):
 1. Appends per second with `--writers` concurrent writer processes (goal: at least 1,000/s). Each writer
@@ -19,25 +19,21 @@ database). Without it, the script creates `labmanager_bench_audit` on postgres:/
 migrates it, and drops it at the end (also on errors and Ctrl-C). Nothing else is started.
 """
 
-import argparse
 import json
 import multiprocessing
 import os
-import signal
 import subprocess
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.common import ROOT, argument_parser, pg_create, pg_drop, run, setup_django
+
 BENCH_DB = "labmanager_bench_audit"
-SERVER = "postgres://postgres@127.0.0.1:5432"
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__.splitlines()[0], __spec__.name)
     parser.add_argument("--writers", type=int, default=8, help="concurrent writer processes (default 8)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the append round (default 10)")
     parser.add_argument("--max-appends", type=int, default=100_000, help="cap on appends per writer")
@@ -47,27 +43,10 @@ def parse_args():
 
 # --------------------------------------------------------------------------- database
 
-def create_database() -> None:
-    import psycopg
-
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
-
-
-def drop_database() -> None:
-    import psycopg
-
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-
-
-def setup_django() -> None:
+def setup_audit_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labmanager.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
+    setup_django()
     from django.conf import settings
     from django.core.management import call_command
 
@@ -171,8 +150,7 @@ def seed(first: int, count: int, prev: str) -> str:
 
 
 VERIFY_SNIPPET = """
-import json, resource, sys, time
-sys.path.insert(0, {root!r})
+import json, resource, time
 import django
 django.setup()
 from apps.audit.verify import chain_verify
@@ -180,14 +158,14 @@ t0 = time.perf_counter()
 result = chain_verify()
 elapsed = time.perf_counter() - t0
 usage = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({{"valid": result.valid, "total": result.total_events, "elapsed": elapsed,
-                  "cpu": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss}}))
+print(json.dumps({"valid": result.valid, "total": result.total_events, "elapsed": elapsed,
+                  "cpu": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss}))
 """
 
 
 def verify_in_fresh_process() -> dict:
     """chain_verify() in a new interpreter, so its peak RSS is the verification's own."""
-    out = subprocess.run([sys.executable, "-c", VERIFY_SNIPPET.format(root=str(ROOT))], env=os.environ.copy(),
+    out = subprocess.run([sys.executable, "-c", VERIFY_SNIPPET], env=os.environ.copy(),
                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"verification failed: {out.stderr[-2000:]}")
@@ -196,8 +174,8 @@ def verify_in_fresh_process() -> dict:
 
 def baseline_rss() -> int:
     """Peak RSS of a fresh interpreter that only sets Django up (what the verification adds is on top)."""
-    snippet = ("import resource, sys; sys.path.insert(0, %r); import django; django.setup(); "
-               "import apps.audit.verify; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)" % str(ROOT))
+    snippet = ("import resource; import django; django.setup(); "
+               "import apps.audit.verify; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     out = subprocess.run([sys.executable, "-c", snippet], env=os.environ.copy(), capture_output=True, text=True,
                          timeout=120, cwd=ROOT)
     return int(out.stdout.strip().splitlines()[-1])
@@ -230,17 +208,11 @@ def bench_verify(args) -> list[dict]:
 
 def main() -> int:
     args = parse_args()
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
     own_database = "DATABASE_URL" not in os.environ
-    if own_database:
-        create_database()
-        os.environ["DATABASE_URL"] = f"{SERVER}/{BENCH_DB}"
     try:
-        setup_django()
+        if own_database:
+            os.environ["DATABASE_URL"] = pg_create(BENCH_DB)
+        setup_audit_django()
         from django.conf import settings
         from django.db import connection
 
@@ -268,16 +240,10 @@ def main() -> int:
               f"{small['maxrss_kb'] / 1024:.0f} MB at {small['size']:,} and {large['maxrss_kb'] / 1024:.0f} MB at "
               f"{large['size']:,} (Django alone: {base / 1024:.0f} MB); load average now {os.getloadavg()[0]:.1f}")
         return 0
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return 130
     finally:
         if own_database:
-            from django.db import connections
-
-            connections.close_all()
-            drop_database()
+            pg_drop(BENCH_DB)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

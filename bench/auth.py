@@ -2,7 +2,7 @@
 with no credentials (GET /api/diagnostics/health, which authenticates nobody), with an API key and with a
 bearer JWT (GET /api/auth/me and GET /api/workers?limit=1, the same views for both credentials), side by side.
 
-    .venv/bin/python bench/auth.py [--seconds 4] [--rounds 3] [--connections 8]
+    .venv/bin/python -m bench.auth [--seconds 4] [--rounds 3] [--connections 8]
 
 The server is `bin/serve all` (bench/common.py ServeAll: nginx on a free 127.0.0.1 port in front of gunicorn,
 labmanager.wsgi with its default processes and threads, and daphne), with labmanager.settings_production
@@ -11,20 +11,17 @@ X-Forwarded-Proto: https, as the TLS-terminating load balancer in front of nginx
 The JWT is RS256, signed by a key this script holds; its JWKS and discovery document are served by a tiny
 HTTP server here on 127.0.0.1, which counts JWKS requests (no provider call per request: one for the whole
 run with a shared Redis cache, at most one per server process with the in-process cache). Scenarios run in
-interleaved rounds (the median is reported) over keep-alive connections to nginx.
+interleaved rounds (the median is reported) over keep-alive connections to nginx (the harness's asyncio client
+and bounded load loop, bench/common.py Connection and bounded_load; every answer's status is counted).
 Uses PostgreSQL (a database created and dropped here) when 127.0.0.1:5432 answers, else SQLite; the cache
 is in-process (no REDIS_URL: each server process has its own) unless REDIS_URL is set. Rate limits are
 raised out of the way. Bounded in time; always stops the servers. Goal: JWT within 15 % of API key.
 """
 
-import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -34,23 +31,13 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py
-from common import ServeAll, pg_admin, pg_available, process_tree  # noqa: E402
+from bench.common import (BENCH_DIR, HOST, ROOT, Connection, ServeAll, argument_parser, bounded_load, django_run,
+                          migrate, pg_available, pg_create, pg_drop, process_tree, production_env, run)
 
-ROOT = Path(__file__).resolve().parent.parent
-LOG = ROOT / "var" / "bench" / "auth-labmanager.log"
-PY = sys.executable
+LOG = BENCH_DIR / "auth-labmanager.log"
 PG_DB = "labmanager_bench_auth"
 REALM = "/realms/labmanager"
 CLIENT_ID = "labmanager-dashboard"
-
-
-def django_run(env: dict, code: str, timeout=300) -> str:
-    done = subprocess.run([PY, "-c", "import django; django.setup()\n" + code], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    if done.returncode:
-        raise RuntimeError(done.stderr[-2000:])
-    return done.stdout
 
 
 class Issuer:
@@ -103,40 +90,27 @@ class Issuer:
         self.server.server_close()
 
 
-async def one_connection(port: int, request: bytes, stop_at: float, counts: dict) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while time.monotonic() < stop_at:
-            writer.write(request)
-            await writer.drain()
-            status_line = await reader.readline()
-            status = int(status_line.split()[1])
-            length = 0
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                name, _, value = line.decode("latin-1").partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value.strip())
-            if length:
-                await reader.readexactly(length)
-            counts[status] = counts.get(status, 0) + 1
-    finally:
-        writer.close()
-
-
-async def measure(port: int, path: str, headers: dict, seconds: float, connections: int) -> tuple[float, dict]:
-    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: keep-alive", "X-Forwarded-Proto: https",
-             *(f"{name}: {value}" for name, value in headers.items())]
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+async def measure(port: int, path: str, headers: dict, seconds: float, connections: int,
+                  max_requests: int) -> tuple[float, dict]:
+    """`connections` keep-alive connections, each with one GET `path` in flight, for at most `seconds` and
+    `max_requests` requests; returns (requests per second, {status: count})."""
+    clients = [Connection(port, {"Connection": "keep-alive", "X-Forwarded-Proto": "https", **headers})
+               for _ in range(connections)]
     counts: dict[int, int] = {}
-    started = time.monotonic()
-    await asyncio.gather(*(one_connection(port, request, started + seconds, counts) for _ in range(connections)))
-    return sum(counts.values()) / (time.monotonic() - started), counts
+
+    async def send(worker: int, n: int) -> None:
+        status, _ = await clients[worker].request("GET", path)
+        counts[status] = counts.get(status, 0) + 1
+
+    try:
+        result = await bounded_load(send, workers=connections, seconds=seconds, max_requests=max_requests)
+    finally:
+        for client in clients:
+            client.close()
+    return result["requests"] / result["elapsed"], counts
 
 
-def run(port: int, key: str, token: str, args, issuer: "Issuer", jwks_expected: str) -> None:
+def scenarios_run(port: int, key: str, token: str, args, issuer: "Issuer", jwks_expected: str) -> None:
     """The scenarios, in interleaved rounds, against nginx on `port`; prints the medians and the checks."""
     scenarios = {
         "no auth   GET /api/diagnostics/health": ("/api/diagnostics/health", {}),
@@ -146,12 +120,13 @@ def run(port: int, key: str, token: str, args, issuer: "Issuer", jwks_expected: 
         "JWT       GET /api/workers?limit=1": ("/api/workers?limit=1", {"Authorization": f"Bearer {token}"}),
     }
     for path, headers in scenarios.values():  # warm-up: first JWKS fetch, user sync, connections
-        asyncio.run(measure(port, path, headers, 1.0, 2))
+        asyncio.run(measure(port, path, headers, 1.0, 2, args.max_requests))
     rates: dict[str, list[float]] = {name: [] for name in scenarios}
     statuses: dict[str, dict] = {name: {} for name in scenarios}
     for _ in range(args.rounds):
         for name, (path, headers) in scenarios.items():
-            rps, counts = asyncio.run(measure(port, path, headers, args.seconds, args.connections))
+            rps, counts = asyncio.run(measure(port, path, headers, args.seconds, args.connections,
+                                              args.max_requests))
             rates[name].append(rps)
             for status, count in counts.items():
                 statuses[name][status] = statuses[name].get(status, 0) + count
@@ -169,58 +144,52 @@ def run(port: int, key: str, token: str, args, issuer: "Issuer", jwks_expected: 
     print(f"  JWKS requests to the provider during the run: {issuer.jwks_requests} (expected {jwks_expected})")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main() -> int:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--seconds", type=float, default=4.0, help="per scenario and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--max-requests", type=int, default=1_000_000, help="per scenario and round")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the finally blocks stop the servers
 
     use_pg = pg_available()
     tmp = tempfile.TemporaryDirectory(prefix="bench-auth-")
     issuer = Issuer()
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="labmanager.settings_production", PYTHONPATH=str(ROOT),
-               SECRET_KEY="bench-" + "x" * 50, ALLOWED_HOSTS="127.0.0.1", LOG_LEVEL="WARNING",
-               OIDC_ISSUER=issuer.url, OIDC_CLIENT_ID=CLIENT_ID,
-               API_RATE_LIMIT="100000000/min", API_RATE_BURST="100000000", API_ANON_RATE_LIMIT="100000000/min")
-    for name in ("ROOT_URLCONF", "WEB_PROCESSES", "WEB_THREADS", "PROXY_PROCESSES"):
-        env.pop(name, None)  # the defaults: what production runs
+    env = production_env(ALLOWED_HOSTS=HOST, LOG_LEVEL="WARNING", OIDC_ISSUER=issuer.url, OIDC_CLIENT_ID=CLIENT_ID,
+                         API_RATE_LIMIT="100000000/min", API_RATE_BURST="100000000",
+                         API_ANON_RATE_LIMIT="100000000/min")
     if env.get("REDIS_URL"):
         env.setdefault("REDIS_PREFIX", "lm-bench-auth")
-    if use_pg:
-        pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
-        pg_admin(f'CREATE DATABASE "{PG_DB}"')
-        env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{PG_DB}"
-    else:
-        env.pop("DATABASE_URL", None)
-        env["SQLITE_PATH"] = str(Path(tmp.name) / "bench.sqlite3")
     print(f"Authentication cost: database {'PostgreSQL' if use_pg else 'SQLite (PostgreSQL unavailable)'}, cache "
           f"{'Redis' if env.get('REDIS_URL') else 'in-process'}, bin/serve all (nginx -> gunicorn), "
           f"{args.connections} keep-alive connections, {args.rounds} rounds x {args.seconds:.0f} s per scenario; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     try:
-        subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=600)
+        if use_pg:
+            env["DATABASE_URL"] = pg_create(PG_DB)
+        else:
+            env.pop("DATABASE_URL", None)
+            env["SQLITE_PATH"] = str(Path(tmp.name) / "bench.sqlite3")
+        migrate(env)
         key = django_run(env, "from apps.identity.services import api_key_create, user_ensure_with_role\n"
                          "u, _ = user_ensure_with_role(username='bench-key', role='operator', actor='bench')\n"
                          "print(api_key_create(user=u, actor='bench')[1])").strip().splitlines()[-1]
         token = issuer.token(lifetime=int(args.seconds * args.rounds * 5 + 600))
         LOG.parent.mkdir(parents=True, exist_ok=True)
         LOG.write_bytes(b"")
-        server = ServeAll(env, LOG, ROOT)
-        with server:
-            port = server.port
+        with ServeAll(env, LOG) as server:
             print(f"  server: bin/serve all (pid {server.pid}, {len(process_tree(server.pid))} processes) on "
                   f"{server.url}; log {LOG.relative_to(ROOT)}", flush=True)
             # The JWKS is kept in Django's cache: shared through Redis, else one copy per gunicorn process.
-            run(port, key, token, args, issuer, "1" if env.get("REDIS_URL") else
-                f"at most 1 per gunicorn process: {int(env.get('WEB_PROCESSES') or os.cpu_count() or 1)}")
+            scenarios_run(server.port, key, token, args, issuer, "1" if env.get("REDIS_URL") else
+                          f"at most 1 per gunicorn process: {int(env.get('WEB_PROCESSES') or os.cpu_count() or 1)}")
+        return 0
     finally:
         issuer.stop()
         if use_pg:
-            pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
+            pg_drop(PG_DB)
         tmp.cleanup()
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

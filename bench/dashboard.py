@@ -3,7 +3,7 @@ with 200 workers (goal: under 150 ms each, and a query count that does not grow 
 
 Run from the repository root (`make bench`):
 
-    .venv/bin/python bench/dashboard.py [--instances 10000] [--workers 200] [--renders 30]
+    .venv/bin/python -m bench.dashboard [--instances 10000] [--workers 200] [--renders 30]
 
 What it does:
 1. Creates a fresh SQLite database var/bench/dashboard.sqlite3 and migrates it.
@@ -12,21 +12,18 @@ What it does:
    workers; `status` written directly: fine for a benchmark of reads, not how the application changes
    states) and counts again. The counts must be equal.
 3. Renders each page `--renders` times in-process with Django's test client as an admin (who sees every
-   instance) and prints the median and p95 of the server time (view, queries, template; no network).
+   instance) and prints the p50 and p95 of the server time (view, queries, template; no network).
    The other pages (timeline, definitions, fleet, reports, audit, sessions) are measured the same way;
    the issue sets a figure for the first two only.
 """
 
-import argparse
 import os
-import statistics
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DB_PATH = ROOT / "var" / "bench" / "dashboard.sqlite3"
+from bench.common import BENCH_DIR, argument_parser, fresh_sqlite, percentile, run, setup_django
+
+DB_PATH = BENCH_DIR / "dashboard.sqlite3"
 PAGES = {"instances": "/dashboard/instances/", "overview": "/dashboard/"}
 # The other pages, measured the same way (the issue sets no figure for them): their queries must not grow either.
 OTHER_PAGES = {"timeline": "/dashboard/instances/timeline/", "definitions": "/dashboard/definitions/",
@@ -36,19 +33,10 @@ STATES = ["pending", "scheduled", "instantiating", "running", "collecting", "gra
           "archived", "terminated"]
 
 
-def setup_django():
-    os.environ.update({"DJANGO_SETTINGS_MODULE": "labmanager.settings", "SQLITE_PATH": str(DB_PATH),
-                       "DEBUG": "false", "LOG_LEVEL": "WARNING", "ALLOWED_HOSTS": "testserver"})
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    DB_PATH.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{DB_PATH}{suffix}").unlink(missing_ok=True)
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0, interactive=False)
+def setup_dashboard_django():
+    fresh_sqlite(DB_PATH)
+    setup_django(dict(os.environ, DJANGO_SETTINGS_MODULE="labmanager.settings", SQLITE_PATH=str(DB_PATH),
+                      DEBUG="false", LOG_LEVEL="WARNING", ALLOWED_HOSTS="testserver"), migrate=True)
 
 
 def seed(*, instances: int, workers: int, start: int):
@@ -101,12 +89,12 @@ def timings(client, path, renders: int) -> list[float]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--instances", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=200)
     parser.add_argument("--renders", type=int, default=30)
     args = parser.parse_args()
-    setup_django()
+    setup_dashboard_django()
     from django.test import Client
 
     from apps.identity.services import user_ensure_with_role
@@ -125,7 +113,7 @@ def main():
         if name == next(iter(OTHER_PAGES)):
             print("  the other pages (no figure set for them):")
         samples = timings(client, path, args.renders)
-        p50, p95 = statistics.median(samples), samples[int(0.95 * (len(samples) - 1))]
+        p50, p95 = percentile(samples, 50), percentile(samples, 95)
         same = few[name] == many[name]
         if name in PAGES:
             ok = ok and same and p50 < 150
@@ -135,4 +123,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -2,7 +2,7 @@
 
 Run from the repository root (`make bench`):
 
-    .venv/bin/python bench/lab_wait.py [--labs 50] [--boot-delay 30] [--seconds 8] [--concurrency 32]
+    .venv/bin/python -m bench.lab_wait [--labs 50] [--boot-delay 30] [--seconds 8] [--concurrency 32]
 
 What it does:
 1. Creates, migrates and (at the end) drops the PostgreSQL database lm_bench_lab_wait on 127.0.0.1:5432;
@@ -17,32 +17,29 @@ What it does:
    default processes and daphne; labmanager.settings_production), on free 127.0.0.1 ports (no q cluster:
    POST /lab does not need one). Clients are anonymous from loopback and say X-Forwarded-Proto: https.
 5. Creates `--labs` sessions (POST /session), each active on its own worker (checked).
-6. Measures POST /session/heartbeat of those sessions (`--concurrency` keep-alive connections, the asyncio
-   client of bench/sessions.py, every answer checked) for `--seconds`: without waiting uploads; then sends
-   the `--labs` POST /lab (multipart, examples/topologies/two-routers.yaml with a distinct lab title each),
-   waits `--settle` seconds (the uploads are read and the labs imported and started; they then wait for
-   the boot) and measures again while all of them wait; then again after they all answered (200, with
-   devices; checked), without waiting uploads. The drop is the rate with the waits against the mean of
+6. Measures POST /session/heartbeat of those sessions (`--concurrency` keep-alive connections: the harness's
+   asyncio client and bounded load loop, bench/common.py, with bench/sessions.py's checks of every answer)
+   for `--seconds`: without waiting uploads; then sends the `--labs` POST /lab (multipart,
+   examples/topologies/two-routers.yaml with a distinct lab title each), waits `--settle` seconds (the
+   uploads are read and the labs imported and started; they then wait for the boot) and measures again while
+   all of them wait; then again after they all answered (200, with devices; checked), without waiting
+   uploads. The drop is the rate with the waits against the mean of
    the two rates without. Every measuring window must end before the first lab is booted (checked).
 Always stops the servers and the simulator (also on Ctrl-C or SIGTERM) and drops the database.
 Goal (issue 17): the waiting uploads lower the heartbeat rate by <= 10 %.
 """
 
-import argparse
 import asyncio
 import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, bench/sessions.py
-from common import interrupt_on_sigterm, HOST, ServeAll, pg_admin, pg_available, stop_process_group, tree_cpu_seconds  # noqa: E402
-from sessions import API, Failure, Server, load  # noqa: E402
+from bench.common import (BENCH_DIR, HOST, ROOT, Failure, ServeAll, argument_parser, migrate, pg_available, pg_create,
+                          pg_drop, production_env, run, setup_django, spawn, stop_process_group)
+from bench.sessions import API, Server, load
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = ROOT / "var" / "bench"
 PG_DB = "lm_bench_lab_wait"
 TOPOLOGY = ROOT / "examples" / "topologies" / "two-routers.yaml"
 HEARTBEAT = "POST /session/heartbeat"
@@ -51,7 +48,7 @@ CML_USERNAME, CML_PASSWORD = "admin", "sim-password"
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--labs", type=int, default=50, help="concurrent POST /lab (and sessions, workers)")
     parser.add_argument("--boot-delay", type=float, default=30.0, help="the simulator's seconds to BOOTED")
     parser.add_argument("--seconds", type=float, default=8.0, help="each heartbeat measurement")
@@ -70,25 +67,20 @@ def parse_args():
 
 
 def bench_env(redis_url: str, cml_url: str) -> dict:
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="labmanager.settings_production", PYTHONPATH=str(ROOT),
-               SECRET_KEY="bench-" + "x" * 60, ALLOWED_HOSTS=f"{HOST},testserver",
-               DATABASE_URL=f"postgres://postgres@{HOST}:5432/{PG_DB}", REDIS_URL=redis_url,
-               REDIS_PREFIX="lm-bench-lab-wait", SESSION_STORAGE_DIR=str(BENCH_DIR / "lab-wait-files"),
-               SESSION_DEFAULT_POOL="default", SESSION_ANONYMOUS_NETWORKS="127.0.0.1/32,::1/128",
-               SESSION_API_RATE_LIMIT="100000/min",  # on, but far above what one address sends here
-               CML_URL_OVERRIDE=cml_url, CML_USERNAME=CML_USERNAME, CML_PASSWORD=CML_PASSWORD)
-    for name in ("ROOT_URLCONF", "SQLITE_PATH", "WEB_PROCESSES", "WEB_THREADS", "PROXY_PROCESSES"):
-        env.pop(name, None)  # the defaults: what production runs
-    return env
+    return production_env(DATABASE_URL=f"postgres://postgres@{HOST}:5432/{PG_DB}", REDIS_URL=redis_url,
+                          REDIS_PREFIX="lm-bench-lab-wait", SESSION_STORAGE_DIR=str(BENCH_DIR / "lab-wait-files"),
+                          SESSION_DEFAULT_POOL="default", SESSION_ANONYMOUS_NETWORKS="127.0.0.1/32,::1/128",
+                          SESSION_API_RATE_LIMIT="100000/min",  # on, but far above what one address sends here
+                          CML_URL_OVERRIDE=cml_url, CML_USERNAME=CML_USERNAME, CML_PASSWORD=CML_PASSWORD,
+                          SQLITE_PATH=None)
 
 
 def start_cml(args) -> tuple[subprocess.Popen, str]:
     """The CML simulator on a free port (it picks one and prints its URL)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulators.cml", "--port", "0", "--print-url",
-         "--boot-delay", str(args.boot_delay), "--max-nodes", str(4 * args.labs + 20),
-         "--username", CML_USERNAME, "--password", CML_PASSWORD],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    proc = spawn([sys.executable, "-m", "simulators.cml", "--port", "0", "--print-url",
+                  "--boot-delay", str(args.boot_delay), "--max-nodes", str(4 * args.labs + 20),
+                  "--username", CML_USERNAME, "--password", CML_PASSWORD],
+                 dict(os.environ), None, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     url = proc.stdout.readline().strip()  # the first line; the process prints nothing else
     if not url.startswith("http://127.0.0.1:"):
         stop_process_group(proc)
@@ -157,10 +149,8 @@ async def post_lab(server: Server, session_id: str, n: int, timeout: float, done
 async def heartbeats(server: Server, args, label: str) -> dict:
     connections = [server.connection() for _ in range(args.concurrency)]
     try:
-        cpu0, client0 = tree_cpu_seconds(server.pid), time.process_time()
-        result = await load(server, connections, HEARTBEAT, seconds=args.seconds, max_requests=args.max_requests)
-        result["server_cpu"] = tree_cpu_seconds(server.pid) - cpu0
-        result["client_cpu"] = time.process_time() - client0
+        result = await load(server, connections, HEARTBEAT, seconds=args.seconds, max_requests=args.max_requests,
+                            cpu=True)
     finally:
         for conn in connections:
             conn.close()
@@ -171,7 +161,7 @@ async def heartbeats(server: Server, args, label: str) -> dict:
     return result
 
 
-async def run(server: Server, args) -> dict:
+async def measure(server: Server, args) -> dict:
     await create_sessions(server, args.labs)
     print(f"{args.labs} sessions, each active on its own worker. Heartbeats at c={args.concurrency}:", flush=True)
     warm = [server.connection() for _ in range(args.concurrency)]
@@ -210,7 +200,6 @@ async def run(server: Server, args) -> dict:
 
 def main() -> int:
     args = parse_args()
-    interrupt_on_sigterm()
     if not pg_available():
         print("PostgreSQL does not answer on 127.0.0.1:5432: this benchmark needs it (and Redis).", file=sys.stderr)
         return 1
@@ -218,25 +207,20 @@ def main() -> int:
     try:
         cml_proc, cml_url = start_cml(args)
         env = bench_env(args.redis, cml_url)
-        pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
-        pg_admin(f'CREATE DATABASE "{PG_DB}"')
+        pg_create(PG_DB)
         created = True
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=600)
-        os.environ.update(env)
-        sys.path.insert(0, str(ROOT))
-        import django
-
-        django.setup()
+        migrate(env)
+        setup_django(env)
         create_workers(args.labs)
         from django.db import connections
 
         connections.close_all()
         print(f"Database: PostgreSQL {PG_DB}; Redis {args.redis}; CML simulator on {cml_url} (boot delay "
               f"{args.boot_delay:g} s); {args.labs} placeable workers in the pool 'default'.", flush=True)
-        with ServeAll(env, BENCH_DIR / "lab-wait-labmanager.log", ROOT) as ours:
+        with ServeAll(env, BENCH_DIR / "lab-wait-labmanager.log") as ours:
             server = Server("labmanager", ours.port, ours.pid, API, {"X-Forwarded-Proto": "https"})
             print(f"bin/serve all (pid {ours.pid}) on {ours.url}", flush=True)
-            result = asyncio.run(run(server, args))
+            result = asyncio.run(measure(server, args))
         without = (result["before"]["rps"] + result["after"]["rps"]) / 2
         drop = 1 - result["during"]["rps"] / without
         print()
@@ -249,21 +233,11 @@ def main() -> int:
               f"CML simulator boot delay {args.boot_delay:g} s; {os.cpu_count()} CPUs shared by client, servers, "
               f"simulator, PostgreSQL and Redis)")
         return 0
-    except Failure as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return 130
     finally:
         stop_process_group(cml_proc, timeout=10)
         if created:
-            if "django.db" in sys.modules:
-                from django.db import connections
-
-                connections.close_all()
-            pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
+            pg_drop(PG_DB)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -28,51 +28,41 @@ What it does:
 Goal (issue 17): list/plain >= 0.5, the query count constant.
 """
 
-import argparse
 import asyncio
 import logging
 import os
 import random
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py
-from common import interrupt_on_sigterm, ServeAll, pg_admin, pg_available, tree_cpu_seconds  # noqa: E402
+from bench.common import (BENCH_DIR, HOST, ROOT, Failure, ServeAll, Table, argument_parser, bounded_load,
+                          fresh_sqlite, percentile, pg_available, pg_create, pg_drop, production_env, run,
+                          setup_django)
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = ROOT / "var" / "bench"
 DB_PATH = BENCH_DIR / "bench.sqlite3"
 PG_DB = "lm_bench_list_instances"
-HOST = "127.0.0.1"
 LIST_PATH = "/api/lablet-instances?limit=50"
 PLAIN_PATH = "/api/bench/plain"
 PAGE = 50
 
-# The servers and this process read the same settings from the environment (completed by bench_env).
-BENCH_ENV = {
-    "DJANGO_SETTINGS_MODULE": "labmanager.settings_production",
-    "SECRET_KEY": "bench-" + "x" * 60,
-    "ROOT_URLCONF": "bench.urls",
-    "API_RATE_LIMIT": "10000000/s",  # the per-user throttle still runs (one cache call a request), never refuses
-    "ALLOWED_HOSTS": f"{HOST},testserver",
-    "PYTHONPATH": str(ROOT),
-}
-
-
 def bench_env(args) -> dict:
-    env = dict(BENCH_ENV, LOG_LEVEL=args.log_level.upper())
+    """The environment of the servers and of this process (seeding, query counts)."""
+    env = production_env(
+        ROOT_URLCONF="bench.urls",  # the application's routes and /api/bench/plain
+        API_RATE_LIMIT="10000000/s",  # the per-user throttle still runs (one cache call a request), never refuses
+        LOG_LEVEL=args.log_level.upper())
     if args.use_pg:
         env.update(DATABASE_URL=f"postgres://postgres@{HOST}:5432/{PG_DB}", REDIS_URL=args.redis,
                    REDIS_PREFIX="lm-bench-list-instances")
     else:
-        env.update(SQLITE_PATH=str(DB_PATH), DATABASE_URL="", REDIS_URL="")
+        env["SQLITE_PATH"] = str(DB_PATH)
+        env.pop("DATABASE_URL", None)
+        env.pop("REDIS_URL", None)
     return env
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--rows", type=int, default=10_000, help="lablet instances to seed (default 10000)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of one measured round (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per endpoint, interleaved (default 3)")
@@ -91,27 +81,11 @@ def parse_args():
 
 # --------------------------------------------------------------------------- database
 
-def setup_django(env: dict):
-    for name in ("WEB_PROCESSES", "WEB_THREADS", "PROXY_PROCESSES"):
-        os.environ.pop(name, None)  # the defaults: what production runs
-    os.environ.update(env)
-    if not env.get("DATABASE_URL"):
-        os.environ.pop("DATABASE_URL", None)
-        os.environ.pop("REDIS_URL", None)
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-
-
 def fresh_database(use_pg: bool):
-    BENCH_DIR.mkdir(parents=True, exist_ok=True)
     if use_pg:
-        pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
-        pg_admin(f'CREATE DATABASE "{PG_DB}"')
+        pg_create(PG_DB)
     else:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{DB_PATH}{suffix}").unlink(missing_ok=True)
+        fresh_sqlite(DB_PATH)
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False)
@@ -220,40 +194,23 @@ def query_counts(raw_key: str) -> dict[int, tuple[int, list[str]]]:
 
 # --------------------------------------------------------------------------- load
 
-class Failure(Exception):
-    pass
+async def load(client, path: str, *, seconds: float, max_requests: int, concurrency: int,
+               server_pid: int | None = None) -> dict:
+    """Keep `concurrency` requests in flight for at most `seconds` and at most `max_requests` requests, every
+    answer checked (200, a page of PAGE rows); with `server_pid`, the server's and this client's CPU seconds."""
 
+    async def send(worker: int, n: int):
+        return await client.get(path)
 
-async def load(client, path: str, *, seconds: float, max_requests: int, concurrency: int) -> dict:
-    """Keep `concurrency` requests in flight for at most `seconds` and at most `max_requests` requests."""
-    latencies: list[float] = []
-    issued = 0
-    deadline = time.perf_counter() + seconds
+    def check(response) -> None:
+        if response.status_code != 200:
+            raise Failure(f"GET {path} answered {response.status_code}: {response.text[:300]}")
+        rows = response.json().get("lablet_instances")
+        if not isinstance(rows, list) or len(rows) != PAGE:
+            raise Failure(f"GET {path} returned {len(rows) if isinstance(rows, list) else rows!r} rows, not {PAGE}")
 
-    async def worker():
-        nonlocal issued
-        while issued < max_requests and time.perf_counter() < deadline:
-            issued += 1
-            t0 = time.perf_counter()
-            response = await client.get(path)
-            latencies.append(time.perf_counter() - t0)
-            if response.status_code != 200:
-                raise Failure(f"GET {path} answered {response.status_code}: {response.text[:300]}")
-            rows = response.json().get("lablet_instances")
-            if not isinstance(rows, list) or len(rows) != PAGE:
-                raise Failure(f"GET {path} returned {len(rows) if isinstance(rows, list) else rows!r} rows, not {PAGE}")
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    return {"requests": len(latencies), "elapsed": elapsed, "latencies": latencies}
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
+    return await bounded_load(send, check=check, workers=concurrency, seconds=seconds, max_requests=max_requests,
+                              cpu_pids=(server_pid,) if server_pid else ())
 
 
 async def measure(base: str, raw_key: str, args, server_pid: int) -> list[dict]:
@@ -282,12 +239,11 @@ async def measure(base: str, raw_key: str, args, server_pid: int) -> list[dict]:
             # hits both alike.
             order = (LIST_PATH, PLAIN_PATH) if round_no % 2 == 0 else (PLAIN_PATH, LIST_PATH)
             for path in order:
-                cpu0, client0 = tree_cpu_seconds(server_pid), time.process_time()
                 result = await load(client, path, seconds=args.seconds, max_requests=args.max_requests,
-                                    concurrency=args.concurrency)
-                result.update(path=path, round=round_no + 1,
-                              server_cpu=(tree_cpu_seconds(server_pid) - cpu0) / result["elapsed"],
-                              client_cpu=(time.process_time() - client0) / result["elapsed"])
+                                    concurrency=args.concurrency, server_pid=server_pid)
+                # CPU as a share of a core over the round
+                result.update(path=path, round=round_no + 1, server_cpu=result["server_cpu"] / result["elapsed"],
+                              client_cpu=result["client_cpu"] / result["elapsed"])
                 results.append(result)
                 print(f"  round {round_no + 1}  {path:<36} {result['requests'] / result['elapsed']:8.1f} req/s  "
                       f"(CPU: server {result['server_cpu'] * 100:.0f} %, client {result['client_cpu'] * 100:.0f} % "
@@ -318,12 +274,13 @@ def summarize(results: list[dict]) -> dict[str, dict]:
 
 def print_report(summary: dict, counts: dict, args):
     listed, plain = summary[LIST_PATH], summary[PLAIN_PATH]
+    table = Table(("endpoint", "<38"), ("requests", ">9,"), ("req/s", ">8.1f"), ("p50 ms", ">7.1f"),
+                  ("p95 ms", ">7.1f"), ("server CPU", ">10"), ("client CPU", ">10"), ("server CPU ms/req", ">17.1f"))
     print()
-    print(f"{'endpoint':<38} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'server CPU':>10} "
-          f"{'client CPU':>10} {'server CPU ms/req':>17}")
+    table.print_header()
     for path, s in ((LIST_PATH, listed), (PLAIN_PATH, plain)):
-        print(f"GET {path:<34} {s['requests']:>9,} {s['rps']:>8.1f} {s['p50']:>7.1f} {s['p95']:>7.1f} "
-              f"{s['cpu'] * 100:>9.0f}% {s['client_cpu'] * 100:>9.0f}% {s['cpu'] / s['rps'] * 1000:>17.1f}")
+        table.print_row(f"GET {path}", s["requests"], s["rps"], s["p50"], s["p95"], f"{s['cpu'] * 100:.0f}%",
+                        f"{s['client_cpu'] * 100:.0f}%", s["cpu"] / s["rps"] * 1000)
     round_ratios = [a / b for a, b in zip(listed["round_rps"], plain["round_rps"])]
     ratio = listed["rps"] / plain["rps"]
     print()
@@ -341,8 +298,6 @@ def print_report(summary: dict, counts: dict, args):
 
 def main() -> int:
     args = parse_args()
-    interrupt_on_sigterm()
-
     args.use_pg = not args.sqlite and pg_available()
     env = bench_env(args)
     setup_django(env)
@@ -364,28 +319,15 @@ def main() -> int:
         from django.db import connections
 
         connections.close_all()
-        server_env = {**os.environ, **env}
-        if not args.use_pg:
-            server_env.pop("DATABASE_URL", None)
-            server_env.pop("REDIS_URL", None)
-        with ServeAll(server_env, BENCH_DIR / "list-instances-labmanager.log", ROOT) as server:
+        with ServeAll(env, BENCH_DIR / "list-instances-labmanager.log") as server:
             print(f"bin/serve all (pid {server.pid}) answers on {server.url}; measuring...", flush=True)
             results = asyncio.run(measure(server.url, raw_key, args, server.pid))
         print_report(summarize(results), counts, args)
         return 0
-    except Failure as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return 130
     finally:
         if args.use_pg:
-            from django.db import connections
-
-            connections.close_all()
-            pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
+            pg_drop(PG_DB)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

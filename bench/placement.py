@@ -1,6 +1,6 @@
 """Benchmark: placement. Run from the repository root (`make bench`):
 
-    .venv/bin/python bench/placement.py [--instances 10000] [--workers 200] [--samples 200]
+    .venv/bin/python -m bench.placement [--instances 10000] [--workers 200] [--samples 200]
 
 Two figures (docs/performance.md):
 1. The scheduler pass placing `--instances` PENDING instances over `--workers` running workers: total
@@ -17,21 +17,18 @@ throwaway database, the script empties the tables it fills). Seeding uses bulk_c
 application changes states. Nothing is started; no network.
 """
 
-import argparse
 import os
 import statistics
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = ROOT / "var" / "bench"
+from bench.common import BENCH_DIR, argument_parser, fresh_sqlite, run, setup_django
+
 DB_PATH = BENCH_DIR / "placement.sqlite3"
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__.splitlines()[0], __spec__.name)
     parser.add_argument("--instances", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=200)
     parser.add_argument("--samples", type=int, default=200, help="single placements timed per history size")
@@ -40,21 +37,14 @@ def parse_args():
     return parser.parse_args()
 
 
-def setup_django():
-    sys.path.insert(0, str(ROOT))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labmanager.settings")
-    if "DATABASE_URL" not in os.environ:
-        BENCH_DIR.mkdir(parents=True, exist_ok=True)
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{DB_PATH}{suffix}").unlink(missing_ok=True)
-        os.environ["SQLITE_PATH"] = str(DB_PATH)
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+def setup_placement_django():
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "labmanager.settings")
+    if "DATABASE_URL" not in env:
+        fresh_sqlite(DB_PATH)
+        env["SQLITE_PATH"] = str(DB_PATH)
+    env.setdefault("LOG_LEVEL", "WARNING")
+    setup_django(env, migrate=True)
 
 
 def make_workers(count):
@@ -205,7 +195,7 @@ def bench_roster(workers, owners=200):
 
 def main():
     args = parse_args()
-    setup_django()
+    setup_placement_django()
     from django.db import connection
 
     print(f"database: {connection.vendor}")
@@ -216,4 +206,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

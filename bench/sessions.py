@@ -4,7 +4,7 @@ concurrent clients; then reaping 100,000 stale sessions.
 
 Run from the repository root (`make bench`):
 
-    .venv/bin/python bench/sessions.py [--seconds 5] [--rounds 3] [--concurrency 32] [--stale 100000]
+    .venv/bin/python -m bench.sessions [--seconds 5] [--rounds 3] [--concurrency 32] [--stale 100000]
 
 What it does:
 1. Creates, migrates and (at the end) drops the PostgreSQL database lm_bench_sessions on 127.0.0.1:5432;
@@ -27,8 +27,9 @@ What it does:
    checked to answer the same contract (status codes, body fields) before the measurement.
 5. Measures each endpoint, and GET /healthz (no database: each framework's floor), on both servers in
    interleaved rounds (the order reversed every round): `--concurrency` keep-alive connections, each with
-   one request in flight, bounded by `--seconds` and `--max-requests` per round. The client is a small
-   asyncio HTTP/1.1 client (not httpx: on 2 shared cores httpx's own CPU would cap the figures). Every
+   one request in flight, bounded by `--seconds` and `--max-requests` per round (bench/common.py
+   bounded_load). The client is the harness's small asyncio HTTP/1.1 client, bench/common.py Connection
+   (not httpx: on 2 shared cores httpx's own CPU would cap the figures). Every
    response's status code (and the body's fields) is checked. Server CPU is the user+system CPU of every
    process of each server (bin/serve and all its descendants: nginx master and workers, gunicorn arbiter
    and workers, daphne; neops's one uvicorn process), read from /proc (psutil when installed) before and
@@ -46,7 +47,6 @@ Goals (issue 17): each endpoint >= 1.0x neops-remote-lab's requests/s; server CP
 heartbeat and GET, <= 3.0 ms for POST /session. Reaping (issue 5): < 2 s.
 """
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -60,12 +60,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py
-from common import (HOST, ServeAll, free_port, interrupt_on_sigterm, pg_admin, pg_available, process_tree,  # noqa: E402
-                    stop_process_group, tree_cpu_seconds)
+from bench.common import (BENCH_DIR, HOST, ROOT, Connection, Failure, ServeAll, Table, argument_parser,
+                          bounded_load, cpu_ms_per_request, free_port, migrate, pg_available, pg_create, pg_drop,
+                          process_tree, production_env, requests_per_second, run, setup_django, spawn,
+                          stop_process_group, wait_http)
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = ROOT / "var" / "bench"
 PG_DB = "lm_bench_sessions"
 API = "/api/remote-lab"
 ENDPOINTS = ("POST /session", "GET /session/{id}", "POST /session/heartbeat")
@@ -79,74 +78,7 @@ NEOPS_PYTHON = "/root/.pyenv/versions/3.12.1/bin/python"
 OURS, NEOPS = "labmanager", "neops"
 
 
-# --------------------------------------------------------------------------- a lean HTTP/1.1 client
-
-class Failure(Exception):
-    pass
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection, one request at a time (Content-Length or chunked bodies)."""
-
-    def __init__(self, port: int, headers: dict | None = None):
-        self.port = port
-        self.headers = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
-        self.reader = self.writer = None
-
-    async def request(self, method: str, path: str, headers: dict | None = None,
-                      body: bytes = b"") -> tuple[int, bytes]:
-        head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\nContent-Length: {len(body)}\r\n"
-        head += self.headers + "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
-        message = (head + "\r\n").encode("latin-1") + body
-        for attempt in (1, 2):
-            reused = self.writer is not None
-            if not reused:
-                self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
-            try:
-                self.writer.write(message)
-                status_line = await self.reader.readline()
-            except ConnectionError:
-                status_line = b""
-            if status_line:
-                break
-            self.close()
-            # A kept-alive connection the server closed while it was idle (uvicorn after 5 s): nothing of this
-            # request was answered, so it is sent again on a new connection, as HTTP clients do. Once.
-            if not reused or attempt == 2:
-                raise Failure(f"{method} {path}: connection closed")
-        status = int(status_line.split()[1])
-        fields = {}
-        while True:
-            line = await self.reader.readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            fields[name.strip().lower()] = value.strip()
-        if "content-length" in fields:
-            body = await self.reader.readexactly(int(fields["content-length"]))
-        elif fields.get("transfer-encoding", "").lower() == "chunked":
-            body = b""
-            while True:
-                size = int((await self.reader.readline()).split(b";")[0].strip(), 16)
-                if size == 0:
-                    await self.reader.readline()  # the blank line after the last chunk (no trailers)
-                    break
-                body += await self.reader.readexactly(size)
-                await self.reader.readline()
-        elif status in (204, 304):
-            body = b""
-        else:
-            body = await self.reader.read()
-            fields["connection"] = "close"
-        if fields.get("connection", "").lower() == "close":
-            self.close()
-        return status, body
-
-    def close(self):
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
+# --------------------------------------------------------------------------- the session endpoints, checked
 
 @dataclass
 class Server:
@@ -188,24 +120,16 @@ async def one(server: Server, conn: Connection, endpoint: str, n: int) -> None:
 
 
 async def load(server: Server, connections: list[Connection], endpoint: str, *, seconds: float,
-               max_requests: int) -> dict:
+               max_requests: int, cpu: bool = False) -> dict:
     """Every connection keeps one request of `endpoint` in flight, for at most `seconds` and at most
-    `max_requests` requests in all."""
-    issued = done = 0
-    deadline = time.perf_counter() + seconds
+    `max_requests` requests in all (the harness's bounded_load; `cpu`: with the server's and this client's CPU
+    seconds)."""
 
-    async def worker(conn: Connection, offset: int):
-        nonlocal issued, done
-        n = offset
-        while issued < max_requests and time.perf_counter() < deadline:
-            issued += 1
-            n += len(connections)
-            await one(server, conn, endpoint, n)
-            done += 1
+    async def request(worker: int, n: int) -> None:
+        await one(server, connections[worker], endpoint, n)
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(conn, i) for i, conn in enumerate(connections)))
-    return {"requests": done, "elapsed": time.perf_counter() - started}
+    return await bounded_load(request, workers=len(connections), seconds=seconds, max_requests=max_requests,
+                              cpu_pids=(server.pid,) if cpu else ())
 
 
 async def check_contract(servers: list[Server]) -> list[str]:
@@ -268,11 +192,9 @@ async def measure(servers: list[Server], args, endpoints=(*ENDPOINTS, FLOOR)) ->
             order = servers if round_no % 2 == 0 else servers[::-1]
             for endpoint in endpoints:
                 for server in order:
-                    cpu0, client0 = tree_cpu_seconds(server.pid), time.process_time()
                     result = await load(server, connections[server.name], endpoint, seconds=args.seconds,
-                                        max_requests=args.max_requests)
-                    result["server_cpu"] = tree_cpu_seconds(server.pid) - cpu0
-                    result["client_cpu"] = time.process_time() - client0
+                                        max_requests=args.max_requests, cpu=True)
+                    del result["latencies"]  # not reported here
                     results.setdefault((server.name, endpoint), []).append(result)
                     print(f"  round {round_no + 1}  {server.name:<10} {endpoint:<24} "
                           f"{result['requests'] / result['elapsed']:8.1f} req/s  (CPU: server "
@@ -290,16 +212,12 @@ async def measure(servers: list[Server], args, endpoints=(*ENDPOINTS, FLOOR)) ->
 
 def bench_env(redis_url: str, log_level: str) -> dict:
     """The environment of LabManager's servers and of this process (query counts, reaping)."""
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="labmanager.settings_production", PYTHONPATH=str(ROOT),
-               SECRET_KEY="bench-" + "x" * 60, ALLOWED_HOSTS=f"{HOST},testserver", LOG_LEVEL=log_level.upper(),
-               DATABASE_URL=f"postgres://postgres@{HOST}:5432/{PG_DB}", REDIS_URL=redis_url,
-               REDIS_PREFIX="lm-bench-sessions", SESSION_QUEUE_MAX="0",
-               SESSION_STORAGE_DIR=str(BENCH_DIR / "session-files"), SESSION_DEFAULT_POOL="default",
-               SESSION_ANONYMOUS_NETWORKS="127.0.0.1/32,::1/128",
-               SESSION_API_RATE_LIMIT="100000/min")  # on, but far above what one address sends here
-    for name in ("ROOT_URLCONF", "SQLITE_PATH", "WEB_PROCESSES", "WEB_THREADS", "PROXY_PROCESSES"):
-        env.pop(name, None)  # the defaults: what production runs
-    return env
+    return production_env(LOG_LEVEL=log_level.upper(), DATABASE_URL=f"postgres://postgres@{HOST}:5432/{PG_DB}",
+                          REDIS_URL=redis_url, REDIS_PREFIX="lm-bench-sessions", SESSION_QUEUE_MAX="0",
+                          SESSION_STORAGE_DIR=str(BENCH_DIR / "session-files"), SESSION_DEFAULT_POOL="default",
+                          SESSION_ANONYMOUS_NETWORKS="127.0.0.1/32,::1/128",
+                          SESSION_API_RATE_LIMIT="100000/min",  # on, but far above what one address sends here
+                          SQLITE_PATH=None)
 
 
 def ensure_neops(python: str) -> Path:
@@ -325,9 +243,9 @@ def ensure_neops(python: str) -> Path:
 
 
 STUB_NETLAB = """#!/bin/sh
-# bench/sessions.py: a stub of netlab for neops-remote-lab, which runs `netlab version` before it starts and
+# bench.sessions: a stub of netlab for neops-remote-lab, which runs `netlab version` before it starts and
 # `netlab down ...` at startup. The benchmark never uploads a lab: nothing real ever runs.
-echo "netlab stub (bench/sessions.py): $*"
+echo "netlab stub (bench.sessions): $*"
 exit 0
 """
 
@@ -348,10 +266,8 @@ def neops_server(command: Path, log_level: str):
     try:
         for _attempt in range(3):  # the free port may be taken between the probe and the bind
             port = free_port()
-            with open(BENCH_DIR / "sessions-neops.log", "ab") as log:
-                proc = subprocess.Popen([str(command), "--host", HOST, "--port", str(port), "--log-level", log_level],
-                                        cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+            proc = spawn([str(command), "--host", HOST, "--port", str(port), "--log-level", log_level], env,
+                         BENCH_DIR / "sessions-neops.log", cwd=tmp)
             if wait_http(port, "/healthz", proc):
                 break
             stop_process_group(proc)
@@ -361,21 +277,6 @@ def neops_server(command: Path, log_level: str):
         yield port, proc.pid
     finally:
         stop_process_group(proc)
-
-
-def wait_http(port: int, path: str, proc: subprocess.Popen, timeout: float = 60) -> bool:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with socket.create_connection((HOST, port), timeout=1) as sock:
-                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
-                if sock.recv(64).startswith(b"HTTP/1.1"):
-                    return True
-        except OSError:
-            time.sleep(0.2)
-    return False
 
 
 # --------------------------------------------------------------------------- in-process parts
@@ -576,31 +477,26 @@ def time_reaping(stale: int, stale_active: int, fresh: int, *, redis: bool, expl
 
 # --------------------------------------------------------------------------- report
 
-def rps(runs: list[dict]) -> float:
-    return sum(r["requests"] for r in runs) / sum(r["elapsed"] for r in runs)
-
-
-def cpu_ms(runs: list[dict]) -> float:
-    return sum(r["server_cpu"] for r in runs) / sum(r["requests"] for r in runs) * 1000
-
-
 def report_http(results: dict, counts: dict, args):
+    table = Table(("endpoint", "<26"), ("ours req/s", ">11.1f"), ("neops req/s", ">12.1f"), ("ours/neops", ">10.2f"),
+                  ("CPU ms/req ours", ">15.2f", "   "), ("neops", ">6.2f"), ("client", ">7.2f"),
+                  ("queries", ">7", "   "), ("", "", "   "),
+                  trailer=f"goals: ratio >= {GOAL_RATIO:g}, CPU")
     print()
-    print(f"{'endpoint':<26} {'ours req/s':>11} {'neops req/s':>12} {'ours/neops':>10}   "
-          f"{'CPU ms/req ours':>15} {'neops':>6} {'client':>7}   {'queries':>7}   goals: ratio >= {GOAL_RATIO:g}, CPU")
+    table.print_header()
     for endpoint in (*ENDPOINTS, FLOOR):
         ours, neops = results[(OURS, endpoint)], results[(NEOPS, endpoint)]
-        ratio = rps(ours) / rps(neops)
-        client = sum(r["client_cpu"] for r in ours) / sum(r["requests"] for r in ours) * 1000
+        ratio = requests_per_second(ours) / requests_per_second(neops)
+        ours_cpu = cpu_ms_per_request(ours)
         if endpoint == FLOOR:
             queries, verdict = "-", "(each framework's floor, no goal)"
         else:
             queries = str(counts[endpoint][0])
             goal = GOAL_CPU_MS[endpoint]
             verdict = (f"ratio {'met' if ratio >= GOAL_RATIO else 'NOT met'}, "
-                       f"CPU <= {goal:g} ms {'met' if cpu_ms(ours) <= goal else 'NOT met'}")
-        print(f"{endpoint:<26} {rps(ours):>11.1f} {rps(neops):>12.1f} {ratio:>10.2f}   {cpu_ms(ours):>15.2f} "
-              f"{cpu_ms(neops):>6.2f} {client:>7.2f}   {queries:>7}   {verdict}")
+                       f"CPU <= {goal:g} ms {'met' if ours_cpu <= goal else 'NOT met'}")
+        table.print_row(endpoint, requests_per_second(ours), requests_per_second(neops), ratio, ours_cpu,
+                        cpu_ms_per_request(neops), cpu_ms_per_request(ours, "client_cpu"), queries, verdict)
     print(f"(PostgreSQL + Redis; ours = bin/serve all, its default processes (gunicorn {os.cpu_count()} x "
           f"{os.environ.get('WEB_THREADS', 4)} threads, nginx auto, daphne), settings_production, "
           f"LOG_LEVEL={args.log_level.upper()}; neops = neops-remote-lab {NEOPS_VERSION}, one uvicorn process, "
@@ -638,7 +534,7 @@ def report_reaping(reaping: dict, args):
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--seconds", type=float, default=5.0, help="per endpoint, server and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=1.0)
@@ -666,26 +562,19 @@ def parse_args():
 
 def main() -> int:
     args = parse_args()
-    interrupt_on_sigterm()
-
     if not pg_available():
         print("PostgreSQL does not answer on 127.0.0.1:5432: this benchmark needs it (and Redis).", file=sys.stderr)
         return 1
     env = bench_env(args.redis, args.log_level)
     created = False
     try:
-        pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
-        pg_admin(f'CREATE DATABASE "{PG_DB}"')
+        pg_create(PG_DB)
         created = True
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=600)
+        migrate(env)
         print(f"Database: PostgreSQL {PG_DB}, migrated in {time.perf_counter() - t0:.1f} s; Redis {args.redis}",
               flush=True)
-        os.environ.update(env)
-        sys.path.insert(0, str(ROOT))
-        import django
-
-        django.setup()
+        setup_django(env)
         logging.getLogger().setLevel(logging.WARNING)  # this process: no line per test request
         counts = query_counts()
         for endpoint, (n, sqls) in counts.items():
@@ -699,7 +588,7 @@ def main() -> int:
         results = None
         if not args.skip_http:
             command = ensure_neops(args.neops_python)
-            with ServeAll(env, BENCH_DIR / "sessions-labmanager.log", ROOT) as ours, \
+            with ServeAll(env, BENCH_DIR / "sessions-labmanager.log") as ours, \
                     neops_server(command, args.log_level) as (neops_port, neops_pid):
                 servers = [Server(OURS, ours.port, ours.pid, API, {"X-Forwarded-Proto": "https"}),
                            Server(NEOPS, neops_port, neops_pid, "")]
@@ -719,20 +608,10 @@ def main() -> int:
         if reaping:
             report_reaping(reaping, args)
         return 0 if reaping is None or reaping["ok"] else 1
-    except Failure as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return 130
     finally:
         if created:
-            if "django.db" in sys.modules:
-                from django.db import connections
-
-                connections.close_all()
-            pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
+            pg_drop(PG_DB)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

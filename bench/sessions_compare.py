@@ -1,7 +1,7 @@
 """Two checkouts of LabManager side by side on one remote-lab endpoint: which change made it faster?
 
     git worktree add /tmp/lm-before <commit>        # the other checkout (uses this checkout's .venv)
-    .venv/bin/python bench/sessions_compare.py --a /tmp/lm-before --b . "POST /session/heartbeat"
+    .venv/bin/python -m bench.sessions_compare --a /tmp/lm-before --b . "POST /session/heartbeat"
 
 Starts each checkout with its own production command line, `bin/serve all` (nginx, gunicorn with its default
 processes, daphne; bench/sessions.py's environment: PostgreSQL, a database of its own each, Redis,
@@ -14,26 +14,23 @@ and server CPU per request (all processes of each bin/serve) of each. Endpoints:
 databases at the end.
 """
 
-import argparse
 import asyncio
 import contextlib
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import sessions as bench  # noqa: E402  bench/sessions.py
-from common import ServeAll  # noqa: E402
+from bench import sessions as bench
+from bench.common import (BENCH_DIR, ROOT, ServeAll, argument_parser, cpu_ms_per_request, migrate, pg_available,
+                          pg_create, pg_drop, requests_per_second, run)
 
 ENDPOINTS = (*bench.ENDPOINTS, bench.FLOOR)
-VENV_BIN = bench.ROOT / ".venv" / "bin"
+VENV_BIN = ROOT / ".venv" / "bin"
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("endpoint", choices=ENDPOINTS)
     parser.add_argument("--a", required=True, type=Path, help="a checkout (the baseline)")
     parser.add_argument("--b", default=Path("."), type=Path, help="another checkout (default: this one)")
@@ -47,22 +44,22 @@ def parse_args():
     return parser.parse_args()
 
 
-def prepare(name: str, root: Path, args) -> tuple[dict, str]:
+def prepare(name: str, root: Path, args, databases: list) -> dict:
+    """The checkout's environment, on a new database of its own (appended to `databases`), migrated."""
     database = f"lm_bench_compare_{name.lower()}"
-    bench.pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    bench.pg_admin(f'CREATE DATABASE "{database}"')
+    databases.append(database)
     env = bench.bench_env(args.redis, args.log_level)
-    env.update(DATABASE_URL=f"postgres://postgres@{bench.HOST}:5432/{database}", PYTHONPATH=str(root),
+    env.update(DATABASE_URL=pg_create(database), PYTHONPATH=str(root),
                REDIS_PREFIX=f"lm-bench-compare-{name.lower()}",
                SESSION_STORAGE_DIR=str(root / "var" / "bench" / "session-files"),
                PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}")  # a worktree has no .venv of its own
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=root, env=env, check=True, timeout=600)
-    return env, database
+    migrate(env, root)
+    return env
 
 
 def main() -> int:
     args = parse_args()
-    if not bench.pg_available():
+    if not pg_available():
         print("PostgreSQL does not answer on 127.0.0.1:5432", file=sys.stderr)
         return 1
     checkouts = (("A", args.a.resolve()), ("B", args.b.resolve()))
@@ -71,19 +68,18 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             servers = []
             for name, root in checkouts:
-                env, database = prepare(name, root, args)
-                databases.append(database)
-                served = stack.enter_context(ServeAll(env, bench.BENCH_DIR / f"compare-{name}.log", root))
+                env = prepare(name, root, args, databases)
+                served = stack.enter_context(ServeAll(env, BENCH_DIR / f"compare-{name}.log", root))
                 servers.append(bench.Server(name, served.port, served.pid, bench.API, {"X-Forwarded-Proto": "https"}))
             results = asyncio.run(bench.measure(servers, args, endpoints=(args.endpoint,)))
     finally:
         for database in databases:
-            bench.pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            pg_drop(database)
     medians = {}
     for name, root in checkouts:
         runs = results[(name, args.endpoint)]
-        rates = [run["requests"] / run["elapsed"] for run in runs]
-        cpu = statistics.median(run["server_cpu"] / run["requests"] * 1000 for run in runs)
+        rates = [requests_per_second([one]) for one in runs]
+        cpu = statistics.median(cpu_ms_per_request([one]) for one in runs)
         medians[name] = statistics.median(rates)
         print(f"{name} ({root}): {args.endpoint}: median {medians[name]:.1f} req/s, {cpu:.2f} ms server "
               f"CPU a request; rounds: {' '.join(f'{r:.0f}' for r in rates)}")
@@ -92,4 +88,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -5,7 +5,7 @@ warm-up) and whether the audit chain verifies after.
 
 Run from the repository root (PostgreSQL on 127.0.0.1:5432, Redis on 127.0.0.1:6379 must answer):
 
-    .venv/bin/python bench/soak.py [--minutes 10] [--readers 4] [--writers 2] [--sessions 4] [--sse 10]
+    .venv/bin/python -m bench.soak [--minutes 10] [--readers 4] [--writers 2] [--sessions 4] [--sse 10]
 
 What it does:
 1. Creates the database lm_bench_soak (dropped at the end) and empties Redis db --redis-db (default 10);
@@ -27,12 +27,9 @@ What it does:
 5. Stops the load, runs `verify_audit`, prints the figures, stops every process, drops the database.
 """
 
-import argparse
 import asyncio
 import contextlib
-import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -42,44 +39,27 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py
-from common import ServeAll, free_port  # noqa: E402
+from bench.common import (BENCH_DIR, HOST, ROOT, Failure, ServeAll, Table, argument_parser, free_port, migrate,
+                          percentile, pg_create, pg_drop, production_env, run, spawn, stop_processes, wait_http)
 
-ROOT = Path(__file__).resolve().parents[1]
-LOGS = ROOT / "var" / "bench"
 DB_NAME = "lm_bench_soak"
 
 
-def admin_sql(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(sql)
-
-
 class Processes:
-    """Every process started here; all stopped (TERM, then KILL) by stop_all."""
+    """Every process started here (bench.common spawn, output to var/bench/soak-NAME.log); all stopped by
+    stop_all."""
 
     def __init__(self):
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, args: list[str], env: dict) -> subprocess.Popen:
-        log = open(LOGS / f"soak-{name}.log", "wb")
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs[name] = proc
-        return proc
+        log = BENCH_DIR / f"soak-{name}.log"
+        log.unlink(missing_ok=True)
+        self.procs[name] = spawn(args, env, log)
+        return self.procs[name]
 
     def stop_all(self) -> None:
-        for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_processes(self.procs.values())
 
 
 def serve_parts(pid: int) -> dict[str, int]:
@@ -93,17 +73,6 @@ def serve_parts(pid: int) -> dict[str, int]:
                 name = next((n for n in ("gunicorn", "daphne", "nginx") if n in cmdline), f"pid-{child}")
                 parts[name] = int(child)
     return parts
-
-
-def wait_for(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer in {seconds} s")
 
 
 def manage(env: dict, *args: str) -> str:
@@ -250,11 +219,6 @@ async def load(args, server, key, definitions, pids, stats, samples):
     return time.monotonic() - started
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
 def report(args, stats, samples, elapsed, verify_output):
     print(f"\nSoak: {args.minutes} min, bin/serve all (nginx, gunicorn, daphne) + bin/serve qcluster, "
           "PostgreSQL + Redis, production profile")
@@ -266,15 +230,16 @@ def report(args, stats, samples, elapsed, verify_output):
     for error in stats.errors[:10]:
         print("   ", error)
     print(f"SSE: {stats.sse_connects} connections, {stats.sse_events:,} events received")
-    print(f"{'request':<34} {'count':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    table = Table(("request", "<34"), ("count", ">8,"), ("p50 ms", ">8.1f"), ("p99 ms", ">8.1f"), ("max ms", ">8.1f"))
+    table.print_header()
     everything = []
     for kind, values in sorted(stats.latencies.items()):
         everything += values
-        print(f"{kind:<34} {len(values):>8,} {percentile(values, 0.5):>8.1f} {percentile(values, 0.99):>8.1f} "
-              f"{max(values) * 1000:>8.1f}")
+        table.print_row(kind, len(values), percentile(values, 50) * 1000, percentile(values, 99) * 1000,
+                        max(values) * 1000)
     if everything:
-        print(f"{'all':<34} {len(everything):>8,} {percentile(everything, 0.5):>8.1f} "
-              f"{percentile(everything, 0.99):>8.1f} {max(everything) * 1000:>8.1f}")
+        table.print_row("all", len(everything), percentile(everything, 50) * 1000,
+                        percentile(everything, 99) * 1000, max(everything) * 1000)
     warm = next((s for s in samples if s[0] >= elapsed * 0.2), samples[0])
     last = samples[-1]
     print(f"RSS MiB (after warm-up at {warm[0]:.0f} s -> end at {last[0]:.0f} s):")
@@ -285,8 +250,8 @@ def report(args, stats, samples, elapsed, verify_output):
     print("audit:", verify_output.strip().splitlines()[-1] if verify_output.strip() else "(no output)")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main() -> int:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--readers", type=int, default=4)
     parser.add_argument("--writers", type=int, default=2)
@@ -294,57 +259,51 @@ def main():
     parser.add_argument("--sse", type=int, default=10)
     parser.add_argument("--redis-db", type=int, default=10)
     args = parser.parse_args()
-    LOGS.mkdir(parents=True, exist_ok=True)
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
 
     import redis
 
     for name, port in (("PostgreSQL", 5432), ("Redis", 6379)):
         with socket.socket() as sock:
             sock.settimeout(1)
-            if sock.connect_ex(("127.0.0.1", port)):
-                print(f"bench/soak.py: skipped, it needs {name} on 127.0.0.1:{port}")
+            if sock.connect_ex((HOST, port)):
+                print(f"bench.soak: skipped, it needs {name} on {HOST}:{port}")
                 return 0
 
-    redis.Redis(host="127.0.0.1", port=6379, db=args.redis_db).flushdb()
-    admin_sql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-    admin_sql(f"CREATE DATABASE {DB_NAME}")
+    redis.Redis(host=HOST, port=6379, db=args.redis_db).flushdb()
     procs = Processes()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
         ec2_port, cml_port = free_port(), free_port()
-        env = dict(
-            os.environ,
-            DJANGO_SETTINGS_MODULE="labmanager.settings_production",
+        env = production_env(
             SECRET_KEY="soak-benchmark-only-key-" + "x" * 40,
-            ALLOWED_HOSTS="127.0.0.1,localhost",
+            ALLOWED_HOSTS=f"{HOST},localhost",
             SECURE_SSL_REDIRECT="false",
-            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
-            REDIS_URL=f"redis://127.0.0.1:6379/{args.redis_db}",
-            STATIC_ROOT=str(LOGS / "soak-static"),
+            DATABASE_URL=pg_create(DB_NAME),
+            REDIS_URL=f"redis://{HOST}:6379/{args.redis_db}",
+            STATIC_ROOT=str(BENCH_DIR / "soak-static"),
             LOG_LEVEL="WARNING",
             API_RATE_LIMIT="1000000/min", API_RATE_BURST="100000", SESSION_API_RATE_LIMIT="1000000/min",
-            AWS_ENDPOINT_URL=f"http://127.0.0.1:{ec2_port}", AWS_ACCESS_KEY_ID="simulated",
+            AWS_ENDPOINT_URL=f"http://{HOST}:{ec2_port}", AWS_ACCESS_KEY_ID="simulated",
             AWS_SECRET_ACCESS_KEY="simulated", WORKER_AMI_ID="ami-12c6146b",
-            CML_URL_OVERRIDE=f"http://127.0.0.1:{cml_port}", CML_USERNAME="admin", CML_PASSWORD="sim-password",
+            CML_URL_OVERRIDE=f"http://{HOST}:{cml_port}", CML_USERNAME="admin", CML_PASSWORD="sim-password",
             WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
         )
-        for name in ("ROOT_URLCONF", "WEB_PROCESSES", "WEB_THREADS", "PROXY_PROCESSES"):
-            env.pop(name, None)  # the defaults: what production runs
-        procs.start("ec2-sim", [sys.executable, "-m", "simulators.ec2", "--port", str(ec2_port)], env)
-        procs.start("cml-sim", [sys.executable, "-m", "simulators.cml", "--port", str(cml_port),
-                                "--boot-delay", "1"], env)
-        wait_for(env["AWS_ENDPOINT_URL"] + "/moto-api/")
-        wait_for(env["CML_URL_OVERRIDE"] + "/api/v0/system_information")
+        ec2 = procs.start("ec2-sim", [sys.executable, "-m", "simulators.ec2", "--port", str(ec2_port)], env)
+        cml = procs.start("cml-sim", [sys.executable, "-m", "simulators.cml", "--port", str(cml_port),
+                                      "--boot-delay", "1"], env)
+        for port, path, proc in ((ec2_port, "/moto-api/", ec2), (cml_port, "/api/v0/system_information", cml)):
+            if not wait_http(port, path, proc):
+                raise Failure(f"the simulator on port {port} did not answer (see {BENCH_DIR}/soak-*-sim.log)")
         print("setting up (migrate, seed, sync)...", flush=True)
-        manage(env, "migrate", "--noinput", "-v0")
+        migrate(env)
         manage(env, "seed_demo")
         manage(env, "sync_workers")
         manage(env, "setup_schedules")
         key = manage(env, "create_api_key", "--user", "soak-admin", "--role", "admin").strip()
 
         qcluster = procs.start("qcluster", [str(ROOT / "bin" / "serve"), "qcluster"], env)
-        (LOGS / "soak-serve.log").write_bytes(b"")
-        with ServeAll(env, LOGS / "soak-serve.log", ROOT) as serve:
+        (BENCH_DIR / "soak-serve.log").write_bytes(b"")
+        with ServeAll(env, BENCH_DIR / "soak-serve.log") as serve:
             server = serve.url
             definitions = [d["id"] for d in httpx.get(server + "/api/lablet-definitions", headers={"X-API-Key": key},
                                                       timeout=10).json()["lablet_definitions"] if d["is_active"]]
@@ -363,8 +322,8 @@ def main():
     finally:
         procs.stop_all()
         with contextlib.suppress(Exception):
-            admin_sql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+            pg_drop(DB_NAME)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -1,7 +1,7 @@
 """Benchmark the live fan-out: SSE subscribers on two stream servers with Redis, events written by a
 separate process, latency from the event's journal timestamp (set just before its commit) to receipt.
 
-    .venv/bin/python bench/sse.py [--subscribers 1000] [--events 50] [--rate 10] [--timeout 120]
+    .venv/bin/python -m bench.sse [--subscribers 1000] [--events 50] [--rate 10] [--timeout 120]
 
 The stream servers are two `bin/serve asgi` processes (ASGI_BIND on free 127.0.0.1 ports): the daphne
 command line that serves /api/events/stream in production, with labmanager.settings_production; the
@@ -17,32 +17,18 @@ redis://127.0.0.1:6379/11 (REDIS_URL overrides). Bounded in count and time; alwa
 Goal: p99 under 500 ms for 1,000 subscribers.
 """
 
-import argparse
 import asyncio
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py
-from common import free_port, pg_admin, pg_available, stop_process_group, tree_cpu_seconds  # noqa: E402
+from bench.common import (BENCH_DIR, HOST, ROOT, CpuMeter, Failure, argument_parser, django_run, free_port, migrate,
+                          percentile, pg_available, pg_create, pg_drop, production_env, run, spawn, stop_processes,
+                          wait_tcp)
 
-ROOT = Path(__file__).resolve().parent.parent
-LOGS = ROOT / "var" / "bench"
-PY = sys.executable
 PG_DB = "labmanager_bench_sse"
-
-
-def django_run(env: dict, code: str, timeout=300) -> str:
-    done = subprocess.run([PY, "-c", "import django; django.setup()\n" + code], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    if done.returncode:
-        raise RuntimeError(done.stderr[-2000:])
-    return done.stdout
 
 
 WRITER = """
@@ -64,8 +50,8 @@ async def subscriber(port: int, key: str, connected: asyncio.Event, counter: lis
                      latencies: list, done: asyncio.Event):
     """One SSE client. Reads whatever has arrived and looks only for the `timestamp` of each data line
     (no JSON decoding: with a thousand clients in one process, the client's own CPU would be measured)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET /api/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {key}\r\n"
+    reader, writer = await asyncio.open_connection(HOST, port)
+    writer.write(f"GET /api/events/stream HTTP/1.1\r\nHost: {HOST}\r\nX-API-Key: {key}\r\n"
                  "X-Forwarded-Proto: https\r\nAccept: text/event-stream\r\n\r\n".encode())
     await writer.drain()
     pending = b""
@@ -106,29 +92,24 @@ async def measure(ports, key, subscribers, events, pause, timeout, server_pids=(
     except TimeoutError:
         print(f"only {counter[0]} of {subscribers} subscribers connected in {timeout} s")
     connect_s = time.monotonic() - started
-    cpu_before = [tree_cpu_seconds(pid) for pid in server_pids]
-    writer = await asyncio.create_subprocess_exec(PY, "-c", "import django; django.setup()\n" +
-                                                  WRITER.format(events=events, pause=pause),
-                                                  cwd=ROOT, env=os.environ.copy())
-    await asyncio.wait_for(writer.wait(), timeout)
-    expected = counter[0] * events
-    deadline = time.monotonic() + 10
-    while len(latencies) < expected and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    server_cpu = [tree_cpu_seconds(pid) - before for pid, before in zip(server_pids, cpu_before)]
+    with CpuMeter(*server_pids) as cpu:
+        writer = await asyncio.create_subprocess_exec(sys.executable, "-c", "import django; django.setup()\n" +
+                                                      WRITER.format(events=events, pause=pause),
+                                                      cwd=ROOT, env=os.environ.copy())
+        await asyncio.wait_for(writer.wait(), timeout)
+        expected = counter[0] * events
+        deadline = time.monotonic() + 10  # bounded: the deliveries still on their way
+        while len(latencies) < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    server_cpu = cpu.servers
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     return counter[0], connect_s, expected, latencies, server_cpu
 
 
-def percentile(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))] if values else float("nan")
-
-
-def main():
-    parser = argparse.ArgumentParser()
+def main() -> int:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--events", type=int, default=50)
     parser.add_argument("--rate", type=float, default=10.0, help="events per second written")
@@ -136,48 +117,33 @@ def main():
     args = parser.parse_args()
     args.subscribers = min(args.subscribers, 5000)
     args.events = min(args.events, 1000)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the finally block stops the servers
 
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="labmanager.settings_production", PYTHONPATH=str(ROOT),
-               SECRET_KEY="bench-" + "x" * 50, ALLOWED_HOSTS="127.0.0.1",
-               REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/11"), REDIS_PREFIX="lm-bench-sse",
-               DB_CONN_MAX_AGE="0")
-    env.pop("ROOT_URLCONF", None)
+    env = production_env(ALLOWED_HOSTS=HOST, REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/11"),
+                         REDIS_PREFIX="lm-bench-sse", DB_CONN_MAX_AGE="0")
     tmp = tempfile.TemporaryDirectory(prefix="bench-sse-")
     use_pg = pg_available()
-    if use_pg:
-        pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}"')
-        pg_admin(f'CREATE DATABASE "{PG_DB}"')
-        env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{PG_DB}"
-    else:
-        env.pop("DATABASE_URL", None)
-        env["SQLITE_PATH"] = str(Path(tmp.name) / "bench.sqlite3")
     print(f"SSE fan-out: database {'PostgreSQL' if use_pg else 'SQLite (PostgreSQL unavailable)'}, "
           f"Redis {env['REDIS_URL']}, 2 x bin/serve asgi (daphne), {args.subscribers} subscribers, "
           f"{args.events} events at {args.rate}/s; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     servers = []
     try:
-        subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=600)
+        if use_pg:
+            env["DATABASE_URL"] = pg_create(PG_DB)
+        else:
+            env.pop("DATABASE_URL", None)
+            env["SQLITE_PATH"] = str(Path(tmp.name) / "bench.sqlite3")
+        migrate(env)
         key = django_run(env, "from apps.identity.services import api_key_create, user_ensure_with_role\n"
                          "u, _ = user_ensure_with_role(username='bench-sse', role='admin', actor='bench')\n"
                          "print(api_key_create(user=u, actor='bench')[1])").strip().splitlines()[-1]
         ports = [free_port(), free_port()]
-        LOGS.mkdir(parents=True, exist_ok=True)
         for n, port in enumerate(ports):
-            with open(LOGS / f"sse-asgi-{n + 1}.log", "wb") as log:
-                servers.append(subprocess.Popen([str(ROOT / "bin" / "serve"), "asgi"], cwd=ROOT,
-                                                env={**env, "ASGI_BIND": f"127.0.0.1:{port}"}, stdout=log,
-                                                stderr=subprocess.STDOUT, start_new_session=True))
+            log = BENCH_DIR / f"sse-asgi-{n + 1}.log"
+            log.unlink(missing_ok=True)
+            servers.append(spawn([str(ROOT / "bin" / "serve"), "asgi"], {**env, "ASGI_BIND": f"{HOST}:{port}"}, log))
         for server, port in zip(servers, ports):
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"bin/serve asgi did not start (see {LOGS}/sse-asgi-*.log)")
-                    time.sleep(0.2)
+            if not wait_tcp(port, server):
+                raise Failure(f"bin/serve asgi did not start (see {BENCH_DIR}/sse-asgi-*.log)")
         os.environ.update(env)
         connected, connect_s, expected, latencies, server_cpu = asyncio.run(
             measure(ports, key, args.subscribers, args.events, 1.0 / args.rate, args.timeout,
@@ -191,16 +157,13 @@ def main():
         print(f"  commit->delivery latency: p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(ms, default=0):.0f} ms "
               f"(goal p99 < 500 ms: {'met' if p99 < 500 and len(latencies) == expected else 'NOT met'}); "
               f"load average now {os.getloadavg()[0]:.1f}")
+        return 0
     finally:
-        for server in servers:
-            if server.poll() is None:
-                server.terminate()  # both stop at once; stop_process_group then waits for each
-        for server in servers:
-            stop_process_group(server)
+        stop_processes(servers)  # both stop at once
         if use_pg:
-            pg_admin(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
+            pg_drop(PG_DB)
         tmp.cleanup()
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,6 +1,6 @@
 """Benchmark the two worker jobs against the simulators on 127.0.0.1.
 
-    .venv/bin/python bench/workers.py [--workers 500] [--cml-workers 100] [--cml-latency 0.2]
+    .venv/bin/python -m bench.workers [--workers 500] [--cml-workers 100] [--cml-latency 0.2]
 
 - ec2_sync over N workers: EC2 API calls made (goal: at most 2 for 500 workers) and wall time, once
   with nothing to change and once with 10 % of the instances stopped outside LabManager.
@@ -11,34 +11,19 @@
 Rows are seeded with bulk_create (bench set-up only; the application writes through its services).
 """
 
-import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.common import BENCH_DIR, argument_parser, fresh_sqlite, run, setup_django
+
+DB_PATH = BENCH_DIR / "workers.sqlite3"
 
 
-def setup_django(db_path: Path) -> None:
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="labmanager.settings",
-        SQLITE_PATH=str(db_path),
-        DEBUG="false",
-        LOG_LEVEL="WARNING",
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+def setup_workers_django() -> None:
+    fresh_sqlite(DB_PATH)
+    setup_django(dict(os.environ, DJANGO_SETTINGS_MODULE="labmanager.settings", SQLITE_PATH=str(DB_PATH),
+                      DEBUG="false", LOG_LEVEL="WARNING", AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench"),
+                 migrate=True)
 
 
 def bench_ec2_sync(count: int) -> dict:
@@ -117,12 +102,12 @@ def bench_cml_health(count: int, latency: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__.splitlines()[0], __spec__.name)
     parser.add_argument("--workers", type=int, default=500)
     parser.add_argument("--cml-workers", type=int, default=100)
     parser.add_argument("--cml-latency", type=float, default=0.2)
     args = parser.parse_args()
-    setup_django(ROOT / "var" / "bench" / "workers.sqlite3")
+    setup_workers_django()
 
     print(f"ec2_sync over {args.workers} workers (moto on 127.0.0.1):")
     for label, (summary, elapsed, describes) in bench_ec2_sync(args.workers).items():
@@ -141,4 +126,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -17,7 +17,7 @@ def navigation(request) -> dict:
         links.append(("Definitions", reverse("lablets:definition_list")))
     if allows(FLEET_PAGE, user=user):  # operators and admins
         links.append(("Fleet", reverse("dashboard:fleet")))
-        links.append(("Reports", reverse("workers:reports")))
+        links.append(("Reports", reverse("dashboard:reports")))
     if allows(SESSIONS_PAGE, user=user):  # instructors: their own sessions
         links.append(("Sessions", reverse("dashboard:sessions")))
     if allows(AUDIT, user=user):

@@ -4,3 +4,16 @@ from django.apps import AppConfig
 class LabletsConfig(AppConfig):
     name = "apps.lablets"
     label = "lablets"
+
+    def ready(self):
+        from apps.lablets.selectors import lablet_instance_holdings
+        from apps.lablets.services.scheduling import lablet_instances_unplace_worker
+        from apps.workers.signals import worker_holdings, worker_withdrawn
+
+        # A worker that can no longer host its scheduled instances: they are placed elsewhere.
+        worker_withdrawn.connect(
+            lambda sender, worker, actor, reason, **kwargs: lablet_instances_unplace_worker(
+                worker=worker, actor=actor, reason=reason), weak=False, dispatch_uid="lablets_unplace_worker")
+        # What runs on a worker: its live instances.
+        worker_holdings.connect(lambda sender, worker, **kwargs: lablet_instance_holdings(worker=worker),
+                                weak=False, dispatch_uid="lablets_holdings")

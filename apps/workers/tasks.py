@@ -2,7 +2,7 @@
 
 import logging
 
-from apps.workers.services import cost, worker_cml_health_all, worker_ec2_sync
+from apps.workers.services import worker_cml_health_all, worker_ec2_sync
 from apps.workers.services.cml import worker_cml_health_for_task
 
 log = logging.getLogger(__name__)
@@ -24,11 +24,3 @@ def cml_health() -> dict:
 def cml_health_one(worker_pk: int, actor: str) -> dict:
     """One worker's check a POST /api/workers/{id}/sync started: {} or the refusal its request answers with."""
     return worker_cml_health_for_task(worker_pk=worker_pk, actor=actor)
-
-
-def worker_cost_tick() -> dict:
-    """Start stopped workers ahead of booked slots, stop idle ones (apps.workers.services.cost)."""
-    summary = cost.worker_cost_tick()
-    if summary["started"] or summary["stopped"]:
-        log.info("worker_cost: %s", summary)
-    return summary

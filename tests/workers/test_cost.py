@@ -25,7 +25,7 @@ from apps.lablets.models import LabletDefinition, LabletInstance
 from apps.lablets.services.instances import lablet_instance_transition
 from apps.workers.models import Worker, WorkerRunPeriod, WorkerTemplate
 from apps.workers.services import worker_drain, worker_transition
-from apps.workers.services.cost import (
+from apps.lablets.services.fleet_cost import (
     fleet_report,
     worker_cost_tick,
     workers_start_for_demand,

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
@@ -17,6 +16,7 @@ from apps.audit.services import audit_record
 from apps.workers import cml
 from apps.workers.models import Worker, WorkerStatus
 from apps.workers.selectors import percent
+from apps.workers.signals import holdings_of
 from apps.core.awaited import await_task, enqueue, reporting
 from apps.core.errors import Conflict, UpstreamUnavailable, ValidationFailed
 
@@ -93,12 +93,8 @@ LOAD_PERCENTS = ("cpu_usage_percent", "memory_usage_percent")
 def worker_load(worker: Worker) -> dict:
     """What the fleet's bars show: cores, GB and nodes held by the worker's live instances, of its capacity
     (and as percentages), and CPU and memory use and nodes running as CML last reported them. One query."""
-    from apps.lablets.lifecycle import LIVE
-    from apps.lablets.models import LabletInstance
-
-    held = LabletInstance.objects.filter(worker=worker, status__in=LIVE).aggregate(
-        held_cpu=Sum("cpu_cores", default=0), held_memory=Sum("memory_gb", default=0),
-        held_nodes=Sum("node_count", default=0))
+    holdings = holdings_of(worker)
+    held = {"held_cpu": holdings["cpu_cores"], "held_memory": holdings["memory_gb"], "held_nodes": holdings["nodes"]}
     cpu, memory = worker.cpu_usage_percent, worker.memory_usage_percent
     return {
         **held, "cpu_cores": worker.cpu_cores, "memory_gb": worker.memory_gb, "max_nodes": worker.max_nodes,

@@ -14,6 +14,7 @@ from apps.audit.services import audit_record
 from apps.workers import ec2
 from apps.workers.lifecycle import TRANSITIONS
 from apps.workers.models import Worker, WorkerRunPeriod, WorkerStatus, WorkerTemplate
+from apps.workers.signals import holdings_of, worker_withdrawn
 from apps.core.errors import Conflict, DomainError, InvalidTransition, UpstreamUnavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def _audit(worker: Worker, *, event_type: str, actor: str, action: str, metadata
 
 
 def _record_run_period(worker: Worker, *, source: str, to: str, at) -> None:
-    """Running-hours (apps.workers.services.cost): a period opens on entering RUNNING, closes on leaving it."""
+    """Running-hours (apps.lablets.services.fleet_cost): a period opens on entering RUNNING, closes on leaving it."""
     if to == WorkerStatus.RUNNING and source != WorkerStatus.RUNNING:
         WorkerRunPeriod.objects.create(worker=worker, started_at=at)
     elif source == WorkerStatus.RUNNING and to != WorkerStatus.RUNNING:
@@ -83,12 +84,10 @@ def worker_transition(*, worker: Worker, to: str, actor: str, reason: str = "") 
 
 
 def _replace_scheduled(worker: Worker, *, actor: str, why: str) -> None:
-    from apps.lablets.services.scheduling import lablet_instances_unplace_worker
-
-    try:
-        lablet_instances_unplace_worker(worker=worker, actor=actor, reason=why)
-    except Exception:  # the worker's change is committed; the next scheduler pass retries what is left
-        log.exception("Re-placement after %s of %s failed", why, worker.public_id)
+    """The scheduler (a receiver of worker_withdrawn) places elsewhere what was scheduled on the worker."""
+    for _receiver, outcome in worker_withdrawn.send_robust(sender=Worker, worker=worker, actor=actor, reason=why):
+        if isinstance(outcome, Exception):  # the worker's change is committed; the next scheduler pass retries
+            log.error("Re-placement after %s of %s failed", why, worker.public_id, exc_info=outcome)
 
 
 def _ec2_failed(worker: Worker | None, exc: ec2.Ec2Error, *, actor: str, action: str, field: str = "") -> DomainError:
@@ -272,9 +271,8 @@ def worker_stop(*, worker: Worker, actor: str) -> Worker:
 
 
 def worker_live_instance_count(worker: Worker) -> int:
-    from apps.lablets.lifecycle import LIVE
-
-    return worker.instances.filter(status__in=LIVE).count()
+    """The live work on the worker, as the apps that place it count it (apps.workers.signals)."""
+    return holdings_of(worker)["live"]
 
 
 def worker_terminate(*, worker: Worker, actor: str, force: bool = False) -> Worker:
@@ -315,9 +313,7 @@ def worker_drain(*, worker: Worker, actor: str, force: bool = False) -> Worker:
     instances (not started yet) go back to the scheduler and are placed on other workers."""
     worker = _set_draining(worker, actor=actor, draining=True)
     if force:
-        from apps.lablets.services.scheduling import lablet_instances_unplace_worker
-
-        lablet_instances_unplace_worker(worker=worker, actor=actor, reason="worker drained with force")
+        worker_withdrawn.send(sender=Worker, worker=worker, actor=actor, reason="worker drained with force")
     return worker
 
 

@@ -1,7 +1,7 @@
 """The reports page's figures (docs/dashboard.md#reports): `fleet_report`'s rows (one per worker per day
 with activity) summed per worker, per day and over the range, the series the chart draws, and the CSV.
 
-Definitions (those of `fleet_report`, apps/workers/services/cost.py; days in TIME_ZONE):
+Definitions (those of `fleet_report`, apps/lablets/services/fleet_cost.py; days in TIME_ZONE):
 - running hours: the worker's WorkerRunPeriods clipped to the day (an open one counts up to now);
 - booked hours / booked CPU-hours: the timeslots of the lablet instances placed on the worker, clipped to
   the day and cut short where the instance stopped or was terminated (× the instance's CPU cores);
@@ -14,7 +14,7 @@ Three queries whatever the range and the fleet (those of `fleet_report`); the re
 import csv
 from datetime import date, datetime, timedelta
 
-from apps.workers.services.cost import fleet_report
+from apps.lablets.services.fleet_cost import fleet_report
 
 CSV_COLUMNS = ("date", "worker_id", "worker_name", "cpu_cores", "running_hours", "booked_hours",
                "booked_cpu_hours", "utilisation_percent", "cost")

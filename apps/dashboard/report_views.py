@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
-from apps.workers.reports import fleet_report_csv, fleet_report_summary
+from apps.dashboard.reports import fleet_report_csv, fleet_report_summary
 from apps.api.pages import FLEET_PAGE, page
 
 DEFAULT_DAYS = 14  # today and the 13 days before

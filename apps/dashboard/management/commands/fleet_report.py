@@ -6,7 +6,7 @@ from datetime import date, timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from apps.workers.services.cost import fleet_report
+from apps.lablets.services.fleet_cost import fleet_report
 
 COLUMNS = ("worker_id", "worker_name", "running_hours", "booked_hours", "utilisation_percent", "cost")
 

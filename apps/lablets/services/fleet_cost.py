@@ -1,6 +1,8 @@
-"""Cost: stop workers that host nothing, start stopped ones ahead of booked slots, report running hours.
+"""The fleet's cost, driven by the bookings: stop workers that host nothing, start stopped ones ahead of booked
+slots, report running and booked hours. It reads lablet instances and acts on workers, so it lives here,
+above apps.workers (docs/architecture.md).
 
-Running hours are `WorkerRunPeriod` rows, opened and closed by `worker_transition` (services/fleet.py).
+Running hours are `WorkerRunPeriod` rows, opened and closed by `worker_transition` (apps/workers/services/fleet.py).
 The stop and start go through `worker_stop` / `worker_start` (EC2 outside any transaction, audited); a
 worker whose EC2 call fails is logged and skipped, so one bad worker never breaks the job. Each decision
 is audited first (`worker.idle_stop`, reason "idle"; `worker.demand_start`, reason "demand").

@@ -1,23 +1,8 @@
-"""Session and shared-lab states and the allowed edges: pure data (services/transitions.py enforces them)."""
+"""Session and shared-lab transitions and state groups: pure data (services/transitions.py enforces them).
 
-from django.db import models
+The states themselves (SessionStatus, LabStatus) are in models.py, like every app's."""
 
-
-class SessionStatus(models.TextChoices):
-    WAITING = "waiting"  # in the pool's FIFO queue, position 1..n
-    ACTIVE = "active"  # bound to one worker of the pool, position 0
-    ENDED = "ended"  # DELETE /session/{id} or an operator ended it
-    # Not heard from within the stale timeout. Not stored: a reaped session's row is deleted when it is
-    # journalled as session.reaped (services/queue.py, _reap_and_journal); rows of older versions in
-    # this state are deleted by the purge.
-    REAPED = "reaped"
-
-
-class LabStatus(models.TextChoices):
-    EMPTY = "empty"  # no lab on the worker (or the last one was handed to a teardown)
-    STARTING = "starting"  # an acquire is importing/starting it on CML
-    RUNNING = "running"  # up; ref_count sessions hold a claim on it (0: idle, may be replaced)
-
+from apps.sessions.models import LabStatus, SessionStatus
 
 LIVE = frozenset({SessionStatus.WAITING, SessionStatus.ACTIVE})
 FINISHED = frozenset({SessionStatus.ENDED, SessionStatus.REAPED})

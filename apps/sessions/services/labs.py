@@ -32,8 +32,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.audit.services import audit_record
-from apps.sessions.lifecycle import LabStatus, SessionStatus
-from apps.sessions.models import LabClaim, LabTeardown, Session, SessionLab
+from apps.sessions.models import LabClaim, LabStatus, LabTeardown, Session, SessionLab, SessionStatus
 from apps.sessions.selectors import NO_LAB, SESSION_NOT_ACTIVE, Principal, session_get_active
 from apps.sessions.services import storage
 from apps.sessions.services.transitions import session_lab_transition

@@ -26,8 +26,8 @@ from django.db.models.sql.subqueries import DeleteQuery
 from django.utils import timezone
 
 from apps.audit.services import audit_record, audit_record_many, audit_record_select
-from apps.sessions.lifecycle import LIVE, SessionStatus
-from apps.sessions.models import Session, SessionPool
+from apps.sessions.lifecycle import LIVE
+from apps.sessions.models import Session, SessionPool, SessionStatus
 from apps.sessions.selectors import SESSION_NOT_FOUND, SYSTEM, Principal, parse_session_id
 from apps.sessions.services import labs, storage
 from apps.sessions.services.transitions import session_transition

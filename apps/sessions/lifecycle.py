@@ -14,13 +14,13 @@ SESSION_TRANSITIONS: dict[str, frozenset[str]] = {
     SessionStatus.REAPED: frozenset(),
 }
 
+# The journal's name of each session transition (`session.<event>`), by the state reached. REAPED is
+# journalled by the reaping's bulk statements (services/queue.py, _reap_and_journal).
+SESSION_EVENTS = {SessionStatus.ACTIVE: "activated", SessionStatus.ENDED: "ended", SessionStatus.REAPED: "reaped"}
+
 LAB_TRANSITIONS: dict[str, frozenset[str]] = {
     LabStatus.EMPTY: frozenset({LabStatus.STARTING}),
     LabStatus.STARTING: frozenset({LabStatus.RUNNING, LabStatus.EMPTY}),
     LabStatus.RUNNING: frozenset({LabStatus.STARTING, LabStatus.EMPTY}),  # replaced when idle, or torn down
 }
 
-
-def sources_of(transitions: dict[str, frozenset[str]], target: str) -> frozenset[str]:
-    """The states from which `target` may be reached."""
-    return frozenset(source for source, targets in transitions.items() if target in targets)

@@ -26,7 +26,7 @@ ALLOWED = {
     ("apps/workers/services/fleet.py", "worker_transition"),
     ("apps/sessions/services/transitions.py", "session_transition"),
     ("apps/sessions/services/transitions.py", "session_lab_transition"),
-    ("apps/webhooks/delivery.py", "delivery_status_set"),
+    ("apps/webhooks/delivery.py", "webhook_delivery_transition"),
 }
 
 ATTRIBUTE_ASSIGNMENT = re.compile(r"(?:\b(?P<owner>\w+))?\.status\s*(?::[^=\n]+)?=(?!=)")

@@ -18,8 +18,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.audit.services import audit_record
 from apps.lablets.models import LabletInstance
+from apps.lablets.services.journal import instance_audit
 from apps.lablets.services.scheduling import lablet_instances_schedule_pending
 from apps.workers.services.cml import cml_credentials
 
@@ -104,23 +104,10 @@ def claim(pk: int, *, status: str, now: datetime, actor: str, force_due: bool = 
 
 def audit(instance: LabletInstance, *, event: str, actor: str, success: bool = True, error: str = "",
           metadata: dict | None = None) -> None:
-    """One journal row about an instance (`lablet_instance.<event>`), in the caller's transaction."""
-    audit_record(
-        event_type=f"lablet_instance.{event}",
-        actor=actor,
-        resource_type="lablet_instance",
-        resource_id=instance.public_id,
-        action=f"lablet_instance.{event}",
-        success=success,
-        error=error[:500],
-        metadata={
-            "definition_id": instance.definition.public_id,
-            "owner_id": instance.owner_id,
-            "worker_id": instance.worker.public_id if instance.worker_id else None,
-            "cml_lab_id": instance.cml_lab_id or None,
-            **(metadata or {}),
-        },
-    )
+    """One journal row about an instance (`lablet_instance.<event>`, with its CML lab), in the caller's
+    transaction."""
+    instance_audit(instance, event_type=f"lablet_instance.{event}", actor=actor, action=f"lablet_instance.{event}",
+                   success=success, error=error[:500], metadata=metadata, with_lab=True)
 
 
 def credentials(instance: LabletInstance) -> dict:

@@ -10,6 +10,7 @@ from apps.audit.services import audit_record_many
 from apps.lablets.lifecycle import EXTENDABLE, STAMP_FIELD, TRANSITIONS
 from apps.lablets.models import InstanceStatus, LabletDefinition, LabletInstance
 from apps.lablets.services.journal import instance_audit, instance_audit_entry
+from apps.lablets.services.lease import lease_progress
 from apps.core.errors import Conflict, InvalidTransition, ValidationFailed
 
 
@@ -346,11 +347,7 @@ def lablet_instance_record_progress(*, instance: LabletInstance, step: str, acto
     if step not in PROGRESS_STEPS:
         raise ValueError(f"unknown progress step {step!r}")
     text = progress_text(step, nodes_booted=nodes_booted, nodes_total=nodes_total)
-    rows = LabletInstance.objects.filter(pk=instance.pk, status=InstanceStatus.INSTANTIATING).exclude(
-        lifecycle_step=text)
-    if claimed_until is not None:
-        rows = rows.filter(claimed_until=claimed_until)
-    if not rows.update(lifecycle_step=text, updated_at=timezone.now()):
+    if not lease_progress(instance.pk, text=text, claimed_until=claimed_until):
         return False
     instance_audit(instance, event_type="lablet_instance.progressed", actor=actor, action="lablet_instance.progress",
            metadata={"step": step, "text": text, "nodes_booted": nodes_booted, "nodes_total": nodes_total})

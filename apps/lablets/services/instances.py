@@ -16,36 +16,21 @@ from apps.core.errors import Conflict, InvalidTransition, ValidationFailed
 
 @transaction.atomic
 def lablet_instance_transition(*, instance: LabletInstance, to: str, actor: str, reason: str = "") -> LabletInstance:
-    """The only place an instance's status changes: checks the edge against TRANSITIONS,
-    stamps the time of the state reached, and records the change, in one transaction."""
+    """Move one instance to `to`: its row locked, then lablet_instances_transition_many, the one place an
+    instance's status changes (the edge checked against TRANSITIONS, the time of the state reached
+    stamped, the change journalled), in one transaction."""
     locked = (
         LabletInstance.objects.select_for_update(of=("self",))
         .select_related("definition", "worker")
         .get(pk=instance.pk)
     )
-    source = locked.status
-    if to not in TRANSITIONS[source]:
-        raise InvalidTransition("Lablet instance", locked.public_id, source, to)
-    locked.status = to
-    fields = ["status", "updated_at"]
-    stamp = STAMP_FIELD.get(to)  # pending (re-placement) has no stamp of its own
-    if stamp:
-        setattr(locked, stamp, timezone.now())
-        fields.append(stamp)
-    locked.save(update_fields=fields)
-    instance_audit(
-        locked,
-        event_type=f"lablet_instance.{to}",
-        actor=actor,
-        action="lablet_instance.transition",
-        metadata={"from": source, "to": to, "reason": reason},
-    )
-    return locked
+    return lablet_instances_transition_many(instances=[locked], to=to, actor=actor, reason=reason)[0]
 
 
 def lablet_instances_transition_many(*, instances: list[LabletInstance], to: str, actor: str, reason: str = "",
                                      changes: dict[int, dict] | None = None) -> list[LabletInstance]:
-    """The batch form of lablet_instance_transition, for the scheduler's pass over many instances.
+    """The only place an instance's status changes, for one instance (lablet_instance_transition) or the
+    scheduler's pass over many.
 
     The caller holds the rows (locked, on PostgreSQL) inside its transaction and passes them as read.
     Every edge is checked against TRANSITIONS before anything is written; `changes` gives other fields

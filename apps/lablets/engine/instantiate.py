@@ -66,7 +66,7 @@ def begin(pk: int, *, now: datetime, actor: str) -> str:
             instance = lablet_instance_transition(
                 instance=instance, to=S.INSTANTIATING, actor=actor,
                 reason=f"the timeslot starts at {instance.timeslot_start.isoformat()}: bringing the lab up")
-            until = lease_take(pk, now=now, actor=actor, step="allocating console ports")
+            until = lease_take(pk, now=now, step="allocating console ports")
     except InvalidTransition as exc:  # another process got there first
         log.info("lifecycle: stale instantiation of %s: %s", instance.public_id, exc)
         return "stale"

@@ -100,7 +100,7 @@ def lease_claim(pk: int, *, status: str, now: datetime, actor: str, force_due: b
     return Claim(instance=_load(pk), until=until, now=now, actor=actor)
 
 
-def lease_take(pk: int, *, now: datetime, actor: str, step: str) -> datetime:
+def lease_take(pk: int, *, now: datetime, step: str) -> datetime:
     """Claim an instance whose row the caller holds locked (it has just moved it to a new state, in the same
     transaction): a fresh start, retries counted anew. Returns the lease (build the Claim after the commit)."""
     until = max(timezone.now(), now) + timedelta(seconds=lease_seconds())

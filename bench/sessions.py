@@ -319,8 +319,7 @@ def seed_stale(stale: int, stale_active: int, fresh: int) -> tuple[str, datetime
     from django.conf import settings
     from django.utils import timezone
 
-    from apps.sessions.lifecycle import LabStatus, SessionStatus
-    from apps.sessions.models import LabClaim, Session, SessionLab, SessionPool
+    from apps.sessions.models import LabClaim, LabStatus, Session, SessionLab, SessionPool, SessionStatus
     from apps.workers.models import Worker, WorkerStatus
 
     pool_name = "bench-reap"
@@ -355,8 +354,7 @@ def explain_reaping(pool_name: str) -> list[str]:
     from django.db import connection
     from django.utils import timezone
 
-    from apps.sessions.lifecycle import SessionStatus
-    from apps.sessions.models import SessionPool
+    from apps.sessions.models import SessionPool, SessionStatus
     from apps.sessions.services.queue import delete_statement, stale_sessions
 
     pools = list(SessionPool.objects.filter(name=pool_name).values_list("pk", flat=True))
@@ -384,8 +382,7 @@ def time_reaping(stale: int, stale_active: int, fresh: int, *, redis: bool, expl
     from apps.audit import services as audit_services
     from apps.audit.models import AuditEvent
     from apps.sessions import services
-    from apps.sessions.lifecycle import SessionStatus
-    from apps.sessions.models import LabClaim, Session
+    from apps.sessions.models import LabClaim, Session, SessionStatus
     from apps.sessions.services import queue as queue_services
 
     t0 = time.perf_counter()

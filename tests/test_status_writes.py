@@ -1,13 +1,14 @@
-"""Nothing assigns `status` except the two lifecycle functions.
+"""Nothing writes `status` except the lifecycle functions (one per state machine), nor the engine's lease fields except its lease module.
 
 The scan is textual (regexes) and the enclosing function of each hit is found with `ast`.
-It looks for:
+For each guarded field (`status`; `claimed_until`, `attempts`, `next_attempt_at`, `lifecycle_step`)
+it looks for:
   - attribute assignment:   `obj.status = ...`
   - a `status=` keyword (or a "status" dict key) inside `.update(`, `.create(`, `.get_or_create(`,
     `.update_or_create(`, `.bulk_create(`, `.bulk_update(` calls, even over several lines;
   - `setattr(obj, "status", ...)`.
-One thing is not a status write: a plain (non-model) class setting `self.status` in its own
-`__init__`, e.g. an HTTP error object keeping its status code (the CML simulator's `SimError`).
+One thing is not a write: a plain (non-model) class setting `self.status` in its own `__init__`, e.g. an
+HTTP error object keeping its status code (the CML simulator's `SimError`).
 """
 
 import ast
@@ -21,20 +22,35 @@ SCANNED_DIRS = ("apps", "labmanager")
 
 # (path relative to the project root, function name) allowed to write status.
 ALLOWED = {
-    ("apps/lablets/services/instances.py", "lablet_instance_transition"),
     ("apps/lablets/services/instances.py", "lablet_instances_transition_many"),
     ("apps/workers/services/fleet.py", "worker_transition"),
     ("apps/sessions/services/transitions.py", "session_transition"),
     ("apps/sessions/services/transitions.py", "session_lab_transition"),
-    ("apps/webhooks/delivery.py", "delivery_status_set"),
+    ("apps/webhooks/delivery.py", "webhook_delivery_transition"),
 }
 
-ATTRIBUTE_ASSIGNMENT = re.compile(r"(?:\b(?P<owner>\w+))?\.status\s*(?::[^=\n]+)?=(?!=)")
-SETATTR_STATUS = re.compile(r"""\bsetattr\(\s*[^,()]+,\s*(['"])status\1""")
+# The lablet instance's lease and retry bookkeeping: a second state, written only by the lease module.
+LEASE_FIELDS = ("claimed_until", "attempts", "next_attempt_at", "lifecycle_step")
+# (path, function) allowed to write them; None: any function of that file.
+LEASE_ALLOWED = {
+    ("apps/lablets/services/lease.py", None),
+    # Other models' fields of the same name, each written in one place: a webhook delivery's log row
+    # (when it is retried) and a session lab teardown's attempt count.
+    ("apps/webhooks/delivery.py", "_record"),
+    ("apps/sessions/services/labs.py", "lab_teardown_run"),
+}
+
 WRITE_CALL = re.compile(r"\.(?:update|create|get_or_create|update_or_create|bulk_create|bulk_update)\(")
-STATUS_KEYWORD = re.compile(r"(?<![\w.])status\s*=(?!=)")
-STATUS_DICT_KEY = re.compile(r"""(['"])status\1\s*:""")
 STRING_LITERAL = re.compile(r"""[bBrRuUfF]*(['"])(?:\\.|(?!\1).)*\1""")
+
+
+def _patterns(field: str):
+    return (
+        re.compile(rf"(?:\b(?P<owner>\w+))?\.{field}\s*(?::[^=\n]+)?=(?!=)"),  # attribute assignment
+        re.compile(rf"""\bsetattr\(\s*[^,()]+,\s*(['"]){field}\1"""),
+        re.compile(rf"(?<![\w.]){field}\s*=(?!=)"),  # a keyword argument
+        re.compile(rf"""(['"]){field}\1\s*:"""),  # a dict key
+    )
 
 
 def _call_arguments(source: str, open_paren: int) -> str:
@@ -85,22 +101,27 @@ def _is_plain_constructor(tree: ast.AST, line: int) -> bool:
     return cls is not None and not any(ast.unparse(base).endswith("Model") for base in cls.bases)
 
 
-def status_writes(source: str) -> list[tuple[int, str]]:
-    """(line, snippet) of every status write found in `source`."""
+def field_writes(source: str, field: str = "status") -> list[tuple[int, str]]:
+    """(line, snippet) of every write of `field` found in `source`."""
+    attribute, setattr_, keyword, dict_key = _patterns(field)
     tree = ast.parse(source)
     hits = []
-    for match in ATTRIBUTE_ASSIGNMENT.finditer(source):
+    for match in attribute.finditer(source):
         line = source.count("\n", 0, match.start()) + 1
         if match.group("owner") == "self" and _is_plain_constructor(tree, line):
             continue
         hits.append((match.start(), match.group(0)))
-    for match in SETATTR_STATUS.finditer(source):
+    for match in setattr_.finditer(source):
         hits.append((match.start(), match.group(0)))
     for call in WRITE_CALL.finditer(source):
         arguments = _call_arguments(source, call.end() - 1)
-        if STATUS_KEYWORD.search(STRING_LITERAL.sub('""', arguments)) or STATUS_DICT_KEY.search(arguments):
+        if keyword.search(STRING_LITERAL.sub('""', arguments)) or dict_key.search(arguments):
             hits.append((call.start(), call.group(0) + arguments.strip()[:80] + ")"))
     return sorted((source.count("\n", 0, offset) + 1, snippet) for offset, snippet in hits)
+
+
+def status_writes(source: str) -> list[tuple[int, str]]:
+    return field_writes(source, "status")
 
 
 def forbidden_status_writes(source: str, relative_path: str) -> list[str]:
@@ -110,6 +131,17 @@ def forbidden_status_writes(source: str, relative_path: str) -> list[str]:
         function = _enclosing_function(tree, line)
         if (relative_path, function) not in ALLOWED:
             found.append(f"{relative_path}:{line} in {function or '<module>'}: {snippet}")
+    return found
+
+
+def forbidden_lease_writes(source: str, relative_path: str) -> list[str]:
+    tree = ast.parse(source)
+    found = []
+    for field in LEASE_FIELDS:
+        for line, snippet in field_writes(source, field):
+            function = _enclosing_function(tree, line)
+            if (relative_path, None) not in LEASE_ALLOWED and (relative_path, function) not in LEASE_ALLOWED:
+                found.append(f"{relative_path}:{line} in {function or '<module>'}: {snippet}")
     return found
 
 
@@ -128,6 +160,25 @@ def test_nothing_but_the_lifecycle_functions_assigns_status():
     for path in scanned:
         offenders += forbidden_status_writes(path.read_text(), path.relative_to(ROOT).as_posix())
     assert offenders == [], "status written outside the lifecycle functions:\n" + "\n".join(offenders)
+
+
+def test_nothing_but_the_lease_module_writes_the_engine_lease_fields():
+    offenders = []
+    for path in _python_files():
+        offenders += forbidden_lease_writes(path.read_text(), path.relative_to(ROOT).as_posix())
+    assert offenders == [], "lease fields written outside apps/lablets/services/lease.py:\n" + "\n".join(offenders)
+
+
+def test_the_lease_module_is_where_the_scan_expects_it():
+    for relative_path, function in LEASE_ALLOWED:
+        source = (ROOT / relative_path).read_text()
+        tree = ast.parse(source)
+        writes = [line for field in LEASE_FIELDS for line, _ in field_writes(source, field)
+                  if function is None or _enclosing_function(tree, line) == function]
+        assert writes, f"{relative_path}:{function or '*'} no longer writes the lease fields where the scan allows it"
+    lease = (ROOT / "apps/lablets/services/lease.py").read_text()
+    for field in LEASE_FIELDS:
+        assert field_writes(lease, field), f"the lease module no longer writes {field}"
 
 
 def test_the_lifecycle_functions_are_where_the_scan_expects_them():
@@ -209,6 +260,33 @@ def test_the_scan_catches_every_kind_of_status_write_and_nothing_else():
     ], offenders
     paused_line = SAMPLE.splitlines().index('        self.status = "paused"') + 1
     assert f":{paused_line} in __init__" in offenders[-2]  # the model's, not SimError's
+
+
+LEASE_SAMPLE = '''
+def sneaky_retry(pk):
+    LabletInstance.objects.filter(pk=pk).update(attempts=0, next_attempt_at=None)
+
+
+def sneaky_release(step):
+    step.mine().update(claimed_until=None)
+
+
+def sneaky_progress(instance):
+    instance.lifecycle_step = "booting"
+
+
+def innocent(pk, now):
+    LabletInstance.objects.filter(claimed_until__lte=now, next_attempt_at__isnull=True).count()
+    LabletInstance.objects.filter(pk=pk).exclude(lifecycle_step="x").update(last_error="")
+'''
+
+
+def test_the_lease_scan_catches_writes_of_every_lease_field_outside_the_lease_module():
+    offenders = forbidden_lease_writes(LEASE_SAMPLE, "apps/lablets/engine/teardown.py")
+    functions = sorted({entry.split(" in ")[1].split(":")[0] for entry in offenders})
+    assert functions == ["sneaky_progress", "sneaky_release", "sneaky_retry"], offenders
+    assert len(offenders) == 4  # attempts and next_attempt_at in one call: two writes
+    assert forbidden_lease_writes(LEASE_SAMPLE, "apps/lablets/services/lease.py") == []
 
 
 def test_the_scan_allows_writes_only_inside_the_allowed_function_of_the_allowed_file():

@@ -5,8 +5,8 @@ from django.db.models import Count, F, Window
 from django.db.models.functions import RowNumber
 
 from apps.webhooks.models import WebhookDeliveryAttempt, WebhookSubscription
-from apps.sessions.lifecycle import LIVE, SessionStatus
-from apps.sessions.models import Session, SessionPool
+from apps.sessions.lifecycle import LIVE
+from apps.sessions.models import Session, SessionPool, SessionStatus
 from apps.sessions.selectors import session_estimated_wait, with_positions
 from apps.api.permissions import privileged
 

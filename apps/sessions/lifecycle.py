@@ -1,23 +1,8 @@
-"""Session and shared-lab states and the allowed edges: pure data (services/transitions.py enforces them)."""
+"""Session and shared-lab transitions and state groups: pure data (services/transitions.py enforces them).
 
-from django.db import models
+The states themselves (SessionStatus, LabStatus) are in models.py, like every app's."""
 
-
-class SessionStatus(models.TextChoices):
-    WAITING = "waiting"  # in the pool's FIFO queue, position 1..n
-    ACTIVE = "active"  # bound to one worker of the pool, position 0
-    ENDED = "ended"  # DELETE /session/{id} or an operator ended it
-    # Not heard from within the stale timeout. Not stored: a reaped session's row is deleted when it is
-    # journalled as session.reaped (services/queue.py, _reap_and_journal); rows of older versions in
-    # this state are deleted by the purge.
-    REAPED = "reaped"
-
-
-class LabStatus(models.TextChoices):
-    EMPTY = "empty"  # no lab on the worker (or the last one was handed to a teardown)
-    STARTING = "starting"  # an acquire is importing/starting it on CML
-    RUNNING = "running"  # up; ref_count sessions hold a claim on it (0: idle, may be replaced)
-
+from apps.sessions.models import LabStatus, SessionStatus
 
 LIVE = frozenset({SessionStatus.WAITING, SessionStatus.ACTIVE})
 FINISHED = frozenset({SessionStatus.ENDED, SessionStatus.REAPED})
@@ -29,13 +14,13 @@ SESSION_TRANSITIONS: dict[str, frozenset[str]] = {
     SessionStatus.REAPED: frozenset(),
 }
 
+# The journal's name of each session transition (`session.<event>`), by the state reached. REAPED is
+# journalled by the reaping's bulk statements (services/queue.py, _reap_and_journal).
+SESSION_EVENTS = {SessionStatus.ACTIVE: "activated", SessionStatus.ENDED: "ended", SessionStatus.REAPED: "reaped"}
+
 LAB_TRANSITIONS: dict[str, frozenset[str]] = {
     LabStatus.EMPTY: frozenset({LabStatus.STARTING}),
     LabStatus.STARTING: frozenset({LabStatus.RUNNING, LabStatus.EMPTY}),
     LabStatus.RUNNING: frozenset({LabStatus.STARTING, LabStatus.EMPTY}),  # replaced when idle, or torn down
 }
 
-
-def sources_of(transitions: dict[str, frozenset[str]], target: str) -> frozenset[str]:
-    """The states from which `target` may be reached."""
-    return frozenset(source for source, targets in transitions.items() if target in targets)

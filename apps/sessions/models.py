@@ -16,9 +16,25 @@ import uuid
 from django.conf import settings
 from django.db import models
 
-from apps.sessions.lifecycle import LabStatus, SessionStatus
 from apps.workers.models import Worker
 from apps.core.indexes import PostgresBrinIndex, PostgresPartialIndex
+
+
+class SessionStatus(models.TextChoices):
+    WAITING = "waiting"  # in the pool's FIFO queue, position 1..n
+    ACTIVE = "active"  # bound to one worker of the pool, position 0
+    ENDED = "ended"  # DELETE /session/{id} or an operator ended it
+    # Not heard from within the stale timeout. Not stored: a reaped session's row is deleted when it is
+    # journalled as session.reaped (services/queue.py, _reap_and_journal); rows of older versions in
+    # this state are deleted by the purge.
+    REAPED = "reaped"
+
+
+class LabStatus(models.TextChoices):
+    EMPTY = "empty"  # no lab on the worker (or the last one was handed to a teardown)
+    STARTING = "starting"  # an acquire is importing/starting it on CML
+    RUNNING = "running"  # up; ref_count sessions hold a claim on it (0: idle, may be replaced)
+
 
 # The live sessions (waiting, active): what the queue's indexes hold on PostgreSQL. Ended sessions are
 # history, found by their key or by ended_at (reaped ones are deleted): left out of these indexes, they

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
-from apps.sessions.lifecycle import LIVE, LabStatus, SessionStatus
-from apps.sessions.models import Session, SessionLab, SessionPool
+from apps.sessions.lifecycle import LIVE
+from apps.sessions.models import LabStatus, Session, SessionLab, SessionPool, SessionStatus
 from apps.core.errors import Locked, NotFound
 
 SESSION_NOT_FOUND = "Session not found"  # the seed's messages, which its clients may match on

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from apps.webhooks.lifecycle import TRANSITIONS, sources_of
 from apps.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookDeliveryAttempt, WebhookSubscription
 from apps.webhooks.ssrf import UnsafeWebhookUrl, check_url
 
@@ -40,9 +41,13 @@ def backoff_seconds(attempt: int, retry_after: str | None = None) -> int:
     return min(seconds, MAX_BACKOFF_SECONDS)
 
 
-def delivery_status_set(*, deliveries, to: str, **fields) -> int:
-    """The one writer of a delivery's status (tests/test_status_writes.py): one UPDATE, returns the count."""
-    return deliveries.update(status=to, **fields)
+def webhook_delivery_transition(*, deliveries, to: str, **fields) -> int:
+    """The one writer of a delivery's status (tests/test_status_writes.py): moves those of `deliveries` that
+    may reach `to` (apps/webhooks/lifecycle.py) with one UPDATE, writing `fields` too (the lease and the
+    attempt count ride on the status); returns the count. A row that moved on meanwhile is not counted."""
+    if to not in TRANSITIONS:
+        raise ValueError(f"unknown delivery status {to!r}")
+    return deliveries.filter(status__in=sources_of(to)).update(status=to, **fields)
 
 
 def _claim(delivery_id: int) -> WebhookDelivery | None:
@@ -53,7 +58,7 @@ def _claim(delivery_id: int) -> WebhookDelivery | None:
         pk=delivery_id, status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING], next_attempt_at__lte=now,
         subscription__active=True,
     )
-    claimed = delivery_status_set(deliveries=due, to=DeliveryStatus.SENDING, attempts=F("attempts") + 1,
+    claimed = webhook_delivery_transition(deliveries=due, to=DeliveryStatus.SENDING, attempts=F("attempts") + 1,
                                   next_attempt_at=lease)
     if not claimed:
         return None
@@ -134,15 +139,15 @@ def _record(delivery: WebhookDelivery, result: dict) -> str:
         )
         sending = WebhookDelivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING)
         if succeeded:
-            delivery_status_set(deliveries=sending, to=DeliveryStatus.SUCCEEDED, finished_at=now)
+            webhook_delivery_transition(deliveries=sending, to=DeliveryStatus.SUCCEEDED, finished_at=now)
             sub.consecutive_failures, sub.last_success_at = 0, now
             sub.total_deliveries += 1
             sub.save(update_fields=["consecutive_failures", "last_success_at", "total_deliveries", "updated_at"])
             return "delivered"
         if will_retry:
-            delivery_status_set(deliveries=sending, to=DeliveryStatus.PENDING, next_attempt_at=next_at)
+            webhook_delivery_transition(deliveries=sending, to=DeliveryStatus.PENDING, next_attempt_at=next_at)
             return f"retry at {next_at.isoformat()}"
-        delivery_status_set(deliveries=sending, to=DeliveryStatus.FAILED, finished_at=now)
+        webhook_delivery_transition(deliveries=sending, to=DeliveryStatus.FAILED, finished_at=now)
         sub.consecutive_failures += 1
         sub.total_failures += 1
         sub.last_failure_at = now

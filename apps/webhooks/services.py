@@ -137,10 +137,10 @@ def webhook_subscription_disable(*, subscription_id: int, reason: str, actor: st
 
 
 def _skip_pending(sub: WebhookSubscription) -> int:
-    from apps.webhooks.delivery import delivery_status_set
+    from apps.webhooks.delivery import webhook_delivery_transition
 
     pending = WebhookDelivery.objects.filter(subscription=sub, status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING])
-    return delivery_status_set(deliveries=pending, to=DeliveryStatus.SKIPPED, finished_at=timezone.now())
+    return webhook_delivery_transition(deliveries=pending, to=DeliveryStatus.SKIPPED, finished_at=timezone.now())
 
 
 # --- dispatch --------------------------------------------------------------------

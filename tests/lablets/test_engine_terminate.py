@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEvent
 from apps.lablets.engine import lifecycle_tick
-from apps.lablets.engine.common import claim
+from apps.lablets.services.lease import lease_claim
 from apps.lablets.models import ConsolePort, LabletInstance
 from apps.lablets.services import lablet_instance_create, lablet_instance_transition
 from apps.lablets.services.ports import console_ports_allocate, console_ports_release
@@ -229,19 +229,19 @@ def test_a_claim_is_taken_once(worker, definition, cml):
     lablet_instance_transition(instance=instance, to="instantiating", actor="tests")
     now = timezone.now()
 
-    first = claim(instance.pk, status="instantiating", now=now, actor="a")
-    second = claim(instance.pk, status="instantiating", now=now, actor="b")
+    first = lease_claim(instance.pk, status="instantiating", now=now, actor="a")
+    second = lease_claim(instance.pk, status="instantiating", now=now, actor="b")
 
     assert first is not None and second is None
     assert lifecycle_tick(now=now) == {}  # held: nothing to do
-    assert claim(instance.pk, status="instantiating", now=first.until + timedelta(seconds=1), actor="c")
+    assert lease_claim(instance.pk, status="instantiating", now=first.until + timedelta(seconds=1), actor="c")
 
 
 def test_a_terminate_during_a_step_leaves_the_teardown_to_the_holder_and_the_tick(worker, definition, cml,
                                                                                  admin_client):
     instance = scheduled(worker, definition)
     lablet_instance_transition(instance=instance, to="instantiating", actor="tests")
-    step = claim(instance.pk, status="instantiating", now=timezone.now(), actor="other-cluster")
+    step = lease_claim(instance.pk, status="instantiating", now=timezone.now(), actor="other-cluster")
 
     body = admin_client.post(f"{INSTANCES}/{instance.public_id}/terminate").json()
 

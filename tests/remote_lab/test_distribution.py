@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.sessions.lifecycle import LabStatus, SessionStatus
-from apps.sessions.models import Session, SessionLab
+from apps.sessions.models import LabStatus, Session, SessionLab, SessionStatus
 from tests.daphne import remote_lab_server
 from tests.factories import placeable_worker
 

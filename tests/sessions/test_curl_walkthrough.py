@@ -7,8 +7,7 @@ import subprocess
 
 import pytest
 
-from apps.sessions.lifecycle import LabStatus, SessionStatus
-from apps.sessions.models import LabClaim, Session, SessionLab
+from apps.sessions.models import LabClaim, LabStatus, Session, SessionLab, SessionStatus
 from tests.daphne import remote_lab_server
 from tests.events.conftest import ROOT
 from tests.factories import placeable_worker

@@ -12,8 +12,7 @@ from django.db import connection
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
-from apps.sessions.lifecycle import SessionStatus
-from apps.sessions.models import Session
+from apps.sessions.models import Session, SessionStatus
 from apps.sessions.services.queue import stale_sessions
 
 pytestmark = [

@@ -28,7 +28,9 @@ from apps.lablets.models import LabletInstance
 
 from . import instantiate, teardown
 from .collection import collect as instance_collect
-from .common import claim, load, schedule_pending
+from apps.lablets.services.lease import lease_claim
+
+from .common import load, schedule_pending
 from .ending import request_end
 from .tick import FREEING_OUTCOMES, lifecycle_tick
 
@@ -43,7 +45,7 @@ def instance_advance(*, instance_pk: int, actor: str = "system", now: datetime |
     if status == S.SCHEDULED:
         return instantiate.begin(instance_pk, now=now, actor=actor)
     if status == S.INSTANTIATING:
-        step = claim(instance_pk, status=status, now=now, actor=actor)
+        step = lease_claim(instance_pk, status=status, now=now, actor=actor)
         return "busy" if step is None else instantiate.advance(step)
     if status in TEARDOWN:
         outcomes = teardown.teardown(instance_pk, now=now, actor=actor)

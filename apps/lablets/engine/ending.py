@@ -11,12 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import transaction
-from django.utils import timezone
 
 from apps.lablets.lifecycle import WITH_LAB
 from apps.lablets.models import InstanceStatus as S
 from apps.lablets.models import LabletInstance
 from apps.lablets.services.instances import lablet_instance_transition
+from apps.lablets.services.lease import lease_clear, lease_restart
 from apps.lablets.services.ports import console_ports_release
 from apps.workers.models import WorkerStatus
 from apps.core.errors import InvalidTransition
@@ -39,15 +39,13 @@ def request_end(pk: int, *, reason: str, actor: str, now: datetime) -> tuple[Lab
         if no_lab or unreachable:
             if unreachable and locked.instantiating_at is not None:
                 fields["cml_lab_removed_at"] = now  # its CML went away with the worker
-            LabletInstance.objects.filter(pk=pk).update(
-                claimed_until=None, next_attempt_at=None, lifecycle_step="", **fields)
+            lease_clear(pk, **fields)
             instance = lablet_instance_transition(instance=locked, to=S.TERMINATED, actor=actor,
                                                   reason=locked.termination_reason or reason)
             console_ports_release(instance=instance)
             return instance, S.TERMINATED
         if source in WITH_LAB:
-            LabletInstance.objects.filter(pk=pk).update(
-                attempts=0, next_attempt_at=None, last_error="", lifecycle_step="stopping lab", **fields)
+            lease_restart(pk, step="stopping lab", **fields)
             return lablet_instance_transition(instance=locked, to=S.STOPPING, actor=actor, reason=reason), S.STOPPING
         if fields:  # already in the teardown
             LabletInstance.objects.filter(pk=pk).update(**fields)
@@ -73,8 +71,6 @@ def give_up(pk: int, *, actor: str, now: datetime, error: str) -> None:
         locked = LabletInstance.objects.select_for_update(of=("self",)).get(pk=pk)
         if locked.status == S.TERMINATED:
             return
-        LabletInstance.objects.filter(pk=pk).update(
-            termination_reason=locked.termination_reason or reason, claimed_until=None, next_attempt_at=None,
-            attempts=0, lifecycle_step="", updated_at=timezone.now())
+        lease_clear(pk, termination_reason=locked.termination_reason or reason)
         instance = lablet_instance_transition(instance=locked, to=S.TERMINATED, actor=actor, reason=reason)
         console_ports_release(instance=instance)

@@ -27,7 +27,9 @@ from apps.workers import cml
 from apps.workers.models import WorkerStatus
 from apps.core.errors import Conflict, InvalidTransition
 
-from .common import Claim, StepFailed, audit, credentials, fail, lease_seconds, load, log
+from apps.lablets.services.lease import Claim, lease_fail, lease_take, lease_waiting
+
+from .common import StepFailed, audit, credentials, load, log
 from .ending import give_up
 
 BOOTED = "BOOTED"
@@ -57,18 +59,14 @@ def begin(pk: int, *, now: datetime, actor: str) -> str:
         return "not_due"
     waiting = worker_ready(instance)
     if waiting:
-        LabletInstance.objects.filter(pk=pk, status=S.SCHEDULED).exclude(lifecycle_step=waiting).update(
-            lifecycle_step=waiting)
+        lease_waiting(pk, text=waiting)
         return "waiting"
-    until = max(timezone.now(), now) + timedelta(seconds=lease_seconds())
     try:
         with transaction.atomic():
             instance = lablet_instance_transition(
                 instance=instance, to=S.INSTANTIATING, actor=actor,
                 reason=f"the timeslot starts at {instance.timeslot_start.isoformat()}: bringing the lab up")
-            LabletInstance.objects.filter(pk=pk).update(
-                claimed_until=until, attempts=0, next_attempt_at=None, last_error="",
-                lifecycle_step="allocating console ports")
+            until = lease_take(pk, now=now, step="allocating console ports")
     except InvalidTransition as exc:  # another process got there first
         log.info("lifecycle: stale instantiation of %s: %s", instance.public_id, exc)
         return "stale"
@@ -142,7 +140,7 @@ def _finish(step: Claim, ports: list[dict], nodes: list[cml.CmlNode]) -> str:
             step.release(console=console_details(instance, ports, nodes), lifecycle_step="")
     except InvalidTransition as exc:  # ended meanwhile (terminate, expiry): the teardown takes over
         log.info("lifecycle: %s did not become running: %s", instance.public_id, exc)
-        step.mine().update(claimed_until=None)
+        step.drop()
         return "stale"
     return "running"
 
@@ -178,7 +176,7 @@ def advance(step: Claim) -> str:
         return "booting"
     except (cml.CmlError, StepFailed, Conflict) as exc:
         detail = exc.detail if isinstance(exc, Conflict) else str(exc)
-        if fail(step, step="instantiate", error=detail):
+        if lease_fail(step, step="instantiate", error=detail):
             from .teardown import cleanup
 
             give_up(step.pk, actor=step.actor, now=step.now, error=f"instantiation: {detail}")

@@ -31,7 +31,9 @@ from apps.workers import cml
 from apps.workers.models import WorkerStatus
 from apps.core.errors import InvalidTransition
 
-from .common import Claim, StepFailed, audit, claim, credentials, fail, lease_seconds, load, log
+from apps.lablets.services.lease import Claim, lease_claim, lease_clear, lease_fail, lease_seconds
+
+from .common import StepFailed, audit, credentials, load, log
 from .ending import give_up
 
 
@@ -78,7 +80,7 @@ def _transition(step: Claim, to: str, reason: str, *, release_fields: dict, upda
                 console_ports_release(instance=instance)
     except InvalidTransition as exc:
         log.info("lifecycle: stale teardown of %s: %s", step.instance.public_id, exc)
-        step.mine().update(claimed_until=None)
+        step.drop()
         return "stale"
     return to
 
@@ -171,7 +173,7 @@ def teardown_step(step: Claim) -> str:
     try:
         return function(step)
     except (cml.CmlError, archive.ArchiveError, StepFailed) as exc:
-        if fail(step, step=name, error=str(exc)):
+        if lease_fail(step, step=name, error=str(exc)):
             give_up(step.pk, actor=step.actor, now=step.now, error=f"{name}: {exc}")
             cleanup(step.pk, now=step.now, actor=step.actor)
             return "failed"
@@ -185,7 +187,7 @@ def teardown(pk: int, *, now: datetime, actor: str, force_due: bool = False) -> 
         status = LabletInstance.objects.filter(pk=pk).values_list("status", flat=True).first()
         if status not in TEARDOWN:
             break
-        step = claim(pk, status=status, now=now, actor=actor, force_due=force_due)
+        step = lease_claim(pk, status=status, now=now, actor=actor, force_due=force_due)
         if step is None:
             outcomes.append("busy")
             break
@@ -205,9 +207,7 @@ def needs_cleanup(instance: LabletInstance) -> bool:
 
 def _mark_removed(pk: int, *, actor: str, lab_ids: list[str], why: str) -> None:
     with transaction.atomic():
-        LabletInstance.objects.filter(pk=pk).update(
-            cml_lab_removed_at=timezone.now(), claimed_until=None, next_attempt_at=None, attempts=0,
-            lifecycle_step="", updated_at=timezone.now())
+        lease_clear(pk, cml_lab_removed_at=timezone.now())
         audit(load(pk), event="lab_deleted", actor=actor, metadata={"lab_ids": lab_ids, "cleanup": why})
 
 
@@ -222,13 +222,13 @@ def cleanup(pk: int, *, now: datetime, actor: str) -> str:
         return "removed"
     if worker.status != WorkerStatus.RUNNING:
         return "waiting"
-    step = claim(pk, status=S.TERMINATED, now=now, actor=actor)
+    step = lease_claim(pk, status=S.TERMINATED, now=now, actor=actor)
     if step is None:
         return "busy"
     try:
         ids = _delete_labs(step, credentials(step.instance))
     except (cml.CmlError, StepFailed) as exc:
-        fail(step, step="cleanup", error=str(exc), bounded=False)
+        lease_fail(step, step="cleanup", error=str(exc), bounded=False)
         return "retry"
     _mark_removed(pk, actor=actor, lab_ids=ids, why="labs left behind by a terminated instance")
     return "removed"

@@ -31,7 +31,9 @@ from apps.lablets.services.scheduling import scheduler_tick
 from apps.workers.models import WorkerStatus
 
 from . import instantiate, teardown
-from .common import audit, claim, claimable, log, schedule_pending
+from apps.lablets.services.lease import claimable, lease_claim
+
+from .common import audit, log, schedule_pending
 from .ending import end_quietly
 
 NOT_YET_RUNNING = (S.PENDING, S.SCHEDULED, S.INSTANTIATING)
@@ -157,5 +159,5 @@ def lifecycle_tick(*, now: datetime | None = None, actor: str = "system") -> dic
 
 
 def _advance_instantiating(pk: int, *, now: datetime, actor: str) -> str:
-    step = claim(pk, status=S.INSTANTIATING, now=now, actor=actor)
+    step = lease_claim(pk, status=S.INSTANTIATING, now=now, actor=actor)
     return "busy" if step is None else instantiate.advance(step)

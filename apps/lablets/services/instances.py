@@ -6,60 +6,31 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apps.audit.services import audit_record, audit_record_many
+from apps.audit.services import audit_record_many
 from apps.lablets.lifecycle import EXTENDABLE, STAMP_FIELD, TRANSITIONS
 from apps.lablets.models import InstanceStatus, LabletDefinition, LabletInstance
+from apps.lablets.services.journal import instance_audit, instance_audit_entry
+from apps.lablets.services.lease import lease_progress
 from apps.core.errors import Conflict, InvalidTransition, ValidationFailed
-
-
-def _event(instance: LabletInstance, *, event_type: str, actor: str, action: str, metadata: dict) -> None:
-    audit_record(
-        event_type=event_type,
-        actor=actor,
-        resource_type="lablet_instance",
-        resource_id=instance.public_id,
-        action=action,
-        metadata={
-            "definition_id": instance.definition.public_id,
-            "owner_id": instance.owner_id,
-            "worker_id": instance.worker.public_id if instance.worker_id else None,
-            **metadata,
-        },
-    )
 
 
 @transaction.atomic
 def lablet_instance_transition(*, instance: LabletInstance, to: str, actor: str, reason: str = "") -> LabletInstance:
-    """The only place an instance's status changes: checks the edge against TRANSITIONS,
-    stamps the time of the state reached, and records the change, in one transaction."""
+    """Move one instance to `to`: its row locked, then lablet_instances_transition_many, the one place an
+    instance's status changes (the edge checked against TRANSITIONS, the time of the state reached
+    stamped, the change journalled), in one transaction."""
     locked = (
         LabletInstance.objects.select_for_update(of=("self",))
         .select_related("definition", "worker")
         .get(pk=instance.pk)
     )
-    source = locked.status
-    if to not in TRANSITIONS[source]:
-        raise InvalidTransition("Lablet instance", locked.public_id, source, to)
-    locked.status = to
-    fields = ["status", "updated_at"]
-    stamp = STAMP_FIELD.get(to)  # pending (re-placement) has no stamp of its own
-    if stamp:
-        setattr(locked, stamp, timezone.now())
-        fields.append(stamp)
-    locked.save(update_fields=fields)
-    _event(
-        locked,
-        event_type=f"lablet_instance.{to}",
-        actor=actor,
-        action="lablet_instance.transition",
-        metadata={"from": source, "to": to, "reason": reason},
-    )
-    return locked
+    return lablet_instances_transition_many(instances=[locked], to=to, actor=actor, reason=reason)[0]
 
 
 def lablet_instances_transition_many(*, instances: list[LabletInstance], to: str, actor: str, reason: str = "",
                                      changes: dict[int, dict] | None = None) -> list[LabletInstance]:
-    """The batch form of lablet_instance_transition, for the scheduler's pass over many instances.
+    """The only place an instance's status changes, for one instance (lablet_instance_transition) or the
+    scheduler's pass over many.
 
     The caller holds the rows (locked, on PostgreSQL) inside its transaction and passes them as read.
     Every edge is checked against TRANSITIONS before anything is written; `changes` gives other fields
@@ -82,19 +53,9 @@ def lablet_instances_transition_many(*, instances: list[LabletInstance], to: str
         if stamp:
             setattr(instance, stamp, now)
         instance.updated_at = now
-        events.append({
-            "event_type": f"lablet_instance.{to}",
-            "actor": actor,
-            "resource_type": "lablet_instance",
-            "resource_id": instance.public_id,
-            "action": "lablet_instance.transition",
-            "metadata": {
-                "definition_id": instance.definition.public_id,
-                "owner_id": instance.owner_id,
-                "worker_id": instance.worker.public_id if instance.worker_id else None,
-                "from": source, "to": to, "reason": reason,
-            },
-        })
+        events.append(instance_audit_entry(instance, event_type=f"lablet_instance.{to}", actor=actor,
+                                           action="lablet_instance.transition",
+                                           metadata={"from": source, "to": to, "reason": reason}))
     # One UPDATE per distinct set of changes (the scheduler's pass: one per worker), not a CASE per row.
     groups: dict[tuple, list[int]] = {}
     for instance in instances:
@@ -203,7 +164,7 @@ def lablet_instance_create(
             node_count=definition.node_count,
             port_count=len(definition.port_definitions or []),
         )
-        _event(
+        instance_audit(
             instance,
             event_type="lablet_instance.created",
             actor=actor,
@@ -293,7 +254,7 @@ def lablet_instance_extend(
     locked.timeslot_end = new_end
     locked.expiring_notified_at = None  # a new end: warn again before it
     locked.save(update_fields=["timeslot_end", "expiring_notified_at", "updated_at"])
-    _event(
+    instance_audit(
         locked,
         event_type="lablet_instance.extended",
         actor=actor,
@@ -329,7 +290,7 @@ def lablet_instance_record_grading(*, instance: LabletInstance, actor: str, scor
     result = {"score": score, "max_score": max_score, "details": details, "graded_at": now.isoformat(),
               "graded_by": actor}
     LabletInstance.objects.filter(pk=locked.pk).update(grading_result=result, last_activity_at=now, updated_at=now)
-    _event(locked, event_type="lablet_instance.graded", actor=actor, action="lablet_instance.grade",
+    instance_audit(locked, event_type="lablet_instance.graded", actor=actor, action="lablet_instance.grade",
            metadata={"score": score, "max_score": max_score})
     return LabletInstance.objects.select_related("definition", "worker", "created_by").get(pk=locked.pk)
 
@@ -371,12 +332,8 @@ def lablet_instance_record_progress(*, instance: LabletInstance, step: str, acto
     if step not in PROGRESS_STEPS:
         raise ValueError(f"unknown progress step {step!r}")
     text = progress_text(step, nodes_booted=nodes_booted, nodes_total=nodes_total)
-    rows = LabletInstance.objects.filter(pk=instance.pk, status=InstanceStatus.INSTANTIATING).exclude(
-        lifecycle_step=text)
-    if claimed_until is not None:
-        rows = rows.filter(claimed_until=claimed_until)
-    if not rows.update(lifecycle_step=text, updated_at=timezone.now()):
+    if not lease_progress(instance.pk, text=text, claimed_until=claimed_until):
         return False
-    _event(instance, event_type="lablet_instance.progressed", actor=actor, action="lablet_instance.progress",
+    instance_audit(instance, event_type="lablet_instance.progressed", actor=actor, action="lablet_instance.progress",
            metadata={"step": step, "text": text, "nodes_booted": nodes_booted, "nodes_total": nodes_total})
     return True

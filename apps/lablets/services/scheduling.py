@@ -17,11 +17,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
-from apps.audit.services import audit_record
 from apps.lablets.lifecycle import LIVE
 from apps.lablets.models import InstanceStatus, LabletInstance
 from apps.lablets.placement import Planner, definition_need, live_bookings, need_of
 from apps.lablets.services.instances import lablet_instance_transition, lablet_instances_transition_many
+from apps.lablets.services.journal import instance_audit
 from apps.workers.models import Worker, WorkerStatus
 from apps.core.errors import Conflict, InvalidTransition
 
@@ -198,11 +198,9 @@ def lablet_instance_set_priority(*, instance: LabletInstance, actor: str, priori
     if before != priority:
         LabletInstance.objects.filter(pk=locked.pk).update(priority=priority, updated_at=timezone.now())
         locked.refresh_from_db()
-        audit_record(
-            event_type="lablet_instance.priority_changed", actor=actor, resource_type="lablet_instance",
-            resource_id=locked.public_id, action="lablet_instance.set_priority",
-            metadata={"owner_id": locked.owner_id, "before": {"priority": before}, "after": {"priority": priority}},
-        )
+        instance_audit(locked, event_type="lablet_instance.priority_changed", actor=actor,
+                       action="lablet_instance.set_priority",
+                       metadata={"before": {"priority": before}, "after": {"priority": priority}})
     return locked
 
 

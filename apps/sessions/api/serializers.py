@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from apps.sessions.lifecycle import SessionStatus
+from apps.sessions.models import SessionStatus
 
 
 class CreateSessionResponseSerializer(serializers.Serializer):

@@ -28,7 +28,7 @@ from apps.sessions.api.serializers import (
     LabStatusSerializer,
     SessionStatusResponseSerializer,
 )
-from apps.sessions.lifecycle import LabStatus
+from apps.sessions.models import LabStatus
 from apps.sessions.services import storage
 from apps.api.pending import awaiting, pending_response
 from apps.api.permissions import Public

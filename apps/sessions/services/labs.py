@@ -32,8 +32,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.audit.services import audit_record
-from apps.sessions.lifecycle import LabStatus, SessionStatus
-from apps.sessions.models import LabClaim, LabTeardown, Session, SessionLab
+from apps.sessions.models import LabClaim, LabStatus, LabTeardown, Session, SessionLab, SessionStatus
 from apps.sessions.selectors import NO_LAB, SESSION_NOT_ACTIVE, Principal, session_get_active
 from apps.sessions.services import storage
 from apps.sessions.services.transitions import session_lab_transition
@@ -173,8 +172,8 @@ def _decide(*, session: Session, staged: storage.StagedUpload, reuse: bool, acto
         # Nothing runs, or an idle lab (no claims) that is not the one wanted: replace it.
         old_lab, old_sha = slot.cml_lab_id, slot.topology_sha256
         token = uuid.uuid4()
-        session_lab_transition(labs=SessionLab.objects.filter(pk=slot.pk, status=slot.status), to=LabStatus.STARTING,
-                               topology_sha256=sha, topology_name=staged.topology_name[:255], cml_lab_id="",
+        session_lab_transition(lab=slot, to=LabStatus.STARTING, actor=actor,
+                               reason=f"session {session.pk} starts its topology", topology_sha256=sha, topology_name=staged.topology_name[:255], cml_lab_id="",
                                devices=[], start_token=token, started_at=None, last_error="")
         LabClaim.objects.filter(lab=slot).delete()  # an idle lab has none; belt and braces
         if claim is not None:
@@ -199,9 +198,9 @@ def _abandon(*, session: Session, decision: _Decision, cml_lab_id: str, error: s
         if mine:
             cml_lab_id = cml_lab_id or slot.cml_lab_id
             LabClaim.objects.filter(lab=slot).delete()
-            session_lab_transition(labs=SessionLab.objects.filter(pk=slot.pk), to=LabStatus.EMPTY, ref_count=0,
-                                   cml_lab_id="", topology_sha256="", topology_name="", devices=[], start_token=None,
-                                   last_error=error[:500])
+            session_lab_transition(lab=slot, to=LabStatus.EMPTY, actor=actor, reason=f"start failed: {error}"[:200],
+                                   ref_count=0, cml_lab_id="", topology_sha256="", topology_name="", devices=[],
+                                   start_token=None, last_error=error[:500])
         _teardown_later(worker_id=slot.worker_id, cml_lab_id=cml_lab_id, sha256=slot.topology_sha256,
                         reason="start failed" if mine else "destroyed while starting")
         _audit(session.pk, event="lab_acquired", actor=actor, success=False, error=error[:500],
@@ -244,10 +243,10 @@ def _running_step(pending: PendingAcquire, *, lab_id: str, nodes: list) -> Acqui
     session, decision, staged = pending.session, pending.decision, pending.staged
     devices = [_device(node, lab_id=lab_id, worker=session.worker) for node in nodes]
     with transaction.atomic():
-        SessionLab.objects.select_for_update().get(pk=decision.lab_pk)
-        done = session_lab_transition(
-            labs=SessionLab.objects.filter(pk=decision.lab_pk, start_token=decision.token), to=LabStatus.RUNNING,
-            devices=devices, start_token=None, started_at=timezone.now())
+        slot = SessionLab.objects.select_for_update().get(pk=decision.lab_pk)
+        done = (slot.status == LabStatus.STARTING and slot.start_token == decision.token and session_lab_transition(
+            lab=slot, to=LabStatus.RUNNING, actor=pending.actor, reason=f"lab {lab_id} converged",
+            devices=devices, start_token=None, started_at=timezone.now()))
         if done:
             _audit(session.pk, event="lab_acquired", actor=pending.actor, metadata={
                 "worker_id": session.worker.public_id, "topology_sha256": staged.topology_sha256,
@@ -408,7 +407,7 @@ def session_lab_destroy(*, session_id, principal: Principal, force: bool = True)
             raise Conflict(IN_USE, extra={"ref_count": slot.ref_count})
         holders = list(LabClaim.objects.filter(lab=slot).values_list("session_id", flat=True))
         LabClaim.objects.filter(lab=slot).delete()
-        session_lab_transition(labs=SessionLab.objects.filter(pk=slot.pk), to=LabStatus.EMPTY, ref_count=0,
+        session_lab_transition(lab=slot, to=LabStatus.EMPTY, actor=principal.actor, reason="destroyed", ref_count=0,
                                cml_lab_id="", topology_sha256="", topology_name="", devices=[], start_token=None)
         _teardown_later(worker_id=slot.worker_id, cml_lab_id=slot.cml_lab_id, sha256=slot.topology_sha256,
                         reason="destroyed")
@@ -428,8 +427,9 @@ def session_lab_destroy_by_operator(*, lab: SessionLab, actor: str) -> bool:
             return False
         holders = list(LabClaim.objects.filter(lab=slot).values_list("session_id", flat=True))
         LabClaim.objects.filter(lab=slot).delete()
-        session_lab_transition(labs=SessionLab.objects.filter(pk=slot.pk), to=LabStatus.EMPTY, ref_count=0,
-                               cml_lab_id="", topology_sha256="", topology_name="", devices=[], start_token=None)
+        session_lab_transition(lab=slot, to=LabStatus.EMPTY, actor=actor, reason="destroyed by an operator",
+                               ref_count=0, cml_lab_id="", topology_sha256="", topology_name="", devices=[],
+                               start_token=None)
         _teardown_later(worker_id=slot.worker_id, cml_lab_id=slot.cml_lab_id, sha256=slot.topology_sha256,
                         reason="destroyed by an operator")
         audit_record(event_type="session.lab_destroyed", actor=actor, resource_type="session_lab",
@@ -490,9 +490,9 @@ def labs_recover() -> dict:
             if locked.status != LabStatus.STARTING or locked.start_token != slot.start_token:
                 continue
             LabClaim.objects.filter(lab=locked).delete()
-            session_lab_transition(labs=SessionLab.objects.filter(pk=slot.pk), to=LabStatus.EMPTY, ref_count=0,
-                                   cml_lab_id="", topology_sha256="", topology_name="", devices=[], start_token=None,
-                                   last_error="abandoned while starting")
+            session_lab_transition(lab=locked, to=LabStatus.EMPTY, actor="system", reason="abandoned while starting",
+                                   ref_count=0, cml_lab_id="", topology_sha256="", topology_name="", devices=[],
+                                   start_token=None, last_error="abandoned while starting")
             for lab_id in found:
                 _teardown_later(worker_id=slot.worker_id, cml_lab_id=lab_id, sha256=slot.topology_sha256,
                                 reason="abandoned while starting")

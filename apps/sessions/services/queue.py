@@ -25,9 +25,9 @@ from django.db.models.functions import Cast, Concat, JSONObject, Substr
 from django.db.models.sql.subqueries import DeleteQuery
 from django.utils import timezone
 
-from apps.audit.services import audit_record, audit_record_many, audit_record_select
-from apps.sessions.lifecycle import LIVE, SessionStatus
-from apps.sessions.models import Session, SessionPool
+from apps.audit.services import audit_record, audit_record_select
+from apps.sessions.lifecycle import LIVE
+from apps.sessions.models import Session, SessionPool, SessionStatus
 from apps.sessions.selectors import SESSION_NOT_FOUND, SYSTEM, Principal, parse_session_id
 from apps.sessions.services import labs, storage
 from apps.sessions.services.transitions import session_transition
@@ -40,11 +40,6 @@ log = logging.getLogger(__name__)
 
 TOUCH_RESOLUTION = timedelta(seconds=1)  # a poll refreshes last_seen_at at most once a second
 AVERAGE_WEIGHT = 0.2  # weight of the newest duration in the pool's moving average
-
-
-def _audit(session_id, *, event: str, actor: str, metadata: dict, success: bool = True) -> dict:
-    return {"event_type": f"session.{event}", "actor": actor, "resource_type": "session",
-            "resource_id": str(session_id), "action": f"session.{event}", "success": success, "metadata": metadata}
 
 
 # --- pools -------------------------------------------------------------------------------------------
@@ -144,14 +139,11 @@ def _promote(pool: SessionPool, *, now, actor: str) -> list:
     if not heads:
         return []
     names = dict(Worker.objects.filter(pk__in=free[:len(heads)]).values_list("pk", "public_id"))
-    events = []
     for session_id, worker_id in zip(heads, free):
         # last_seen_at restarts: the client gets the whole active timeout to notice its promotion.
-        session_transition(sessions=Session.objects.filter(pk=session_id), to=SessionStatus.ACTIVE,
+        session_transition(session_id=session_id, source=SessionStatus.WAITING, to=SessionStatus.ACTIVE, actor=actor,
+                           metadata={"pool": pool.name, "worker_id": names.get(worker_id)},
                            worker_id=worker_id, activated_at=now, last_seen_at=now)
-        events.append(_audit(session_id, event="activated", actor=actor,
-                             metadata={"pool": pool.name, "worker_id": names.get(worker_id)}))
-    audit_record_many(events)
     return heads
 
 
@@ -176,8 +168,9 @@ def session_create(*, principal: Principal, pool_name: str | None = None, client
         session = Session.objects.create(pool=pool, ticket=_take_ticket(pool.pk), owner_id=principal.user_id,
                                          actor=principal.actor, client_ip=client_ip, created_at=now, last_seen_at=now)
         session.position = ahead + 1
-        audit_record(**_audit(session.pk, event="created", actor=principal.actor,
-                              metadata={"pool": pool.name, "position": session.position}))
+        audit_record(event_type="session.created", actor=principal.actor, resource_type="session",
+                     resource_id=str(session.pk), action="session.created",
+                     metadata={"pool": pool.name, "position": session.position})
     if ahead == 0:  # at the head: hand out a free worker; or another creation's promotion served it already
         if _free_workers(pool):
             with transaction.atomic():
@@ -219,14 +212,13 @@ def session_end(*, session_id, principal: Principal, reason: str = "ended by the
         if session is None:
             raise NotFound(SESSION_NOT_FOUND)
         now = timezone.now()
-        session_transition(sessions=Session.objects.filter(pk=session.pk), to=SessionStatus.ENDED,
+        session_transition(session_id=session.pk, source=session.status, to=SessionStatus.ENDED, actor=principal.actor,
+                           metadata={"pool": pool.name, "from": session.status, "reason": reason[:100]},
                            ended_at=now, end_reason=reason[:100])
         if session.status == SessionStatus.ACTIVE:
             labs.claims_drop(session_ids=[session.pk], worker_ids=[session.worker_id], actor=principal.actor)
             _record_durations(pool, [(now - session.activated_at).total_seconds()])
             _promote(pool, now=now, actor=principal.actor)
-        audit_record(**_audit(session.pk, event="ended", actor=principal.actor,
-                              metadata={"pool": pool.name, "from": session.status, "reason": reason[:100]}))
     storage.session_files_remove([session.pk])
 
 

@@ -1,25 +1,51 @@
 """The only writers of `status` for sessions and session labs (tests/test_status_writes.py scans for it).
 
-Both take a queryset and write with one UPDATE that also filters on the allowed source states, so a
-row that moved on meanwhile is simply not counted: callers check the returned count (compare-and-swap).
+Each checks the edge against apps/sessions/lifecycle.py, writes the row with one UPDATE that also
+filters on the state the caller read (compare-and-swap: a row that moved on meanwhile is not counted)
+and journals the change, in one transaction. The one exception is the reaping of stale sessions, which
+deletes and journals them in bulk statements (services/queue.py, docs/lifecycle.md).
 """
 
-from django.db.models import QuerySet
+from django.db import transaction
 from django.utils import timezone
 
-from apps.sessions.lifecycle import LAB_TRANSITIONS, SESSION_TRANSITIONS, sources_of
+from apps.audit.services import audit_record
+from apps.core.errors import InvalidTransition
+from apps.sessions.lifecycle import LAB_TRANSITIONS, SESSION_EVENTS, SESSION_TRANSITIONS
+from apps.sessions.models import LabStatus, Session, SessionLab
 
 
-def session_transition(*, sessions: QuerySet, to: str, **fields) -> int:
-    """Move every session of `sessions` that may go to `to` there, writing `fields` too; returns the count."""
-    if to not in SESSION_TRANSITIONS:
-        raise ValueError(f"unknown session status {to!r}")
-    return sessions.filter(status__in=sources_of(SESSION_TRANSITIONS, to)).update(status=to, **fields)
+@transaction.atomic(savepoint=False)
+def session_transition(*, session_id, source: str, to: str, actor: str, metadata: dict, **fields) -> bool:
+    """Move the session from `source` (the state the caller read, under the pool's lock) to `to`, writing
+    `fields` too, and journal it as `session.<event>` (SESSION_EVENTS: activated, ended) with `metadata`.
+    False, and nothing journalled, when the session is no longer in `source`."""
+    if to not in SESSION_TRANSITIONS.get(source, ()):
+        raise InvalidTransition("Session", str(session_id), source, to)
+    if not Session.objects.filter(pk=session_id, status=source).update(status=to, **fields):
+        return False
+    event = f"session.{SESSION_EVENTS[to]}"
+    audit_record(event_type=event, actor=actor, resource_type="session", resource_id=str(session_id),
+                 action=event, metadata=metadata)
+    return True
 
 
-def session_lab_transition(*, labs: QuerySet, to: str, **fields) -> int:
-    """The same for session labs (a worker's lab slot); `updated_at` is stamped."""
-    if to not in LAB_TRANSITIONS:
-        raise ValueError(f"unknown lab status {to!r}")
+@transaction.atomic(savepoint=False)
+def session_lab_transition(*, lab: SessionLab, to: str, actor: str, reason: str, **fields) -> bool:
+    """Move a worker's lab slot from its status as read (`lab`, locked by the caller) to `to`, writing
+    `fields` too (`updated_at` is stamped), and journal it as `session_lab.<to>` with the slot's worker,
+    its lab (the one dropped, for EMPTY) and the reason. False, and nothing journalled, when the slot moved on meanwhile."""
+    source = lab.status
+    if to not in LAB_TRANSITIONS.get(source, ()):
+        raise InvalidTransition("Session lab", str(lab.pk), source, to)
     fields.setdefault("updated_at", timezone.now())
-    return labs.filter(status__in=sources_of(LAB_TRANSITIONS, to)).update(status=to, **fields)
+    if not SessionLab.objects.filter(pk=lab.pk, status=source).update(status=to, **fields):
+        return False
+    event = f"session_lab.{to}"
+    audit_record(event_type=event, actor=actor, resource_type="session_lab", resource_id=str(lab.pk),
+                 action="session_lab.transition",
+                 metadata={"from": source, "to": to, "reason": reason, "worker_pk": lab.worker_id, **{
+                     # the lab it holds now; for EMPTY, the one it dropped
+                     name: getattr(lab, name) if to == LabStatus.EMPTY else fields.get(name, getattr(lab, name))
+                     for name in ("cml_lab_id", "topology_sha256")}})
+    return True

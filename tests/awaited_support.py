@@ -9,6 +9,7 @@ import asyncio
 import threading
 
 from asgiref.sync import async_to_sync, sync_to_async
+from django.db import connection
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 from django_q.tasks import _sync
@@ -33,15 +34,32 @@ def posts_at_once(client, urls: list[str], other: str, data: dict | None = None)
     """POST every url at once; once each has enqueued its task, what is seen (queued tasks, pending requests,
     threads added, a GET of `other` meanwhile), then the cluster runs the tasks and the responses come."""
 
+    task_reads = []
+
+    def count_task_reads(execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith("SELECT") and '"django_q_task"' in sql:
+            task_reads.append(sql)
+        return execute(sql, params, many, context)
+
+    async def until(condition, what: str, timeout: float = 10.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not await condition():
+            assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.01)  # the poll interval
+
     async def run():
         before = threads()
         requests = [asyncio.ensure_future(client.post(url, data or {}, content_type="application/json"))
                     for url in urls]
-        for _ in range(500):  # every request has done its first step and enqueued its task
-            if await OrmQ.objects.acount() == len(urls):
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.2)  # a few polls of the task rows
+
+        async def all_enqueued():
+            return await OrmQ.objects.acount() == len(urls) or any(r.done() for r in requests)
+
+        async def polled_twice():  # each has read its task's row, slept in its wait, and read it again
+            return len(task_reads) >= 2 * len(urls) or any(r.done() for r in requests)
+
+        await until(all_enqueued, "every request to do its first step and enqueue its task")
+        await until(polled_twice, "the requests to poll their task rows")
         seen = {"queued": await OrmQ.objects.acount(), "pending": sum(not r.done() for r in requests),
                 "threads": threads() - before}
         answer = await client.get(other)  # this thread is free meanwhile
@@ -50,4 +68,6 @@ def posts_at_once(client, urls: list[str], other: str, data: dict | None = None)
         seen["responses"] = await asyncio.wait_for(asyncio.gather(*requests), timeout=30)
         return seen
 
-    return async_to_sync(run)()
+    # The polls run on this thread (the requests' synchronous steps do), on its connection: counted there.
+    with connection.execute_wrapper(count_task_reads):
+        return async_to_sync(run)()

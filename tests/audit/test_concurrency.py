@@ -2,7 +2,6 @@
 (PostgreSQL only: SQLite serialises every writer, so it cannot show a race)."""
 
 import threading
-import time
 
 import pytest
 from django.conf import settings as django_settings
@@ -12,6 +11,7 @@ from django.db import connection, transaction
 from apps.audit.models import AuditEvent
 from apps.audit.services import audit_record, audit_record_many
 from apps.audit.verify import chain_verify
+from tests.waiting import another_backend_waits_on_a_lock, wait_until
 
 pytestmark = [
     pytest.mark.skipif(not django_settings.IS_POSTGRES, reason="needs concurrent writers: PostgreSQL only"),
@@ -78,7 +78,9 @@ def test_a_batch_is_chained_among_concurrent_single_appends():
 
     def batch():
         barrier.wait(timeout=30)
-        time.sleep(0.05)  # land in the middle of the single appends
+        # land among the single appends: once some of them are committed (not a guess at how long that takes)
+        wait_until(lambda: AuditEvent.objects.filter(event_type="thing.made").count() >= WRITERS - 1, timeout=30,
+                   what="the single appends to start")
         for round_no in range(3):
             with transaction.atomic():
                 audit_record_many([
@@ -106,7 +108,8 @@ def test_journalling_never_deadlocks_with_the_callers_row_locks():
         with transaction.atomic():
             Group.objects.select_for_update().get(pk=group.pk)
             holding.set()
-            time.sleep(0.5)
+            # journal only once the other transaction has journalled and waits for this row lock
+            wait_until(another_backend_waits_on_a_lock, timeout=10, what="journal_then_lock to wait for the row lock")
             audit_record(event_type="group.locked", actor="a", resource_type="group", resource_id="1", action="lock")
 
     def journal_then_lock():

@@ -56,6 +56,7 @@ def test_the_stack_has_every_service_with_a_health_check(compose):
     assert {"postgres", "redis", "keycloak", "web", "asgi", "qcluster", "proxy"} <= set(services)
     for name in ("postgres", "redis", "keycloak", "web", "asgi", "qcluster", "proxy"):
         test = services[name].get("healthcheck", {}).get("test")
+        # either form is a health check: Compose runs "CMD" as an exec array, "CMD-SHELL" through a shell
         assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no health check"
     assert services["web"]["healthcheck"]["test"] == ["CMD", "python", "deploy/healthcheck.py", "web"]
     assert services["qcluster"]["healthcheck"]["test"] == ["CMD", "python", "deploy/healthcheck.py", "qcluster"]

@@ -112,7 +112,7 @@ def _metrics(text: str) -> dict:
 def test_the_servers_metrics_count_its_clients_its_lag_and_one_journal_query_per_interval(daphne_url, admin_user):
     key = client_for(admin_user).raw_key
     interval = settings.LIVE_TAIL_INTERVAL  # the server's too: its environment does not change it
-    subscribers, window = 5, 3.0
+    subscribers, tails = 5, 4
 
     async def scenario():
         async with httpx.AsyncClient(base_url=daphne_url, timeout=20) as client, contextlib.AsyncExitStack() as stack:
@@ -136,21 +136,27 @@ def test_the_servers_metrics_count_its_clients_its_lag_and_one_journal_query_per
                     != (subscribers, 2):
                 assert time.monotonic() < deadline, before
                 await asyncio.sleep(0.2)
-            await asyncio.sleep(window)
-            after = await scrape()
+            # Until the tail has queried `tails` more times (not a fixed window): one tail per process takes
+            # about `tails` intervals for that, one per subscriber would take a fifth of it.
+            started = time.monotonic()
+            while (after := await scrape())["labmanager_live_tail_queries_total"] \
+                    < before["labmanager_live_tail_queries_total"] + tails:
+                assert time.monotonic() < started + 10 * tails * interval + 10, (before, after)
+                await asyncio.sleep(interval / 4)  # the poll interval
+            window = time.monotonic() - started
             seqs = await asyncio.to_thread(write_events, "worker", "wrk-metrics", "worker.running")
             for lines in streams:  # every subscriber gets it
                 while not (line := await asyncio.wait_for(anext(lines), 15)).startswith("data: "):
                     pass
                 assert json.loads(line[6:])["id"] == seqs[0]
             delivered = await scrape()
-        return before, after, delivered, seqs
+        return before, after, window, delivered, seqs
 
-    before, after, delivered, seqs = asyncio.run(scenario())
+    before, after, window, delivered, seqs = asyncio.run(scenario())
 
     assert (before["labmanager_live_sse_clients"], before["labmanager_live_websocket_clients"]) == (subscribers, 2)
     queries = after["labmanager_live_tail_queries_total"] - before["labmanager_live_tail_queries_total"]
-    assert 1 <= queries <= window / interval + 3, "one tail per process, not one per subscriber"
+    assert tails <= queries <= window / interval + 2, ("one tail per process, not one per subscriber", queries, window)
     assert delivered["labmanager_live_last_sequence"] == seqs[0]
     assert 0 <= delivered["labmanager_live_event_delivery_lag_seconds"] < 10
     assert delivered["labmanager_live_events_fanned_out_total"] >= 1
@@ -189,8 +195,16 @@ def test_open_streams_hold_no_database_connection(daphne_url, admin_user):
             for ws in sockets:
                 await ws.send(json.dumps({"type": "subscribe"}))
                 assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "subscribed"
+            async def tail_queries() -> float:
+                return _metrics((await client.get(daphne_url.asgi + "/metrics")).text)["labmanager_live_tail_queries_total"]
+
             streams = await asyncio.gather(*(open_one() for _ in range(20)))  # all at once
-            await asyncio.sleep(1.0)
+            # Settled: the server's tail has queried twice with every client open (a whole interval of the
+            # server's own work, not a guess at a second).
+            first, deadline = await tail_queries(), time.monotonic() + 30
+            while await tail_queries() < first + 2:
+                assert time.monotonic() < deadline, "the server's tail stopped querying"
+                await asyncio.sleep(0.05)  # the poll interval
             return len(streams), await asyncio.to_thread(server_connections)
 
     # The HTTP pool's threads keep their connections between requests (CONN_MAX_AGE; labmanager/asgi.py):

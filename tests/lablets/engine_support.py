@@ -19,6 +19,7 @@ from apps.lablets.services import lablet_instance_transition
 from apps.workers.models import Worker
 from apps.workers.services import worker_transition
 from tests.factories import LabletDefinitionFactory, LabletInstanceFactory, WorkerFactory
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TWO_ROUTERS = (ROOT / "examples/topologies/two-routers.yaml").read_text()
@@ -63,6 +64,13 @@ def labs(cml) -> dict:
 
 def labs_titled(cml, title) -> list[str]:
     return [lab_id for lab_id, lab in labs(cml).items() if lab["title"] == title]
+
+
+def wait_for_boot(cml, instance) -> None:
+    """Until the CML simulator has booted every node of the instance's lab (its boot_delay has run out)."""
+    lab_id = LabletInstance.objects.get(pk=instance.pk).cml_lab_id
+    assert lab_id, "the instance has no lab on CML"
+    wait_until(lambda: labs(cml)[lab_id]["state"] == "BOOTED", what=f"the nodes of lab {lab_id} to boot")
 
 
 def events(instance, prefix="lablet_instance.") -> list[str]:

@@ -3,7 +3,6 @@
 Over HTTP to the CML simulator and moto's S3; see engine_support."""
 
 import json
-import time
 from datetime import timedelta
 
 import pytest
@@ -25,6 +24,7 @@ from tests.lablets.engine_support import (
     s3_read,
     scheduled,
     two_router_definition,
+    wait_for_boot,
 )
 
 pytestmark = pytest.mark.django_db
@@ -121,7 +121,7 @@ def test_it_reports_booting_nodes_until_every_node_booted(worker, definition, cm
     assert instance.lifecycle_step == "nodes booting 0/2"
     assert instance.claimed_until is None and instance.attempts == 0
     cml.configure(boot_delay=0)
-    time.sleep(0.7)
+    wait_for_boot(cml, instance)
     lifecycle_tick()
     assert fresh(instance).status == "running"
     assert len(labs(cml)) == 1

@@ -1,15 +1,13 @@
 """An instantiation's progress (importing, starting, nodes booting n/m): stored on the instance and journalled
 as `lablet_instance.progressed`, one event per change, through the CML simulator (see engine_support)."""
 
-import time
-
 import pytest
 
 from apps.audit.models import AuditEvent
 from apps.lablets.engine import lifecycle_tick
 from apps.lablets.services.instances import lablet_instance_record_progress
 from tests.factories import instance_in
-from tests.lablets.engine_support import fresh, running_worker, scheduled, two_router_definition
+from tests.lablets.engine_support import fresh, running_worker, scheduled, two_router_definition, wait_for_boot
 
 pytestmark = pytest.mark.django_db
 
@@ -43,7 +41,7 @@ def test_an_instantiation_records_its_steps_in_order_and_each_change_once(cml):
     assert all(event.metadata["worker_id"] == instance.worker.public_id for event in progressed)
 
     cml.configure(boot_delay=0)
-    time.sleep(0.7)
+    wait_for_boot(cml, instance)
     lifecycle_tick()
     instance = fresh(instance)
     assert instance.status == "running" and instance.lifecycle_step == ""

@@ -11,17 +11,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 
 from apps.lablets.engine import lifecycle_tick
 from apps.lablets.models import ConsolePort
+from simulators.cml.server import _Handler
 from tests.lablets.engine_support import (
     events,
     fresh,
@@ -32,11 +31,12 @@ from tests.lablets.engine_support import (
     scheduled,
     two_router_definition,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the other process must see committed rows
 
 ROOT = Path(__file__).resolve().parents[2]
-LEASE = 1.0  # the child's claims run out after a second
+LEASE = 60.0  # the child's claims; the tick is told the time they run out (lifecycle_tick(now=...))
 SLOW = 0.3  # seconds the simulator waits before answering each request
 SCRIPT = """
 import os, sys
@@ -78,20 +78,32 @@ def start_child(cml, verb: str, pk: int) -> subprocess.Popen:
 
 
 def wait_for(condition, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_until(condition, timeout=timeout, what=what)
+
+
+def a_request_sleeps_in_the_simulator() -> bool:
+    """A handler thread of the CML simulator is in its `slow` fault's wait (Event.wait called by _handle)."""
+    handle = _Handler._handle.__code__
+    for frame in sys._current_frames().values():
+        callee = None
+        while frame is not None:
+            if frame.f_code is handle:
+                if callee is not None and callee.f_code.co_name == "wait":
+                    return True
+                break
+            callee, frame = frame, frame.f_back
+    return False
 
 
 def kill_inside_request(child, cml, logins_before: int, logins: int) -> None:
     """SIGKILL the child while the request after its `logins`-th CML login waits in the slow simulator."""
     wait_for(lambda: cml.calls["GET authentication"] >= logins_before + logins or child.poll() is not None,
              what="the child's CML login")
+    # The simulator counts a call once its slow wait is over: the login counted, the child's next request
+    # (it sends one at a time) is the one found sleeping there.
+    wait_for(lambda: a_request_sleeps_in_the_simulator() or child.poll() is not None,
+             what="the child's next request to wait in the slow simulator")
     assert child.poll() is None, f"the child finished before the kill: {child.communicate()}"
-    time.sleep(SLOW / 2)  # its next request is now sleeping in the simulator
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=10)
     assert child.returncode == -signal.SIGKILL
@@ -123,10 +135,9 @@ def test_a_process_killed_during_the_import_leaves_a_lab_the_tick_adopts(worker,
     assert stuck.cml_lab_id == ""  # the dead process never recorded it
     assert stuck.claimed_until is not None
     cml.clear_faults()
-    wait_for(lambda: fresh(instance).claimed_until < timezone.now(),
-             what="the dead process's claim to run out")
 
-    lifecycle_tick()
+    lifecycle_tick(now=stuck.claimed_until)  # the tick once the dead process's claim has run out
+
 
     instance = fresh(instance)
     assert instance.status == "running", (instance.lifecycle_step, instance.last_error)
@@ -155,9 +166,8 @@ def test_a_process_killed_during_the_teardown_is_finished_by_the_tick(worker, de
     assert stuck.status == left_in
     assert stuck.claimed_until is not None
     cml.clear_faults()
-    time.sleep(LEASE + 0.1)
 
-    lifecycle_tick()
+    lifecycle_tick(now=stuck.claimed_until)  # the tick once the dead process's claim has run out
 
     instance = fresh(instance)
     assert instance.status == "terminated", (instance.lifecycle_step, instance.last_error)

@@ -25,7 +25,7 @@ def test_a_row_represents_like_the_instance(state, instructor_user):
         kwargs["worker"] = WorkerFactory()
     fast, drf = _both(instance_in(state, **kwargs))
     assert fast == drf
-    assert fast["worker_id"] is not None or state == "pending"
+    assert (fast["worker_id"] is None) == (state == "pending")  # placed on a worker unless pending
 
 
 def test_a_row_without_worker_or_creator_and_with_results_represents_like_the_instance():

@@ -32,6 +32,12 @@ def storage_dir(settings) -> Path:
     return Path(settings.SESSION_STORAGE_DIR)
 
 
+def nothing_stored(storage_dir: Path) -> bool:
+    """No upload kept: the storage directory is empty or was never made (the first upload makes it), and
+    either way nothing is left in it."""
+    return not storage_dir.exists() or list(storage_dir.iterdir()) == []
+
+
 @pytest.fixture
 def worker(db, cml):
     # Not the `ec2` fixture: resetting moto costs a relaunch of the instance pool per test, and no session

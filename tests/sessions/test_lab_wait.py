@@ -18,7 +18,7 @@ from apps.sessions.api import views
 from apps.sessions.models import LabClaim, SessionLab
 from apps.sessions.services import labs
 from tests.factories import placeable_worker
-from tests.sessions.conftest import BASE, TOPOLOGY, create
+from tests.sessions.conftest import BASE, TOPOLOGY, create, nothing_stored
 
 pytestmark = pytest.mark.django_db
 
@@ -129,7 +129,7 @@ def test_a_client_that_goes_away_while_its_lab_boots_frees_the_slot_and_deletes_
     lab = SessionLab.objects.get(worker=worker)
     assert (lab.status, lab.ref_count, lab.cml_lab_id, LabClaim.objects.count()) == ("empty", 0, "", 0)
     assert cml.calls["POST import"] == 1 and cml.summary()["labs"] == {}  # the teardown deleted it
-    assert not storage_dir.exists() or list(storage_dir.iterdir()) == []  # the upload was dropped
+    assert nothing_stored(storage_dir)  # the upload was dropped
 
 
 def test_a_client_that_goes_away_before_the_decision_is_awaited_gives_the_start_up(anon, worker, cml, storage_dir):
@@ -148,5 +148,5 @@ def test_a_client_that_goes_away_before_the_decision_is_awaited_gives_the_start_
     lab = SessionLab.objects.get(worker=worker)  # the DRF part decided to start it: given up, not started
     assert (lab.status, lab.ref_count, lab.start_token, LabClaim.objects.count()) == ("empty", 0, None, 0)
     assert cml.calls["POST import"] == 0
-    assert not storage_dir.exists() or list(storage_dir.iterdir()) == []
+    assert nothing_stored(storage_dir)
 

@@ -22,7 +22,7 @@ from apps.sessions.services import storage
 from apps.sessions.tasks import reap_sessions
 from apps.core.errors import PayloadTooLarge, ValidationFailed
 from tests.factories import placeable_worker
-from tests.sessions.conftest import BASE, OTHER_TOPOLOGY, TOPOLOGY, acquire, assert_problem, create, lab_call
+from tests.sessions.conftest import BASE, OTHER_TOPOLOGY, TOPOLOGY, acquire, assert_problem, create, lab_call, nothing_stored
 
 pytestmark = pytest.mark.django_db
 BOUNDARY = "----labmanager-test-boundary"
@@ -163,7 +163,7 @@ def test_the_storage_service_refuses_unsafe_names_and_writes_nothing(storage_dir
         storage.upload_stage(topology=_Upload("t.yaml", TOPOLOGY), extra_files=[_Upload(name, b"x")])
 
     assert refused.value.status_code == 422
-    assert not storage_dir.exists() or list(storage_dir.iterdir()) == []
+    assert nothing_stored(storage_dir)
 
 
 def test_the_storage_service_counts_the_bytes_that_arrive_not_the_declared_size(settings, storage_dir, scan):
@@ -204,7 +204,7 @@ def test_a_body_far_over_the_limit_is_413_before_it_is_parsed(anon, active, stor
 
     assert "at most 1000 bytes" in body["detail"]
     assert list((tmp_path / "django-uploads").iterdir()) == []
-    assert not storage_dir.exists() or list(storage_dir.iterdir()) == []
+    assert nothing_stored(storage_dir)
 
 
 def test_more_extra_files_than_the_limit_are_422(anon, active, storage_dir, settings, cml):
@@ -238,7 +238,7 @@ def test_no_staging_directory_is_left_when_cml_fails(anon, active, storage_dir, 
     cml.clear_faults()
     assert_problem(_post_lab(anon, active, topology=("bad.yaml", b"this: [is not, a lab")), 422)
 
-    assert not storage_dir.exists() or list(storage_dir.iterdir()) == []
+    assert nothing_stored(storage_dir)
 
 
 def test_no_staging_directory_is_left_when_the_lab_is_busy(anon, active, storage_dir):

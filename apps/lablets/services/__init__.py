@@ -1,5 +1,6 @@
-"""The writes to lablet definitions and instances. The lifecycle engine (apps/lablets/engine/) also writes
-a step's own results on the instance it holds (docs/lifecycle.md, "The engine and the services")."""
+"""The writes to lablet definitions and instances. The lifecycle engine (apps/lablets/engine/) still writes
+a few instance fields itself, a step's results among them (listed in docs/lifecycle.md, "The engine and the
+services")."""
 
 from apps.lablets.services.definitions import (  # noqa: F401
     lablet_definition_create,

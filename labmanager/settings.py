@@ -114,9 +114,10 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", d
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 IS_POSTGRES = DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql")
 # Optional PostgreSQL connection pool (psycopg-pool, Django's OPTIONS["pool"]): a request borrows an open
-# connection instead of opening its own. Meant for the web server (daphne): set DATABASE_POOL
-# in its environment only. Never in the q cluster: its workers are forked, and a pool's connections
-# must not be shared across fork, so `manage.py qcluster` ignores the setting (docs/performance.md).
+# connection instead of opening its own. Meant for daphne (bin/serve asgi), whose request threads keep
+# no connection (DB_CONN_MAX_AGE 0): set DATABASE_POOL in its environment only. Never in the q cluster:
+# its workers are forked, and a pool's connections must not be shared across fork, so `manage.py
+# qcluster` ignores the setting (tests/test_database_pool.py).
 DATABASE_POOL = (env.bool("DATABASE_POOL", default=False) and IS_POSTGRES
                  and not any(arg == "qcluster" for arg in sys.argv[1:2]))
 if DATABASE_POOL:

@@ -1,4 +1,5 @@
-"""Who may open a dashboard page: the same policies as the API (apps.api.permissions).
+"""Who may open a dashboard page: a `Policy` decided by `allows` (apps.api.permissions), as for the API;
+either one of the API's policies or a page-only one (FLEET_PAGE, SESSIONS_PAGE below).
 
 Anonymous visitors are sent to the login page; a signed-in user whose roles the page's policy does not
 allow gets 403. Per-object rules (instructors see only their own instances) are the selectors' job (404).

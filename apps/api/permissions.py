@@ -1,5 +1,8 @@
-"""Who may do what: the one place. docs/security.md prints this matrix; tests/test_roles.py walks every
-endpoint of the URLconf with every role against it.
+"""Who may do what: the policy matrix and `allows`, the one decision that API views, dashboard pages
+(apps.api.pages) and the live streams make. docs/security.md prints this matrix; tests/test_roles.py walks
+every endpoint under /api with every role against it. Three page-only policies are defined beside their
+pages, outside this matrix: FLEET_PAGE and SESSIONS_PAGE (apps.api.pages) and DEFINITION_FORMS
+(apps.lablets.views.definitions). The Django admin keeps Django's own staff check.
 
 Every API view names a `policy` below; `RolePermission` (the DRF default) reads it. A view without a
 policy is refused to everyone (deny by default). Safe methods (GET, HEAD, OPTIONS) need a `read` role,

@@ -1,5 +1,5 @@
 """The reports page (operators, admins): running hours, booked hours, utilisation and cost per worker per
-day for a date range, with a chart, and the same rows as CSV (docs/dashboard.md#reports)."""
+day for a date range, with a chart, and the same rows as CSV (docs/dashboard.md#reports-operators-admins)."""
 
 from datetime import timedelta
 

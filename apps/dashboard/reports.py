@@ -1,4 +1,4 @@
-"""The reports page's figures (docs/dashboard.md#reports): `fleet_report`'s rows (one per worker per day
+"""The reports page's figures (docs/dashboard.md#reports-operators-admins): `fleet_report`'s rows (one per worker per day
 with activity) summed per worker, per day and over the range, the series the chart draws, and the CSV.
 
 Definitions (those of `fleet_report`, apps/lablets/services/fleet_cost.py; days in TIME_ZONE):

@@ -42,7 +42,7 @@ def webhook_secret_generate() -> str:
 
 
 def webhook_url_validate(url: str) -> None:
-    """422 (problem+json, errors.url) when the URL may not be called (docs/webhooks.md#ssrf)."""
+    """422 (problem+json, errors.url) when the URL may not be called (docs/webhooks.md#ssrf-protection)."""
     try:
         check_url(url)
     except UnsafeWebhookUrl as exc:

@@ -1,4 +1,6 @@
-"""All writes to lablet definitions and instances."""
+"""The writes to lablet definitions and instances. The lifecycle engine (apps/lablets/engine/) still writes
+a few instance fields itself, a step's results among them (listed in docs/lifecycle.md, "The engine and the
+services")."""
 
 from apps.lablets.services.definitions import (  # noqa: F401
     lablet_definition_create,

@@ -1,4 +1,5 @@
-"""All writes to workers. Views, admin actions, jobs and commands call these, nothing else."""
+"""The writes to workers: views, admin actions, jobs and commands call these. One field is written
+elsewhere: a worker's session pool (Worker.session_pool), by apps.sessions.services.pools."""
 
 from apps.workers.services.cml import (  # noqa: F401
     cml_credentials,

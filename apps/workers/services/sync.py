@@ -1,4 +1,5 @@
-"""ec2_sync: reconcile every worker with EC2 in batched describe calls (never one call per worker)."""
+"""The EC2 sync (worker_ec2_sync, the `ec2_sync` task): reconcile every worker with EC2 in batched
+describe calls (never one call per worker)."""
 
 import logging
 from collections import defaultdict

@@ -121,11 +121,11 @@ def test_settings_are_read_with_no_default_outside_the_settings():
 
 def test_only_the_settings_read_the_environment():
     """Apps read configuration from django.conf.settings, never from the environment themselves
-    (asgi.py and wsgi.py only choose the settings module; the remote-lab client is not server code)."""
+    (asgi.py and wsgi.py only choose the settings module)."""
     allowed = {*SETTINGS_MODULES, ROOT / "labmanager/asgi.py", ROOT / "labmanager/wsgi.py"}
     offenders = []
     for path in _python_sources():
-        if path in allowed or "remote_lab" in path.parts:
+        if path in allowed:
             continue
         if python_reads(path):
             offenders.append(str(path.relative_to(ROOT)))

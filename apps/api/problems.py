@@ -67,7 +67,10 @@ def _flatten_errors(data, prefix="") -> dict[str, list[str]]:
 def problem_exception_handler(exc, context):
     response = _problem_for(exc, context)
     # A refused change is journalled too: the audit app receives this (apps.audit.apps).
-    request_refused.send(sender=None, request=context.get("request"), exc=exc, response=response)
+    for receiver, outcome in request_refused.send_robust(sender=None, request=context.get("request"), exc=exc,
+                                                         response=response):
+        if isinstance(outcome, Exception):  # the caller still gets its problem+json answer
+            log.error("A receiver of the refusal failed (%s): %r", receiver, outcome)
     return response
 
 

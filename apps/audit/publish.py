@@ -25,7 +25,9 @@ def deliver(events: list) -> None:
     webhook subscriptions: deliveries queued as django-q2 tasks; what they miss, the catch-up schedule
     delivers)."""
     _publish_many(events)
-    events_sealed.send(sender=None, events=events)
+    for receiver, outcome in events_sealed.send_robust(sender=None, events=events):
+        if isinstance(outcome, Exception):  # the seal is committed; the catch-up schedule delivers what is missed
+            log.error("A receiver of the sealed events failed (%s): %r", receiver, outcome)
 
 
 def _publish_many(events: list) -> None:

@@ -3,7 +3,6 @@
 from django.contrib import admin
 
 
-
 class ReadOnlyAdmin(admin.ModelAdmin):
     """A model the admin shows but never adds, changes or deletes (journals, logs, lifecycle records):
     changes go through the services, from the API, the dashboard or an admin action."""

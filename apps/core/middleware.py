@@ -163,10 +163,6 @@ def loggable_path(request) -> str:
     return f"{request.path}?{query}"
 
 
-
-
-
-
 class StaticFilesMiddleware(WhiteNoiseMiddleware):
     """WhiteNoise (static files without nginx: dev, tests, the single-process setup), in the mode of what
     it wraps, like SyncAndAsyncMiddleware: WhiteNoise 6 is sync only. Finding a file is a dict lookup;

@@ -4,7 +4,7 @@ it (docs/architecture.md): workers knows nothing of what runs on a worker; the r
 from django.dispatch import Signal
 
 # Sent with `worker`, `actor` and `reason` when the worker can no longer host what is scheduled on it (it
-# stops, is terminated, or is drained with force): the scheduler places that work elsewhere.
+# failed, was terminated, or was drained with force): the scheduler places that work elsewhere.
 worker_withdrawn = Signal()
 
 # Sent with `worker` to learn what runs there: each receiver returns a dict of what its live work holds on

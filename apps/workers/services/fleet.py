@@ -87,7 +87,7 @@ def _replace_scheduled(worker: Worker, *, actor: str, why: str) -> None:
     """The scheduler (a receiver of worker_withdrawn) places elsewhere what was scheduled on the worker."""
     for _receiver, outcome in worker_withdrawn.send_robust(sender=Worker, worker=worker, actor=actor, reason=why):
         if isinstance(outcome, Exception):  # the worker's change is committed; the next scheduler pass retries
-            log.error("Re-placement after %s of %s failed", why, worker.public_id, exc_info=outcome)
+            log.error("Re-placement after %s of %s failed: %r", why, worker.public_id, outcome)  # traceback: django.dispatch
 
 
 def _ec2_failed(worker: Worker | None, exc: ec2.Ec2Error, *, actor: str, action: str, field: str = "") -> DomainError:

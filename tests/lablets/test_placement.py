@@ -331,6 +331,24 @@ def test_re_placement_moves_scheduled_instances_to_another_worker(lab):
         assert steps == [("pending", "scheduled"), ("scheduled", "pending"), ("pending", "scheduled")]
 
 
+def test_a_failed_worker_hands_its_scheduled_instances_to_the_scheduler_once_its_change_commits(
+        lab, django_capture_on_commit_callbacks):
+    """worker_transition announces the withdrawn worker after its commit (apps.workers.signals); the
+    scheduler, a receiver, places the instances elsewhere."""
+    lost = worker(cpu=8)
+    instance = book(lab, "s1", 0, 2)
+    spare = worker(cpu=8)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        worker_transition(worker=lost, to="failed", actor="tests")
+    assert LabletInstance.objects.get(pk=instance.pk).worker_id == lost.pk  # nothing moves before the commit
+    for callback in callbacks:
+        callback()
+
+    after = LabletInstance.objects.get(pk=instance.pk)
+    assert (after.status, after.worker_id) == (S.SCHEDULED, spare.pk)
+
+
 def test_re_placement_keeps_a_reservation_when_no_other_worker_has_room(lab):
     lost = worker(cpu=4)
     instance = book(lab, "s1", 0, 2)

@@ -1,8 +1,10 @@
-"""Nothing writes `status` except the lifecycle functions (one per state machine), nor the engine's lease fields except its lease module.
+"""Nothing writes `status` except the lifecycle functions (one per state machine), nor the engine's lease fields
+except its lease module, nor a lablet instance's step results except apps/lablets/services/ (the engine writes
+nothing itself).
 
 The scan is textual (regexes) and the enclosing function of each hit is found with `ast`.
-For each guarded field (`status`; `claimed_until`, `attempts`, `next_attempt_at`, `lifecycle_step`)
-it looks for:
+For each guarded field (`status`; `claimed_until`, `attempts`, `next_attempt_at`, `lifecycle_step`; the results
+in RESULT_FIELDS) it looks for:
   - attribute assignment:   `obj.status = ...`
   - a `status=` keyword (or a "status" dict key) inside `.update(`, `.create(`, `.get_or_create(`,
     `.update_or_create(`, `.bulk_create(`, `.bulk_update(` calls, even over several lines;
@@ -12,10 +14,13 @@ HTTP error object keeping its status code (the CML simulator's `SimError`).
 """
 
 import ast
+import inspect
 import re
 from pathlib import Path
 
 from django.conf import settings
+
+from apps.lablets.services import lease
 
 ROOT = Path(settings.BASE_DIR)
 SCANNED_DIRS = ("apps", "labmanager")
@@ -38,6 +43,18 @@ LEASE_ALLOWED = {
     # (when it is retried) and a session lab teardown's attempt count.
     ("apps/webhooks/delivery.py", "_record"),
     ("apps/sessions/services/labs.py", "lab_teardown_run"),
+}
+
+# A lablet instance's step results: written only by apps/lablets/services/ (services/steps.py for the engine's
+# steps; grading and activity reports in services/instances.py), never by the engine (apps/lablets/engine/).
+RESULT_FIELDS = ("cml_lab_id", "console", "archive_key", "artifacts", "last_activity_at", "cml_lab_removed_at",
+                 "termination_reason", "expiring_notified_at")
+RESULT_ALLOWED_DIR = "apps/lablets/services/"
+# Other models' fields of the same name, each written in one place: a session lab's CML lab id (import step)
+# and the record of a lab left for a later teardown.
+RESULT_ALLOWED = {
+    ("apps/sessions/services/labs.py", "_import_step"),
+    ("apps/sessions/services/labs.py", "_teardown_later"),
 }
 
 WRITE_CALL = re.compile(r"\.(?:update|create|get_or_create|update_or_create|bulk_create|bulk_update)\(")
@@ -145,6 +162,32 @@ def forbidden_lease_writes(source: str, relative_path: str) -> list[str]:
     return found
 
 
+def forbidden_result_writes(source: str, relative_path: str) -> list[str]:
+    if relative_path.startswith(RESULT_ALLOWED_DIR):
+        return []
+    tree = ast.parse(source)
+    found = []
+    for field in RESULT_FIELDS:
+        for line, snippet in field_writes(source, field):
+            function = _enclosing_function(tree, line)
+            if (relative_path, function) not in RESULT_ALLOWED:
+                found.append(f"{relative_path}:{line} in {function or '<module>'}: {snippet}")
+    return found
+
+
+# What the engine must not call: it commits through the services, so it writes no row and no journal entry itself.
+ENGINE_DIR = "apps/lablets/engine"
+ENGINE_WRITE = re.compile(
+    r"\.(?:update|save|create|get_or_create|update_or_create|bulk_create|bulk_update|delete)\("
+    r"|\b(?:audit_record|audit_record_many|instance_audit|instance_audit_entry)\b")
+
+
+def engine_writes(source: str, relative_path: str) -> list[str]:
+    code = STRING_LITERAL.sub('""', source)
+    return [f"{relative_path}:{code.count(chr(10), 0, match.start()) + 1}: {match.group(0)}"
+            for match in ENGINE_WRITE.finditer(code)]
+
+
 def _python_files():
     for directory in SCANNED_DIRS:
         for path in sorted((ROOT / directory).rglob("*.py")):
@@ -179,6 +222,45 @@ def test_the_lease_module_is_where_the_scan_expects_it():
     lease = (ROOT / "apps/lablets/services/lease.py").read_text()
     for field in LEASE_FIELDS:
         assert field_writes(lease, field), f"the lease module no longer writes {field}"
+
+
+def test_nothing_outside_the_lablet_services_writes_an_instance_step_result():
+    offenders = []
+    for path in _python_files():
+        offenders += forbidden_result_writes(path.read_text(), path.relative_to(ROOT).as_posix())
+    assert offenders == [], (f"lablet instance results written outside {RESULT_ALLOWED_DIR}:\n" + "\n".join(offenders))
+
+
+def test_the_engine_writes_nothing_itself():
+    engine = sorted((ROOT / ENGINE_DIR).rglob("*.py"))
+    assert len(engine) >= 5, "the scan found suspiciously few engine modules"
+    offenders = []
+    for path in engine:
+        offenders += engine_writes(path.read_text(), path.relative_to(ROOT).as_posix())
+    assert offenders == [], "the engine writes rows or journal entries itself:\n" + "\n".join(offenders)
+
+
+def test_the_lease_functions_write_no_other_fields():
+    # A `**fields` pass-through would let the engine write any field through the lease module, out of the scan's sight.
+    functions = [lease.Claim.progress, lease.Claim.release, lease.lease_claim, lease.lease_take,
+                 lease.lease_restart, lease.lease_clear, lease.lease_waiting, lease.lease_progress, lease.lease_fail]
+    takes_any = [f.__qualname__ for f in functions
+                 if any(p.kind is p.VAR_KEYWORD for p in inspect.signature(f).parameters.values())]
+    assert takes_any == [], f"lease functions that pass other fields through: {takes_any}"
+
+
+def test_the_result_writers_are_where_the_scan_expects_them():
+    services = {path.relative_to(ROOT).as_posix(): path.read_text()
+                for path in sorted((ROOT / RESULT_ALLOWED_DIR).rglob("*.py"))}
+    for field in RESULT_FIELDS:
+        assert any(field_writes(source, field) for source in services.values()), (
+            f"nothing in {RESULT_ALLOWED_DIR} writes {field} any more: the scan proves nothing about it")
+    for relative_path, function in RESULT_ALLOWED:
+        source = (ROOT / relative_path).read_text()
+        tree = ast.parse(source)
+        writes = [line for field in RESULT_FIELDS for line, _ in field_writes(source, field)
+                  if _enclosing_function(tree, line) == function]
+        assert writes, f"{relative_path}:{function} no longer writes a field of that name where the scan allows it"
 
 
 def test_the_lifecycle_functions_are_where_the_scan_expects_them():
@@ -295,3 +377,65 @@ def test_the_scan_allows_writes_only_inside_the_allowed_function_of_the_allowed_
     assert forbidden_status_writes(source, "apps/workers/views.py") != []
     elsewhere = "def worker_start(worker):\n    worker.status = 'running'\n"
     assert forbidden_status_writes(elsewhere, "apps/workers/services.py") != []
+
+
+RESULT_SAMPLE = '''
+def sneaky_record_lab(step, lab_id):
+    LabletInstance.objects.filter(pk=step.pk, cml_lab_id="").update(cml_lab_id=lab_id)
+
+
+def sneaky_finish(step, console):
+    step.mine().update(console=console, archive_key="x")
+
+
+def sneaky_reason(instance):
+    instance.termination_reason = "idle"
+    instance.save(update_fields=["termination_reason"])
+
+
+def sneaky_dict(pk, now):
+    LabletInstance.objects.filter(pk=pk).update(**{"cml_lab_removed_at": now})
+
+
+def sneaky_collect(pk, artifacts, now):
+    LabletInstance.objects.filter(pk=pk).update(
+        artifacts=artifacts,
+        last_activity_at=now,
+    )
+
+
+def sneaky_notify(pk, now):
+    setattr(instance, "expiring_notified_at", now)
+
+
+def innocent(instance, now):
+    LabletInstance.objects.filter(cml_lab_id="", cml_lab_removed_at__isnull=True).count()
+    snapshot = {"cml_lab_id": instance.cml_lab_id, "termination_reason": instance.termination_reason}
+    lablet_instance_record_console(instance_pk=instance.pk, claimed_until=now, console=[])
+    if instance.archive_key == "":
+        pass
+'''
+
+
+def test_the_result_scan_catches_writes_of_every_result_field_outside_the_lablet_services():
+    offenders = forbidden_result_writes(RESULT_SAMPLE, "apps/lablets/engine/teardown.py")
+    functions = sorted({entry.split(" in ")[1].split(":")[0] for entry in offenders})
+    assert functions == ["sneaky_collect", "sneaky_dict", "sneaky_finish", "sneaky_notify", "sneaky_reason",
+                         "sneaky_record_lab"], offenders
+    assert len(offenders) == 8  # two fields in sneaky_finish's call and in sneaky_collect's: two writes each
+    assert forbidden_result_writes(RESULT_SAMPLE, "apps/lablets/services/steps.py") == []
+
+
+def test_the_engine_scan_catches_row_and_journal_writes_and_nothing_else():
+    source = (
+        "def step(instance, pk):\n"
+        "    instance.save()\n"
+        "    LabletInstance.objects.filter(pk=pk).update(last_error='')\n"
+        "    audit_record(event_type='x')\n"
+        "    instance_audit(instance, event_type='x', actor='a', action='x')\n"
+        "    cml.cml_lab_delete(lab_id='x')\n"
+        "    log.info('nothing to .update() here')\n"
+        "    lablet_instance_record_archive(instance_pk=pk, archive_key='k')\n"
+    )
+    found = [entry.split(": ", 1)[1] for entry in engine_writes(source, "apps/lablets/engine/x.py")]
+    assert found == [".save(", ".update(", "audit_record", "instance_audit"], found

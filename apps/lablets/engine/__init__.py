@@ -3,13 +3,14 @@ down (stop, archive to S3, delete) at the end, retries what fails, and reconcile
 
 It is the layer above apps.lablets.services that orchestrates them: it decides what is due, claims an
 instance, calls CML (apps.workers.cml) and S3 (apps.lablets.s3_archive) with no transaction open, then
-commits the outcome. Every status change goes through `lablet_instance_transition`; console ports,
-placement and instantiation progress go through their services (services/ports.py, scheduling.py,
-instances.py). It may use the models, lifecycle.py, selectors and services of apps.lablets, the models,
-services and CML gateway of apps.workers, and apps.audit; never views, api or tasks. The services import it
-only to hand over the verbs below (services/instances.py, services/awaited.py): the import-linter contract
-in pyproject.toml. The fields it still writes itself (a step's results and its lease, each on the row it
-holds) are listed in docs/lifecycle.md, "The engine and the services".
+commits the outcome through the services: every status change through `lablet_instance_transition`; the
+lease and its retries, console ports, placement and instantiation progress through services/lease.py,
+ports.py, scheduling.py and instances.py; a step's results and their journal rows through services/steps.py.
+It writes nothing itself (tests/test_status_writes.py). It may use the models, lifecycle.py, selectors and
+services of apps.lablets, and the models, services and CML gateway of apps.workers; never views, api or
+tasks. The services import it only to hand over the verbs below (services/instances.py,
+services/awaited.py): the import-linter contract in pyproject.toml. See docs/lifecycle.md, "The engine and
+the services".
 
 Entry points: `lifecycle_tick` and `instance_advance` (django-q2 tasks in apps.lablets.tasks),
 `instance_terminate` (or its two halves `instance_end` and `instance_teardown_now`) and `instance_collect`

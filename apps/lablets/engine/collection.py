@@ -16,10 +16,11 @@ from django.utils import timezone
 from apps.lablets.models import InstanceStatus as S
 from apps.lablets.models import LabletInstance
 from apps.lablets.services.instances import lablet_instance_transition
+from apps.lablets.services.steps import lablet_instance_record_collection, lablet_instance_record_collection_failed
 from apps.workers import cml
 from apps.core.errors import InvalidTransition, UpstreamUnavailable
 
-from .common import StepFailed, audit, credentials, load
+from .common import StepFailed, credentials, load
 
 
 def collect(*, instance: LabletInstance, actor: str, now: datetime | None = None) -> LabletInstance:
@@ -32,8 +33,7 @@ def collect(*, instance: LabletInstance, actor: str, now: datetime | None = None
         try:
             configs = cml.cml_lab_node_configs(**credentials(instance), lab_id=instance.cml_lab_id, extract=True)
         except (cml.CmlError, StepFailed) as exc:
-            with transaction.atomic():
-                audit(instance, event="collection_failed", actor=actor, success=False, error=str(exc))
+            lablet_instance_record_collection_failed(instance=instance, actor=actor, error=str(exc))
             raise UpstreamUnavailable(
                 f"Collecting the node configurations of lablet instance {instance.public_id} failed: {exc}. "
                 "The instance is still running; try again.") from exc
@@ -42,7 +42,5 @@ def collect(*, instance: LabletInstance, actor: str, now: datetime | None = None
                      for label, text in configs.items()]
     with transaction.atomic():
         lablet_instance_transition(instance=instance, to=S.COLLECTING, actor=actor, reason="collection requested")
-        LabletInstance.objects.filter(pk=instance.pk).update(artifacts=artifacts, last_activity_at=now)
-        audit(instance, event="collected", actor=actor,
-              metadata={"artifacts": len(artifacts), "nodes": [a["node"] for a in artifacts]})
+        lablet_instance_record_collection(instance=instance, actor=actor, artifacts=artifacts, at=now)
     return LabletInstance.objects.select_related("definition", "worker", "created_by").get(pk=instance.pk)

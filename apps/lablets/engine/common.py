@@ -1,5 +1,6 @@
-"""What every engine step shares: errors, loading, CML credentials, the journal. The lease and the retries
-(claim, release, fail) are apps/lablets/services/lease.py, the only writer of their fields.
+"""What every engine step shares: errors, loading, CML credentials. The lease and the retries (claim,
+release, fail) are apps/lablets/services/lease.py, the only writer of their fields; a step's results and
+its journal rows are apps/lablets/services/steps.py.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import logging
 from django.conf import settings
 
 from apps.lablets.models import LabletInstance
-from apps.lablets.services.journal import instance_audit
 from apps.lablets.services.scheduling import lablet_instances_schedule_pending
 from apps.workers.services.cml import cml_credentials
 
@@ -27,14 +27,6 @@ class StepFailed(Exception):
 
 def load(pk: int) -> LabletInstance:
     return LabletInstance.objects.select_related("definition", "worker").get(pk=pk)
-
-
-def audit(instance: LabletInstance, *, event: str, actor: str, success: bool = True, error: str = "",
-          metadata: dict | None = None) -> None:
-    """One journal row about an instance (`lablet_instance.<event>`, with its CML lab), in the caller's
-    transaction."""
-    instance_audit(instance, event_type=f"lablet_instance.{event}", actor=actor, action=f"lablet_instance.{event}",
-                   success=success, error=error[:500], metadata=metadata, with_lab=True)
 
 
 def credentials(instance: LabletInstance) -> dict:

@@ -18,6 +18,7 @@ from apps.lablets.models import LabletInstance
 from apps.lablets.services.instances import lablet_instance_transition
 from apps.lablets.services.lease import lease_clear, lease_restart
 from apps.lablets.services.ports import console_ports_release
+from apps.lablets.services.steps import lablet_instance_record_lab_removed, lablet_instance_record_termination_reason
 from apps.workers.models import WorkerStatus
 from apps.core.errors import InvalidTransition
 
@@ -33,23 +34,21 @@ def request_end(pk: int, *, reason: str, actor: str, now: datetime) -> tuple[Lab
         source = locked.status
         if source == S.TERMINATED:
             raise InvalidTransition("Lablet instance", locked.public_id, source, S.TERMINATED)
-        fields = {} if locked.termination_reason else {"termination_reason": reason[:200]}
+        lablet_instance_record_termination_reason(instance_pk=pk, reason=reason)  # unless one is recorded
         no_lab = source in (S.PENDING, S.SCHEDULED)
         unreachable = locked.worker is None or locked.worker.status == WorkerStatus.TERMINATED
         if no_lab or unreachable:
             if unreachable and locked.instantiating_at is not None:
-                fields["cml_lab_removed_at"] = now  # its CML went away with the worker
-            lease_clear(pk, **fields)
+                lablet_instance_record_lab_removed(instance_pk=pk, at=now)  # its CML went away with the worker
+            lease_clear(pk)
             instance = lablet_instance_transition(instance=locked, to=S.TERMINATED, actor=actor,
                                                   reason=locked.termination_reason or reason)
             console_ports_release(instance=instance)
             return instance, S.TERMINATED
         if source in WITH_LAB:
-            lease_restart(pk, step="stopping lab", **fields)
+            lease_restart(pk, step="stopping lab")
             return lablet_instance_transition(instance=locked, to=S.STOPPING, actor=actor, reason=reason), S.STOPPING
-        if fields:  # already in the teardown
-            LabletInstance.objects.filter(pk=pk).update(**fields)
-        return load(pk), ""
+        return load(pk), ""  # already in the teardown
 
 
 def end_quietly(pk: int, *, reason: str, actor: str, now: datetime) -> str:
@@ -71,6 +70,7 @@ def give_up(pk: int, *, actor: str, now: datetime, error: str) -> None:
         locked = LabletInstance.objects.select_for_update(of=("self",)).get(pk=pk)
         if locked.status == S.TERMINATED:
             return
-        lease_clear(pk, termination_reason=locked.termination_reason or reason)
+        lablet_instance_record_termination_reason(instance_pk=pk, reason=reason)  # unless one is recorded
+        lease_clear(pk)
         instance = lablet_instance_transition(instance=locked, to=S.TERMINATED, actor=actor, reason=reason)
         console_ports_release(instance=instance)

@@ -17,19 +17,21 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from apps.lablets.models import InstanceStatus as S
 from apps.lablets.models import LabletInstance
 from apps.lablets.services.instances import lablet_instance_transition
 from apps.lablets.services.ports import console_ports_allocate
+from apps.lablets.services.steps import (
+    lablet_instance_forget_lab, lablet_instance_record_console, lablet_instance_record_lab,
+    lablet_instance_record_lab_started)
 from apps.workers import cml
 from apps.workers.models import WorkerStatus
 from apps.core.errors import Conflict, InvalidTransition
 
 from apps.lablets.services.lease import Claim, lease_fail, lease_take, lease_waiting
 
-from .common import StepFailed, audit, credentials, load, log
+from .common import StepFailed, credentials, load, log
 from .ending import give_up
 
 BOOTED = "BOOTED"
@@ -75,15 +77,9 @@ def begin(pk: int, *, now: datetime, actor: str) -> str:
 
 
 def _record_lab(step: Claim, lab_id: str, *, adopted: bool) -> str:
-    """Write the lab id in its own committed transaction; returns the lab id the instance ends up with."""
-    with transaction.atomic():
-        written = LabletInstance.objects.filter(pk=step.pk, cml_lab_id="").update(
-            cml_lab_id=lab_id, updated_at=timezone.now())
-        instance = step.refresh()
-        if written:
-            audit(instance, event="lab_adopted" if adopted else "lab_imported", actor=step.actor,
-                  metadata={"title": instance.public_id})
-    return instance.cml_lab_id
+    """Record the lab id, committed at once; returns the lab id the instance ends up with."""
+    step.instance = lablet_instance_record_lab(instance_pk=step.pk, lab_id=lab_id, actor=step.actor, adopted=adopted)
+    return step.instance.cml_lab_id
 
 
 def _ensure_lab(step: Claim, creds: dict) -> str:
@@ -137,7 +133,9 @@ def _finish(step: Claim, ports: list[dict], nodes: list[cml.CmlNode]) -> str:
         with transaction.atomic():
             lablet_instance_transition(instance=instance, to=S.RUNNING, actor=step.actor,
                                        reason=f"all {len(nodes)} node(s) of lab {instance.cml_lab_id} booted")
-            step.release(console=console_details(instance, ports, nodes), lifecycle_step="")
+            lablet_instance_record_console(instance_pk=step.pk, claimed_until=step.until,
+                                           console=console_details(instance, ports, nodes))
+            step.release(lifecycle_step="")
     except InvalidTransition as exc:  # ended meanwhile (terminate, expiry): the teardown takes over
         log.info("lifecycle: %s did not become running: %s", instance.public_id, exc)
         step.drop()
@@ -163,11 +161,10 @@ def advance(step: Claim) -> str:
                 audit_started = False
         except cml.CmlError as exc:
             if exc.kind == cml.CmlError.NOT_FOUND:  # the lab vanished: import a new one on the retry
-                LabletInstance.objects.filter(pk=step.pk, cml_lab_id=lab_id).update(cml_lab_id="")
+                lablet_instance_forget_lab(instance_pk=step.pk, lab_id=lab_id)
             raise
         if audit_started:
-            with transaction.atomic():
-                audit(step.refresh(), event="lab_started", actor=step.actor, metadata={"nodes": len(nodes)})
+            lablet_instance_record_lab_started(instance=step.refresh(), actor=step.actor, nodes=len(nodes))
         booted = sum(1 for node in nodes if node.state == BOOTED)
         if booted == len(nodes):
             return _finish(step, ports, nodes)

@@ -15,6 +15,7 @@ every tick: its labs are deleted as soon as its worker runs and CML answers (ret
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from django.conf import settings
@@ -27,13 +28,16 @@ from apps.lablets.models import InstanceStatus as S
 from apps.lablets.models import LabletInstance
 from apps.lablets.services.instances import lablet_instance_transition
 from apps.lablets.services.ports import console_ports_release
+from apps.lablets.services.steps import (
+    lablet_instance_record_archive, lablet_instance_record_console, lablet_instance_record_lab,
+    lablet_instance_record_lab_removed, lablet_instance_record_labs_deleted)
 from apps.workers import cml
 from apps.workers.models import WorkerStatus
 from apps.core.errors import InvalidTransition
 
 from apps.lablets.services.lease import Claim, lease_claim, lease_clear, lease_fail, lease_seconds
 
-from .common import StepFailed, audit, credentials, load, log
+from .common import StepFailed, credentials, load, log
 from .ending import give_up
 
 
@@ -52,10 +56,8 @@ def _lab_id(step: Claim, creds: dict | None) -> str:
     found = cml.cml_lab_ids_by_title(**creds, title=instance.public_id)
     if not found:
         return ""
-    with transaction.atomic():
-        if LabletInstance.objects.filter(pk=step.pk, cml_lab_id="").update(cml_lab_id=found[0]):
-            audit(step.refresh(), event="lab_adopted", actor=step.actor, metadata={"title": instance.public_id})
-    return step.refresh().cml_lab_id
+    step.instance = lablet_instance_record_lab(instance_pk=step.pk, lab_id=found[0], actor=step.actor, adopted=True)
+    return step.instance.cml_lab_id
 
 
 def _all_lab_ids(instance: LabletInstance, creds: dict) -> list[str]:
@@ -69,13 +71,16 @@ def _wait() -> dict:
     return {"wait_timeout": max(5.0, lease_seconds() / 3), "poll_interval": 0.5}
 
 
-def _transition(step: Claim, to: str, reason: str, *, release_fields: dict, update: dict | None = None) -> str:
+def _transition(step: Claim, to: str, reason: str, *, next_step: str,
+                record: Callable[[], object] | None = None) -> str:
+    """The step's transition to `to`, with `record()` (the step's result, through services/steps.py) and the
+    claim given back showing `next_step`, in one transaction; a stale decision gives the claim back."""
     try:
         with transaction.atomic():
-            if update:
-                LabletInstance.objects.filter(pk=step.pk).update(**update)
+            if record:
+                record()
             instance = lablet_instance_transition(instance=step.instance, to=to, actor=step.actor, reason=reason)
-            step.release(**release_fields)
+            step.release(lifecycle_step=next_step)
             if to in (S.STOPPED, S.TERMINATED):
                 console_ports_release(instance=instance)
     except InvalidTransition as exc:
@@ -98,7 +103,9 @@ def _stop(step: Claim) -> str:
             if exc.kind != cml.CmlError.NOT_FOUND:
                 raise
             reason = f"lab {lab_id} is gone from CML"
-    return _transition(step, S.STOPPED, reason, release_fields={"lifecycle_step": "archiving", "console": []})
+    return _transition(step, S.STOPPED, reason, next_step="archiving",
+                       record=lambda: lablet_instance_record_console(instance_pk=step.pk, claimed_until=step.until,
+                                                                     console=[]))
 
 
 def _snapshot(instance: LabletInstance) -> dict:
@@ -141,7 +148,8 @@ def _archive(step: Claim) -> str:
                                   artifacts=instance.artifacts or [])
     prefix = archive.archive_put(public_id=instance.public_id, files=files)
     return _transition(step, S.ARCHIVED, f"archived to s3://{settings.ARCHIVE_S3_BUCKET}/{prefix}",
-                       update={"archive_key": prefix}, release_fields={"lifecycle_step": "deleting lab"})
+                       next_step="deleting lab",
+                       record=lambda: lablet_instance_record_archive(instance_pk=step.pk, archive_key=prefix))
 
 
 def _delete_labs(step: Claim, creds: dict | None) -> list[str]:
@@ -159,9 +167,9 @@ def _remove(step: Claim) -> str:
     ids = _delete_labs(step, _creds(instance))
     with transaction.atomic():
         if ids:
-            audit(instance, event="lab_deleted", actor=step.actor, metadata={"lab_ids": ids})
-        return _transition(step, S.TERMINATED, instance.termination_reason or "teardown finished",
-                           update={"cml_lab_removed_at": timezone.now()}, release_fields={"lifecycle_step": ""})
+            lablet_instance_record_labs_deleted(instance=instance, actor=step.actor, lab_ids=ids)
+        return _transition(step, S.TERMINATED, instance.termination_reason or "teardown finished", next_step="",
+                           record=lambda: lablet_instance_record_lab_removed(instance_pk=step.pk, at=timezone.now()))
 
 
 STEPS = {S.STOPPING: ("stop", _stop), S.STOPPED: ("archive", _archive), S.ARCHIVED: ("delete", _remove)}
@@ -207,8 +215,9 @@ def needs_cleanup(instance: LabletInstance) -> bool:
 
 def _mark_removed(pk: int, *, actor: str, lab_ids: list[str], why: str) -> None:
     with transaction.atomic():
-        lease_clear(pk, cml_lab_removed_at=timezone.now())
-        audit(load(pk), event="lab_deleted", actor=actor, metadata={"lab_ids": lab_ids, "cleanup": why})
+        lease_clear(pk)
+        lablet_instance_record_lab_removed(instance_pk=pk, at=timezone.now())
+        lablet_instance_record_labs_deleted(instance=load(pk), actor=actor, lab_ids=lab_ids, cleanup=why)
 
 
 def cleanup(pk: int, *, now: datetime, actor: str) -> str:

@@ -20,7 +20,6 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -28,12 +27,13 @@ from apps.lablets.lifecycle import TEARDOWN
 from apps.lablets.models import InstanceStatus as S
 from apps.lablets.models import LabletInstance
 from apps.lablets.services.scheduling import scheduler_tick
+from apps.lablets.services.steps import lablet_instance_record_expiring
 from apps.workers.models import WorkerStatus
 
 from . import instantiate, teardown
 from apps.lablets.services.lease import claimable, lease_claim
 
-from .common import audit, log, schedule_pending
+from .common import log, schedule_pending
 from .ending import end_quietly
 
 NOT_YET_RUNNING = (S.PENDING, S.SCHEDULED, S.INSTANTIATING)
@@ -72,16 +72,7 @@ def notify_expiring(now: datetime, actor: str) -> int:
     due = LabletInstance.objects.select_related("definition", "worker").filter(
         status__in=ACTIVE, expiring_notified_at__isnull=True, timeslot_end__gt=now, timeslot_end__lte=window,
     ).order_by("timeslot_end")[:_batch()]
-    sent = 0
-    for instance in due:
-        with transaction.atomic():
-            if LabletInstance.objects.filter(pk=instance.pk, expiring_notified_at__isnull=True).update(
-                    expiring_notified_at=now):
-                minutes_left = max(0, int((instance.timeslot_end - now).total_seconds() // 60))
-                audit(instance, event="expiring", actor=actor, metadata={
-                    "timeslot_end": instance.timeslot_end.isoformat(), "minutes_left": minutes_left})
-                sent += 1
-    return sent
+    return sum(lablet_instance_record_expiring(instance=instance, actor=actor, now=now) for instance in due)
 
 
 def lifecycle_tick(*, now: datetime | None = None, actor: str = "system") -> dict:

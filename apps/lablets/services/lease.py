@@ -57,12 +57,12 @@ class Claim:
         return self.instance.pk
 
     def mine(self):
-        """The instance's row while this claim holds it (write other fields through it, never the lease's)."""
+        """The instance's row while this claim holds it."""
         return LabletInstance.objects.filter(pk=self.pk, claimed_until=self.until)
 
-    def progress(self, text: str, **fields) -> None:
-        """Show how far the step got (e.g. 'nodes booting 3/5'), and record other fields, while held."""
-        self.mine().update(lifecycle_step=text[:200], updated_at=timezone.now(), **fields)
+    def progress(self, text: str) -> None:
+        """Show how far the step got (e.g. 'exporting lab'), while held."""
+        self.mine().update(lifecycle_step=text[:200], updated_at=timezone.now())
 
     def record_progress(self, step: str, **counts) -> bool:
         """An instantiation step reached ('importing', 'starting', 'booting' with nodes_booted/nodes_total):
@@ -72,10 +72,13 @@ class Claim:
         return lablet_instance_record_progress(instance=self.instance, step=step, actor=self.actor,
                                                claimed_until=self.until, **counts)
 
-    def release(self, **fields) -> int:
-        """Give the claim back after a step that went well: the retry bookkeeping starts over."""
+    def release(self, *, lifecycle_step: str | None = None) -> int:
+        """Give the claim back after a step that went well: the retry bookkeeping starts over; with
+        `lifecycle_step`, the step shown next ('' for none). The step's results are written before, through
+        services/steps.py, while the claim still holds the row."""
+        step = {} if lifecycle_step is None else {"lifecycle_step": lifecycle_step}
         return self.mine().update(claimed_until=None, attempts=0, next_attempt_at=None, last_error="",
-                                  updated_at=timezone.now(), **fields)
+                                  updated_at=timezone.now(), **step)
 
     def drop(self) -> int:
         """Give the claim back after a stale decision (the instance moved on meanwhile), touching nothing else."""
@@ -109,18 +112,18 @@ def lease_take(pk: int, *, now: datetime, step: str) -> datetime:
     return until
 
 
-def lease_restart(pk: int, *, step: str, **fields) -> None:
+def lease_restart(pk: int, *, step: str) -> None:
     """A new phase for an instance (the teardown begins): retries counted anew, the claim a process may
-    still hold left to run out (its stale decision gives it back), `fields` written too."""
+    still hold left to run out (its stale decision gives it back)."""
     LabletInstance.objects.filter(pk=pk).update(attempts=0, next_attempt_at=None, last_error="",
-                                                lifecycle_step=step[:200], **fields)
+                                                lifecycle_step=step[:200])
 
 
-def lease_clear(pk: int, **fields) -> None:
+def lease_clear(pk: int) -> None:
     """The engine is done with the instance (it ends, or its labs are gone): no claim, nothing to retry,
-    no step shown; `fields` written too."""
+    no step shown."""
     LabletInstance.objects.filter(pk=pk).update(claimed_until=None, next_attempt_at=None, attempts=0,
-                                                lifecycle_step="", updated_at=timezone.now(), **fields)
+                                                lifecycle_step="", updated_at=timezone.now())
 
 
 def lease_waiting(pk: int, *, text: str) -> None:

@@ -29,7 +29,7 @@ SCANNED_DIRS = ("apps", "labmanager")
 ALLOWED = {
     ("apps/lablets/services/instances.py", "lablet_instances_transition_many"),
     ("apps/workers/services/fleet.py", "worker_transition"),
-    ("apps/sessions/services/transitions.py", "session_transition"),
+    ("apps/sessions/services/transitions.py", "session_transitions_many"),
     ("apps/sessions/services/transitions.py", "session_lab_transition"),
     ("apps/webhooks/delivery.py", "webhook_delivery_transition"),
 }

@@ -65,3 +65,28 @@ def test_a_lab_slot_transition_is_journalled_with_the_lab_it_dropped():
     assert event.metadata["from"] == "running" and event.metadata["cml_lab_id"] == "lab-1"
     with pytest.raises(InvalidTransition):
         session_lab_transition(lab=SessionLab.objects.get(pk=slot.pk), to=LabStatus.RUNNING, actor="tests", reason="")
+
+
+def test_many_sessions_move_with_one_update_each_and_one_journal_insert():
+    """A promotion hands out several workers at once (services/queue.py _promote): the journal rows of all
+    the sessions moved go in one INSERT, not one per session; a session that moved on is left out."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.sessions.services.transitions import session_transitions_many
+
+    sessions = [_session() for _ in range(5)]
+    gone = _session(status=SessionStatus.ENDED)
+    moves = [(s.pk, {"activated_at": timezone.now()}, {"pool": "transitions", "n": n}) for n, s in enumerate(sessions)]
+
+    with CaptureQueriesContext(connection) as queries:
+        moved = session_transitions_many(moves=[*moves, (gone.pk, {}, {})], source=SessionStatus.WAITING,
+                                         to=SessionStatus.ACTIVE, actor="tests")
+
+    assert moved == [s.pk for s in sessions]
+    inserts = [q["sql"] for q in queries if q["sql"].startswith('INSERT INTO "audit_auditevent"')]
+    assert len(inserts) == 1, inserts
+    assert [_journal("session", s.pk) for s in sessions] == [["session.activated"]] * 5
+    assert _journal("session", gone.pk) == []
+    assert sorted(AuditEvent.objects.filter(event_type="session.activated").values_list("metadata__n", flat=True)) == [
+        0, 1, 2, 3, 4]

@@ -30,7 +30,7 @@ from apps.sessions.lifecycle import LIVE
 from apps.sessions.models import Session, SessionPool, SessionStatus
 from apps.sessions.selectors import SESSION_NOT_FOUND, SYSTEM, Principal, parse_session_id
 from apps.sessions.services import labs, storage
-from apps.sessions.services.transitions import session_transition
+from apps.sessions.services.transitions import session_transition, session_transitions_many
 from apps.workers.models import Worker
 from apps.workers.selectors import worker_placeable_list
 from apps.core.sqltime import IsoDateTime
@@ -139,11 +139,10 @@ def _promote(pool: SessionPool, *, now, actor: str) -> list:
     if not heads:
         return []
     names = dict(Worker.objects.filter(pk__in=free[:len(heads)]).values_list("pk", "public_id"))
-    for session_id, worker_id in zip(heads, free):
-        # last_seen_at restarts: the client gets the whole active timeout to notice its promotion.
-        session_transition(session_id=session_id, source=SessionStatus.WAITING, to=SessionStatus.ACTIVE, actor=actor,
-                           metadata={"pool": pool.name, "worker_id": names.get(worker_id)},
-                           worker_id=worker_id, activated_at=now, last_seen_at=now)
+    # last_seen_at restarts: the client gets the whole active timeout to notice its promotion.
+    moves = [(session_id, {"worker_id": worker_id, "activated_at": now, "last_seen_at": now},
+              {"pool": pool.name, "worker_id": names.get(worker_id)}) for session_id, worker_id in zip(heads, free)]
+    session_transitions_many(moves=moves, source=SessionStatus.WAITING, to=SessionStatus.ACTIVE, actor=actor)
     return heads
 
 

@@ -9,7 +9,7 @@ deletes and journals them in bulk statements (services/queue.py, docs/lifecycle.
 from django.db import transaction
 from django.utils import timezone
 
-from apps.audit.services import audit_record
+from apps.audit.services import audit_record, audit_record_many
 from apps.core.errors import InvalidTransition
 from apps.sessions.lifecycle import LAB_TRANSITIONS, SESSION_EVENTS, SESSION_TRANSITIONS
 from apps.sessions.models import LabStatus, Session, SessionLab
@@ -20,14 +20,25 @@ def session_transition(*, session_id, source: str, to: str, actor: str, metadata
     """Move the session from `source` (the state the caller read, under the pool's lock) to `to`, writing
     `fields` too, and journal it as `session.<event>` (SESSION_EVENTS: activated, ended) with `metadata`.
     False, and nothing journalled, when the session is no longer in `source`."""
+    return bool(session_transitions_many(moves=[(session_id, fields, metadata)], source=source, to=to, actor=actor))
+
+
+@transaction.atomic(savepoint=False)
+def session_transitions_many(*, moves: list[tuple], source: str, to: str, actor: str) -> list:
+    """The one writer of a session's status: session_transition for one or many sessions (a promotion hands
+    out several workers). `moves` are (session_id, fields, metadata); one UPDATE each, and the sessions moved
+    journalled with one INSERT. Returns their ids."""
     if to not in SESSION_TRANSITIONS.get(source, ()):
-        raise InvalidTransition("Session", str(session_id), source, to)
-    if not Session.objects.filter(pk=session_id, status=source).update(status=to, **fields):
-        return False
+        raise InvalidTransition("Session", ", ".join(str(m[0]) for m in moves), source, to)
     event = f"session.{SESSION_EVENTS[to]}"
-    audit_record(event_type=event, actor=actor, resource_type="session", resource_id=str(session_id),
-                 action=event, metadata=metadata)
-    return True
+    moved, rows = [], []
+    for session_id, fields, metadata in moves:
+        if Session.objects.filter(pk=session_id, status=source).update(status=to, **fields):
+            moved.append(session_id)
+            rows.append({"event_type": event, "actor": actor, "resource_type": "session",
+                         "resource_id": str(session_id), "action": event, "metadata": metadata})
+    audit_record_many(rows)
+    return moved
 
 
 @transaction.atomic(savepoint=False)

@@ -140,7 +140,8 @@ def test_200_concurrent_creates_make_one_strict_fifo_queue(server, cml):
     told = {b["session_id"]: b["position"] for b in bodies}
     assert [(told[str(s.pk)], s.position) for s in sessions if s.status == "waiting"
             and not 1 <= told[str(s.pk)] <= s.position + 2] == []
-    assert [told[str(s.pk)] for s in sessions[:2]] <= [0, 1]  # the two heads, active
+    # The two heads, active now: told 0 if active when answered, else counted at most the other head ahead.
+    assert [told[str(s.pk)] for s in sessions[:2] if not 0 <= told[str(s.pk)] <= 2] == []
     assert sampler.samples >= 10 and sampler.most_active <= 2 and not sampler.shared_worker
     # nginx opens most of its connections to gunicorn for these requests, all at once: several processes take them.
     processes = _answered_by_gunicorn(server, "POST", "/api/remote-lab/session", 201, since=since, count=SESSIONS)

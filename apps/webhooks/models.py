@@ -4,6 +4,8 @@ See docs/webhooks.md. A subscription's `last_sequence_num` is its cursor in the 
 event up to it has been turned into a delivery row (or skipped by the filter), exactly once.
 """
 
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -43,7 +45,12 @@ class WebhookSubscription(models.Model):
         indexes = [models.Index(fields=["active", "last_sequence_num"], name="webhook_active_cursor")]
 
     def __str__(self):
-        return f"{self.public_id} → {self.url}"
+        return f"{self.public_id} → {self.host}"  # not the URL: its path or query often carries a token
+
+    @property
+    def host(self) -> str:
+        """The URL's host (and port), what the journal and the admin's log name: never the path or query."""
+        return urlsplit(self.url).netloc.rpartition("@")[2]
 
 
 class DeliveryStatus(models.TextChoices):

@@ -67,7 +67,9 @@ def _chain_head_sequence() -> int:
 
 
 def _described(sub: WebhookSubscription) -> dict:
-    return {"url": sub.url, "event_types": sub.event_types, "active": sub.active, "description": sub.description}
+    """What the journal says of a subscription: the URL's host only, never its path or query (they often
+    carry the receiver's token)."""
+    return {"host": sub.host, "event_types": sub.event_types, "active": sub.active, "description": sub.description}
 
 
 @transaction.atomic
@@ -94,7 +96,7 @@ def webhook_subscription_update(*, subscription: WebhookSubscription, actor: str
         raise ValidationFailed(f"Not editable: {', '.join(sorted(unknown))}.")
     sub = WebhookSubscription.objects.select_for_update().get(pk=subscription.pk)
     _validate(url=changes.get("url"), event_types=changes.get("event_types"), secret=changes.get("secret"))
-    before = _described(sub)
+    before, url_before = _described(sub), sub.url
     if changes.get("active") and not sub.active:
         sub.consecutive_failures = 0
         sub.disabled_at, sub.disabled_reason = None, ""
@@ -107,7 +109,8 @@ def webhook_subscription_update(*, subscription: WebhookSubscription, actor: str
     sub.save()
     audit_record(event_type="webhook.updated", actor=actor, resource_type="webhook", resource_id=sub.public_id,
                  action="webhook.update",
-                 metadata={"before": before, "after": _described(sub), "secret_rotated": "secret" in changes})
+                 metadata={"before": before, "after": _described(sub), "url_changed": sub.url != url_before,
+                           "secret_rotated": "secret" in changes})
     return sub
 
 
@@ -132,7 +135,7 @@ def webhook_subscription_disable(*, subscription_id: int, reason: str, actor: st
     audit_record(event_type="webhook.disabled", actor=actor, resource_type="webhook", resource_id=sub.public_id,
                  action="webhook.disable", success=True,
                  metadata={"reason": reason, "consecutive_failures": sub.consecutive_failures,
-                           "skipped_deliveries": skipped, "url": sub.url})
+                           "skipped_deliveries": skipped, "host": sub.host})
     return True
 
 

@@ -11,7 +11,13 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
+# Refused even with WEBHOOK_ALLOW_PRIVATE_NETWORKS: cloud metadata services (AWS, GCP, Azure, Oracle
+# 169.254.169.254; AWS over IPv6 fd00:ec2::254; Alibaba 100.100.100.200) and all of IPv4 link-local, where
+# clouds put more of them (AWS ECS task metadata 169.254.170.2, the VPC DNS and time servers, ...).
+METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
+IPV4_LINK_LOCAL = ipaddress.ip_network("169.254.0.0/16")
+# NAT64's well-known prefix (RFC 6052): a translator forwards 64:ff9b::a.b.c.d to the IPv4 address a.b.c.d.
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 
 
 class UnsafeWebhookUrl(Exception):
@@ -26,12 +32,38 @@ class Target:
     address: str  # the checked IP address to connect to
 
 
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """The IPv4 addresses an IPv6 address carries and that a packet to it may reach through a relay or a
+    translator: 6to4 (2002:AABB:CCDD::/48), Teredo (2001::/32: its server and its client) and NAT64
+    (64:ff9b::a.b.c.d); each as (what carries it, the address). IPv4-mapped addresses are the IPv4 address
+    itself (address_refusal)."""
+    found = []
+    if address.sixtofour:
+        found.append(("6to4", address.sixtofour))
+    if address.teredo:
+        found.extend(("Teredo", embedded) for embedded in address.teredo)
+    if address in NAT64_PREFIX:
+        found.append(("NAT64", ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)))
+    return found
+
+
 def address_refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[str, bool] | None:
     """(reason, private_networks_setting_lifts_it) for an address webhooks may not reach, or None."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped:
+            address = address.ipv4_mapped
+        else:
+            # An IPv6 address that carries a refused IPv4 address is refused as that address is (the stricter
+            # refusal first): 2002:a9fe:a9fe:: reaches 169.254.169.254 through a 6to4 relay.
+            refusals = [(f"a {kind} address carrying {embedded}, {refusal[0]}", refusal[1])
+                        for kind, embedded in embedded_ipv4(address)
+                        if (refusal := address_refusal(embedded))]
+            if refusals:
+                return min(refusals, key=lambda refusal: refusal[1])
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address", False
+    if address in IPV4_LINK_LOCAL:
+        return "an IPv4 link-local address (169.254.0.0/16, where clouds serve instance metadata)", False
     if address.is_unspecified:
         return "an unspecified address", False
     if address.is_multicast:

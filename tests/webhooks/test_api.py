@@ -102,3 +102,28 @@ def test_the_admin_site_lists_subscriptions_without_their_secret(client, admin_u
     assert client.get("/admin/webhooks/webhooksubscription/").status_code == 200
     page = client.get(f"/admin/webhooks/webhooksubscription/{sub.pk}/change/")
     assert page.status_code == 200 and b"admin-visible-0123456789" not in page.content
+
+
+def test_the_journal_names_the_webhook_host_never_its_path_or_query(admin_client, receiver, settings):
+    """Receivers' URLs often carry their token (Slack, Teams, ...): the journal, which every admin, operator
+    and webhook receiver reads, names the host only; so does the admin's change log (str())."""
+    from apps.webhooks.services import webhook_subscription_disable
+    from apps.webhooks.models import WebhookSubscription as Sub
+
+    host = receiver.url.split("/")[2]
+    hook_id = admin_client.post("/api/webhooks", {"url": receiver.url + "/T0KEN-created?token=s3cret-created"},
+                                format="json").json()["id"]
+    assert admin_client.patch(f"/api/webhooks/{hook_id}", {"url": receiver.url + "/T0KEN-updated?token=s3cret-updated"},
+                              format="json").status_code == 200
+    webhook_subscription_disable(subscription_id=Sub.objects.get(public_id=hook_id).pk, reason="tests")
+    assert admin_client.delete(f"/api/webhooks/{hook_id}").status_code == 204
+
+    rows = list(AuditEvent.objects.filter(resource_id=hook_id).order_by("pk").values())
+    assert [row["event_type"] for row in rows] == ["webhook.created", "webhook.updated", "webhook.disabled",
+                                                   "webhook.deleted"]
+    journalled = str(rows)
+    assert "T0KEN" not in journalled and "s3cret" not in journalled and "/hook" not in journalled
+    created, updated, disabled, deleted = (row["metadata"] for row in rows)
+    assert created["after"]["host"] == updated["before"]["host"] == updated["after"]["host"] == host
+    assert updated["url_changed"] is True and disabled["host"] == host and deleted["before"]["host"] == host
+    assert str(Sub(public_id="whk-1", url=receiver.url + "/T0KEN?token=s3cret")) == f"whk-1 → {host}"

@@ -92,3 +92,45 @@ def test_it_checks_again_at_delivery_time(settings, receiver, django_capture_on_
     assert webhook_deliver(WebhookDelivery.objects.get().pk) == "failed"  # refused, not retried
     assert receiver.requests == []
     assert "loopback" in WebhookDeliveryAttempt.objects.get().error
+
+
+ALWAYS_REFUSED = [  # even with WEBHOOK_ALLOW_PRIVATE_NETWORKS: where clouds serve credentials
+    ("http://169.254.169.254/latest/meta-data", "a cloud metadata address"),  # AWS, GCP, Azure, Oracle
+    ("http://169.254.170.2/v2/credentials", "IPv4 link-local"),  # AWS ECS task metadata
+    ("http://169.254.10.1/hook", "IPv4 link-local"),
+    ("http://100.100.100.200/latest/meta-data", "a cloud metadata address"),  # Alibaba Cloud
+    ("http://[fd00:ec2::254]/", "a cloud metadata address"),
+    ("http://[::ffff:169.254.169.254]/", "a cloud metadata address"),
+    ("http://[2002:a9fe:a9fe::1]/", "6to4 address carrying 169.254.169.254, a cloud metadata address"),
+    ("http://[2002:6464:64c8::1]/", "6to4 address carrying 100.100.100.200, a cloud metadata address"),
+    ("http://[2002:a9fe:1::1]/", "6to4 address carrying 169.254.0.1, an IPv4 link-local"),
+    # Teredo: server 65.54.227.120, client 169.254.169.254 (stored inverted: 5601:5601)
+    ("http://[2001:0:4136:e378:8000:63bf:5601:5601]/", "Teredo address carrying 169.254.169.254"),
+    ("http://[2001:0:a9fe:a9fe::1]/", "Teredo address carrying 169.254.169.254"),  # as its server
+    ("http://[64:ff9b::a9fe:a9fe]/", "NAT64 address carrying 169.254.169.254"),
+    ("http://[2002:0:0::1]/", "6to4 address carrying 0.0.0.0, an unspecified address"),
+    ("http://0.0.0.0/hook", "unspecified"),
+    ("http://224.0.0.1/hook", "multicast"),
+]
+
+
+@pytest.mark.parametrize("url, reason", ALWAYS_REFUSED)
+def test_it_refuses_metadata_link_local_and_what_carries_them_even_with_private_networks_allowed(settings, url, reason):
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+    with pytest.raises(UnsafeWebhookUrl, match=reason):
+        check_url(url)
+
+
+def test_a_6to4_or_teredo_address_carrying_a_private_address_is_private(settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+    with pytest.raises(UnsafeWebhookUrl, match="6to4 address carrying 10.0.0.1, a private address"):
+        check_url("http://[2002:a00:1::1]/hook")
+    with pytest.raises(UnsafeWebhookUrl, match="Teredo address carrying 127.0.0.1, a loopback address"):
+        check_url("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hook")
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True  # what the setting lifts for 10.0.0.1 it lifts for its 6to4 form
+    assert check_url("http://[2002:a00:1::1]/hook").address == "2002:a00:1::1"
+
+
+def test_a_6to4_address_carrying_a_public_address_is_allowed(settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+    assert check_url("http://[2002:5db8:d822::1]/hook").address == "2002:5db8:d822::1"  # 93.184.216.34

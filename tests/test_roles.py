@@ -296,7 +296,8 @@ def test_it_walks_every_endpoint_with_every_role(request, monkeypatch, instructo
     writes = endpoint.method != "GET" if endpoint.writes is None else endpoint.writes
     assert wrote == (writes and status < 300), "a change is audited; a refusal or a read changes nothing"
     refusal = endpoint.method != "GET" and status >= 400 and status not in (401, 429) and _is_drf(url)
-    assert refused == refusal, "a refused change is journalled once"
+    # ... by an authenticated principal; an anonymous caller's is counted in a metric instead (anyone can send it)
+    assert refused == (refusal and column != ANON), "a refused change is journalled once"
 
 
 def _api_routes(patterns=None, prefix=""):

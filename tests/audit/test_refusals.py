@@ -1,5 +1,7 @@
 """A refused state-changing API call is journalled too: one `api_call.refused` event, who, why, from where."""
 
+import uuid
+
 import pytest
 
 from apps.audit.models import AuditEvent
@@ -95,3 +97,36 @@ def test_a_call_that_journalled_its_own_failure_gets_no_second_event(operator_cl
     events = _new_events(before)
     assert [(e.event_type, e.success) for e in events] == [("worker.ec2_failed", False)]
     assert events[0].trace_id == response["X-Trace-Id"]
+
+
+def _anonymous_refusals(method: str, status: int) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("labmanager_api_anonymous_refusals_total",
+                                     {"method": method, "status": str(status)}) or 0.0
+
+
+def test_an_anonymous_refused_change_is_counted_not_journalled(anon_client, client):
+    """Anyone on SESSION_ANONYMOUS_NETWORKS can send refused calls in a loop: a metric, not the journal."""
+    before, counted = _last_pk(), _anonymous_refusals("DELETE", 404)
+
+    for _ in range(3):
+        response = anon_client.delete(f"/api/remote-lab/session/{uuid.uuid4()}", REMOTE_ADDR="127.0.0.1")
+        assert response.status_code == 404
+
+    assert _new_events(before) == []
+    assert _anonymous_refusals("DELETE", 404) == counted + 3
+    scraped = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    assert f'labmanager_api_anonymous_refusals_total{{method="DELETE",status="404"}} {counted + 3}' in scraped
+    assert "remote-lab" not in "".join(line for line in scraped.splitlines()
+                                       if line.startswith("labmanager_api_anonymous_refusals"))  # no path label
+
+
+def test_an_authenticated_refused_remote_lab_call_is_still_journalled(instructor_client, instructor_user):
+    before, counted = _last_pk(), _anonymous_refusals("DELETE", 404)
+
+    assert instructor_client.delete(f"/api/remote-lab/session/{uuid.uuid4()}").status_code == 404
+
+    [event] = _new_events(before)
+    assert (event.event_type, event.user_id, event.metadata["status"]) == (REFUSED_EVENT, instructor_user.username, 404)
+    assert _anonymous_refusals("DELETE", 404) == counted

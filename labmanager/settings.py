@@ -254,6 +254,11 @@ CML_URL_OVERRIDE = env.str("CML_URL_OVERRIDE", default="")  # one CML (the simul
 CML_USERNAME = env.str("CML_USERNAME", default="admin")
 CML_PASSWORD = env.str("CML_PASSWORD", default="")
 CML_TIMEOUT_SECONDS = env.float("CML_TIMEOUT_SECONDS", default=5.0)
+# TLS to CML (the admin password crosses it): certificates are verified against this PEM bundle, else the
+# system's CAs; a worker may opt out in the admin (Worker.cml_tls_verify, journalled). Plain http:// to
+# CML is refused unless CML_ALLOW_HTTP (development and tests: the simulator serves http on 127.0.0.1).
+CML_CA_BUNDLE = env.str("CML_CA_BUNDLE", default="")
+CML_ALLOW_HTTP = env.bool("CML_ALLOW_HTTP", default=False)
 CML_HEALTH_CONCURRENCY = env.int("CML_HEALTH_CONCURRENCY", default=100)
 
 # --- webhooks (docs/webhooks.md) -----------------------------------------------

@@ -23,16 +23,17 @@ def _run(modeladmin, request, queryset, service, verb):
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
     list_display = ("name", "public_id", "status", "aws_instance_id", "aws_region", "instance_type",
-                    "cml_service_status", "license_status", "nodes_running", "draining", "session_pool", "last_cml_sync_at",
+                    "cml_service_status", "cml_tls_verify", "license_status", "nodes_running", "draining", "session_pool",
+                    "last_cml_sync_at",
                     "dashboard_link")
     list_filter = ("status", "aws_region", "instance_type", "cml_service_status", "license_status", "draining",
-                   "session_pool")
+                   "session_pool", "cml_tls_verify")
     search_fields = ("name", "public_id", "aws_instance_id", "ip_address")
     # Operators may change the declared capacity and the CML connection; everything EC2 or CML reports,
     # and the status, is read-only (changed by the actions below, which call the services).
     fields = ("name", "public_id", "status", "draining", "session_pool", "aws_instance_id", "aws_region", "instance_type",
               "ip_address", "private_ip_address", "template", "cpu_cores", "memory_gb", "storage_gb", "max_nodes",
-              "cml_url", "cml_username", "cml_password", "cml_service_status", "cml_version", "cml_error",
+              "cml_url", "cml_username", "cml_password", "cml_tls_verify", "cml_service_status", "cml_version", "cml_error",
               "license_status", "license_tier", "cpu_usage_percent", "memory_usage_percent", "memory_used_gb",
               "memory_total_gb", "nodes_running", "cml_health", "status_changed_at", "last_ec2_sync_at",
               "last_cml_sync_at", "created_at", "updated_at")

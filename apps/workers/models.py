@@ -56,6 +56,10 @@ class Worker(models.Model):
     cml_url = models.CharField(max_length=200, blank=True, help_text="Blank: settings.CML_URL_TEMPLATE")
     cml_username = models.CharField(max_length=100, blank=True, help_text="Blank: settings.CML_USERNAME")
     cml_password = models.CharField(max_length=200, blank=True, help_text="Blank: settings.CML_PASSWORD")
+    cml_tls_verify = models.BooleanField(
+        default=True, verbose_name="verify CML's TLS certificate",
+        help_text="Off only for a controller whose certificate cannot be verified (settings.CML_CA_BUNDLE): "
+                  "the CML password is then sent to whoever answers at its address. Changes are journalled.")
     cml_service_status = models.CharField(max_length=30, default="unknown")
     cml_version = models.CharField(max_length=40, blank=True)
     cml_health = models.JSONField(default=dict, blank=True)

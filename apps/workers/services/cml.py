@@ -25,7 +25,8 @@ HEALTH_TASK = "apps.workers.tasks.cml_health_one"
 
 
 def cml_credentials(worker: Worker) -> dict | None:
-    """url/username/password of the worker's CML controller, or None when it has no address yet."""
+    """url/username/password/tls_verify of the worker's CML controller (the keywords of every apps.workers.cml
+    function), or None when it has no address yet."""
     url = settings.CML_URL_OVERRIDE or worker.cml_url
     if not url:
         address = worker.ip_address or worker.private_ip_address
@@ -36,6 +37,7 @@ def cml_credentials(worker: Worker) -> dict | None:
         "url": url,
         "username": worker.cml_username or settings.CML_USERNAME,
         "password": worker.cml_password or settings.CML_PASSWORD,
+        "tls_verify": worker.cml_tls_verify,
     }
 
 

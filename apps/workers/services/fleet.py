@@ -335,17 +335,19 @@ def worker_update_capacity(*, worker: Worker, actor: str, capacity: dict) -> Wor
     return locked
 
 
-CONNECTION_FIELDS = ("name", "cml_url", "cml_username", "cml_password")
+CONNECTION_FIELDS = ("name", "cml_url", "cml_username", "cml_password", "cml_tls_verify")
 
 
 @transaction.atomic
 def worker_update_connection(*, worker: Worker, actor: str, changes: dict) -> Worker:
-    """Operators rename a worker or point it at its CML controller (credentials are never audited)."""
+    """Operators rename a worker or point it at its CML controller (credentials are never audited; turning TLS
+    verification off or on is, with its value)."""
     locked = Worker.objects.select_for_update().get(pk=worker.pk)
     changed = {k: v for k, v in changes.items() if k in CONNECTION_FIELDS}
     for key, value in changed.items():
         setattr(locked, key, value)
     locked.save(update_fields=[*changed, "updated_at"])
     _audit(locked, event_type="worker.updated", actor=actor, action="worker.update_connection",
-           metadata={"changed": sorted(changed), "name": locked.name, "cml_url": locked.cml_url})
+           metadata={"changed": sorted(changed), "name": locked.name, "cml_url": locked.cml_url,
+                     "cml_tls_verify": locked.cml_tls_verify})
     return locked

@@ -19,6 +19,9 @@ env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env.str("SECRET_KEY", default="dev-insecure-labmanager-key-change-me-in-production-0123456789")
+# Secrets stored in the database (a worker's CML password) are encrypted with these Fernet keys
+# (comma-separated; the first encrypts, all decrypt). Empty: derived from SECRET_KEY (apps/core/encryption.py).
+FIELD_ENCRYPTION_KEY = env.list("FIELD_ENCRYPTION_KEY", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 

@@ -72,6 +72,7 @@ def bench_env(redis_url: str, cml_url: str) -> dict:
                           SESSION_DEFAULT_POOL="default", SESSION_ANONYMOUS_NETWORKS="127.0.0.1/32,::1/128",
                           SESSION_API_RATE_LIMIT="100000/min",  # on, but far above what one address sends here
                           CML_URL_OVERRIDE=cml_url, CML_USERNAME=CML_USERNAME, CML_PASSWORD=CML_PASSWORD,
+                          CML_ALLOW_HTTP="true",  # the simulator speaks plain http on loopback
                           SQLITE_PATH=None)
 
 

@@ -286,6 +286,7 @@ def main() -> int:
             AWS_ENDPOINT_URL=f"http://{HOST}:{ec2_port}", AWS_ACCESS_KEY_ID="simulated",
             AWS_SECRET_ACCESS_KEY="simulated", WORKER_AMI_ID="ami-12c6146b",
             CML_URL_OVERRIDE=f"http://{HOST}:{cml_port}", CML_USERNAME="admin", CML_PASSWORD="sim-password",
+            CML_ALLOW_HTTP="true",  # the simulator speaks plain http on loopback
             WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
         )
         ec2 = procs.start("ec2-sim", [sys.executable, "-m", "simulators.ec2", "--port", str(ec2_port)], env)

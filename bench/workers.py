@@ -74,6 +74,7 @@ def bench_cml_health(count: int, latency: float) -> dict:
 
     sim = CmlSimulator(boot_delay=0.0).start()
     settings.CML_URL_OVERRIDE, settings.CML_USERNAME, settings.CML_PASSWORD = sim.url, "admin", "sim-password"
+    settings.CML_ALLOW_HTTP = True  # the simulator speaks plain http on loopback
     settings.CML_TIMEOUT_SECONDS = 10.0
     try:
         Worker.objects.all().delete()

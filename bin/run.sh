@@ -51,7 +51,8 @@ if [ -z "${CML_URL_OVERRIDE:-}" ] && [ -z "${CML_PASSWORD:-}" ]; then
   CML_SIM_PORT=${CML_SIM_PORT:-5056}
   $PY -m simulators.cml --port "$CML_SIM_PORT" --boot-delay "${CML_SIM_BOOT_DELAY:-5}" >/dev/null &
   pids+=($!)
-  export CML_URL_OVERRIDE="http://127.0.0.1:$CML_SIM_PORT" CML_USERNAME=admin CML_PASSWORD=sim-password
+  # The simulator speaks plain http on loopback: allowed here only (production refuses http to CML).
+  export CML_URL_OVERRIDE="http://127.0.0.1:$CML_SIM_PORT" CML_USERNAME=admin CML_PASSWORD=sim-password CML_ALLOW_HTTP=true
   wait_for_url "$CML_URL_OVERRIDE/api/v0/system_information"
   echo "CML simulator on $CML_URL_OVERRIDE (faults: POST $CML_URL_OVERRIDE/_sim/faults)"
 fi

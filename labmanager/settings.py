@@ -19,6 +19,9 @@ env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env.str("SECRET_KEY", default="dev-insecure-labmanager-key-change-me-in-production-0123456789")
+# Secrets stored in the database (a worker's CML password) are encrypted with these Fernet keys
+# (comma-separated; the first encrypts, all decrypt). Empty: derived from SECRET_KEY (apps/core/encryption.py).
+FIELD_ENCRYPTION_KEY = env.list("FIELD_ENCRYPTION_KEY", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -254,6 +257,11 @@ CML_URL_OVERRIDE = env.str("CML_URL_OVERRIDE", default="")  # one CML (the simul
 CML_USERNAME = env.str("CML_USERNAME", default="admin")
 CML_PASSWORD = env.str("CML_PASSWORD", default="")
 CML_TIMEOUT_SECONDS = env.float("CML_TIMEOUT_SECONDS", default=5.0)
+# TLS to CML (the admin password crosses it): certificates are verified against this PEM bundle, else the
+# system's CAs; a worker may opt out in the admin (Worker.cml_tls_verify, journalled). Plain http:// to
+# CML is refused unless CML_ALLOW_HTTP (development and tests: the simulator serves http on 127.0.0.1).
+CML_CA_BUNDLE = env.str("CML_CA_BUNDLE", default="")
+CML_ALLOW_HTTP = env.bool("CML_ALLOW_HTTP", default=False)
 CML_HEALTH_CONCURRENCY = env.int("CML_HEALTH_CONCURRENCY", default=100)
 
 # --- webhooks (docs/webhooks.md) -----------------------------------------------

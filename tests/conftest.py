@@ -83,13 +83,16 @@ def no_cluster(monkeypatch):
 @pytest.fixture(scope="session", autouse=True)
 def cml_sim():
     """One CML controller simulator on 127.0.0.1 serving every worker (CML_URL_OVERRIDE), nodes boot at once.
-    Autouse: no test may ever reach for a worker's own (simulated EC2, so not ours) address."""
+    Autouse: no test may ever reach for a worker's own (simulated EC2, so not ours) address.
+    The simulator speaks plain http on loopback: CML_ALLOW_HTTP is on here and in the environment the test
+    servers and children inherit (production refuses http; tests/workers/test_cml_tls.py checks both)."""
     from simulators.cml import CmlSimulator
 
     sim = CmlSimulator(boot_delay=0.0, max_nodes=20)
     sim.start()
+    os.environ["CML_ALLOW_HTTP"] = "true"
     overrides = {"CML_URL_OVERRIDE": sim.url, "CML_USERNAME": "admin", "CML_PASSWORD": "sim-password",
-                 "CML_TIMEOUT_SECONDS": 2.0}
+                 "CML_TIMEOUT_SECONDS": 2.0, "CML_ALLOW_HTTP": True}
     saved = {name: getattr(django_settings, name) for name in overrides}
     for name, value in overrides.items():
         setattr(django_settings, name, value)

@@ -1,8 +1,10 @@
+from django import forms
 from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
 from apps.workers import services
+from apps.workers.services import CONNECTION_FIELDS
 from apps.workers.models import Worker, WorkerRunPeriod, WorkerTemplate
 from apps.core.admin import ReadOnlyAdmin
 from apps.core.errors import DomainError
@@ -20,23 +22,52 @@ def _run(modeladmin, request, queryset, service, verb):
         modeladmin.message_user(request, f"{verb} {done} worker(s).", messages.SUCCESS)
 
 
+class WorkerAdminForm(forms.ModelForm):
+    """The CML password is write-only: the page never holds it (not even encrypted); a blank field keeps the
+    stored one, the checkbox clears it."""
+
+    cml_password = forms.CharField(
+        required=False, strip=False, max_length=200, label="CML password",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only, stored encrypted. Leave blank to keep the stored one. None stored: "
+                  "settings.CML_PASSWORD.")
+    cml_password_clear = forms.BooleanField(required=False, label="Clear the stored CML password")
+
+    class Meta:
+        model = Worker
+        fields = "__all__"
+
+    def connection_changes(self) -> dict:
+        """What worker_update_connection gets: the connection fields changed on the form."""
+        changes = {f: self.cleaned_data[f] for f in CONNECTION_FIELDS if f in self.changed_data}
+        if self.cleaned_data.get("cml_password_clear"):
+            changes["cml_password"] = ""
+        elif not self.cleaned_data.get("cml_password"):
+            changes.pop("cml_password", None)
+        return changes
+
+
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
+    form = WorkerAdminForm
     list_display = ("name", "public_id", "status", "aws_instance_id", "aws_region", "instance_type",
-                    "cml_service_status", "license_status", "nodes_running", "draining", "session_pool", "last_cml_sync_at",
+                    "cml_service_status", "cml_tls_verify", "license_status", "nodes_running", "draining",
+                    "session_pool", "last_cml_sync_at",
                     "dashboard_link")
     list_filter = ("status", "aws_region", "instance_type", "cml_service_status", "license_status", "draining",
-                   "session_pool")
+                   "session_pool", "cml_tls_verify")
     search_fields = ("name", "public_id", "aws_instance_id", "ip_address")
     # Operators may change the declared capacity and the CML connection; everything EC2 or CML reports,
     # and the status, is read-only (changed by the actions below, which call the services).
     fields = ("name", "public_id", "status", "draining", "session_pool", "aws_instance_id", "aws_region", "instance_type",
               "ip_address", "private_ip_address", "template", "cpu_cores", "memory_gb", "storage_gb", "max_nodes",
-              "cml_url", "cml_username", "cml_password", "cml_service_status", "cml_version", "cml_error",
+              "cml_url", "cml_username", "cml_password_status", "cml_password", "cml_password_clear", "cml_tls_verify",
+              "cml_service_status", "cml_version", "cml_error",
               "license_status", "license_tier", "cpu_usage_percent", "memory_usage_percent", "memory_used_gb",
               "memory_total_gb", "nodes_running", "cml_health", "status_changed_at", "last_ec2_sync_at",
               "last_cml_sync_at", "created_at", "updated_at")
-    readonly_fields = ("public_id", "status", "draining", "aws_instance_id", "aws_region", "instance_type",
+    readonly_fields = ("cml_password_status",
+                       "public_id", "status", "draining", "aws_instance_id", "aws_region", "instance_type",
                        "ip_address", "private_ip_address", "template", "cml_service_status", "cml_version",
                        "cml_error", "license_status", "license_tier", "cpu_usage_percent", "memory_usage_percent",
                        "memory_used_gb", "memory_total_gb", "nodes_running", "cml_health", "status_changed_at",
@@ -50,19 +81,15 @@ class WorkerAdmin(admin.ModelAdmin):
     def dashboard_link(self, obj):
         return format_html('<a href="{}">fleet</a>', self.view_on_site(obj))
 
-    def get_form(self, request, obj=None, **kwargs):
-        form = super().get_form(request, obj, **kwargs)
-        if "cml_password" in form.base_fields:
-            from django import forms
-
-            form.base_fields["cml_password"].widget = forms.PasswordInput(render_value=True)
-        return form
+    @admin.display(description="CML password")
+    def cml_password_status(self, obj):
+        return "stored (encrypted)" if obj.cml_password_encrypted else "none stored: settings.CML_PASSWORD"
 
     def save_model(self, request, obj, form, change):
         capacity = {f: form.cleaned_data[f] for f in services.CAPACITY_FIELDS if f in form.changed_data}
         if capacity:
             services.worker_update_capacity(worker=obj, actor=request.user.get_username(), capacity=capacity)
-        changes = {f: form.cleaned_data[f] for f in services.CONNECTION_FIELDS if f in form.changed_data}
+        changes = form.connection_changes()
         if changes:
             services.worker_update_connection(worker=obj, actor=request.user.get_username(), changes=changes)
 

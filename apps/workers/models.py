@@ -55,7 +55,13 @@ class Worker(models.Model):
     template = models.ForeignKey(WorkerTemplate, null=True, blank=True, on_delete=models.SET_NULL, related_name="workers")
     cml_url = models.CharField(max_length=200, blank=True, help_text="Blank: settings.CML_URL_TEMPLATE")
     cml_username = models.CharField(max_length=100, blank=True, help_text="Blank: settings.CML_USERNAME")
-    cml_password = models.CharField(max_length=200, blank=True, help_text="Blank: settings.CML_PASSWORD")
+    # Fernet token of the worker's own CML password (apps.core.encryption; written by worker_update_connection,
+    # read by cml_credentials); never rendered, returned, logged or journalled. Blank: settings.CML_PASSWORD.
+    cml_password_encrypted = models.CharField(max_length=500, blank=True, editable=False)
+    cml_tls_verify = models.BooleanField(
+        default=True, verbose_name="verify CML's TLS certificate",
+        help_text="Off only for a controller whose certificate cannot be verified (settings.CML_CA_BUNDLE): "
+                  "the CML password is then sent to whoever answers at its address. Changes are journalled.")
     cml_service_status = models.CharField(max_length=30, default="unknown")
     cml_version = models.CharField(max_length=40, blank=True)
     cml_health = models.JSONField(default=dict, blank=True)

@@ -1,5 +1,6 @@
 """A stateful CML controller simulator: the part of CML's `/api/v0` REST API that
-virl2-client 2.10 uses, served over HTTP on 127.0.0.1 only.
+virl2-client 2.10 uses, served over HTTP on 127.0.0.1 only (over HTTPS with `ssl_context=`, for tests of
+certificate verification; clients of the plain-http simulator need CML_ALLOW_HTTP=true).
 
 In tests::
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 import re
 import socket
+import ssl
 import sys
 import threading
 from dataclasses import asdict, fields
@@ -167,8 +168,10 @@ class CmlSimulator:
     def __init__(self, *, port: int = 0, username: str = "admin", password: str = "sim-password",
                  version: str = "2.10.1+build.24", hostname: str = "cml-controller", max_nodes: int = 20,
                  boot_delay: float = 0.0, cpu_count: int = 16, memory_gb: int = 64, disk_gb: int = 500,
-                 license_tier: str = "CML_Enterprise", registered: bool = True):
+                 license_tier: str = "CML_Enterprise", registered: bool = True,
+                 ssl_context: ssl.SSLContext | None = None):
         self.port = port
+        self.ssl_context = ssl_context  # serve https with it (tests of certificate verification); else http
         self.username, self.password = username, password
         self.controller = CmlController(
             username=username, password=password, version=version, hostname=hostname, max_nodes=max_nodes,
@@ -186,6 +189,8 @@ class CmlSimulator:
         if self._server is None:
             self._stopping.clear()
             self._server = _Server(("127.0.0.1", self.port), self)
+            if self.ssl_context is not None:
+                self._server.socket = self.ssl_context.wrap_socket(self._server.socket, server_side=True)
             self.port = self._server.server_address[1]
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                             name=f"cml-simulator-{self.port}", daemon=True)
@@ -210,7 +215,7 @@ class CmlSimulator:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context is not None else 'http'}://127.0.0.1:{self.port}"
 
     # --- switches ------------------------------------------------------------------------
 

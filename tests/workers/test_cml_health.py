@@ -5,6 +5,7 @@ import pytest
 from django.core.management import call_command
 
 from apps.audit.models import AuditEvent
+from apps.core.encryption import encrypt
 from apps.workers import tasks
 from apps.workers.models import Worker
 from apps.workers.selectors import worker_placeable_list
@@ -125,7 +126,7 @@ def test_an_unreachable_cml_answers_502_on_licensing(cml, operator_client):
 
 
 def test_the_api_shows_cml_state_but_never_credentials(cml, operator_client):
-    worker = running_worker(cml_username="admin", cml_password="sim-password")  # per-worker credentials
+    worker = running_worker(cml_username="admin", cml_password_encrypted=encrypt("sim-password"))  # per worker
     response = operator_client.post(f"/api/workers/{worker.public_id}/sync")
     assert response.status_code == 200, response.content
     body = response.json()

@@ -1,7 +1,9 @@
 """The one gateway to CML controllers, over the official virl2-client. No ORM.
 
 Every function takes the controller's `url`, `username` and `password` as keywords
-(never logged, never in error messages), opens its own session, and returns plain
+(never logged, never in error messages), and `tls_verify` (default True: the certificate
+is checked against settings.CML_CA_BUNDLE or the system's CAs; plain http is refused
+unless settings.CML_ALLOW_HTTP), opens its own session, and returns plain
 data. Every failure is a `CmlError` whose `kind` is unreachable / auth / refused /
 not_found / timeout / incompatible.
 """

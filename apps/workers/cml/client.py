@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import httpx
+from django.conf import settings
 from virl2_client import ClientLibrary
 
 from .errors import CML_EXCEPTIONS, CmlError, cml_error_from
@@ -37,24 +41,51 @@ class _ClientLibrary(ClientLibrary):
         return self.system_information
 
 
+@functools.lru_cache(maxsize=8)
+def _tls_context(ca_bundle: str) -> ssl.SSLContext:
+    """Verifies the controller's certificate and host name against `ca_bundle` (a PEM file), or the
+    system's CAs when it is "". One context per bundle, shared by every connection (it is thread-safe)."""
+    return ssl.create_default_context(cafile=ca_bundle or None)
+
+
+def tls_verification(*, url: str, tls_verify: bool = True) -> ssl.SSLContext | bool:
+    """What virl2-client gets as `ssl_verify`, after refusing plain http unless settings.CML_ALLOW_HTTP.
+
+    `tls_verify=False` is a worker's opt-out (Worker.cml_tls_verify, set knowingly by an operator)."""
+    if urlsplit(url).scheme.lower() == "http" and not settings.CML_ALLOW_HTTP:
+        raise CmlError(f"CML at {url}: plain http is refused (the CML password would cross the network in clear); "
+                       "use https, or set CML_ALLOW_HTTP=true (development only)", kind=CmlError.INSECURE, url=url)
+    if not tls_verify:
+        return False
+    try:
+        return _tls_context(settings.CML_CA_BUNDLE)
+    except (OSError, ssl.SSLError) as exc:
+        raise CmlError(f"CML_CA_BUNDLE {settings.CML_CA_BUNDLE!r} cannot be loaded: {exc}", kind=CmlError.INSECURE,
+                       url=url) from None
+
+
 @contextmanager
-def cml_client(*, url: str, username: str, password: str, timeout: float = DEFAULT_TIMEOUT) -> Iterator[ClientLibrary]:
+def cml_client(*, url: str, username: str, password: str, tls_verify: bool = True,
+               timeout: float = DEFAULT_TIMEOUT) -> Iterator[ClientLibrary]:
     """A logged-in ClientLibrary; every httpx/virl2 error inside the block becomes a CmlError.
 
+    The controller's certificate is verified (settings.CML_CA_BUNDLE, else the system's CAs) unless
+    `tls_verify` is False; an http:// URL is refused unless settings.CML_ALLOW_HTTP.
     Connecting costs three requests (system_information, authenticate, authentication).
     """
     if not url or not username or not password:
         # virl2-client would fall back to environment variables, ~/.virlrc and then input().
         raise CmlError(f"CML at {url or '?'}: URL, username and password are all required", kind=CmlError.AUTH,
                        url=url or "")
+    ssl_verify = tls_verification(url=url, tls_verify=tls_verify)
     client = None
     try:
         client = _ClientLibrary(
             url=url,
             username=username,
             password=password,
-            ssl_verify=False,
-            allow_http=True,
+            ssl_verify=ssl_verify,
+            allow_http=settings.CML_ALLOW_HTTP,
             raise_for_auth_failure=True,
             timeout=httpx.Timeout(timeout),
         )

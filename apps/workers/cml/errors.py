@@ -16,6 +16,8 @@ class CmlError(Exception):
     - `not_found`: the lab or node does not exist on that controller.
     - `timeout`: the operation was accepted but did not converge within the wait.
     - `incompatible`: the controller's version is not one virl2-client supports.
+    - `insecure`: refused before connecting: a plain http URL without CML_ALLOW_HTTP, or an unreadable
+      CML_CA_BUNDLE. (A certificate that fails verification is `unreachable`, with the TLS reason.)
     """
 
     UNREACHABLE = "unreachable"
@@ -24,6 +26,7 @@ class CmlError(Exception):
     NOT_FOUND = "not_found"
     TIMEOUT = "timeout"
     INCOMPATIBLE = "incompatible"
+    INSECURE = "insecure"
 
     def __init__(self, message: str, *, kind: str, url: str = "", status_code: int | None = None):
         super().__init__(message)

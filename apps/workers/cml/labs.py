@@ -47,15 +47,17 @@ def _wait_converged(lab: Lab, *, url: str, wait_timeout: float, poll_interval: f
         time.sleep(min(poll_interval, left))
 
 
-def cml_lab_import(*, url: str, username: str, password: str, topology_yaml: str, title: str | None = None,
+def cml_lab_import(*, url: str, username: str, password: str, tls_verify: bool = True,
+                   topology_yaml: str, title: str | None = None,
                    timeout: float = DEFAULT_TIMEOUT) -> str:
     """Import a CML topology YAML as a new lab; returns the lab id. Invalid YAML -> CmlError(refused)."""
-    with cml_client(url=url, username=username, password=password, timeout=timeout) as client:
+    with cml_client(url=url, username=username, password=password, tls_verify=tls_verify, timeout=timeout) as client:
         return client.import_lab(topology_yaml, title=title).id
 
 
-def _lab_action(action: str, *, url, username, password, lab_id, wait, wait_timeout, poll_interval, timeout) -> str:
-    with cml_client(url=url, username=username, password=password, timeout=timeout) as client:
+def _lab_action(action: str, *, url, username, password, tls_verify, lab_id, wait, wait_timeout, poll_interval,
+                timeout) -> str:
+    with cml_client(url=url, username=username, password=password, tls_verify=tls_verify, timeout=timeout) as client:
         lab = client.join_existing_lab(lab_id, sync_lab=False)
         getattr(lab, action)(wait=False)
         if wait:
@@ -63,7 +65,7 @@ def _lab_action(action: str, *, url, username, password, lab_id, wait, wait_time
         return lab.state()
 
 
-def cml_lab_start(*, url: str, username: str, password: str, lab_id: str, wait: bool = False,
+def cml_lab_start(*, url: str, username: str, password: str, tls_verify: bool = True, lab_id: str, wait: bool = False,
                   wait_timeout: float = WAIT_TIMEOUT, poll_interval: float = POLL_INTERVAL,
                   timeout: float = DEFAULT_TIMEOUT) -> str:
     """Start every node; returns the lab state (STARTED while booting, BOOTED once all nodes are).
@@ -71,27 +73,30 @@ def cml_lab_start(*, url: str, username: str, password: str, lab_id: str, wait: 
     With `wait`, polls until CML reports convergence (CmlError(timeout) after `wait_timeout`).
     A start beyond the host's node capacity or an expired licence raises CmlError(refused).
     """
-    return _lab_action("start", url=url, username=username, password=password, lab_id=lab_id, wait=wait,
+    return _lab_action("start", url=url, username=username, password=password, tls_verify=tls_verify,
+                       lab_id=lab_id, wait=wait,
                        wait_timeout=wait_timeout, poll_interval=poll_interval, timeout=timeout)
 
 
-def cml_lab_stop(*, url: str, username: str, password: str, lab_id: str, wait: bool = False,
+def cml_lab_stop(*, url: str, username: str, password: str, tls_verify: bool = True, lab_id: str, wait: bool = False,
                  wait_timeout: float = WAIT_TIMEOUT, poll_interval: float = POLL_INTERVAL,
                  timeout: float = DEFAULT_TIMEOUT) -> str:
     """Stop every node; returns the lab state (STOPPED)."""
-    return _lab_action("stop", url=url, username=username, password=password, lab_id=lab_id, wait=wait,
+    return _lab_action("stop", url=url, username=username, password=password, tls_verify=tls_verify,
+                       lab_id=lab_id, wait=wait,
                        wait_timeout=wait_timeout, poll_interval=poll_interval, timeout=timeout)
 
 
-def cml_lab_wipe(*, url: str, username: str, password: str, lab_id: str, wait: bool = False,
+def cml_lab_wipe(*, url: str, username: str, password: str, tls_verify: bool = True, lab_id: str, wait: bool = False,
                  wait_timeout: float = WAIT_TIMEOUT, poll_interval: float = POLL_INTERVAL,
                  timeout: float = DEFAULT_TIMEOUT) -> str:
     """Wipe the nodes' disks (the lab must be stopped, else CmlError(refused)); returns DEFINED_ON_CORE."""
-    return _lab_action("wipe", url=url, username=username, password=password, lab_id=lab_id, wait=wait,
+    return _lab_action("wipe", url=url, username=username, password=password, tls_verify=tls_verify,
+                       lab_id=lab_id, wait=wait,
                        wait_timeout=wait_timeout, poll_interval=poll_interval, timeout=timeout)
 
 
-def cml_lab_delete(*, url: str, username: str, password: str, lab_id: str, force: bool = False,
+def cml_lab_delete(*, url: str, username: str, password: str, tls_verify: bool = True, lab_id: str, force: bool = False,
                    missing_ok: bool = False, wait_timeout: float = WAIT_TIMEOUT,
                    poll_interval: float = POLL_INTERVAL, timeout: float = DEFAULT_TIMEOUT) -> None:
     """Remove the lab. CML only removes a stopped and wiped lab: `force` stops and wipes it first.
@@ -99,7 +104,8 @@ def cml_lab_delete(*, url: str, username: str, password: str, lab_id: str, force
     `missing_ok` makes the removal of an unknown lab a no-op (for idempotent teardown).
     """
     try:
-        with cml_client(url=url, username=username, password=password, timeout=timeout) as client:
+        with cml_client(url=url, username=username, password=password,
+                        tls_verify=tls_verify, timeout=timeout) as client:
             lab = client.join_existing_lab(lab_id, sync_lab=False)
             if force and lab.state() != "DEFINED_ON_CORE":
                 for action in (lab.stop, lab.wipe):
@@ -111,33 +117,34 @@ def cml_lab_delete(*, url: str, username: str, password: str, lab_id: str, force
             raise
 
 
-def cml_lab_converged(*, url: str, username: str, password: str, lab_id: str,
+def cml_lab_converged(*, url: str, username: str, password: str, tls_verify: bool = True, lab_id: str,
                       timeout: float = DEFAULT_TIMEOUT) -> bool:
     """Whether every node of the lab reached its target state (one check, no waiting): for callers that
     wait without holding a thread, between `cml_lab_start(wait=False)` and `cml_lab_nodes`."""
-    with cml_client(url=url, username=username, password=password, timeout=timeout) as client:
+    with cml_client(url=url, username=username, password=password, tls_verify=tls_verify, timeout=timeout) as client:
         return bool(client.join_existing_lab(lab_id, sync_lab=False).has_converged())
 
 
-def cml_lab_state(*, url: str, username: str, password: str, lab_id: str, timeout: float = DEFAULT_TIMEOUT) -> str:
+def cml_lab_state(*, url: str, username: str, password: str, tls_verify: bool = True,
+                  lab_id: str, timeout: float = DEFAULT_TIMEOUT) -> str:
     """CML's lab state: DEFINED_ON_CORE, STOPPED, STARTED, QUEUED or BOOTED."""
-    with cml_client(url=url, username=username, password=password, timeout=timeout) as client:
+    with cml_client(url=url, username=username, password=password, tls_verify=tls_verify, timeout=timeout) as client:
         return client.join_existing_lab(lab_id, sync_lab=False).state()
 
 
-def cml_lab_node_states(*, url: str, username: str, password: str, lab_id: str,
+def cml_lab_node_states(*, url: str, username: str, password: str, tls_verify: bool = True, lab_id: str,
                         timeout: float = DEFAULT_TIMEOUT) -> list[CmlNodeState]:
     """The state of every node, in topology order."""
-    with cml_client(url=url, username=username, password=password, timeout=timeout) as client:
+    with cml_client(url=url, username=username, password=password, tls_verify=tls_verify, timeout=timeout) as client:
         lab = client.join_existing_lab(lab_id)
         lab.sync_states()
         return [CmlNodeState(id=node.id, label=node.label, state=node.state) for node in lab.nodes()]
 
 
-def cml_lab_nodes(*, url: str, username: str, password: str, lab_id: str,
+def cml_lab_nodes(*, url: str, username: str, password: str, tls_verify: bool = True, lab_id: str,
                   timeout: float = DEFAULT_TIMEOUT) -> list[CmlNode]:
     """Every node with its state and, for running nodes, its console key and console-server path."""
-    with cml_client(url=url, username=username, password=password, timeout=timeout) as client:
+    with cml_client(url=url, username=username, password=password, tls_verify=tls_verify, timeout=timeout) as client:
         lab = client.join_existing_lab(lab_id)
         lab.sync_states()
         nodes = []
@@ -154,21 +161,22 @@ def cml_lab_nodes(*, url: str, username: str, password: str, lab_id: str,
         return nodes
 
 
-def cml_lab_export_yaml(*, url: str, username: str, password: str, lab_id: str,
+def cml_lab_export_yaml(*, url: str, username: str, password: str, tls_verify: bool = True, lab_id: str,
                         timeout: float = DEFAULT_TIMEOUT) -> str:
     """The lab as CML topology YAML (CML renumbers ids: n0.., i0.. per node, l0..)."""
-    with cml_client(url=url, username=username, password=password, timeout=timeout) as client:
+    with cml_client(url=url, username=username, password=password, tls_verify=tls_verify, timeout=timeout) as client:
         return client.join_existing_lab(lab_id, sync_lab=False).download()
 
 
-def cml_lab_node_configs(*, url: str, username: str, password: str, lab_id: str, extract: bool = True,
+def cml_lab_node_configs(*, url: str, username: str, password: str, tls_verify: bool = True,
+                         lab_id: str, extract: bool = True,
                          timeout: float = DEFAULT_TIMEOUT) -> dict[str, str]:
     """Node label -> main configuration text ("" when none).
 
     With `extract`, CML first pulls the running configuration out of every BOOTED node;
     other nodes keep the configuration they were defined with.
     """
-    with cml_client(url=url, username=username, password=password, timeout=timeout) as client:
+    with cml_client(url=url, username=username, password=password, tls_verify=tls_verify, timeout=timeout) as client:
         lab = client.join_existing_lab(lab_id)
         if extract:
             lab.sync_states()
@@ -179,16 +187,17 @@ def cml_lab_node_configs(*, url: str, username: str, password: str, lab_id: str,
         return {node.label: node.configuration or "" for node in lab.nodes()}
 
 
-def cml_lab_titles(*, url: str, username: str, password: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, str]:
+def cml_lab_titles(*, url: str, username: str, password: str, tls_verify: bool = True,
+                   timeout: float = DEFAULT_TIMEOUT) -> dict[str, str]:
     """Every lab on the controller the user can see: lab id -> title (one request after login)."""
-    with cml_client(url=url, username=username, password=password, timeout=timeout) as client:
+    with cml_client(url=url, username=username, password=password, tls_verify=tls_verify, timeout=timeout) as client:
         tiles = client._session.get(client._url_for("populate_lab_tiles")).json()
         tiles = tiles.get("lab_tiles", tiles)  # CML before 2.1 answered the mapping itself
         return {lab_id: data.get("lab_title", "") for lab_id, data in tiles.items()}
 
 
-def cml_lab_ids_by_title(*, url: str, username: str, password: str, title: str,
+def cml_lab_ids_by_title(*, url: str, username: str, password: str, tls_verify: bool = True, title: str,
                          timeout: float = DEFAULT_TIMEOUT) -> list[str]:
     """The ids of the labs titled exactly `title` (to find a lab whose id was never recorded)."""
-    labs = cml_lab_titles(url=url, username=username, password=password, timeout=timeout)
+    labs = cml_lab_titles(url=url, username=username, password=password, tls_verify=tls_verify, timeout=timeout)
     return sorted(lab_id for lab_id, lab_title in labs.items() if lab_title == title)

@@ -120,19 +120,21 @@ def _usage(stats: dict) -> dict:
     }
 
 
-def cml_system_status(*, url: str, username: str, password: str, timeout: float = HEALTH_TIMEOUT) -> CmlSystemStatus:
+def cml_system_status(*, url: str, username: str, password: str, tls_verify: bool = True,
+                      timeout: float = HEALTH_TIMEOUT) -> CmlSystemStatus:
     """Reachability, version, licence, health and load of one CML controller.
 
     Never takes longer than `timeout` seconds. An unreachable, failing (5xx), slow or
     not-ready controller gives `cml_service_status="unavailable"` with `error` set.
-    Raises CmlError only when retrying cannot help: kind `auth` (bad credentials) or
-    `incompatible` (unsupported CML version).
+    Raises CmlError only when retrying cannot help: kind `auth` (bad credentials),
+    `incompatible` (unsupported CML version) or `insecure` (plain http refused, unreadable CA bundle).
     """
     started = time.monotonic()
     budget = Budget(timeout)
 
     def check() -> CmlSystemStatus:
-        with cml_client(url=url, username=username, password=password, timeout=timeout) as client:
+        with cml_client(url=url, username=username, password=password,
+                        tls_verify=tls_verify, timeout=timeout) as client:
             info = client.system_information or {}  # read by the client while connecting
             budget.apply(client)
             stats = client.get_system_stats()
@@ -160,7 +162,7 @@ def cml_system_status(*, url: str, username: str, password: str, timeout: float 
     try:
         return run_bounded(check, seconds=timeout, url=url)
     except CmlError as exc:
-        if exc.kind in (CmlError.AUTH, CmlError.INCOMPATIBLE):
+        if exc.kind in (CmlError.AUTH, CmlError.INCOMPATIBLE, CmlError.INSECURE):
             raise
         return CmlSystemStatus(reachable=exc.status_code is not None, cml_service_status="unavailable",
                                error=str(exc), elapsed_s=round(time.monotonic() - started, 3))
@@ -170,14 +172,15 @@ def _scrub(text: str, secret: str) -> str:
     return text.replace(secret, "***") if secret else text
 
 
-def cml_license_register(*, url: str, username: str, password: str, token: str, reregister: bool = False,
+def cml_license_register(*, url: str, username: str, password: str, tls_verify: bool = True,
+                         token: str, reregister: bool = False,
                          wait: float = 30.0, timeout: float = DEFAULT_TIMEOUT) -> str:
     """Register CML with Smart Licensing using `token`; wait up to `wait` s for the outcome.
 
     Returns the licence status word (see license_status_from). A registration CML reports as
     FAILED raises CmlError(kind="refused"); the token never appears in messages.
     """
-    with cml_client(url=url, username=username, password=password, timeout=timeout) as client:
+    with cml_client(url=url, username=username, password=password, tls_verify=tls_verify, timeout=timeout) as client:
         try:
             client.licensing.register(token=token, reregister=reregister)
         except CML_EXCEPTIONS as exc:  # translated here so that the token is scrubbed from the message
@@ -197,8 +200,9 @@ def cml_license_register(*, url: str, username: str, password: str, token: str, 
     return license_status_from(licensing)
 
 
-def cml_license_deregister(*, url: str, username: str, password: str, timeout: float = DEFAULT_TIMEOUT) -> str:
+def cml_license_deregister(*, url: str, username: str, password: str, tls_verify: bool = True,
+                           timeout: float = DEFAULT_TIMEOUT) -> str:
     """Deregister CML from Smart Licensing; returns the licence status word afterwards."""
-    with cml_client(url=url, username=username, password=password, timeout=timeout) as client:
+    with cml_client(url=url, username=username, password=password, tls_verify=tls_verify, timeout=timeout) as client:
         client.licensing.deregister()
         return license_status_from(client.licensing.status())

@@ -18,14 +18,29 @@ from apps.workers.models import Worker, WorkerStatus
 from apps.workers.selectors import percent
 from apps.workers.signals import holdings_of
 from apps.core.awaited import await_task, enqueue, reporting
+from apps.core.encryption import DecryptionFailed, decrypt
 from apps.core.errors import Conflict, UpstreamUnavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
 HEALTH_TASK = "apps.workers.tasks.cml_health_one"
 
 
+def _password(worker: Worker) -> str:
+    """The worker's own CML password, decrypted, else settings.CML_PASSWORD. A stored password that cannot be
+    decrypted (the key changed) gives "" (the gateway then refuses with kind `auth`), not the fallback."""
+    if not worker.cml_password_encrypted:
+        return settings.CML_PASSWORD
+    try:
+        return decrypt(worker.cml_password_encrypted)
+    except DecryptionFailed:
+        log.error("The stored CML password of worker %s cannot be decrypted (FIELD_ENCRYPTION_KEY or SECRET_KEY "
+                  "changed?): set it again in the admin", worker.public_id)
+        return ""
+
+
 def cml_credentials(worker: Worker) -> dict | None:
-    """url/username/password of the worker's CML controller, or None when it has no address yet."""
+    """url/username/password/tls_verify of the worker's CML controller (the keywords of every apps.workers.cml
+    function), or None when it has no address yet."""
     url = settings.CML_URL_OVERRIDE or worker.cml_url
     if not url:
         address = worker.ip_address or worker.private_ip_address
@@ -35,7 +50,8 @@ def cml_credentials(worker: Worker) -> dict | None:
     return {
         "url": url,
         "username": worker.cml_username or settings.CML_USERNAME,
-        "password": worker.cml_password or settings.CML_PASSWORD,
+        "password": _password(worker),
+        "tls_verify": worker.cml_tls_verify,
     }
 
 

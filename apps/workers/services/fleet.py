@@ -15,6 +15,7 @@ from apps.workers import ec2
 from apps.workers.lifecycle import TRANSITIONS
 from apps.workers.models import Worker, WorkerRunPeriod, WorkerStatus, WorkerTemplate
 from apps.workers.signals import holdings_of, worker_withdrawn
+from apps.core.encryption import encrypt
 from apps.core.errors import Conflict, DomainError, InvalidTransition, UpstreamUnavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -335,17 +336,26 @@ def worker_update_capacity(*, worker: Worker, actor: str, capacity: dict) -> Wor
     return locked
 
 
-CONNECTION_FIELDS = ("name", "cml_url", "cml_username", "cml_password")
+CONNECTION_FIELDS = ("name", "cml_url", "cml_username", "cml_password", "cml_tls_verify")
 
 
 @transaction.atomic
 def worker_update_connection(*, worker: Worker, actor: str, changes: dict) -> Worker:
-    """Operators rename a worker or point it at its CML controller (credentials are never audited)."""
+    """Operators rename a worker or point it at its CML controller. `cml_password` is stored encrypted ("" clears
+    it: settings.CML_PASSWORD applies); the journal names the fields changed, never a credential's value.
+    Turning TLS verification off or on is journalled with its value."""
     locked = Worker.objects.select_for_update().get(pk=worker.pk)
     changed = {k: v for k, v in changes.items() if k in CONNECTION_FIELDS}
+    columns = []
     for key, value in changed.items():
-        setattr(locked, key, value)
-    locked.save(update_fields=[*changed, "updated_at"])
+        if key == "cml_password":
+            locked.cml_password_encrypted = encrypt(value) if value else ""
+            columns.append("cml_password_encrypted")
+        else:
+            setattr(locked, key, value)
+            columns.append(key)
+    locked.save(update_fields=[*columns, "updated_at"])
     _audit(locked, event_type="worker.updated", actor=actor, action="worker.update_connection",
-           metadata={"changed": sorted(changed), "name": locked.name, "cml_url": locked.cml_url})
+           metadata={"changed": sorted(changed), "name": locked.name, "cml_url": locked.cml_url,
+                     "cml_tls_verify": locked.cml_tls_verify})
     return locked

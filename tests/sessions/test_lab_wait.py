@@ -47,7 +47,7 @@ def _at_once(session_ids: list[str]) -> list:
 
 class BootSampler(threading.Thread):
     """Counts this process's threads while CML boots a lab (the requests' wait), leaving out the CML
-    simulator's request handlers."""
+    simulator's request handlers, and the most labs booting at once."""
 
     def __init__(self, cml):
         super().__init__(daemon=True)
@@ -55,10 +55,13 @@ class BootSampler(threading.Thread):
         self.stopping = threading.Event()
         self.samples = 0
         self.most_threads = 0
+        self.most_booting = 0
 
     def run(self):
         while not self.stopping.is_set():
-            if any(lab["state"] == "STARTED" for lab in self.cml.summary()["labs"].values()):
+            booting = sum(lab["state"] == "STARTED" for lab in self.cml.summary()["labs"].values())
+            self.most_booting = max(self.most_booting, booting)
+            if booting:
                 threads = [t for t in threading.enumerate() if "process_request_thread" not in t.name]
                 self.most_threads = max(self.most_threads, len(threads))
                 self.samples += 1
@@ -82,16 +85,15 @@ def test_labs_booting_on_many_workers_are_awaited_together_without_a_thread_each
     cml.configure(boot_delay=BOOT_SECONDS)
 
     with BootSampler(cml) as sampler:
-        started = time.monotonic()
         responses = _at_once(sessions)
-        elapsed = time.monotonic() - started
 
     assert [r.status_code for r in responses] == [200] * count, [r.content for r in responses]
     assert [r.json()["reused"] for r in responses] == [False] * count
     assert cml.calls["POST import"] == count
     assert SessionLab.objects.filter(status="running").count() == count
-    # One boot time, not `count` of them: the waits overlapped on one thread (a wait holding it: ≥ 6 s).
-    assert elapsed < count * BOOT_SECONDS / 2, elapsed
+    # The waits overlapped on the one thread: labs booted side by side (a wait holding the thread would let the
+    # next request start only once its lab had booted: one at a time).
+    assert sampler.most_booting >= 2, sampler.most_booting
     # During the wait: this thread, the event loop's, the sampler and the simulator's; none per request.
     assert sampler.samples > 10 and sampler.most_threads <= sampler.before + 2, (sampler.before, sampler.most_threads)
 

@@ -297,7 +297,7 @@ def main() -> int:
                 raise Failure(f"the simulator on port {port} did not answer (see {BENCH_DIR}/soak-*-sim.log)")
         print("setting up (migrate, seed, sync)...", flush=True)
         migrate(env)
-        manage(env, "seed_demo")
+        manage(env, "seed_demo", "--force")  # a throw-away database with DEBUG off
         manage(env, "sync_workers")
         manage(env, "setup_schedules")
         key = manage(env, "create_api_key", "--user", "soak-admin", "--role", "admin").strip()

@@ -4,7 +4,8 @@ DJANGO_SETTINGS_MODULE=labmanager.settings_production (the container image sets 
 Everything of labmanager.settings still comes from the environment; this module only turns DEBUG off,
 refuses to start without a real SECRET_KEY and ALLOWED_HOSTS, makes cookies Secure, sends HSTS and a
 Content-Security-Policy, trusts X-Forwarded-Proto from the TLS-terminating proxy, serves hashed static
-files, and logs JSON lines. `python manage.py check --deploy` reports nothing with it
+files, and logs JSON lines. `python manage.py check --deploy` reports nothing with it (HSTS includeSubDomains and preload
+are off by default, and their two reminders silenced)
 (tests/deploy/test_production_settings.py). Every variable: docs/operations.md#environment.
 """
 
@@ -34,8 +35,15 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
 # Probes and scrapes come over plain HTTP from inside the network (container health check, Prometheus).
 SECURE_REDIRECT_EXEMPT = [r"^api/diagnostics/(health|ready)$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)  # sent on HTTPS responses only
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
-SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+# includeSubDomains and preload reach beyond this site: every subdomain of the host must then speak HTTPS
+# (preload: for good, once the domain is on the browsers' list). Off unless the operator turns them on;
+# while off, Django's deployment check's reminders of them (W005, W021) are silenced, nothing else.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = [
+    *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
+    *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"

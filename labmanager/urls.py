@@ -31,6 +31,9 @@ api_patterns = [
 urlpatterns = [
     path("api/auth/", include("apps.identity.urls")),  # OIDC login/callback/logout, me
     path("api/", include(api_patterns)),
+    # The admin's own password form: the same LOGIN_RATE_LIMIT per address as /accounts/login/ (before the
+    # admin's URLs, so this pattern answers /admin/login/; reverse("admin:login") still names the same path).
+    path("admin/login/", login_rate_limited(admin.site.login)),
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),
     path("accounts/login/", login_rate_limited(identity_views.LoginPage.as_view()), name="login"),  # LOGIN_RATE_LIMIT

@@ -123,6 +123,32 @@ def test_setup_schedules_leaves_schedules_it_does_not_manage_alone(settings):
 # --- seed_demo ---------------------------------------------------------------
 
 
+@pytest.fixture
+def debug(settings):
+    settings.DEBUG = True  # the embedded default (make run); pytest-django turns DEBUG off
+    return settings
+
+
+def test_seed_demo_refuses_outside_debug_and_creates_nothing(settings):
+    settings.DEBUG = False
+
+    with pytest.raises(CommandError, match="--force"):
+        run("seed_demo")
+
+    assert not User.objects.filter(username__in=["admin", "operator", "instructor"]).exists()
+    assert not Client().login(username="admin", password="admin-demo-pass")
+    assert not Worker.objects.exists() and not LabletDefinition.objects.exists()
+
+
+def test_seed_demo_seeds_outside_debug_when_forced(settings):
+    settings.DEBUG = False
+
+    out, _ = run("seed_demo", "--force")
+
+    assert "admin-demo-pass" in out
+    assert Client().login(username="admin", password="admin-demo-pass")
+
+
 def _counts() -> dict:
     return {
         "users": User.objects.count(),
@@ -132,7 +158,7 @@ def _counts() -> dict:
     }
 
 
-def test_seed_demo_twice_creates_no_duplicates():
+def test_seed_demo_twice_creates_no_duplicates(debug):
     run("seed_demo")
     first = _counts()
 
@@ -142,7 +168,7 @@ def test_seed_demo_twice_creates_no_duplicates():
     assert all(first.values())
 
 
-def test_seed_demo_leaves_instances_in_several_states():
+def test_seed_demo_leaves_instances_in_several_states(debug):
     run("seed_demo")
 
     states = set(LabletInstance.objects.values_list("status", flat=True))
@@ -151,7 +177,7 @@ def test_seed_demo_leaves_instances_in_several_states():
     assert set(Worker.objects.values_list("status", flat=True)) == {"running", "stopped"}
 
 
-def test_seed_demo_users_log_in_with_the_printed_passwords():
+def test_seed_demo_users_log_in_with_the_printed_passwords(debug):
     run("seed_demo")
     out, _ = run("seed_demo")  # the passwords printed by a re-run still work
 
@@ -162,7 +188,7 @@ def test_seed_demo_users_log_in_with_the_printed_passwords():
         assert User.objects.get(username=username).groups.filter(name=role).exists()
 
 
-def test_seed_demo_gives_the_default_session_pool_a_usable_worker(settings):
+def test_seed_demo_gives_the_default_session_pool_a_usable_worker(debug, settings):
     """So the curl walk-through and the remote-lab client work against `make run` at once."""
     from apps.workers.selectors import worker_placeable_list
 

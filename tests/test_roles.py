@@ -229,7 +229,7 @@ ENDPOINTS = [
     E("GET", "/api/auth/me", EVERYONE(200, anon=401)),
     E("GET", "/api/auth/login", EVERYONE(REDIRECT), ignores_credentials=True),
     E("GET", "/api/auth/callback", EVERYONE(REDIRECT), ignores_credentials=True),
-    E("GET", "/api/auth/logout", EVERYONE(REDIRECT), ignores_credentials=True),
+    E("GET", "/api/auth/logout", EVERYONE(405), ignores_credentials=True),  # POST only: a link logs no one out
     E("POST", "/api/auth/logout", EVERYONE(REDIRECT), ignores_credentials=True, writes=False),
     # Remote-lab: any credential, or none from SESSION_ANONYMOUS_NETWORKS (the test client is 127.0.0.1); a
     # session is its principal's (tests/sessions walks the owners; here an unknown one is 404 to all).

@@ -41,7 +41,10 @@ class ApiProblemMiddleware(SyncAndAsyncMiddleware):
             405: f"Method {request.method} is not allowed on {request.path}.",
             403: "Forbidden.",
         }.get(response.status_code, "")
-        return problem_response(request, response.status_code, detail=detail)
+        problem = problem_response(request, response.status_code, detail=detail)
+        if response.has_header("Allow"):  # a 405 says which methods are (RFC 9110)
+            problem["Allow"] = response["Allow"]
+        return problem
 
     def process_exception(self, request, exception):
         if not is_api_path(request.path):

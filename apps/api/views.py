@@ -1,5 +1,6 @@
 """Base viewset and the diagnostics endpoints."""
 
+import logging
 import uuid
 
 from django.core.cache import cache
@@ -13,6 +14,8 @@ from rest_framework.response import Response
 from apps.api.lists import envelope_response, parse_list_params
 from apps.api.permissions import Policy, Public, RolePermission
 from apps.api.schema import problem_responses
+
+log = logging.getLogger(__name__)
 
 
 class ResourceViewSet(viewsets.GenericViewSet):
@@ -49,6 +52,12 @@ class ResourceViewSet(viewsets.GenericViewSet):
             sort_fields=self.sort_fields,
             represent_page=represent_page,
         )
+
+
+def _reason(error: Exception) -> str:
+    """What the public probe says about a failed dependency: never the exception's text (host names,
+    addresses, user names, driver messages), which goes to the log with the trace id instead."""
+    return "down: timed out" if isinstance(error, TimeoutError) else "down: unavailable"
 
 
 def _check_database() -> None:
@@ -117,7 +126,9 @@ def health(request):
 @permission_classes([Public])
 @throttle_classes([])
 def ready(request):
-    """Readiness: database, cache, channel layer and q broker all answer."""
+    """Readiness: database, cache, channel layer and q broker all answer. A failure is logged in full
+    (logger apps.api.views, with the trace id); the answer names only the dependency
+    and a generic reason."""
     from apps.api.problems import PROBLEM_CONTENT_TYPE, problem_payload
 
     checks, down = {}, []
@@ -126,7 +137,8 @@ def ready(request):
             check()
             checks[name] = "ok"
         except Exception as exc:  # report every failing dependency, not just the first
-            checks[name] = f"down: {exc}"
+            log.warning("Readiness check %s failed: %r", name, exc, exc_info=exc)
+            checks[name] = _reason(exc)
             down.append(name)
     if down:
         payload = problem_payload(

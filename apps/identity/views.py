@@ -6,8 +6,10 @@ GET  /api/auth/login     starts the authorization-code flow (PKCE S256, state, n
 GET  /api/auth/callback  the provider's redirect: signs the user in (session cookie), or sends a user
                          without a LabManager role to /accounts/no-access/ (403 page), or a failed login
                          back to /accounts/login/?sso_failed=1.
-GET|POST /api/auth/logout  ends the Django session, then RP-initiated logout at the provider
-                         (end_session_endpoint with id_token_hint and post_logout_redirect_uri).
+POST /api/auth/logout    ends the Django session, then RP-initiated logout at the provider
+                         (end_session_endpoint with id_token_hint and post_logout_redirect_uri). POST only,
+                         with the CSRF token (Django's middleware): a GET is 405 and ends nothing, so a
+                         link or an image on another page cannot log anyone out.
 GET  /api/auth/me        the caller: username, roles and how they authenticated.
 """
 
@@ -105,15 +107,14 @@ def provider_logout_url(request) -> str:
 
 class Logout(OIDCLogoutView):
     """Also for a session that holds an ID token but no login (a user the callback found without a role):
-    they may log out at the provider to sign in as someone else."""
+    they may log out at the provider to sign in as someone else. POST only (GET and HEAD: 405)."""
+
+    http_method_names = ["post", "options"]
 
     def post(self, request):
         url = provider_logout_url(request)
         auth.logout(request)  # flushes the session, authenticated or not
         return HttpResponseRedirect(url)
-
-    def get(self, request):
-        return self.post(request)
 
 
 class LoginPage(auth_views.LoginView):

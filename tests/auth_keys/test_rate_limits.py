@@ -320,3 +320,30 @@ def test_with_redis_concurrent_processes_never_overdraw_the_bucket():
 
     assert len(allowed) == 120
     assert sum(allowed) == 50
+
+
+def test_admin_sign_in_attempts_are_limited_per_address_like_the_local_login(admin_user, small_limits):
+    client = APIClient(REMOTE_ADDR="198.51.100.20")
+    wrong = {"username": admin_user.username, "password": "wrong", "next": "/admin/"}
+
+    attempts = [client.post("/admin/login/", wrong) for _ in range(2)]
+    refused = client.post("/admin/login/", {"username": admin_user.username, "password": "pw-admin1", "next": "/admin/"})
+
+    assert [a.status_code for a in attempts] == [200, 200]  # the admin's form again, with its error
+    assert refused.status_code == 429
+    assert int(refused["Retry-After"]) >= 1
+    assert limit_headers(refused)[:2] == (2, 0)
+    assert "_auth_user_id" not in client.session  # the right password did not get through either
+    assert client.get("/admin/login/").status_code == 200  # the page itself is not limited
+    assert APIClient(REMOTE_ADDR="198.51.100.21").post(
+        "/admin/login/", {"username": admin_user.username, "password": "pw-admin1", "next": "/admin/"}).status_code == 302
+
+
+def test_the_admin_login_bucket_is_the_sign_in_bucket(admin_user, small_limits):
+    """One budget of guesses per address across both password forms, not one each."""
+    client = APIClient(REMOTE_ADDR="198.51.100.22")
+    wrong = {"username": admin_user.username, "password": "wrong"}
+
+    assert client.post("/accounts/login/", wrong).status_code == 200
+    assert client.post("/admin/login/", wrong).status_code == 200
+    assert client.post("/admin/login/", wrong).status_code == 429

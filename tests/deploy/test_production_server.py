@@ -73,7 +73,7 @@ def test_an_authenticated_api_call_over_https_carries_the_security_headers(serve
     assert response.status_code == 200, response.text
     assert "workers" in response.json()
     assert anonymous.status_code == 401
-    assert response.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
+    assert response.headers["Strict-Transport-Security"] == "max-age=31536000"  # no subdomains, no preload by default
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Referrer-Policy"] == "same-origin"
     assert "script-src 'self';" in response.headers["Content-Security-Policy"]

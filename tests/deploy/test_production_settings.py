@@ -12,8 +12,37 @@ def test_check_deploy_reports_nothing_with_the_production_profile():
     done = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env())
 
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "System check identified no issues (0 silenced)."
+    # Silenced: only the reminders that HSTS includeSubDomains (W005) and preload (W021) are off.
+    assert done.stdout.strip() == "System check identified no issues (2 silenced)."
     assert done.stderr == ""
+
+
+def test_check_deploy_silences_nothing_once_hsts_covers_subdomains_and_preload():
+    env = production_env(SECURE_HSTS_INCLUDE_SUBDOMAINS="true", SECURE_HSTS_PRELOAD="true")
+    done = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "System check identified no issues (0 silenced)."
+
+
+def _hsts_header(**extra: str) -> str:
+    """The Strict-Transport-Security header the production profile sends on an HTTPS request."""
+    code = ("from django.test import Client; "
+            "print(Client().get('/api/diagnostics/health', secure=True, HTTP_HOST='127.0.0.1')"
+            "['Strict-Transport-Security'])")
+    done = manage("shell", "--no-imports", "-c", code, env=production_env(**extra))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_hsts_covers_only_this_host_by_default():
+    assert _hsts_header() == "max-age=31536000"  # no includeSubDomains, no preload
+
+
+def test_hsts_subdomains_and_preload_are_turned_on_by_their_settings():
+    assert _hsts_header(SECURE_HSTS_INCLUDE_SUBDOMAINS="true") == "max-age=31536000; includeSubDomains"
+    assert (_hsts_header(SECURE_HSTS_INCLUDE_SUBDOMAINS="true", SECURE_HSTS_PRELOAD="true")
+            == "max-age=31536000; includeSubDomains; preload")
 
 
 def test_the_development_settings_fail_the_same_check():

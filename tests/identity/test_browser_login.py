@@ -160,8 +160,11 @@ def test_logout_ends_the_session_and_redirects_to_the_providers_end_session(
     log_in(browser, live_server, "olga-sub")
     assert browser.get(f"{live_server.url}/api/auth/me").status_code == 200
     old_session = browser.cookies["sessionid"]
+    page = browser.get(f"{live_server.url}/")  # the dashboard's "Log out" form carries the token
+    token = page.text.split('name="csrfmiddlewaretoken" value="')[1].split('"')[0]
 
-    response = browser.get(f"{live_server.url}/api/auth/logout", follow_redirects=False)
+    response = browser.post(f"{live_server.url}/api/auth/logout", data={"csrfmiddlewaretoken": token},
+                            headers={"Referer": f"{live_server.url}/"}, follow_redirects=False)
 
     assert response.status_code == 302
     location = urlparse(response.headers["Location"])

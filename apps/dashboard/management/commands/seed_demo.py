@@ -1,6 +1,8 @@
 """Demo data for the embedded default: users per role, workers, definitions, instances in several states.
 
 Idempotent: a second run creates nothing new (it only resets the demo users' passwords).
+The demo users have published passwords (`admin` / `admin-demo-pass`): refused unless DEBUG is on, or
+`--force` says the installation is a throw-away one (a benchmark, a demo host).
 """
 
 import time
@@ -8,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from apps.lablets import services as lablets
@@ -43,7 +45,12 @@ def demo_password(username: str) -> str:
 
 
 class Command(BaseCommand):
-    help = "Seed demo users, workers, lablet definitions and instances (idempotent)."
+    help = ("Seed demo users, workers, lablet definitions and instances (idempotent). The demo users have "
+            "known passwords: DEBUG only, unless --force.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--force", action="store_true",
+                            help="seed even with DEBUG off (users with published passwords: never in production)")
 
     def _book(self, instructor, definitions) -> None:
         now = timezone.now().replace(second=0, microsecond=0)
@@ -71,6 +78,9 @@ class Command(BaseCommand):
                 self.stderr.write(f"{owner_id}: {exc.detail}")
 
     def handle(self, *args, **options):
+        if not settings.DEBUG and not options["force"]:
+            raise CommandError("seed_demo creates users with published passwords (admin / admin-demo-pass) and "
+                               "runs only with DEBUG on; pass --force to seed this installation anyway.")
         users = {}
         for username, role in DEMO_USERS.items():
             user, _ = user_ensure_with_role(username=username, role=role, actor=ACTOR)

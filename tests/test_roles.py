@@ -21,6 +21,7 @@ from apps.audit.models import AuditEvent
 from apps.workers.services import worker_drain, worker_template_create, worker_transition
 from apps.api.permissions import RolePermission
 from apps.api.models import ApiKey
+from apps.sessions.models import Session
 from apps.identity.services import api_key_create, api_key_revoke
 from tests.conftest import client_for
 from tests.factories import TOPOLOGY, LabletDefinitionFactory, WorkerFactory, instance_in
@@ -107,6 +108,27 @@ def _owners_key(owner):
     return api_key_create(user=owner, actor="tests", name="owners")[0]
 
 
+def _anonymous_session(owner):
+    """A waiting session of an anonymous client (no worker in its pool)."""
+    from apps.sessions.selectors import Principal
+    from apps.sessions.services import session_create
+
+    return session_create(principal=Principal(user_id=None, actor="anonymous@127.0.0.1"))
+
+
+def _active_anonymous_session(owner):
+    from tests.factories import placeable_worker
+
+    placeable_worker(session_pool="default")
+    session = _anonymous_session(owner)
+    assert session.status == "active"
+    return session
+
+
+def _session_header(session):
+    return {"HTTP_X_SESSION_ID": str(session.pk)}
+
+
 def _new_worker(obj):
     return {"name": "cml-worker-new"}
 
@@ -143,7 +165,7 @@ class E(NamedTuple):
     expected: dict
     make: Callable | None = None  # builds the object the request acts on (given the owning instructor)
     body: Callable | None = None
-    headers: dict | None = None
+    headers: dict | Callable | None = None  # or a function of the object
     ignores_credentials: bool = False
     writes: bool | None = None  # does a success change something (journalled)? default: not a GET
 
@@ -169,7 +191,8 @@ def EVERYONE(status, anon=None) -> dict:
 STAFF_ONLY, ADMIN_ONLY = (lambda s: R(s, s, 403)), (lambda s: R(s, 403, 403))
 TEACHING = lambda s: R(s, 403, s)  # noqa: E731
 OWNED = lambda s: R(s, 403, s, other=404)  # noqa: E731  instructors act only on the instances they created
-SESSION_HEADER = {"HTTP_X_SESSION_ID": UNKNOWN_SESSION}
+ANONYMOUS_SESSION = lambda s: R(s, s, 404, anon=s)  # noqa: E731  an anonymous client's session: no user's key sees it
+STAFF_ONLY_ELSE_404 = lambda s: R(s, s, 404, anon=404)  # noqa: E731
 
 # Objects are created fresh for every cell, in the state the verb needs.
 ENDPOINTS = [
@@ -231,19 +254,23 @@ ENDPOINTS = [
     E("GET", "/api/auth/callback", EVERYONE(REDIRECT), ignores_credentials=True),
     E("GET", "/api/auth/logout", EVERYONE(405), ignores_credentials=True),  # POST only: a link logs no one out
     E("POST", "/api/auth/logout", EVERYONE(REDIRECT), ignores_credentials=True, writes=False),
-    # Remote-lab: any credential, or none from SESSION_ANONYMOUS_NETWORKS (the test client is 127.0.0.1); a
-    # session is its principal's (tests/sessions walks the owners; here an unknown one is 404 to all).
+    # Remote-lab: any credential, or none from SESSION_ANONYMOUS_NETWORKS (the test client is 127.0.0.1). A
+    # session is its principal's: here an anonymous client's waiting session, which admins and operators
+    # see too, users' keys never (404, as an unknown id: tests/sessions/test_access.py). A waiting session
+    # is 423 on /lab/* to whoever may see it. active-session (an anonymous one is active) and debug/health
+    # are admin and operator only, 404 to the rest.
     E("POST", "/api/remote-lab/session", EVERYONE(201)),
-    E("GET", "/api/remote-lab/session/{session_id}", EVERYONE(404)),
-    E("DELETE", "/api/remote-lab/session/{session_id}", EVERYONE(404)),
-    E("POST", "/api/remote-lab/session/heartbeat", EVERYONE(404), headers=SESSION_HEADER),
-    E("POST", "/api/remote-lab/lab", EVERYONE(404), headers=SESSION_HEADER),
-    E("GET", "/api/remote-lab/lab", EVERYONE(404), headers=SESSION_HEADER),
-    E("DELETE", "/api/remote-lab/lab", EVERYONE(404), headers=SESSION_HEADER),
-    E("POST", "/api/remote-lab/lab/release", EVERYONE(404), headers=SESSION_HEADER),
-    E("GET", "/api/remote-lab/lab/devices", EVERYONE(404), headers=SESSION_HEADER),
-    E("GET", "/api/remote-lab/active-session", EVERYONE(404)),
-    E("GET", "/api/remote-lab/debug/health", EVERYONE(200)),
+    E("GET", "/api/remote-lab/session/{session_id}", ANONYMOUS_SESSION(200), _anonymous_session),
+    E("DELETE", "/api/remote-lab/session/{session_id}", ANONYMOUS_SESSION(204), _anonymous_session),
+    E("POST", "/api/remote-lab/session/heartbeat", ANONYMOUS_SESSION(204), _anonymous_session, writes=False,
+      headers=_session_header),
+    E("POST", "/api/remote-lab/lab", ANONYMOUS_SESSION(423), _anonymous_session, headers=_session_header),
+    E("GET", "/api/remote-lab/lab", ANONYMOUS_SESSION(423), _anonymous_session, headers=_session_header),
+    E("DELETE", "/api/remote-lab/lab", ANONYMOUS_SESSION(423), _anonymous_session, headers=_session_header),
+    E("POST", "/api/remote-lab/lab/release", ANONYMOUS_SESSION(423), _anonymous_session, headers=_session_header),
+    E("GET", "/api/remote-lab/lab/devices", ANONYMOUS_SESSION(423), _anonymous_session, headers=_session_header),
+    E("GET", "/api/remote-lab/active-session", STAFF_ONLY_ELSE_404(200), _active_anonymous_session),
+    E("GET", "/api/remote-lab/debug/health", STAFF_ONLY_ELSE_404(200)),
     E("GET", "/api/remote-lab/healthz", EVERYONE(204), ignores_credentials=True),
     E("GET", "/api/events/stream", EVERYONE(200, anon=401)),
     E("GET", "/api/diagnostics/health", EVERYONE(200), ignores_credentials=True),
@@ -275,12 +302,13 @@ def test_it_walks_every_endpoint_with_every_role(request, monkeypatch, instructo
     status = endpoint.status(column)
     obj = endpoint.make(instructor_user) if endpoint.make else None
     url = endpoint.path.format(id=getattr(obj, "public_id", None), sha256=getattr(obj, "key_hash", None),
-                               session_id=UNKNOWN_SESSION)
+                               session_id=obj.pk if isinstance(obj, Session) else UNKNOWN_SESSION)
     payload = endpoint.body(obj) if endpoint.body else None
+    headers = endpoint.headers(obj) if callable(endpoint.headers) else endpoint.headers
     audit_before = AuditEvent.objects.count()
 
     response = client.generic(endpoint.method, url, json.dumps(payload) if payload is not None else "",
-                              content_type="application/json", **(endpoint.headers or {}))
+                              content_type="application/json", **(headers or {}))
 
     if status == REDIRECT:
         assert 300 <= response.status_code < 400, response.content

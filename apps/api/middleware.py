@@ -15,6 +15,11 @@ def is_api_path(path: str) -> bool:
     return path == "/api" or path.startswith("/api/")
 
 
+def unknown_path_detail(path: str) -> str:
+    """The `detail` of a 404 for a path with no view (also what a view says that hides itself)."""
+    return f"No API resource at {path}."
+
+
 class ApiProblemMiddleware(SyncAndAsyncMiddleware):
     """Under /api nothing leaves as HTML: Django's own 404/403/500 pages become problem+json.
 
@@ -37,7 +42,7 @@ class ApiProblemMiddleware(SyncAndAsyncMiddleware):
         if response.get("Content-Type", "").startswith(("application/problem+json", "text/event-stream")):
             return response
         detail = {
-            404: f"No API resource at {request.path}.",
+            404: unknown_path_detail(request.path),
             405: f"Method {request.method} is not allowed on {request.path}.",
             403: "Forbidden.",
         }.get(response.status_code, "")

@@ -20,8 +20,11 @@ NO_LAB = "No lab running"
 class Principal:
     """Who is calling: a user (API key or bearer token) or an anonymous client from an allowed network.
 
-    Sessions belong to whoever created them; a privileged principal (admin or operator) sees every
-    session, anyone else their own and the anonymous ones (whose id is their only secret)."""
+    Sessions belong to whoever created them. A privileged principal (admin or operator) sees every
+    session; a user only their own; an anonymous caller only anonymous sessions, and only by their id
+    (their only secret: what lists sessions, `session_active_first` and /debug/health, answers only the
+    privileged). Anonymous callers come from SESSION_ANONYMOUS_NETWORKS: the permission (RemoteLabAccess)
+    refuses the others first."""
 
     user_id: int | None
     actor: str
@@ -32,10 +35,10 @@ class Principal:
             return Q()
         if self.user_id is None:
             return Q(owner__isnull=True)
-        return Q(owner__isnull=True) | Q(owner_id=self.user_id)
+        return Q(owner_id=self.user_id)
 
     def can_see(self, session: Session) -> bool:
-        return self.privileged or session.owner_id is None or session.owner_id == self.user_id
+        return self.privileged or session.owner_id == self.user_id  # None == None: anonymous sees anonymous
 
 
 SYSTEM = Principal(user_id=None, actor="system", privileged=True)
@@ -105,7 +108,10 @@ def session_list(*, principal: Principal, pool: str | None = None, status: str |
 
 
 def session_active_first(*, principal: Principal, pool: str) -> Session | None:
-    """The longest-active session of a pool that the principal may see (GET /active-session)."""
+    """The longest-active session of a pool (GET /active-session), for admins and operators only: to anyone
+    else None, as when no session is active (an anonymous session's id is its only secret)."""
+    if not principal.privileged:
+        return None
     return (session_list(principal=principal, pool=pool, status=SessionStatus.ACTIVE)
             .order_by("activated_at", "ticket").first())
 

@@ -2,12 +2,15 @@
 API keys (X-API-Key or Authorization: Bearer) from anywhere, each session tied to its principal (others
 get 404 for it), and the API's own rate limit (SESSION_API_RATE_LIMIT, 429)."""
 
+import hashlib
+
 import pytest
 from rest_framework.test import APIClient
 
 from apps.sessions.models import Session
 from tests.conftest import client_for
-from tests.sessions.conftest import BASE, acquire, assert_problem, create, lab_call, status_of
+from tests.sessions.conftest import (BASE, OTHER_TOPOLOGY, TOPOLOGY, acquire, assert_problem, create, lab_call,
+                                    status_of)
 
 pytestmark = pytest.mark.django_db
 
@@ -184,16 +187,126 @@ def test_an_operator_sees_and_may_end_anyones_session(owned, operator_client):
     assert Session.objects.get(pk=owned).status == "ended"
 
 
-def test_a_user_may_use_an_anonymous_session_whose_id_they_know(anon, instructor_client, worker):
+# --- anonymous sessions are the anonymous caller's alone (issue 19, item 2) -------------------------------
+
+@pytest.fixture
+def anonymous_lab(anon, worker):
+    """An anonymous client's active session holding the lab."""
     session_id = create(anon)["session_id"]
+    assert acquire(anon, session_id).status_code == 200
+    return session_id
 
-    assert status_of(instructor_client, session_id).status_code == 200
+
+@pytest.fixture
+def narrowed_admin_client(admin_user):
+    """An admin's key that carries the instructor role: not privileged."""
+    from apps.identity.services import api_key_create
+
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=api_key_create(user=admin_user, actor="tests", role="instructor")[1])
+    return client
 
 
-def test_active_session_shows_only_sessions_the_caller_may_see(owned, instructor_client, other_instructor_client, anon):
-    assert instructor_client.get(f"{BASE}/active-session").json()["session_id"] == owned
-    assert_problem(other_instructor_client.get(f"{BASE}/active-session"), 404, "No active session")
-    assert_problem(anon.get(f"{BASE}/active-session"), 404, "No active session")
+def _unknown_and(client, method, path, session_id, **kwargs):
+    """The same request for an unknown session id and for `session_id`."""
+    if "{id}" in path:
+        return [getattr(client, method)(f"{BASE}{path.format(id=sid)}", **kwargs) for sid in (UNKNOWN_ID, session_id)]
+    return [lab_call(client, method, path, sid, **kwargs) for sid in (UNKNOWN_ID, session_id)]
+
+
+def _as_unknown(unknown, response):
+    """`response` is the 404 of an unknown id: same status, type, title and detail (only trace_id and
+    instance differ)."""
+    assert_problem(response, 404, "Session not found")
+    strip = lambda body: {k: v for k, v in body.items() if k not in ("trace_id", "instance")}  # noqa: E731
+    assert strip(response.json()) == strip(unknown.json())
+    assert response["Content-Type"] == unknown["Content-Type"]
+
+
+@pytest.mark.parametrize("stranger", ["instructor_client", "narrowed_admin_client"])
+def test_a_users_key_gets_404_for_an_anonymous_session_exactly_like_an_unknown_id(request, anon, anonymous_lab,
+                                                                                  stranger):
+    client = request.getfixturevalue(stranger)
+    seen_before = Session.objects.get(pk=anonymous_lab).last_seen_at
+    calls = [
+        ("get", "/session/{id}", {}),
+        ("post", "/session/heartbeat", {}),
+        ("get", "/lab", {}),
+        ("get", "/lab/devices", {}),
+        ("post", "/lab/release", {}),
+        ("delete", "/lab", {}),
+        ("delete", "/session/{id}", {}),
+    ]
+
+    for method, path, kwargs in calls:
+        _as_unknown(*_unknown_and(client, method, path, anonymous_lab, **kwargs))
+    unknown, response = (acquire(client, sid, topology=OTHER_TOPOLOGY) for sid in (UNKNOWN_ID, anonymous_lab))
+    _as_unknown(unknown, response)  # the lab is not replaced
+
+    # The anonymous client's session is untouched: active, untouched by the heartbeat, still holding its lab.
+    session = Session.objects.get(pk=anonymous_lab)
+    assert (session.status, session.last_seen_at) == ("active", seen_before)
+    body = lab_call(anon, "get", "/lab", anonymous_lab).json()
+    assert (body["status"], body["ref_count"]) == ("running", 1)
+    assert body["topology_sha256"] == hashlib.sha256(TOPOLOGY).hexdigest()
+
+
+def test_the_anonymous_client_keeps_using_its_session_by_its_id(anon, anonymous_lab):
+    assert status_of(anon, anonymous_lab).json()["status"] == "active"
+    assert lab_call(anon, "get", "/lab/devices", anonymous_lab).status_code == 200
+    assert lab_call(anon, "post", "/lab/release", anonymous_lab).status_code == 204
+    assert anon.delete(f"{BASE}/session/{anonymous_lab}").status_code == 204
+
+
+def test_admins_and_operators_still_see_and_end_anonymous_sessions(anon, anonymous_lab, admin_client, operator_client):
+    assert status_of(admin_client, anonymous_lab).json()["status"] == "active"
+    assert lab_call(operator_client, "get", "/lab/devices", anonymous_lab).status_code == 200
+    assert operator_client.get(f"{BASE}/active-session").json()["session_id"] == anonymous_lab
+
+    assert admin_client.delete(f"{BASE}/session/{anonymous_lab}").status_code == 204
+    assert Session.objects.get(pk=anonymous_lab).status == "ended"
+
+
+@pytest.mark.parametrize("active", ["owned", "anonymous_lab"])  # the instructor's session, or an anonymous one
+@pytest.mark.parametrize("caller", ["anon", "instructor_client", "other_instructor_client", "narrowed_admin_client"])
+def test_active_session_is_404_to_all_but_admins_and_operators_as_when_none_is_active(request, active, caller):
+    request.getfixturevalue(active)
+    client = request.getfixturevalue(caller)
+
+    response = client.get(f"{BASE}/active-session")
+
+    body = assert_problem(response, 404, "No active session")
+    none = client.get(f"{BASE}/active-session?pool=a-pool-without-sessions").json()
+    assert {k: body[k] for k in ("type", "title", "status", "detail")} == {
+        k: none[k] for k in ("type", "title", "status", "detail")}
+
+
+@pytest.mark.parametrize("active", ["owned", "anonymous_lab"])
+@pytest.mark.parametrize("caller", ["admin_client", "operator_client"])
+def test_active_session_shows_admins_and_operators_any_principals_session(request, active, caller):
+    session_id = request.getfixturevalue(active)
+
+    assert request.getfixturevalue(caller).get(f"{BASE}/active-session").json()["session_id"] == session_id
+
+
+@pytest.mark.parametrize("caller", ["anon", "instructor_client", "narrowed_admin_client"])
+def test_debug_health_is_404_to_all_but_admins_and_operators_like_an_unknown_path(request, anonymous_lab, caller):
+    client = request.getfixturevalue(caller)
+
+    response = client.get(f"{BASE}/debug/health")
+
+    body = assert_problem(response, 404)
+    unknown = client.get(f"{BASE}/debug/nothing-here")
+    assert (body["title"], body["detail"]) == (unknown.json()["title"], unknown.json()["detail"].replace(
+        "/debug/nothing-here", "/debug/health"))
+    assert "sessions" not in body and "pools" not in body
+
+
+@pytest.mark.parametrize("caller", ["admin_client", "operator_client"])
+def test_debug_health_answers_admins_and_operators(request, anonymous_lab, caller):
+    body = request.getfixturevalue(caller).get(f"{BASE}/debug/health").json()
+
+    assert (body["sessions"], body["queue_length"]) == (1, 0)
 
 
 # --- rate limit ----------------------------------------------------------------------------------------

@@ -181,11 +181,11 @@ def test_healthz_answers_204_without_a_body_or_a_query(django_assert_num_queries
 
 # --- GET /debug/health ---------------------------------------------------------------------------------
 
-def test_debug_health_reports_queue_length_sessions_uptime_and_pools(anon, worker):
+def test_debug_health_reports_queue_length_sessions_uptime_and_pools(anon, operator_client, worker):
     create(anon), create(anon), create(anon)
     reap_sessions()  # a maintenance pass records the pool's usable workers
 
-    response = anon.get(f"{BASE}/debug/health")
+    response = operator_client.get(f"{BASE}/debug/health")
 
     assert response.status_code == 200
     body = response.json()
@@ -196,55 +196,55 @@ def test_debug_health_reports_queue_length_sessions_uptime_and_pools(anon, worke
                               "avg_session_seconds": None}]
 
 
-def test_debug_health_counts_only_live_sessions_and_shows_shutdown(anon, worker):
+def test_debug_health_counts_only_live_sessions_and_shows_shutdown(anon, operator_client, worker):
     ended = create(anon)["session_id"]
     anon.delete(f"{BASE}/session/{ended}")
     shutdown.begin_shutdown()
 
-    body = anon.get(f"{BASE}/debug/health").json()
+    body = operator_client.get(f"{BASE}/debug/health").json()
 
     assert (body["sessions"], body["queue_length"], body["shutting_down"]) == (0, 0, True)
 
 
-# --- GET /active-session --------------------------------------------------------------------------------
+# --- GET /active-session (admins and operators only: tests/sessions/test_access.py) ----------------------
 
-def test_active_session_without_one_is_404(anon, db):
+def test_active_session_without_one_is_404(anon, operator_client, db):
     create(anon)  # no worker: it waits
 
-    assert_problem(anon.get(f"{BASE}/active-session"), 404, "No active session")
+    assert_problem(operator_client.get(f"{BASE}/active-session"), 404, "No active session")
 
 
-def test_active_session_returns_the_active_sessions_id(anon, worker):
+def test_active_session_returns_the_active_sessions_id(anon, operator_client, worker):
     active = create(anon)["session_id"]
     create(anon)
 
-    response = anon.get(f"{BASE}/active-session")
+    response = operator_client.get(f"{BASE}/active-session")
 
     assert response.status_code == 200
     assert response.json() == {"session_id": active, "status": "active", "position": 0, "pool": "default",
                                "worker": worker.public_id}
 
 
-def test_active_session_is_the_longest_active_and_follows_promotion(anon, worker):
+def test_active_session_is_the_longest_active_and_follows_promotion(anon, operator_client, worker):
     placeable_worker(session_pool="default")
     first, second, third = (create(anon)["session_id"] for _ in range(3))
-    assert anon.get(f"{BASE}/active-session").json()["session_id"] == first
+    assert operator_client.get(f"{BASE}/active-session").json()["session_id"] == first
 
     anon.delete(f"{BASE}/session/{first}")
 
-    assert anon.get(f"{BASE}/active-session").json()["session_id"] == second
+    assert operator_client.get(f"{BASE}/active-session").json()["session_id"] == second
     assert Session.objects.get(pk=third).status == "active"
 
 
-def test_active_session_of_another_pool(anon, worker):
+def test_active_session_of_another_pool(anon, operator_client, worker):
     gpu_worker = placeable_worker(session_pool="gpu")
     create(anon)
     gpu = create(anon, pool="gpu")["session_id"]
 
-    body = anon.get(f"{BASE}/active-session?pool=gpu").json()
+    body = operator_client.get(f"{BASE}/active-session?pool=gpu").json()
 
     assert (body["session_id"], body["pool"], body["worker"]) == (gpu, "gpu", gpu_worker.public_id)
-    assert_problem(anon.get(f"{BASE}/active-session?pool=nope"), 404)
+    assert_problem(operator_client.get(f"{BASE}/active-session?pool=nope"), 404)
 
 
 # --- GET /lab ------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from apps.sessions.api.serializers import (
 )
 from apps.sessions.models import LabStatus
 from apps.sessions.services import storage
+from apps.api.middleware import unknown_path_detail
 from apps.api.pending import awaiting, pending_response
 from apps.api.permissions import Public
 from apps.api.schema import problem_responses
@@ -245,8 +246,12 @@ class HealthzView(APIView):
 
 
 class DebugHealthView(RemoteLabView):
-    @extend_schema(summary="Queue diagnostics (unstable)", responses={200: DebugHealthSerializer, **ACCESS_ERRORS})
+    @extend_schema(summary="Queue diagnostics (unstable; admins and operators)", responses={
+        200: DebugHealthSerializer, **ACCESS_ERRORS,
+        **problem_responses(s404="Not an admin or operator: answered as for a path with no view.")})
     def get(self, request):
+        if not principal_for(request).privileged:
+            raise NotFound(unknown_path_detail(request.path))
         pools = selectors.pool_counts()
         now = time.time()
         return Response(DebugHealthSerializer({
@@ -262,10 +267,11 @@ class DebugHealthView(RemoteLabView):
 
 class ActiveSessionView(RemoteLabView):
     @extend_schema(
-        summary="The longest-active session of a pool (debugging; only sessions you may see)",
+        summary="The longest-active session of a pool (debugging; admins and operators)",
         parameters=[POOL_QUERY],
         responses={200: ActiveSessionResponseSerializer, **ACCESS_ERRORS,
-                   **problem_responses(s404="No active session.")},
+                   **problem_responses(s404="No active session (also the answer to anyone but an admin or "
+                                            "operator).")},
     )
     def get(self, request):
         query = CreateSessionQuerySerializer(data=request.query_params)

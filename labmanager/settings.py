@@ -267,7 +267,7 @@ CML_HEALTH_CONCURRENCY = env.int("CML_HEALTH_CONCURRENCY", default=100)
 # --- webhooks (docs/webhooks.md) -----------------------------------------------
 # SSRF guard: loopback, private and link-local targets are refused unless this is true (tests set it);
 # metadata, unspecified and multicast addresses are refused even then. Hosts listed in
-# WEBHOOK_ALLOWED_HOSTS skip the address check (exact host names, e.g. an internal receiver).
+# WEBHOOK_ALLOWED_HOSTS may be private too (exact host names, e.g. an internal receiver); never metadata.
 WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False)
 WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)

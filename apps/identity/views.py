@@ -70,6 +70,17 @@ class LoginCallback(OIDCAuthenticationCallbackView):
     def get(self, request):
         if not provider.oidc_enabled():
             return redirect(_local_login_url(request))
+        if "error" in request.GET:
+            # The provider refused or the user cancelled. mozilla-django-oidc would log the browser out here, on
+            # a GET anyone can link to (issue 19, item 10): the session stays, the sign-in simply failed.
+            # (The library logs out for its session-refresh middleware, which this project does not use.) The
+            # flow's state is spent.
+            states = request.session.get("oidc_states") or {}
+            if request.GET.get("state") in states:
+                del states[request.GET["state"]]
+                request.session["oidc_states"] = states
+            log.info("OIDC sign-in failed at the provider: %s", request.GET.get("error", "")[:100])
+            return self.login_failure()
         try:
             return super().get(request)
         except SuspiciousOperation as error:  # a state this browser never started (replay, another tab)

@@ -102,10 +102,11 @@ def check_url(url: str) -> Target:
     addresses = list(dict.fromkeys(info[4][0].split("%")[0] for info in infos))
     if not addresses:
         raise UnsafeWebhookUrl(f"The host {host} does not resolve.")
-    allowed_hosts = {h.lower() for h in settings.WEBHOOK_ALLOWED_HOSTS}
-    if host not in allowed_hosts:
-        for text in addresses:  # every address the name has: any of them could be the one connected to
-            refusal = address_refusal(ipaddress.ip_address(text))
-            if refusal and not (refusal[1] and settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS):
-                raise UnsafeWebhookUrl(f"The host {host} resolves to {text}, {refusal[0]}; webhooks may not call it.")
+    # WEBHOOK_ALLOWED_HOSTS and WEBHOOK_ALLOW_PRIVATE_NETWORKS lift the refusal of private addresses only:
+    # metadata, link-local and what carries them stay refused for every host.
+    allowed_host = host in {h.lower() for h in settings.WEBHOOK_ALLOWED_HOSTS}
+    for text in addresses:  # every address the name has: any of them could be the one connected to
+        refusal = address_refusal(ipaddress.ip_address(text))
+        if refusal and not (refusal[1] and (allowed_host or settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS)):
+            raise UnsafeWebhookUrl(f"The host {host} resolves to {text}, {refusal[0]}; webhooks may not call it.")
     return Target(scheme=scheme, host=host, port=port, address=addresses[0])

@@ -78,3 +78,18 @@ def test_no_template_links_to_a_logout():
             elif "{% csrf_token %}" not in text[match.end():text.find("</form>", match.end())]:
                 offenders.append(f"{template.relative_to(TEMPLATES)}: no csrf_token in {match.group(0)}")
     assert offenders == []
+
+
+def test_an_error_at_the_oidc_callback_ends_no_session(admin_user, oidc_settings):
+    """mozilla-django-oidc logs the browser out when the provider's callback carries `error`: a GET anyone can
+    link to. Ours only fails the sign-in, and spends the state."""
+    client = signed_in(admin_user)
+    session = client.session
+    session["oidc_states"] = {"pending-state": {"code_verifier": None, "nonce": "n", "added_on": 0}}
+    session.save()
+
+    response = client.get("/api/auth/callback", {"error": "access_denied", "state": "pending-state"})
+
+    assert response.status_code == 302 and "sso_failed" in response["Location"]
+    assert still_signed_in(client)
+    assert "pending-state" not in client.session.get("oidc_states", {})

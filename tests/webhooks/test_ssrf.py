@@ -57,12 +57,23 @@ def test_the_setting_allows_loopback_and_private_but_never_metadata(settings):
             check_url(url)
 
 
-def test_an_allowed_host_skips_the_address_check(settings):
+def test_an_allowed_host_may_be_private(settings):
     settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
     with pytest.raises(UnsafeWebhookUrl):
         check_url("http://localhost:8080/hook")
     settings.WEBHOOK_ALLOWED_HOSTS = ["LOCALHOST"]
     assert check_url("http://localhost:8080/hook").host == "localhost"
+
+
+@pytest.mark.parametrize("host", ["169.254.169.254", "100.100.100.200", "2002:a9fe:a9fe::"])
+def test_an_allowed_host_never_reaches_metadata_or_link_local(settings, host):
+    """WEBHOOK_ALLOWED_HOSTS lifts the refusal of private addresses only, as WEBHOOK_ALLOW_PRIVATE_NETWORKS
+    does: the metadata, link-local and 6to4 forms of them stay refused."""
+    settings.WEBHOOK_ALLOWED_HOSTS = [host]
+    url = f"http://[{host}]/latest/meta-data/" if ":" in host else f"http://{host}/latest/meta-data/"
+
+    with pytest.raises(UnsafeWebhookUrl):
+        check_url(url)
 
 
 def test_a_name_resolving_to_a_private_address_is_refused(settings, monkeypatch):

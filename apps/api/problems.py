@@ -10,6 +10,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 
 from apps.core.errors import DomainError
+from apps.core.middleware import current_trace_id
 
 # Sent by the exception handler with the `request`, the `exc` and the problem `response` of every refusal of
 # a DRF view; the audit app journals the refused changes (apps.audit.api.refusals). Receivers never raise.
@@ -27,8 +28,6 @@ def _title(status_code: int) -> str:
 
 
 def problem_payload(*, status: int, detail: str = "", instance: str = "", title: str = "", extra: dict | None = None) -> dict:
-    from apps.core.middleware import current_trace_id
-
     payload = {
         "type": f"https://httpstatuses.io/{status}",
         "title": title or _title(status),

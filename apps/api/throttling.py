@@ -27,6 +27,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
 from apps.api.buckets import Bucket, Decision, parse_rate, take
+from apps.api.middleware import is_api_path, problem_response
 
 __all__ = ["Bucket", "Decision", "parse_rate", "take", "ApiRateThrottle", "LoginRateThrottle", "login_rate_limited",
            "RateLimitHeadersMiddleware", "client_address"]
@@ -124,8 +125,6 @@ def retry_after_seconds(decision: Decision) -> int:
 
 
 def too_many_requests(request, decision: Decision, detail: str) -> HttpResponse:
-    from apps.api.middleware import is_api_path, problem_response
-
     seconds = retry_after_seconds(decision)
     detail = f"{detail} Try again in {seconds} s."
     if is_api_path(request.path):

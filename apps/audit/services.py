@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from apps.audit.chain import CONTENT_FIELDS, GENESIS_HASH, event_hash, parse_actor
 from apps.audit.models import AuditEvent
+from apps.core.middleware import current_client_ip, current_trace_id
 
 log = logging.getLogger(__name__)
 SYSTEM_ACTOR = "system"
@@ -74,8 +75,6 @@ def audit_record(
 
     `user_id` / `api_key_prefix` default to what the actor string says (`alice (apikey:lm_ab12)`).
     The row is sealed into the chain and published right after the transaction commits."""
-    from apps.core.middleware import current_client_ip, current_trace_id
-
     row = _row(
         {"event_type": event_type, "actor": actor, "resource_type": resource_type, "resource_id": resource_id,
          "action": action, "success": success, "error": error, "metadata": metadata, "user_id": user_id,
@@ -96,8 +95,6 @@ def audit_record_many(events: list[dict]) -> list[AuditEvent]:
     keyword arguments (the current request's trace id and address on every row). Same transaction rule, same seal and publication
     after commit: one INSERT per 1,000 rows, one seal for the whole batch (the chain computed in Python,
     one UPDATE round trip)."""
-    from apps.core.middleware import current_client_ip, current_trace_id
-
     if not events:
         return []
     ip, trace_id, now = current_client_ip(), current_trace_id(), timezone.now()
@@ -132,8 +129,6 @@ def audit_record_select(
     `with_clause` (PostgreSQL): (sql, params) of a data-modifying statement with RETURNING, put in a
     WITH clause named as `rows`' table, so that the SELECT reads the rows that statement returned, e.g.
     the rows a DELETE removed, journalled by the same statement that removes them."""
-    from apps.core.middleware import current_client_ip, current_trace_id
-
     row = _row({"event_type": event_type, "actor": actor, "resource_type": resource_type, "resource_id": "",
                 "action": action}, ip=current_client_ip(), trace_id=current_trace_id())
     constants = {name: Value(value, output_field=AuditEvent._meta.get_field(name))
@@ -178,8 +173,6 @@ def audit_api_refusal(
     when the refusal is answered. One event per call: if the call already committed a failure event of
     its own (`worker.ec2_failed`, `worker.license_failed`, ...: same trace id), nothing more is written
     and None is returned."""
-    from apps.core.middleware import current_trace_id
-
     trace_id = current_trace_id()
     with _COMMITTED_FAILURES_LOCK:
         already = _COMMITTED_FAILURES.pop(trace_id, False)

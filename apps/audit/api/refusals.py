@@ -19,6 +19,8 @@ from django.http import Http404
 from prometheus_client import Counter
 from rest_framework.exceptions import APIException
 
+from apps.api.actors import actor_for
+from apps.audit.services import audit_api_refusal
 from apps.core.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -51,9 +53,6 @@ def journal_refusal(request, exc, response) -> None:
     if not _authenticated(request):
         ANONYMOUS_REFUSALS.labels(method=request.method, status=str(response.status_code)).inc()
         return
-    from apps.audit.services import audit_api_refusal
-    from apps.api.actors import actor_for
-
     try:
         problem = response.data if isinstance(response.data, dict) else {}
         match = getattr(request, "resolver_match", None)

@@ -1,6 +1,6 @@
 """How a WebSocket client of `/ws/events` hands over its credential, through the production servers (bin/serve
 all: nginx, daphne): the subprotocol or a first message, never the URL (proxies log URLs) unless
-EVENTS_WS_QUERY_TOKEN allows it. docs/events.md#websocket-wsevents, docs/security.md."""
+EVENTS_WS_QUERY_TOKEN allows it. docs/events.md#authentication, docs/security.md."""
 
 import asyncio
 import json

@@ -155,6 +155,10 @@ else:
 LIVE_KEEPALIVE_SECONDS = env.float("LIVE_KEEPALIVE_SECONDS", default=15.0)  # SSE comment when idle
 LIVE_TAIL_INTERVAL = env.float("LIVE_TAIL_INTERVAL", default=0.5)  # journal poll per ASGI process, seconds
 LIVE_QUEUE_MAX = env.int("LIVE_QUEUE_MAX", default=10_000)  # events queued for one slow client before cutting it
+# /ws/events without a credential at the handshake: seconds for its first message, {"type": "auth", ...}.
+EVENTS_WS_AUTH_TIMEOUT = env.float("EVENTS_WS_AUTH_TIMEOUT", default=10.0)
+# Accept the old `?token=` / `?api_key=` of /ws/events (URLs end up in proxies' logs): off, such a socket is closed.
+EVENTS_WS_QUERY_TOKEN = env.bool("EVENTS_WS_QUERY_TOKEN", default=False)
 
 # --- background jobs (django-q2) ------------------------------------------
 Q_CLUSTER = {

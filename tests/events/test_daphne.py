@@ -67,10 +67,11 @@ def test_sse_refuses_without_credentials(daphne_url, db):
 def test_websocket_subscribe_ping_and_resume_through_daphne(daphne_url, admin_user):
     key = client_for(admin_user).raw_key
     before = write_events("worker", "wrk-ws", "worker.pending", "worker.running")
-    ws_url = daphne_url.replace("http://", "ws://") + f"/ws/events?token={key}"
+    ws_url = daphne_url.replace("http://", "ws://") + "/ws/events"
 
     async def scenario():
-        async with websockets.connect(ws_url, origin="http://127.0.0.1", open_timeout=10) as ws:
+        async with websockets.connect(ws_url, origin="http://127.0.0.1", open_timeout=10,
+                                      subprotocols=["labmanager.v1", f"labmanager.bearer.{key}"]) as ws:
             await ws.send(json.dumps({"type": "ping"}))
             assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
             await ws.send(json.dumps({"type": "subscribe", "worker_ids": ["wrk-ws"], "last_event_id": before[0]}))
@@ -86,12 +87,14 @@ def test_websocket_subscribe_ping_and_resume_through_daphne(daphne_url, admin_us
     assert live["id"] == live_ids[0]
 
 
-def test_websocket_refuses_without_credentials(daphne_url, db):
+def test_websocket_refuses_a_bad_key_at_the_handshake(daphne_url, db):
+    # Without any credential the socket is accepted and waits for one (tests/events/test_websocket_auth.py).
     ws_url = daphne_url.replace("http://", "ws://") + "/ws/events"
 
     async def scenario():
         with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
-            async with websockets.connect(ws_url, origin="http://127.0.0.1", open_timeout=10):
+            async with websockets.connect(ws_url, origin="http://127.0.0.1", open_timeout=10,
+                                          additional_headers={"X-API-Key": "lm_nope"}):
                 pass
         return refused.value.response.status_code
 

@@ -128,9 +128,10 @@ def test_the_servers_metrics_count_its_clients_its_lag_and_one_journal_query_per
                 while await asyncio.wait_for(anext(lines), 10) != ": connected":
                     pass
                 streams.append(lines)
-            ws_url = daphne_url.replace("http://", "ws://") + f"/ws/events?token={key}"
+            ws_url = daphne_url.replace("http://", "ws://") + "/ws/events"
             for _ in range(2):
-                await stack.enter_async_context(websockets.connect(ws_url, origin="http://127.0.0.1"))
+                await stack.enter_async_context(websockets.connect(
+                    ws_url, origin="http://127.0.0.1", subprotocols=["labmanager.v1", f"labmanager.bearer.{key}"]))
             deadline = time.monotonic() + 10  # earlier tests' clients may take a moment to be gone
             while ((before := await scrape())["labmanager_live_sse_clients"], before["labmanager_live_websocket_clients"]) \
                     != (subscribers, 2):
@@ -189,8 +190,9 @@ def test_open_streams_hold_no_database_connection(daphne_url, admin_user):
                     pass
                 return lines
 
-            ws_url = daphne_url.replace("http://", "ws://") + f"/ws/events?token={key}"
-            sockets = [await stack.enter_async_context(websockets.connect(ws_url, origin="http://127.0.0.1"))
+            ws_url = daphne_url.replace("http://", "ws://") + "/ws/events"
+            sockets = [await stack.enter_async_context(websockets.connect(
+                ws_url, origin="http://127.0.0.1", subprotocols=["labmanager.v1", f"labmanager.bearer.{key}"]))
                        for _ in range(5)]
             for ws in sockets:
                 await ws.send(json.dumps({"type": "subscribe"}))

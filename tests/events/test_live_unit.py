@@ -78,7 +78,8 @@ def test_instructor_sees_own_instances_and_workers_only(instructor_user, other_i
         await _write("lablet_instance.scheduled", "lablet_instance", mine.public_id)
         await _write("lablet_definition.created", "lablet_definition", "def-1")
         await _write("worker.running", "worker", "wrk-9")
-        communicator = WebsocketCommunicator(EventsConsumer.as_asgi(), f"/ws/events?api_key={key}")
+        communicator = WebsocketCommunicator(EventsConsumer.as_asgi(), "/ws/events",
+                                             subprotocols=["labmanager.v1", f"labmanager.bearer.{key}"])
         connected, _ = await communicator.connect(timeout=10)
         assert connected
         assert live_stats()["websocket_clients"] == 1
@@ -109,7 +110,8 @@ def test_user_without_role_is_refused(django_user_model):
     _, raw = api_key_create(user=nobody, actor="tests")
 
     async def scenario():
-        communicator = WebsocketCommunicator(EventsConsumer.as_asgi(), f"/ws/events?token={raw}")
+        communicator = WebsocketCommunicator(EventsConsumer.as_asgi(), "/ws/events",
+                                             subprotocols=["labmanager.v1", f"labmanager.bearer.{raw}"])
         connected, _ = await communicator.connect(timeout=10)
         await communicator.wait()
         return connected

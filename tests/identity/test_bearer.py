@@ -281,14 +281,26 @@ def test_the_live_streams_accept_a_bearer_jwt_and_refuse_one_without_a_role(issu
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_websocket_accepts_a_bearer_jwt_in_the_token_parameter(issuer):
+def test_the_websocket_accepts_a_bearer_jwt_as_its_subprotocol_or_first_message(issuer):
     token = issuer.token()
 
-    async def connect(query):
-        communicator = WebsocketCommunicator(EventsConsumer.as_asgi(), f"/ws/events?{query}")
-        connected, _ = await communicator.connect(timeout=10)
+    async def offered(jwt):
+        communicator = WebsocketCommunicator(EventsConsumer.as_asgi(), "/ws/events",
+                                             subprotocols=["labmanager.v1", f"labmanager.bearer.{jwt}"])
+        connected, subprotocol = await communicator.connect(timeout=10)
         await communicator.disconnect()
-        return connected
+        return connected, subprotocol
 
-    assert asyncio.run(connect(f"token={token}")) is True
-    assert asyncio.run(connect(f"token={issuer.token(iss='https://evil.example')}")) is False
+    async def first_message(jwt):
+        communicator = WebsocketCommunicator(EventsConsumer.as_asgi(), "/ws/events")
+        await communicator.connect(timeout=10)
+        await communicator.send_json_to({"type": "auth", "token": jwt})
+        answer = await communicator.receive_json_from(timeout=10)
+        closed = await communicator.receive_output(timeout=10) if answer["type"] == "error" else None
+        await communicator.disconnect()
+        return answer["type"], closed and closed.get("code")
+
+    assert asyncio.run(offered(token)) == (True, "labmanager.v1")  # a JWT is a valid subprotocol token
+    assert asyncio.run(offered(issuer.token(iss="https://evil.example")))[0] is False
+    assert asyncio.run(first_message(token)) == ("authenticated", None)
+    assert asyncio.run(first_message(issuer.token(iss="https://evil.example"))) == ("error", 4401)

@@ -122,15 +122,17 @@ def seed(first: int, count: int, prev: str) -> str:
     from django.db import connection
     from django.utils import timezone
 
-    from apps.audit.chain import event_hash
+    from apps.audit.chain import keyed_hash
+    from apps.audit.keys import chain_keys
 
     base = timezone.now() - timedelta(days=30)
     columns = ("sequence_num", "prev_hash", "timestamp", "event_type", "actor", "user_id", "api_key_prefix",
                "resource_type", "resource_id", "action", "success", "ip_address", "error", "trace_id", "metadata")
     states = ["pending", "scheduled", "instantiating", "running", "stopping", "stopped", "archived"]
+    keys = chain_keys()  # sealed as audit_seal() seals: keyed
     connection.ensure_connection()
     with connection.connection.cursor() as cursor:
-        with cursor.copy(f"COPY audit_auditevent ({', '.join(columns)}, event_hash) FROM STDIN") as copy:
+        with cursor.copy(f"COPY audit_auditevent ({', '.join(columns)}, chain_key_id, event_hash) FROM STDIN") as copy:
             for seq in range(first, first + count):
                 n = seq % 5000
                 source, target = states[seq % 6], states[seq % 6 + 1]
@@ -142,8 +144,8 @@ def seed(first: int, count: int, prev: str) -> str:
                        f"{user} (apikey:lm_{n % 40:07d})", user, f"lm_{n % 40:07d}", "lablet_instance",
                        f"li-{seq:010x}", "lablet_instance.transition", True, "10.0.0.7", "",
                        f"{seq:032x}", metadata)
-                prev = event_hash(row)
-                copy.write_row((*row[:-1], json.dumps(row[-1]), prev))
+                prev = keyed_hash(row, keys.seal_key)
+                copy.write_row((*row[:-1], json.dumps(row[-1]), keys.seal_id, prev))
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE audit_auditevent")
     return prev

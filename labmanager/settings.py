@@ -22,6 +22,9 @@ SECRET_KEY = env.str("SECRET_KEY", default="dev-insecure-labmanager-key-change-m
 # Secrets stored in the database (a worker's CML password) are encrypted with these Fernet keys
 # (comma-separated; the first encrypts, all decrypt). Empty: derived from SECRET_KEY (apps/core/encryption.py).
 FIELD_ENCRYPTION_KEY = env.list("FIELD_ENCRYPTION_KEY", default=[])
+# The audit chain's HMAC key(s), kept out of the database (comma-separated; the first seals, all verify).
+# Empty: derived from SECRET_KEY, which then protects the journal (apps/audit/keys.py, docs/audit.md).
+AUDIT_CHAIN_KEY = env.list("AUDIT_CHAIN_KEY", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -160,6 +163,16 @@ EVENTS_WS_AUTH_TIMEOUT = env.float("EVENTS_WS_AUTH_TIMEOUT", default=10.0)
 # Accept the old `?token=` / `?api_key=` of /ws/events (URLs end up in proxies' logs): off, such a socket is closed.
 EVENTS_WS_QUERY_TOKEN = env.bool("EVENTS_WS_QUERY_TOKEN", default=False)
 
+# --- audit journal (docs/audit.md) ----------------------------------------------
+# Events up to this sequence number may be plain SHA-256 (sealed before the chain was keyed: an upgrade).
+AUDIT_CHAIN_PLAIN_UNTIL = env.int("AUDIT_CHAIN_PLAIN_UNTIL", default=0)
+# Anchors of the chain's head outside the database (off unless one is set): a directory, an S3 bucket.
+AUDIT_ANCHOR_DIR = env.str("AUDIT_ANCHOR_DIR", default="")
+AUDIT_ANCHOR_BUCKET = env.str("AUDIT_ANCHOR_BUCKET", default="")
+AUDIT_ANCHOR_PREFIX = env.str("AUDIT_ANCHOR_PREFIX", default="audit-anchors/")
+AUDIT_ANCHOR_RETENTION_DAYS = env.int("AUDIT_ANCHOR_RETENTION_DAYS", default=365)  # Object Lock, no bucket rule
+AUDIT_ANCHOR_INTERVAL_MINUTES = env.int("AUDIT_ANCHOR_INTERVAL_MINUTES", default=60)
+
 # --- background jobs (django-q2) ------------------------------------------
 Q_CLUSTER = {
     "name": "labmanager",
@@ -179,6 +192,9 @@ Q_SCHEDULES = {
     "worker_cost": {"func": "apps.lablets.tasks.worker_cost_tick", "schedule_type": "I", "minutes": 1},
     "reap_sessions": {"func": "apps.sessions.tasks.reap_sessions", "schedule_type": "I", "minutes": 1},
     "webhooks_catch_up": {"func": "apps.webhooks.tasks.webhooks_catch_up", "schedule_type": "I", "minutes": 1},
+    # Does nothing unless AUDIT_ANCHOR_DIR or AUDIT_ANCHOR_BUCKET is set.
+    "audit_anchor": {"func": "apps.audit.tasks.audit_anchor_tick", "schedule_type": "I",
+                     "minutes": AUDIT_ANCHOR_INTERVAL_MINUTES},
 }
 
 # --- scheduler and lifecycle (docs/scheduler.md) ------------------------------

@@ -8,6 +8,7 @@ class AuditConfig(AppConfig):
 
     def ready(self):
         from apps.api.problems import request_refused
+        from apps.audit import checks  # noqa: F401  (registers the deployment check of the chain key)
         from apps.audit.api.refusals import journal_refusal
 
         # Every refusal of a DRF view: the refused changes are journalled (never raises).

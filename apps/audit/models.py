@@ -1,4 +1,4 @@
-"""The audit journal: one append-only, hash-chained row per change (docs/audit.md)."""
+"""The audit journal: one append-only, keyed-hash-chained row per change (docs/audit.md)."""
 
 from django.db import models
 from django.utils import timezone
@@ -33,7 +33,14 @@ class AuditEvent(models.Model):
         help_text="Position in the chain: 1, 2, 3, ... without gaps (null until sealed, a moment after commit)",
     )
     prev_hash = models.CharField(max_length=64, blank=True, help_text="event_hash of the previous event (64 zeros for the first)")
-    event_hash = models.CharField(max_length=64, blank=True, help_text="SHA-256 of the canonical serialisation (apps/audit/chain.py)")
+    event_hash = models.CharField(
+        max_length=64, blank=True,
+        help_text="HMAC-SHA256 of the canonical serialisation, keyed by chain_key_id's key (apps/audit/chain.py)",
+    )
+    chain_key_id = models.CharField(
+        max_length=16, blank=True, default="", db_default="",  # a database default: rows inserted with SQL
+        help_text="Id of the key that sealed the event (empty: plain SHA-256, sealed before the chain was keyed)",
+    )
     timestamp = models.DateTimeField(default=timezone.now)  # audit_timestamp_idx
     # Indexes: Meta (plain b-trees; `db_index` on a CharField would add a second, varchar_pattern_ops copy
     # on PostgreSQL that no query uses, and every insert pays for each index: docs/performance.md).

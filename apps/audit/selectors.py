@@ -33,11 +33,13 @@ class ChainRoot:
     root_hash: str | None
     timestamp: datetime | None
     total_events: int
+    last_anchor: dict | None = None
 
 
 def audit_chain_root() -> ChainRoot:
-    """The hash of the last sealed event (it commits to every event before it), its time, and the
-    length of the chain (sequence numbers have no gaps: the last one is the count)."""
+    """The hash of the last sealed event (it commits to every event before it), its time, the length of
+    the chain (sequence numbers have no gaps: the last one is the count), and the last anchor written
+    outside the database as its `audit.anchored` event tells (the anchors themselves: verification)."""
     head = (
         AuditEvent.objects.filter(sequence_num__isnull=False)
         .order_by("-sequence_num")
@@ -46,4 +48,11 @@ def audit_chain_root() -> ChainRoot:
     )
     if head is None:
         return ChainRoot(root_hash=None, timestamp=None, total_events=0)
-    return ChainRoot(root_hash=head[0], timestamp=head[1], total_events=head[2])
+    anchored = (
+        AuditEvent.objects.filter(event_type="audit.anchored", success=True, sequence_num__isnull=False)
+        .order_by("-sequence_num").values_list("metadata", flat=True).first()
+    )
+    last_anchor = None
+    if anchored:
+        last_anchor = {name: anchored.get(name) for name in ("sequence_num", "event_hash", "anchored_at", "locations")}
+    return ChainRoot(root_hash=head[0], timestamp=head[1], total_events=head[2], last_anchor=last_anchor)

@@ -5,7 +5,8 @@ Each row becomes a link of a hash chain (apps/audit/chain.py) in two steps:
 1. `audit_record` / `audit_record_many` insert the rows in the caller's transaction, taking no lock: the
    events commit or roll back with the change they record.
 2. Right after that transaction commits, `audit_seal` links every committed row not linked yet to the
-   head of the chain (`sequence_num`, `prev_hash`, `event_hash`), oldest id first, and hands those
+   head of the chain (`sequence_num`, `prev_hash`, `event_hash` keyed by the chain key from outside the
+   database, `chain_key_id`: apps/audit/keys.py), oldest id first, and hands those
    events to the live streams and webhooks with their sequence numbers (apps/audit/publish.py).
    Whoever seals, publishes.
 
@@ -26,13 +27,16 @@ from django.db import connection, transaction
 from django.db.models import CharField, Expression, QuerySet, Value
 from django.utils import timezone
 
-from apps.audit.chain import CONTENT_FIELDS, GENESIS_HASH, event_hash, parse_actor
+from apps.audit.anchors import Anchor, AnchorError, anchor_name, anchors_configured, anchors_write
+from apps.audit.chain import CONTENT_FIELDS, GENESIS_HASH, anchor_mac, canonical_timestamp, keyed_hash, parse_actor
+from apps.audit.keys import chain_keys
 from apps.audit.models import AuditEvent
 from apps.core.middleware import current_client_ip, current_trace_id
 
 log = logging.getLogger(__name__)
 SYSTEM_ACTOR = "system"
 VERIFIED_EVENT = "audit.verified"
+ANCHORED_EVENT = "audit.anchored"
 REFUSED_EVENT = "api_call.refused"
 # Advisory lock key of the chain ("LMAUDIT" in ASCII), bigint form: outside the int4 range of the
 # hashtext() keys of apps.lablets.services.scheduling.advisory_lock, so the two never collide.
@@ -46,15 +50,16 @@ _UNSEALED_SQL = f"SELECT 1 FROM {_TABLE} WHERE sequence_num IS NULL LIMIT 1"
 _UNSEALED_ROWS_SQL = (f"SELECT id, {', '.join(CONTENT_FIELDS)} FROM {_TABLE} WHERE sequence_num IS NULL "
                       "ORDER BY id LIMIT %s")
 _METADATA_AT = 1 + CONTENT_FIELDS.index("metadata")  # in an (id, *CONTENT_FIELDS) row
-# The links of a batch as four comma-separated texts split by the server into columns: one statement of
-# four parameters, whatever the batch's size (a VALUES list of 4 parameters a row, or Python lists
+# The links of a batch as four comma-separated texts split by the server into columns (and the key id,
+# the same for the whole batch): one statement of five parameters, whatever the batch's size (a VALUES list of 4 parameters a row, or Python lists
 # adapted to arrays, cost the driver more time than the UPDATE cost the server). Numbers and hex
 # digests hold no comma.
-_SEAL_MANY_SQL = (f"UPDATE {_TABLE} AS e SET sequence_num = v.seq, prev_hash = v.prev, event_hash = v.digest "
+_SEAL_MANY_SQL = (f"UPDATE {_TABLE} AS e SET sequence_num = v.seq, prev_hash = v.prev, event_hash = v.digest, "
+                  "chain_key_id = %s "
                   "FROM unnest(string_to_array(%s, ',')::bigint[], string_to_array(%s, ','), "
                   "string_to_array(%s, ','), string_to_array(%s, ',')::bigint[]) AS v(seq, prev, digest, id) "
                   "WHERE e.id = v.id AND e.sequence_num IS NULL")
-_SEAL_SQL = (f"UPDATE {_TABLE} SET sequence_num = %s, prev_hash = %s, event_hash = %s "
+_SEAL_SQL = (f"UPDATE {_TABLE} SET chain_key_id = %s, sequence_num = %s, prev_hash = %s, event_hash = %s "
              "WHERE id = %s AND sequence_num IS NULL")
 
 
@@ -225,9 +230,43 @@ def audit_verify(*, actor: str, record: bool = True, progress=None):
                 event_type=VERIFIED_EVENT, actor=actor, resource_type="audit_chain", resource_id="journal",
                 action="audit.verify", success=result.valid, error=result.reason,
                 metadata={"total_events": result.total_events, "first_tampered": result.first_tampered,
-                          "chain_root_hash": result.chain_root_hash},
+                          "chain_root_hash": result.chain_root_hash, "keyed_from": result.keyed_from,
+                          "anchors_checked": result.anchors_checked},
             )
     return result
+
+
+def audit_anchor(*, actor: str) -> list[Anchor]:
+    """Seal what is committed, then write the head of the chain (sequence number, hash, time, and their
+    HMAC with the chain key) to every anchor store outside the database (apps/audit/anchors.py), and journal
+    it as `audit.anchored`. Returns the anchor as written to each store; [] for an empty journal.
+
+    Raises AnchorError when no store is configured, or when a store cannot be written (journalled as a
+    failed `audit.anchored`)."""
+    if not anchors_configured():
+        raise AnchorError("no anchor store: set AUDIT_ANCHOR_DIR and/or AUDIT_ANCHOR_BUCKET")
+    audit_seal()
+    sequence, digest = chain_head()
+    if not sequence:
+        return []
+    keys, now = chain_keys(), timezone.now()
+    anchored_at = canonical_timestamp(now)
+    mac = anchor_mac(sequence_num=sequence, event_hash=digest, anchored_at=anchored_at, key_id=keys.seal_id,
+                     key=keys.seal_key)
+    anchor = Anchor(sequence_num=sequence, event_hash=digest, anchored_at=anchored_at, key_id=keys.seal_id, mac=mac,
+                    location="")
+    metadata = {"sequence_num": sequence, "event_hash": digest, "anchored_at": anchored_at}
+    try:  # network and file I/O: outside any transaction
+        locations = anchors_write(anchor, name=anchor_name(sequence, now))
+    except AnchorError as exc:
+        with transaction.atomic():
+            audit_record(event_type=ANCHORED_EVENT, actor=actor, resource_type="audit_chain", resource_id="journal",
+                         action="audit.anchor", success=False, error=str(exc)[:1000], metadata=metadata)
+        raise
+    with transaction.atomic():
+        audit_record(event_type=ANCHORED_EVENT, actor=actor, resource_type="audit_chain", resource_id="journal",
+                     action="audit.anchor", metadata={**metadata, "locations": locations})
+    return [Anchor(**{**anchor.document(), "location": location}) for location in locations]
 
 
 def chain_head() -> tuple[int, str]:
@@ -352,28 +391,31 @@ def _seal_batch(limit: int) -> list[SealedEvent]:
         rows = _unsealed_rows(limit)
         if not rows:
             return []
+        keys = chain_keys()  # from the settings: no query
+        key = keys.seal_key
         sealed, params = [], []
         for row in rows:
             sequence += 1
-            digest = event_hash((sequence, prev, *row[1:]))
+            digest = keyed_hash((sequence, prev, *row[1:]), key)
             params.append((sequence, prev, digest, row[0]))
             sealed.append(SealedEvent(row[0], sequence, prev, digest, row[1:]))
             prev = digest
-        _write_links(params)
+        _write_links(params, keys.seal_id)
     return sealed
 
 
-def _write_links(params: list[tuple]) -> None:
-    """Store (sequence_num, prev_hash, event_hash, id) links. PostgreSQL: one UPDATE ... FROM unnest(...)
-    for the whole batch (a batch seal of 10,000 rows took 0.75 s with one UPDATE a row)."""
+def _write_links(params: list[tuple], key_id: str) -> None:
+    """Store (sequence_num, prev_hash, event_hash, id) links sealed with the key `key_id`. PostgreSQL: one
+    UPDATE ... FROM unnest(...) for the whole batch (a batch seal of 10,000 rows took 0.75 s with one
+    UPDATE a row)."""
     with connection.cursor() as cursor:
         if len(params) == 1:
-            cursor.execute(_SEAL_SQL, params[0])
+            cursor.execute(_SEAL_SQL, (key_id, *params[0]))
             return
         if connection.vendor != "postgresql":
-            cursor.executemany(_SEAL_SQL, params)
+            cursor.executemany(_SEAL_SQL, [(key_id, *link) for link in params])
             return
-        cursor.execute(_SEAL_MANY_SQL, [",".join(map(str, column)) for column in zip(*params)])
+        cursor.execute(_SEAL_MANY_SQL, [key_id, *(",".join(map(str, column)) for column in zip(*params))])
 
 
 def _unsealed_rows(limit: int) -> list[tuple]:

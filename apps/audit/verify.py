@@ -1,4 +1,5 @@
-"""Checking the chain: stream the journal in sequence order, in chunks, and recompute every link.
+"""Checking the chain: stream the journal in sequence order, in chunks, and recompute every link with
+the chain keys (apps/audit/keys.py), then hold the journal against the anchors kept outside the database.
 
 Constant memory: each chunk is one keyset query (`sequence_num > last ORDER BY sequence_num LIMIT n`,
 through the unique index), read into a list of tuples and dropped before the next. On PostgreSQL the
@@ -10,12 +11,17 @@ ahead, so the database reads while Python hashes (1,000,000 events: docs/perform
 - reordered rows (sequence numbers or contents swapped): a prev_hash mismatch at the first moved row;
 - an inserted row: a hash or prev_hash mismatch where it was put in.
 
+- a row re-hashed by someone without the key (plain SHA-256, or another key): its event_hash does not
+  match, or it names a key that is not configured, or it is plain SHA-256 past AUDIT_CHAIN_PLAIN_UNTIL or
+  after a keyed row, or it names an older key than the row before it;
+- a truncated tail, or a rewrite by someone who has the key: an anchor (apps/audit/anchors.py) whose
+  event is missing or has another hash.
+
 `first_tampered` is the first sequence number at which the chain breaks: for a deleted row, the
-missing number. What a chain alone cannot show is a forged tail (rows appended, or the last rows cut
-off, by someone who recomputes the hashes): compare `chain_root_hash` with a root you kept elsewhere
-(GET /api/audit/chain-root) for that. docs/audit.md.
+missing number. docs/audit.md#what-the-chain-proves.
 """
 
+import hmac
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -23,10 +29,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from apps.audit.chain import GENESIS_HASH, HASHED_FIELDS, event_hash
+from apps.audit.anchors import Anchor, AnchorError, BadAnchor, anchors_read
+from apps.audit.chain import GENESIS_HASH, HASHED_FIELDS, PLAIN, anchor_mac, event_hash, keyed_hash
+from apps.audit.keys import ChainKeys, chain_keys
 from apps.audit.models import AuditEvent
 from apps.audit.services import chain_head
 
@@ -37,7 +46,7 @@ _TABLE = AuditEvent._meta.db_table
 _PG_CHUNK_SQL = (
     "SELECT sequence_num, prev_hash, "
     """to_char(timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'), """
-    + ", ".join(HASHED_FIELDS[3:]) + f", event_hash FROM {_TABLE} "
+    + ", ".join(HASHED_FIELDS[3:]) + f", chain_key_id, event_hash FROM {_TABLE} "
     "WHERE sequence_num > %s AND sequence_num <= %s ORDER BY sequence_num LIMIT %s"
 )
 _METADATA = HASHED_FIELDS.index("metadata")
@@ -51,28 +60,69 @@ class Verification:
     chain_root_hash: str | None
     verified_at: datetime
     reason: str = ""
+    keyed_from: int | None = None  # the first event sealed with a key (before it: plain SHA-256 events)
+    anchors_checked: int = 0
 
 
 def chain_verify(*, chunk_size: int = CHUNK, progress: Callable[[int, int], None] | None = None) -> Verification:
     """Verify the sealed chain from its first event up to the head as it is when this starts (events
-    sealed meanwhile are left for the next verification). `progress(done, total)` after each chunk."""
+    sealed meanwhile are left for the next verification), then against the anchors. `progress(done, total)`
+    after each chunk."""
+    keys, plain_until = chain_keys(), settings.AUDIT_CHAIN_PLAIN_UNTIL
+    try:  # before the head is read: every anchor found was written for a head at or before it
+        anchors = anchors_read()
+    except (AnchorError, BadAnchor) as exc:
+        reason = f"anchor {exc} is not an anchor document" if isinstance(exc, BadAnchor) else str(exc)
+        return _failed(None, reason)
+    for anchor in anchors:
+        if not _anchor_genuine(anchor, keys):
+            return _failed(None, f"anchor {anchor.location}: its MAC does not verify with the chain keys")
+    anchored: dict[int, Anchor] = {}
+    for anchor in anchors:  # anchors of one event (two stores, two runs) must agree
+        other = anchored.setdefault(anchor.sequence_num, anchor)
+        if other.event_hash != anchor.event_hash:
+            return _failed(anchor.sequence_num, f"event {anchor.sequence_num}: the anchors {other.location} and "
+                                                f"{anchor.location} hold two different hashes")
     upto, root = chain_head()
     expected, prev, checked = 1, GENESIS_HASH, 0
     first_tampered, reason = None, ""
+    current, key, rank, keyed_from = PLAIN, None, len(keys.rank), None
     with _chunks(upto, chunk_size) as chunks:
         for rows in chunks:
             for row in rows:
                 sequence = row[0]
                 if sequence != expected:
                     first_tampered, reason = expected, f"event {expected} is missing (the next event is {sequence})"
-                elif row[1] != prev:
+                    break
+                if row[1] != prev:
                     first_tampered, reason = sequence, f"event {sequence}: prev_hash is not the hash of event {sequence - 1}"
-                elif event_hash(row) != row[-1]:  # the hash reads HASHED_FIELDS only
-                    first_tampered, reason = sequence, f"event {sequence}: event_hash does not match its content"
+                    break
+                if row[-2] != current:  # another key than the event before (rare: a rotation, the first keyed event)
+                    refused = _key_change(sequence, current, row[-2], keys, rank)
+                    if refused:
+                        first_tampered, reason = sequence, refused
+                        break
+                    current = row[-2]
+                    key, rank = keys.by_id[current], keys.rank[current]
+                    keyed_from = keyed_from or sequence
+                if key is None:
+                    if sequence > plain_until:
+                        first_tampered, reason = sequence, (
+                            f"event {sequence}: sealed with plain SHA-256 (no key), but every event after "
+                            f"AUDIT_CHAIN_PLAIN_UNTIL ({plain_until}) must be keyed")
+                        break
+                    digest = event_hash(row)  # the hash reads HASHED_FIELDS only
                 else:
-                    prev, expected = row[-1], sequence + 1
-                    continue
-                break
+                    digest = keyed_hash(row, key)
+                if digest != row[-1]:
+                    first_tampered, reason = sequence, f"event {sequence}: event_hash does not match its content"
+                    break
+                if sequence in anchored and anchored[sequence].event_hash != digest:
+                    first_tampered, reason = sequence, (
+                        f"event {sequence}: its hash is not the one anchored in {anchored[sequence].location} "
+                        f"at {anchored[sequence].anchored_at}")
+                    break
+                prev, expected = digest, sequence + 1
             if first_tampered is not None:
                 break
             checked += len(rows)
@@ -80,6 +130,11 @@ def chain_verify(*, chunk_size: int = CHUNK, progress: Callable[[int, int], None
                 progress(min(checked, upto), upto)
     if first_tampered is None and expected != upto + 1:
         first_tampered, reason = expected, f"event {expected} is missing (the chain ends at {expected - 1})"
+    if first_tampered is None and anchored and max(anchored) > upto:
+        last = anchored[max(anchored)]
+        first_tampered, reason = upto + 1, (
+            f"events {upto + 1} to {last.sequence_num} are missing: event {last.sequence_num} was anchored in "
+            f"{last.location} at {last.anchored_at}, the journal ends at {upto}")
     total = upto if first_tampered is None else AuditEvent.objects.filter(
         sequence_num__isnull=False, sequence_num__lte=upto).count()
     return Verification(
@@ -89,12 +144,43 @@ def chain_verify(*, chunk_size: int = CHUNK, progress: Callable[[int, int], None
         chain_root_hash=root if upto else None,
         verified_at=timezone.now(),
         reason=reason,
+        keyed_from=keyed_from,
+        anchors_checked=len(anchors),
     )
+
+
+def _key_change(sequence: int, before: str, after: str, keys: ChainKeys, rank: int) -> str:
+    """Why event `sequence` may not be sealed with the key `after` when event `sequence - 1` was sealed with
+    `before` (empty: it may)."""
+    if after == PLAIN:
+        return f"event {sequence}: sealed with plain SHA-256 (no key) after event {sequence - 1}, sealed with a key"
+    if after not in keys.by_id:
+        return (f"event {sequence}: sealed with key {after}, which is not one of the chain keys (AUDIT_CHAIN_KEY, "
+                "or the key derived from SECRET_KEY): a wrong key, or a row rewritten without the key")
+    if before != PLAIN and keys.rank[after] > rank:
+        return f"event {sequence}: sealed with key {after}, older than the key {before} of event {sequence - 1}"
+    return ""
+
+
+def _anchor_genuine(anchor: Anchor, keys: ChainKeys) -> bool:
+    key = keys.by_id.get(anchor.key_id)
+    if key is None:
+        return False
+    expected = anchor_mac(sequence_num=anchor.sequence_num, event_hash=anchor.event_hash,
+                          anchored_at=anchor.anchored_at, key_id=anchor.key_id, key=key)
+    return hmac.compare_digest(expected, anchor.mac)
+
+
+def _failed(first_tampered: int | None, reason: str) -> Verification:
+    """A verification that could not start: the anchors could not be read or one is not genuine."""
+    return Verification(valid=False, total_events=chain_head()[0], first_tampered=first_tampered,
+                        chain_root_hash=None, verified_at=timezone.now(), reason=reason,
+                        anchors_checked=0)
 
 
 @contextmanager
 def _chunks(upto: int, size: int):
-    """Chunks of rows (HASHED_FIELDS + event_hash) in sequence order, up to `upto`. On PostgreSQL outside
+    """Chunks of rows (HASHED_FIELDS + chain_key_id + event_hash) in sequence order, up to `upto`. On PostgreSQL outside
     a transaction a helper thread reads one chunk ahead, on its own connection, while this one hashes;
     inside a transaction (tests) it must read on this connection, which sees that transaction's rows."""
     if connection.vendor != "postgresql":
@@ -118,7 +204,7 @@ def _read_all(read_chunk, upto: int, size: int) -> Iterator[list]:
 
 def _orm_chunk(after: int, upto: int, size: int) -> list:
     return list(AuditEvent.objects.filter(sequence_num__gt=after, sequence_num__lte=upto)
-                .order_by("sequence_num").values_list(*HASHED_FIELDS, "event_hash")[:size])
+                .order_by("sequence_num").values_list(*HASHED_FIELDS, "chain_key_id", "event_hash")[:size])
 
 
 def _pg_chunk(after: int, upto: int, size: int) -> list:

@@ -1,6 +1,7 @@
 """The chain is built as documented: gapless, each event hashed over its content and its predecessor."""
 
 import hashlib
+import hmac
 import json
 import random
 from datetime import datetime, timedelta
@@ -9,6 +10,7 @@ from datetime import timezone as dt_timezone
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 
 from apps.audit.chain import GENESIS_HASH, HASHED_FIELDS, canonical, canonical_timestamp, parse_actor
@@ -20,8 +22,14 @@ from tests.audit.conftest import record
 pytestmark = pytest.mark.django_db
 
 
+def _documented_key() -> bytes:
+    # AUDIT_CHAIN_KEY unset (the tests' settings): the key derived from SECRET_KEY, as docs/audit.md says.
+    assert not settings.AUDIT_CHAIN_KEY
+    return hashlib.sha256(b"labmanager.audit-chain\0" + settings.SECRET_KEY.encode()).digest()
+
+
 def _recompute(event: AuditEvent) -> str:
-    # The documented canonical form, written out independently of apps/audit/chain.py.
+    # The documented canonical form and keyed hash, written out independently of apps/audit/chain.py.
     doc = {
         "sequence_num": event.sequence_num, "prev_hash": event.prev_hash,
         "timestamp": canonical_timestamp(event.timestamp), "event_type": event.event_type, "actor": event.actor,
@@ -29,7 +37,9 @@ def _recompute(event: AuditEvent) -> str:
         "resource_id": event.resource_id, "action": event.action, "success": event.success,
         "ip_address": event.ip_address, "error": event.error, "trace_id": event.trace_id, "metadata": event.metadata,
     }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    assert event.chain_key_id == hashlib.sha256(b"labmanager.audit-chain.key-id\0" + _documented_key()).hexdigest()[:16]
+    return hmac.new(_documented_key(), canonical, hashlib.sha256).hexdigest()
 
 
 def test_events_are_chained_in_order_without_gaps(chain):

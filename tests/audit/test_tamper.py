@@ -5,7 +5,8 @@ import threading
 
 import pytest
 
-from apps.audit.chain import event_hash
+from apps.audit.chain import keyed_hash
+from apps.audit.keys import chain_keys
 from apps.audit.verify import chain_verify
 from tests.audit.conftest import TABLE, record, sql
 
@@ -35,12 +36,13 @@ def test_an_edit_of_any_column_is_found(chain, column, value):
 
 
 def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(chain):
-    # The forger fixes event 5's own hash; event 6 still points at the old one.
+    # A forger who has the key fixes event 5's own hash; event 6 still points at the old one. (Without the
+    # key, event 5's own hash cannot be fixed: tests/audit/test_keyed_chain.py.)
     fields = ("sequence_num", "prev_hash", "timestamp", "event_type", "actor", "user_id", "api_key_prefix",
               "resource_type", "resource_id", "action", "success", "ip_address", "error", "trace_id", "metadata")
     forged = chain[4]
     forged.actor = "mallory"
-    digest = event_hash(tuple(getattr(forged, name) for name in fields))
+    digest = keyed_hash(tuple(getattr(forged, name) for name in fields), chain_keys().seal_key)
     sql(f"UPDATE {TABLE} SET actor = 'mallory', event_hash = %s WHERE sequence_num = 5", [digest])
 
     result = chain_verify()

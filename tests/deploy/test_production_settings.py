@@ -55,6 +55,13 @@ def test_the_development_settings_fail_the_same_check():
     assert "security.W004" in done.stderr  # no HSTS
 
 
+def test_check_deploy_warns_when_the_audit_chain_key_is_derived_from_the_secret_key():
+    done = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env(AUDIT_CHAIN_KEY=""))
+
+    assert done.returncode != 0
+    assert "audit.W001" in done.stderr and "AUDIT_CHAIN_KEY is not set" in done.stderr
+
+
 def test_the_production_profile_refuses_to_start_without_a_secret_key():
     env = production_env()
     del env["SECRET_KEY"]

@@ -76,7 +76,9 @@ class AuditVerifyView(APIView):
     @extend_schema(
         summary="Verify audit chain integrity",
         description=(
-            "Recomputes every event's hash and link, streaming the journal in chunks. Changes nothing in the "
+            "Recomputes every event's keyed hash and link with the chain keys (from the environment, not the "
+            "database), streaming the journal in chunks, then holds the journal against the anchors written "
+            "outside the database (AUDIT_ANCHOR_DIR, AUDIT_ANCHOR_BUCKET). Changes nothing in the "
             "journal but one event: the check itself is journalled as `audit.verified` (success = valid). "
             "A large journal takes a while (1,000,000 events: see docs/performance.md); "
             "`manage.py verify_audit` does the same from a shell."
@@ -95,8 +97,9 @@ class AuditChainRootView(APIView):
 
     @extend_schema(
         summary="Get the current chain root hash",
-        description="The hash of the last event, which commits to every event before it: keep it elsewhere "
-                    "to detect later rewrites of the journal's history or tail.",
+        description="The hash of the last event, which commits to every event before it, and the last anchor "
+                    "written outside the database (`manage.py anchor_audit`, the `audit_anchor` schedule): an "
+                    "anchor lets a verification detect a truncated tail or a rewrite by someone with the key.",
         responses={200: ChainRootSerializer, **COMMON_ERRORS},
     )
     def get(self, request):

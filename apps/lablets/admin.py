@@ -65,7 +65,8 @@ class LabletDefinitionAdmin(admin.ModelAdmin):
     @admin.action(description="Sync the topology from the reference CML lab (a background job each)")
     def sync_from_cml(self, request, queryset):
         _run(self, request, queryset,
-             lambda d, actor: lablet_definition_sync_begin(definition=d, actor=actor),
+             lambda d, actor: lablet_definition_sync_begin(definition=d, actor=actor,
+                                                           may_trust=has_role(request.user, ADMIN)),
              "Sync of", "definition(s) queued; results appear in the audit journal (lablet_definition.synced), "
                         "a refusal as its task's result (Django Q, Successful tasks)")
 

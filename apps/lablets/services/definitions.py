@@ -44,6 +44,14 @@ def _trust_after(*, current: bool, data: dict, topology_changes: bool, may_trust
     return current
 
 
+def _trust_unchanged_since_read(locked: LabletDefinition, read: LabletDefinition) -> None:
+    """The topology was checked with the trust read before the lock: an admin's change of it since is a 409
+    (never a trust written back over a revocation)."""
+    if locked.trusted != read.trusted:
+        raise Conflict(f"Lablet definition {locked.public_id} was marked {'' if locked.trusted else 'un'}trusted "
+                       "meanwhile; read it again and retry.")
+
+
 def _validate_lifecycle(fields: dict) -> None:
     if fields["max_duration_minutes"] < fields["default_duration_minutes"]:
         raise ValidationFailed(
@@ -107,6 +115,8 @@ def lablet_definition_update(*, definition: LabletDefinition, actor: str, data: 
     try:
         with transaction.atomic():
             locked = LabletDefinition.objects.select_for_update().get(pk=definition.pk)
+            if "trusted" in fields:
+                _trust_unchanged_since_read(locked, definition)
             before = _snapshot(locked)
             for key, value in fields.items():
                 setattr(locked, key, value)
@@ -188,6 +198,7 @@ def lablet_definition_sync(*, definition: LabletDefinition, actor: str, lab_id: 
     validate_topology(text, trusted=trusted)
     with transaction.atomic():
         locked = LabletDefinition.objects.select_for_update().get(pk=definition.pk)
+        _trust_unchanged_since_read(locked, definition)
         before = {"content_hash": locked.content_hash, "reference_lab_id": locked.reference_lab_id,
                   "trusted": locked.trusted}
         locked.cml_lab_yaml = text

@@ -234,6 +234,18 @@ WORKER_IDLE_STOP_MINUTES = env.int("WORKER_IDLE_STOP_MINUTES", default=30)
 # LIFECYCLE_LEAD_MINUTES) before the first slot booked on it.
 WORKER_BOOT_MINUTES = env.int("WORKER_BOOT_MINUTES", default=10)
 
+# --- topologies: what a lab may ask of CML (apps/workers/cml/topology_policy.py, docs/security.md) ----
+# Node definitions a topology may use (lablet definitions and remote-lab uploads); external connectors are
+# refused whatever this says, unless an admin marked the lablet definition trusted.
+TOPOLOGY_ALLOWED_NODE_DEFINITIONS = env.list("TOPOLOGY_ALLOWED_NODE_DEFINITIONS", default=[
+    "iosv", "iosvl2", "iol-xe", "ioll2-xe", "csr1000v", "cat8000v", "iosxrv9000", "nxosv9000", "asav", "alpine",
+    "ubuntu", "server", "desktop", "unmanaged_switch", "trex", "wan_emulator",
+])
+# Caps on one topology (0: no limit); a node without cpus/ram counts its node definition's default.
+TOPOLOGY_MAX_NODES = env.int("TOPOLOGY_MAX_NODES", default=40)
+TOPOLOGY_MAX_CPUS = env.int("TOPOLOGY_MAX_CPUS", default=64)
+TOPOLOGY_MAX_MEMORY_MB = env.int("TOPOLOGY_MAX_MEMORY_MB", default=131072)
+
 # --- remote-lab sessions (docs/remote-lab.md) ---------------------------------
 SESSION_DEFAULT_POOL = env.str("SESSION_DEFAULT_POOL", default="default")  # POST /session without ?pool=
 SESSION_ACTIVE_STALE_SECONDS = env.int("SESSION_ACTIVE_STALE_SECONDS", default=300)  # reaped after this silence

@@ -221,8 +221,8 @@ def test_the_sync_action_queues_a_sync_per_definition_and_asks_cml_in_the_tasks(
         {"action": "sync_from_cml", "_selected_action": [synced.pk, without_lab.pk]}, follow=True)
 
     assert "Sync of 2 definition(s) queued; results appear in the audit journal" in response.content.decode()
-    assert sorted(_queued()) == sorted([("apps.lablets.tasks.sync_definition", (synced.pk, actor, "", "")),
-                                        ("apps.lablets.tasks.sync_definition", (without_lab.pk, actor, "", ""))])
+    assert sorted(_queued()) == sorted([("apps.lablets.tasks.sync_definition", (synced.pk, actor, "", "", True)),
+                                        ("apps.lablets.tasks.sync_definition", (without_lab.pk, actor, "", "", True))])
     synced.refresh_from_db()
     assert "stale" in synced.cml_lab_yaml and synced.synced_at is None  # CML not asked in the request
 

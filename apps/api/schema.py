@@ -16,6 +16,12 @@ class ProblemSerializer(serializers.Serializer):
         required=False,
         help_text="Validation errors by field (422).",
     )
+    violations = serializers.ListField(
+        child=serializers.DictField(), required=False,
+        help_text="A topology the topology policy refuses (422): one {node: {id, label} or null, rule, detail} per "
+                  "violation; rule is malformed, node_definition, external_connector, max_nodes, max_cpus or "
+                  "max_memory_mb.",
+    )
 
 
 def problem(description: str) -> OpenApiResponse:

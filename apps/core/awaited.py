@@ -34,7 +34,9 @@ def reporting(call: Callable[[], Any]) -> dict:
     try:
         call()
     except DomainError as exc:
-        return {"error": type(exc).__name__, "detail": exc.detail, "errors": exc.errors, "extra": exc.extra}
+        # the nearest class apps.core.errors has (a subclass elsewhere, e.g. TopologyRefused, keeps its status)
+        name = next(c.__name__ for c in type(exc).__mro__ if getattr(errors, c.__name__, None) is c)
+        return {"error": name, "detail": exc.detail, "errors": exc.errors, "extra": exc.extra}
     return {}
 
 

@@ -9,6 +9,7 @@ from apps.lablets.services.awaited import (
     lablet_instance_start_collection_begin,
     lablet_instance_terminate_begin,
 )
+from apps.api.roles import ADMIN, has_role
 from apps.core.errors import DomainError
 
 
@@ -26,9 +27,9 @@ def _run(modeladmin, request, queryset, call, verb, noun):
 
 @admin.register(LabletDefinition)
 class LabletDefinitionAdmin(admin.ModelAdmin):
-    list_display = ("name", "version", "public_id", "is_active", "cpu_cores", "memory_gb", "node_count",
+    list_display = ("name", "version", "public_id", "is_active", "trusted", "cpu_cores", "memory_gb", "node_count",
                     "max_duration_minutes", "updated_at", "dashboard_link")
-    list_filter = ("is_active",)
+    list_filter = ("is_active", "trusted")
     search_fields = ("name", "version", "public_id", "description")
     actions = ["deprecate", "activate", "sync_from_cml"]
 
@@ -40,11 +41,20 @@ class LabletDefinitionAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">open</a>', self.view_on_site(obj))
 
     def get_readonly_fields(self, request, obj=None):
-        # Definitions are written through the API (validated there); the admin shows them.
-        return [f.name for f in self.model._meta.fields]
+        # Definitions are written through the API (validated there); the admin shows them. An admin (not an
+        # operator) may tick `trusted`: the topology may then use external connectors (docs/security.md).
+        editable = {"trusted"} if has_role(request.user, ADMIN) else set()
+        return [f.name for f in self.model._meta.fields if f.name not in editable]
 
     def has_add_permission(self, request):
         return False
+
+    def save_model(self, request, obj, form, change):
+        if "trusted" in form.changed_data:  # through the service, journalled (lablet_definition.updated)
+            services.lablet_definition_update(definition=LabletDefinition.objects.get(pk=obj.pk),
+                                              actor=request.user.get_username(),
+                                              data={"trusted": form.cleaned_data["trusted"]},
+                                              may_trust=has_role(request.user, ADMIN))
 
     @admin.action(description="Deprecate selected definitions")
     def deprecate(self, request, queryset):
@@ -55,7 +65,8 @@ class LabletDefinitionAdmin(admin.ModelAdmin):
     @admin.action(description="Sync the topology from the reference CML lab (a background job each)")
     def sync_from_cml(self, request, queryset):
         _run(self, request, queryset,
-             lambda d, actor: lablet_definition_sync_begin(definition=d, actor=actor),
+             lambda d, actor: lablet_definition_sync_begin(definition=d, actor=actor,
+                                                           may_trust=has_role(request.user, ADMIN)),
              "Sync of", "definition(s) queued; results appear in the audit journal (lablet_definition.synced), "
                         "a refusal as its task's result (Django Q, Successful tasks)")
 

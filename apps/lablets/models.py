@@ -28,6 +28,9 @@ class LabletDefinition(models.Model):
     idle_timeout_minutes = models.PositiveIntegerField(default=30)
     port_definitions = models.JSONField(default=list, blank=True)
     is_active = models.BooleanField(default=True, help_text="Deprecated definitions take no new instances.")
+    trusted = models.BooleanField(
+        default=False, db_default=False, help_text="Set by an admin only: the topology may bridge out of the lab (external "
+                                 "connectors). Cleared when anyone else changes the topology.")
     # The CML lab the topology is maintained in (POST .../sync pulls it back from there).
     reference_lab_id = models.CharField(max_length=64, blank=True)
     reference_worker = models.ForeignKey(

@@ -29,10 +29,11 @@ def collect_instance(instance_pk: int, actor: str) -> dict:
     return lablet_instance_collect_for_task(instance_pk=instance_pk, actor=actor)
 
 
-def sync_definition(definition_pk: int, actor: str, lab_id: str = "", worker_id: str = "") -> dict:
+def sync_definition(definition_pk: int, actor: str, lab_id: str = "", worker_id: str = "",
+                    may_trust: bool = False) -> dict:
     """The topology pull a definition's sync request started: {} or the refusal its request answers with."""
     return lablet_definition_sync_for_task(definition_pk=definition_pk, actor=actor, lab_id=lab_id,
-                                           worker_id=worker_id)
+                                           worker_id=worker_id, may_trust=may_trust)
 
 
 def worker_cost_tick() -> dict:

@@ -12,7 +12,7 @@ from apps.lablets.services import lablet_definition_create
 
 pytestmark = pytest.mark.django_db
 
-TOPOLOGY = "lab:\n  title: {title}\nnodes:\n  - id: n0\n    label: r1\n"
+TOPOLOGY = "lab:\n  title: {title}\nnodes:\n  - id: n0\n    label: r1\n    node_definition: iosv\n"
 
 
 def _create(name: str, version: str, *, title: str = "t", active: bool = True, ports=None) -> LabletDefinition:

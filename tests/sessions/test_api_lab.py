@@ -138,8 +138,12 @@ def test_an_invalid_reuse_value_is_422(anon, active):
     assert "reuse" in assert_problem(acquire(anon, active, reuse="maybe"), 422)["errors"]
 
 
+CML_REFUSES = b"lab:\n  title: dangling\nnodes: []\nlinks:\n  - {id: l0, n1: n0, n2: n1, i1: i0, i2: i0}\n"
+
+
 def test_cml_refusing_the_topology_is_422_and_frees_the_slot(anon, active, worker):
-    body = assert_problem(acquire(anon, active, topology=b"this: [is not, a lab"), 422)
+    # well formed for the topology policy, refused by CML: a link to a node the lab does not have
+    body = assert_problem(acquire(anon, active, topology=CML_REFUSES), 422)
 
     assert body["detail"].startswith("CML refused the topology")
     lab = _lab(worker)

@@ -236,7 +236,8 @@ def test_no_staging_directory_is_left_when_cml_fails(anon, active, storage_dir, 
     cml.set_faults(down=True)
     assert_problem(_post_lab(anon, active, [("vars.yml", b"a")]), 502)
     cml.clear_faults()
-    assert_problem(_post_lab(anon, active, topology=("bad.yaml", b"this: [is not, a lab")), 422)
+    dangling = b"nodes: []\nlinks:\n  - {id: l0, n1: n0, n2: n1, i1: i0, i2: i0}\n"  # CML refuses it
+    assert_problem(_post_lab(anon, active, topology=("bad.yaml", dangling)), 422)
 
     assert nothing_stored(storage_dir)
 

@@ -38,7 +38,7 @@ class LabletDefinitionSerializer(serializers.ModelSerializer):
         model = LabletDefinition
         fields = [
             "id", "name", "version", "description", "cml_lab_yaml", "content_hash", "resource_requirements",
-            "lifecycle", "port_definitions", "is_active", "reference_lab_id", "reference_worker_id", "synced_at",
+            "lifecycle", "port_definitions", "is_active", "trusted", "reference_lab_id", "reference_worker_id", "synced_at",
             "created_at", "updated_at",
         ]
         read_only_fields = fields
@@ -62,9 +62,14 @@ class LabletDefinitionWriteSerializer(serializers.Serializer):
     lifecycle = LifecycleSerializer(required=False)
     port_definitions = PortDefinitionSerializer(many=True, required=False, default=list)
     is_active = serializers.BooleanField(required=False, default=True)
+    trusted = serializers.BooleanField(
+        required=False,
+        help_text="Admins only (403 for anyone else who would change it): the topology may use external "
+                  "connectors, which bridge the lab into the worker's networks. A change of the topology by "
+                  "anyone but an admin clears it.")
 
     def validate_cml_lab_yaml(self, value):
-        # The service checks it again; here it is reported together with the other field errors.
+        # The syntax only, reported with the other field errors; the service checks the topology policy.
         try:
             validate_cml_yaml(value)
         except ValidationFailed as exc:

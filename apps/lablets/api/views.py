@@ -27,6 +27,7 @@ from apps.lablets.services.awaited import (
 )
 from apps.lablets.services.instances import lablet_instance_record_activity, lablet_instance_record_grading
 from apps.api.actors import actor_for
+from apps.api.roles import ADMIN, has_role
 from apps.api.idempotency import idempotent
 from apps.api.lists import csv_param, envelope_serializer, list_parameters
 from apps.api.pending import pending_response
@@ -92,7 +93,8 @@ class LabletDefinitionViewSet(ResourceViewSet):
             data = LabletDefinitionWriteSerializer(data=request.data)
             data.is_valid(raise_exception=True)
             definition = services.lablet_definition_create(
-                actor=actor_for(request), user=request.user, data=data.validated_data
+                actor=actor_for(request), user=request.user, data=data.validated_data,
+                may_trust=has_role(request.user, ADMIN),
             )
             return Response(LabletDefinitionSerializer(definition).data, status=status.HTTP_201_CREATED)
 
@@ -103,7 +105,8 @@ class LabletDefinitionViewSet(ResourceViewSet):
         data = LabletDefinitionWriteSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         definition = services.lablet_definition_update(
-            definition=definition, actor=actor_for(request), data=data.validated_data
+            definition=definition, actor=actor_for(request), data=data.validated_data,
+            may_trust=has_role(request.user, ADMIN),
         )
         return Response(LabletDefinitionSerializer(definition).data)
 
@@ -122,7 +125,7 @@ class LabletDefinitionViewSet(ResourceViewSet):
         data = LabletDefinitionSyncSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         pending = lablet_definition_sync_begin(definition=self.get_object(), actor=actor_for(request),
-                                               **data.validated_data)
+                                               may_trust=has_role(request.user, ADMIN), **data.validated_data)
         # CML is asked by a q task, awaited by the async view in apps.lablets.api.urls (`awaiting`)
         return pending_response(finish=partial(lablet_definition_sync_finish, pending=pending),
                                 data=lambda definition: LabletDefinitionSerializer(definition).data,

@@ -8,7 +8,8 @@ the console details; otherwise the claim is released with 'nodes booting n/m' an
 again. Each step reached (importing, starting, booting n/m) is stored in `lifecycle_step` and journalled
 as `lablet_instance.progressed` once per change, so the pages show it live. A resumed step (a retry, or
 after a process died) first looks for a lab titled with the public id and adopts it instead of importing
-a second one.
+a second one. The definition's topology is checked against the topology policy before the import
+(apps.workers.cml.topology_policy); a refusal ends the instance at once (terminated, `failed: ...`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from apps.lablets.services.steps import (
     lablet_instance_forget_lab, lablet_instance_record_console, lablet_instance_record_lab,
     lablet_instance_record_lab_started)
 from apps.workers import cml
+from apps.workers.cml.topology_policy import TopologyRefused, topology_check
 from apps.workers.models import WorkerStatus
 from apps.core.errors import Conflict, InvalidTransition
 
@@ -93,6 +95,8 @@ def _ensure_lab(step: Claim, creds: dict) -> str:
             for extra in found[1:]:  # duplicates from overlapping attempts
                 cml.cml_lab_delete(**creds, lab_id=extra, force=True, missing_ok=True)
             return lab_id
+    definition = instance.definition  # checked again before CML sees it (defence in depth): never retried
+    topology_check(definition.cml_lab_yaml, trusted=definition.trusted, field="cml_lab_yaml")
     step.record_progress("importing")
     lab_id = cml.cml_lab_import(**creds, topology_yaml=instance.definition.cml_lab_yaml, title=instance.public_id)
     recorded = _record_lab(step, lab_id, adopted=False)
@@ -171,6 +175,12 @@ def advance(step: Claim) -> str:
         step.record_progress("booting", nodes_booted=booted, nodes_total=len(nodes))
         step.release()
         return "booting"
+    except TopologyRefused as exc:  # the definition's topology breaks the policy: no retry makes it pass
+        from .teardown import cleanup
+
+        give_up(step.pk, actor=step.actor, now=step.now, error=f"instantiation: {exc.detail}")
+        cleanup(step.pk, now=step.now, actor=step.actor)
+        return "failed"
     except (cml.CmlError, StepFailed, Conflict) as exc:
         detail = exc.detail if isinstance(exc, Conflict) else str(exc)
         if lease_fail(step, step="instantiate", error=detail):

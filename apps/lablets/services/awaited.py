@@ -94,19 +94,22 @@ class PendingSync:
 
 
 def lablet_definition_sync_begin(*, definition: LabletDefinition, actor: str, lab_id: str = "",
-                                 worker_id: str = "") -> PendingSync:
-    """Enqueue the sync (apps.lablets.services.definitions.lablet_definition_sync): it asks CML."""
-    task_id = enqueue(DEFINITION_SYNC_TASK, definition.pk, actor, lab_id, worker_id,
+                                 worker_id: str = "", may_trust: bool = False) -> PendingSync:
+    """Enqueue the sync (apps.lablets.services.definitions.lablet_definition_sync): it asks CML. `may_trust`:
+    the caller is an admin (a trusted definition's changed topology stays trusted)."""
+    task_id = enqueue(DEFINITION_SYNC_TASK, definition.pk, actor, lab_id, worker_id, may_trust,
                       task_name=f"sync_definition-{definition.public_id}")
     return PendingSync(task_id=task_id, definition_pk=definition.pk)
 
 
-def lablet_definition_sync_for_task(*, definition_pk: int, actor: str, lab_id: str = "", worker_id: str = "") -> dict:
+def lablet_definition_sync_for_task(*, definition_pk: int, actor: str, lab_id: str = "", worker_id: str = "",
+                                    may_trust: bool = False) -> dict:
     """The sync as the task runs it: a refusal (422, 502) is its result, for the awaiting request."""
     from apps.lablets.services.definitions import lablet_definition_sync
 
     return reporting(lambda: lablet_definition_sync(definition=LabletDefinition.objects.get(pk=definition_pk),
-                                                    actor=actor, lab_id=lab_id, worker_id=worker_id))
+                                                    actor=actor, lab_id=lab_id, worker_id=worker_id,
+                                                    may_trust=may_trust))
 
 
 async def lablet_definition_sync_finish(*, pending: PendingSync) -> LabletDefinition:

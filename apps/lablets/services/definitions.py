@@ -1,17 +1,18 @@
 """Lablet definitions: create, update, delete, sync."""
 
-import yaml
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.lablets.lifecycle import LIVE
 from apps.lablets.models import LabletDefinition
-from apps.core.errors import Conflict, UpstreamUnavailable, ValidationFailed
+from apps.workers.cml.topology_policy import topology_check, topology_parse
+from apps.core.errors import Conflict, Forbidden, UpstreamUnavailable, ValidationFailed
 
 REQUIREMENT_FIELDS = ("cpu_cores", "memory_gb", "storage_gb", "node_count")
 LIFECYCLE_FIELDS = ("default_duration_minutes", "max_duration_minutes", "idle_timeout_minutes")
-SNAPSHOT_FIELDS = ("name", "version", "description", "content_hash", "is_active") + REQUIREMENT_FIELDS + LIFECYCLE_FIELDS
+SNAPSHOT_FIELDS = (("name", "version", "description", "content_hash", "is_active", "trusted") + REQUIREMENT_FIELDS
+                   + LIFECYCLE_FIELDS)
 
 
 def _snapshot(definition: LabletDefinition) -> dict:
@@ -19,21 +20,36 @@ def _snapshot(definition: LabletDefinition) -> dict:
 
 
 def validate_cml_yaml(text: str) -> None:
-    """The topology must parse as YAML and be a mapping (a CML lab export)."""
-    try:
-        parsed = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ValidationFailed(
-            f"cml_lab_yaml is not valid YAML{where}.",
-            errors={"cml_lab_yaml": [f"Invalid YAML{where}: {getattr(exc, 'problem', exc)}"]},
-        )
-    if not isinstance(parsed, dict):
-        raise ValidationFailed(
-            "cml_lab_yaml must be a YAML mapping (a CML lab topology).",
-            errors={"cml_lab_yaml": ["Expected a mapping at the top level."]},
-        )
+    """The topology must parse as YAML and be a mapping (a CML lab export); 422 otherwise. The policy
+    (node definitions, external connectors, caps) is `validate_topology`'s, which needs the trust."""
+    topology_parse(text, field="cml_lab_yaml")
+
+
+def validate_topology(text: str, *, trusted: bool) -> None:
+    """The topology policy (apps.workers.cml.topology_policy): 422 naming every node that breaks it."""
+    topology_check(text, trusted=trusted, field="cml_lab_yaml")
+
+
+def _trust_after(*, current: bool, data: dict, topology_changes: bool, may_trust: bool) -> bool:
+    """The definition's `trusted` once this change is made. Only an admin (`may_trust`) changes it (403
+    otherwise); trust vouches for the topology an admin saw, so anyone else's change of the topology clears it."""
+    wanted = data.get("trusted")
+    if wanted is not None and wanted != current:
+        if not may_trust:
+            raise Forbidden("Only an admin may mark a lablet definition trusted, or take the mark away.",
+                            errors={"trusted": ["Only an admin may change this."]})
+        return wanted
+    if topology_changes and current and not may_trust:
+        return False
+    return current
+
+
+def _trust_unchanged_since_read(locked: LabletDefinition, read: LabletDefinition) -> None:
+    """The topology was checked with the trust read before the lock: an admin's change of it since is a 409
+    (never a trust written back over a revocation)."""
+    if locked.trusted != read.trusted:
+        raise Conflict(f"Lablet definition {locked.public_id} was marked {'' if locked.trusted else 'un'}trusted "
+                       "meanwhile; read it again and retry.")
 
 
 def _validate_lifecycle(fields: dict) -> None:
@@ -56,11 +72,13 @@ def _unique_violation(fields: dict) -> Conflict:
     return Conflict(f"A lablet definition named '{fields['name']}' with version '{fields['version']}' already exists.")
 
 
-def lablet_definition_create(*, actor: str, user=None, data: dict) -> LabletDefinition:
+def lablet_definition_create(*, actor: str, user=None, data: dict, may_trust: bool = False) -> LabletDefinition:
+    """`may_trust`: the caller is an admin, who alone may create it `trusted` (403 for anyone else)."""
     fields = _flatten(data)
     fields.setdefault("default_duration_minutes", 120)
     fields.setdefault("max_duration_minutes", max(240, fields["default_duration_minutes"]))
-    validate_cml_yaml(fields["cml_lab_yaml"])
+    fields["trusted"] = _trust_after(current=False, data=data, topology_changes=True, may_trust=may_trust)
+    validate_topology(fields["cml_lab_yaml"], trusted=fields["trusted"])
     _validate_lifecycle(fields)
     fields["content_hash"] = LabletDefinition.hash_yaml(fields["cml_lab_yaml"])
     try:
@@ -79,16 +97,26 @@ def lablet_definition_create(*, actor: str, user=None, data: dict) -> LabletDefi
     return definition
 
 
-def lablet_definition_update(*, definition: LabletDefinition, actor: str, data: dict) -> LabletDefinition:
+def lablet_definition_update(*, definition: LabletDefinition, actor: str, data: dict,
+                             may_trust: bool = False) -> LabletDefinition:
+    """`may_trust`: the caller is an admin, who alone may change `trusted` (403 for anyone else); a new
+    topology from anyone else is checked as untrusted and clears the mark."""
     fields = _flatten(data)
     merged = {**{f: getattr(definition, f) for f in LIFECYCLE_FIELDS}, **fields}
+    changes_topology = "cml_lab_yaml" in fields and fields["cml_lab_yaml"] != definition.cml_lab_yaml
+    trusted = _trust_after(current=definition.trusted, data=data, topology_changes=changes_topology,
+                           may_trust=may_trust)
+    if trusted != definition.trusted or changes_topology:  # written with the topology it was checked for
+        fields["trusted"] = trusted
     if "cml_lab_yaml" in fields:
-        validate_cml_yaml(fields["cml_lab_yaml"])
+        validate_topology(fields["cml_lab_yaml"], trusted=trusted)
         fields["content_hash"] = LabletDefinition.hash_yaml(fields["cml_lab_yaml"])
     _validate_lifecycle(merged)
     try:
         with transaction.atomic():
             locked = LabletDefinition.objects.select_for_update().get(pk=definition.pk)
+            if "trusted" in fields:
+                _trust_unchanged_since_read(locked, definition)
             before = _snapshot(locked)
             for key, value in fields.items():
                 setattr(locked, key, value)
@@ -129,12 +157,14 @@ def lablet_definition_delete(*, definition: LabletDefinition, actor: str) -> Non
 
 
 def lablet_definition_sync(*, definition: LabletDefinition, actor: str, lab_id: str = "",
-                           worker_id: str = "") -> LabletDefinition:
+                           worker_id: str = "", may_trust: bool = False) -> LabletDefinition:
     """Pull the topology back from a CML lab: `lab_id` on worker `worker_id`, or the definition's
     reference lab. Updates cml_lab_yaml and its content hash; the lab becomes the reference.
 
     422 without a lab to sync from, for an unknown worker or lab, or for an export that is not a
-    topology; 502 when CML fails. The CML call happens before the database transaction."""
+    topology or one the topology policy refuses (checked as untrusted unless the definition is trusted and the
+    caller an admin, `may_trust`: anyone else's sync of a changed topology clears the mark); 502 when CML
+    fails. The CML call happens before the database transaction."""
     from apps.workers import cml
     from apps.workers.models import Worker
     from apps.workers.services.cml import cml_credentials
@@ -163,17 +193,22 @@ def lablet_definition_sync(*, definition: LabletDefinition, actor: str, lab_id: 
             raise ValidationFailed(f"CML on worker {worker.public_id} has no lab {lab_id}.",
                                    errors={"lab_id": ["Unknown lab on that worker's CML."]})
         raise UpstreamUnavailable(f"CML on worker {worker.public_id} failed ({exc.kind}): {exc}")
-    validate_cml_yaml(text)
+    trusted = _trust_after(current=definition.trusted, data={}, topology_changes=text != definition.cml_lab_yaml,
+                           may_trust=may_trust)
+    validate_topology(text, trusted=trusted)
     with transaction.atomic():
         locked = LabletDefinition.objects.select_for_update().get(pk=definition.pk)
-        before = {"content_hash": locked.content_hash, "reference_lab_id": locked.reference_lab_id}
+        _trust_unchanged_since_read(locked, definition)
+        before = {"content_hash": locked.content_hash, "reference_lab_id": locked.reference_lab_id,
+                  "trusted": locked.trusted}
         locked.cml_lab_yaml = text
         locked.content_hash = LabletDefinition.hash_yaml(text)
         locked.reference_lab_id = lab_id
         locked.reference_worker = worker
         locked.synced_at = timezone.now()
+        locked.trusted = trusted
         locked.save(update_fields=["cml_lab_yaml", "content_hash", "reference_lab_id", "reference_worker",
-                                   "synced_at", "updated_at"])
+                                   "synced_at", "trusted", "updated_at"])
         audit_record(
             event_type="lablet_definition.synced",
             actor=actor,
@@ -181,7 +216,7 @@ def lablet_definition_sync(*, definition: LabletDefinition, actor: str, lab_id: 
             resource_id=locked.public_id,
             action="lablet_definition.sync",
             metadata={"before": before, "after": {"content_hash": locked.content_hash, "reference_lab_id": lab_id,
-                                                  "worker_id": worker.public_id},
+                                                  "worker_id": worker.public_id, "trusted": trusted},
                       "changed": before["content_hash"] != locked.content_hash},
         )
     return locked

@@ -26,8 +26,9 @@ from apps.lablets.services.definitions import (
     REQUIREMENT_FIELDS,
     lablet_definition_create,
     lablet_definition_update,
+    validate_topology,
 )
-from apps.core.errors import Conflict
+from apps.core.errors import Conflict, ValidationFailed
 
 FORMAT = "labmanager.lablet-definitions"
 FORMAT_VERSION = 1
@@ -109,6 +110,11 @@ def parse_document(text: str) -> list[dict]:
             problems.extend(f"{label} {line}" for line in _field_errors(serializer.errors))
             continue
         data = serializer.validated_data
+        try:  # imported definitions are not trusted (an admin marks them again)
+            validate_topology(data["cml_lab_yaml"], trusted=False)
+        except ValidationFailed as exc:
+            problems.extend(f"{label} cml_lab_yaml: {line}" for line in exc.errors["cml_lab_yaml"])
+            continue
         expected = entry.get("content_hash")
         if expected and expected != LabletDefinition.hash_yaml(data["cml_lab_yaml"]):
             problems.append(f"{label} content_hash: does not match cml_lab_yaml (the file was edited or damaged).")

@@ -21,8 +21,9 @@ from apps.lablets import selectors, services
 from apps.lablets.forms.definitions import DefinitionFilterForm, DefinitionForm, SyncForm, yaml_error_line
 from apps.lablets.models import InstanceStatus, LabletDefinition
 from apps.lablets.services.awaited import lablet_definition_sync_begin, lablet_definition_sync_finish
-from apps.lablets.services.definitions import validate_cml_yaml
+from apps.lablets.services.definitions import validate_topology
 from apps.api.permissions import LABLET_DEFINITIONS, Policy, allows, privileged
+from apps.api.roles import ADMIN, has_role
 from apps.api.pages import page
 from apps.core.errors import DomainError, ValidationFailed
 
@@ -81,14 +82,15 @@ def definition_detail(request, public_id):
     return _detail(request, _definition(public_id))
 
 
-def _editor(request, form, save, *, done: str, extra_data: dict | None = None, **context):
-    """GET: the form. POST "check": the topology validated, nothing saved. POST: saved through `save` (a
-    service taking `data=`); a refusal goes next to its field, everything typed kept."""
+def _editor(request, form, save, *, done: str, extra_data: dict | None = None, trusted: bool = False, **context):
+    """GET: the form. POST "check": the topology validated (the topology policy too, `trusted` as a save would
+    judge it), nothing saved. POST: saved through `save` (a service taking `data=`); a refusal goes next to its
+    field, everything typed kept."""
     status, yaml_ok = 200, False
     if request.method == "POST" and "check" in request.POST:
         form = DefinitionForm(initial=request.POST.dict())  # unbound: only the topology is judged
         try:
-            validate_cml_yaml(request.POST.get("cml_lab_yaml", ""))
+            validate_topology(request.POST.get("cml_lab_yaml", "").replace("\r\n", "\n"), trusted=trusted)
             yaml_ok = True
         except ValidationFailed as exc:
             context["yaml_errors"], status = exc.errors["cml_lab_yaml"], exc.status_code
@@ -118,7 +120,8 @@ def _bound(request, initial=None) -> DefinitionForm:
 @FORM_METHODS
 @page(DEFINITION_FORMS)
 def definition_create(request):
-    save = partial(services.lablet_definition_create, actor=request.user.get_username(), user=request.user)
+    save = partial(services.lablet_definition_create, actor=request.user.get_username(), user=request.user,
+                   may_trust=has_role(request.user, ADMIN))
     return _editor(request, _bound(request), save, done="Created", heading="New definition")
 
 
@@ -126,9 +129,12 @@ def definition_create(request):
 @page(DEFINITION_FORMS)
 def definition_edit(request, public_id):
     definition = _definition(public_id)
-    save = partial(services.lablet_definition_update, definition=definition, actor=request.user.get_username())
+    may_trust = has_role(request.user, ADMIN)
+    save = partial(services.lablet_definition_update, definition=definition, actor=request.user.get_username(),
+                   may_trust=may_trust)
     return _editor(request, _bound(request, DefinitionForm.initial_from(definition)), save, done="Saved",
-                   heading=f"Edit {definition.name} {definition.version}", definition=definition)
+                   heading=f"Edit {definition.name} {definition.version}", definition=definition,
+                   trusted=definition.trusted and may_trust)
 
 
 def next_version(definition: LabletDefinition) -> str:
@@ -151,10 +157,13 @@ def next_version(definition: LabletDefinition) -> str:
 def definition_new_version(request, public_id):
     """A new definition prefilled from this one (its port definitions copied); this one stays as it is."""
     source = _definition(public_id)
-    save = partial(services.lablet_definition_create, actor=request.user.get_username(), user=request.user)
+    may_trust = has_role(request.user, ADMIN)
+    save = partial(services.lablet_definition_create, actor=request.user.get_username(), user=request.user,
+                   may_trust=may_trust)
     form = _bound(request, DefinitionForm.initial_from(source, version=next_version(source)))
-    return _editor(request, form, save, extra_data={"port_definitions": source.port_definitions}, done="Created",
-                   heading=f"New version of {source.name}", source=source)
+    trusted = source.trusted and may_trust  # an admin's new version of a trusted definition stays trusted
+    return _editor(request, form, save, extra_data={"port_definitions": source.port_definitions, "trusted": trusted},
+                   done="Created", heading=f"New version of {source.name}", source=source, trusted=trusted)
 
 
 @require_POST
@@ -180,7 +189,7 @@ def _sync_begin(request, public_id):
     if not form.is_valid():
         return definition, form, None
     pending = lablet_definition_sync_begin(definition=definition, actor=request.user.get_username(),
-                                           **form.service_kwargs())
+                                           may_trust=has_role(request.user, ADMIN), **form.service_kwargs())
     return definition, form, pending
 
 

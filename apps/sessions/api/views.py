@@ -147,7 +147,8 @@ class LabView(RemoteLabView):
             s400="The topology file has no name, or it does not end in .yml/.yaml.",
             s404="Session not found.",
             s413="The files are larger than SESSION_UPLOAD_MAX_BYTES.",
-            s422="Missing topology, too many files, unsafe or duplicate file names, or CML refused the topology.",
+            s422="Missing topology, too many files, unsafe or duplicate file names, a topology the topology policy "
+                 "refuses (`violations`: node, rule, detail; nothing is sent to CML), or CML refused the topology.",
             s423="Session is not active, or another topology is in use (or starting) on the worker.",
             s502="CML failed to start the lab.")},
     )

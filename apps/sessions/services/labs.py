@@ -37,6 +37,7 @@ from apps.sessions.selectors import NO_LAB, SESSION_NOT_ACTIVE, Principal, sessi
 from apps.sessions.services import storage
 from apps.sessions.services.transitions import session_lab_transition
 from apps.workers import cml
+from apps.workers.cml.topology_policy import topology_check
 from apps.workers.models import Worker, WorkerStatus
 from apps.workers.services.cml import cml_credentials
 from apps.core.errors import Conflict, Locked, NotFound, UpstreamUnavailable, ValidationFailed
@@ -327,7 +328,8 @@ def session_lab_acquire_begin(*, session_id, principal: Principal, topology, ext
     without holding a thread.
 
     404 unknown session, 423 not active / another topology in use / being started; 400/413/422 for the
-    upload. The upload is kept in the session's directory only on success."""
+    upload, 422 for a topology the topology policy refuses (apps.workers.cml.topology_policy, as untrusted),
+    before anything reaches CML. The upload is kept in the session's directory only on success."""
     session = session_get_active(session_id=session_id, principal=principal)
     from apps.sessions.services.queue import session_touch
 
@@ -335,6 +337,7 @@ def session_lab_acquire_begin(*, session_id, principal: Principal, topology, ext
     storage.upload_check_length(content_length)
     staged = storage.upload_stage(topology=topology, extra_files=extra_files)
     try:
+        topology_check(staged.topology_text, trusted=False, field="topology")  # an upload is never trusted
         decision = _decide(session=session, staged=staged, reuse=reuse, actor=principal.actor)
         if decision.kind != "attached":
             return PendingAcquire(session=session, actor=principal.actor, staged=staged, reuse=reuse,

@@ -71,7 +71,8 @@ INSTANCE_FILTERS = [
     destroy=extend_schema(responses={204: None, **WRITE_ERRORS}),
 )
 class LabletDefinitionViewSet(ResourceViewSet):
-    """Lab templates. Instructors and admins manage them; operators read."""
+    """Lab templates, a catalogue every role reads. Instructors create them and change their own (403 on
+    another's); admins change all; operators read."""
 
     serializer_class = LabletDefinitionSerializer
     list_key = "lablet_definitions"
@@ -103,12 +104,12 @@ class LabletDefinitionViewSet(ResourceViewSet):
         data = LabletDefinitionWriteSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         definition = services.lablet_definition_update(
-            definition=definition, actor=actor_for(request), data=data.validated_data
+            definition=definition, user=request.user, actor=actor_for(request), data=data.validated_data
         )
         return Response(LabletDefinitionSerializer(definition).data)
 
     def destroy(self, request, id=None):
-        services.lablet_definition_delete(definition=self.get_object(), actor=actor_for(request))
+        services.lablet_definition_delete(definition=self.get_object(), user=request.user, actor=actor_for(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -118,11 +119,12 @@ class LabletDefinitionViewSet(ResourceViewSet):
     @action(detail=True, methods=["post"])
     def sync(self, request, id=None):
         """Pull the topology back from a CML lab (`lab_id` on `worker_id`, or the definition's reference lab):
-        updates cml_lab_yaml and its content_hash; the lab becomes the reference."""
+        updates cml_lab_yaml and its content_hash; the lab becomes the reference. Only from the reference lab or
+        the CML lab of a lablet instance the caller sees (403 otherwise, CML not asked)."""
         data = LabletDefinitionSyncSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        pending = lablet_definition_sync_begin(definition=self.get_object(), actor=actor_for(request),
-                                               **data.validated_data)
+        pending = lablet_definition_sync_begin(definition=self.get_object(), user=request.user,
+                                               actor=actor_for(request), **data.validated_data)
         # CML is asked by a q task, awaited by the async view in apps.lablets.api.urls (`awaiting`)
         return pending_response(finish=partial(lablet_definition_sync_finish, pending=pending),
                                 data=lambda definition: LabletDefinitionSerializer(definition).data,

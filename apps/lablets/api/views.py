@@ -34,7 +34,12 @@ from apps.api.permissions import LABLET_DEFINITIONS, LABLET_INSTANCES
 from apps.api.schema import READ_ERRORS, WRITE_ERRORS, problem_responses
 from apps.api.views import ResourceViewSet
 
-UPSTREAM_WRITE_ERRORS = {**WRITE_ERRORS, **problem_responses(s502="CML failed.")}
+NOT_OWNER_403 = "Your role does not allow this, or the definition is not yours (its owner or an admin changes it)."
+OWNED_WRITE_ERRORS = {**WRITE_ERRORS, **problem_responses(s403=NOT_OWNER_403)}
+SYNC_ERRORS = {**WRITE_ERRORS, **problem_responses(
+    s403=f"{NOT_OWNER_403[:-1]}; or the lab is neither the definition's reference lab nor the CML lab of a lablet "
+         "instance you can see.",
+    s502="CML failed.")}
 
 DEFINITION_SORT = {"created_at": "created_at", "updated_at": "updated_at", "name": "name", "version": "version"}
 INSTANCE_SORT = {
@@ -65,10 +70,12 @@ INSTANCE_FILTERS = [
     create=extend_schema(request=LabletDefinitionWriteSerializer, responses={201: LabletDefinitionSerializer, **WRITE_ERRORS}),
     update=extend_schema(
         request=LabletDefinitionWriteSerializer(partial=True),
-        description="Any subset of the create fields; omitted fields keep their value.",
-        responses={200: LabletDefinitionSerializer, **WRITE_ERRORS},
+        description="Any subset of the create fields; omitted fields keep their value. Only the definition's "
+        "owner or an admin (403 otherwise).",
+        responses={200: LabletDefinitionSerializer, **OWNED_WRITE_ERRORS},
     ),
-    destroy=extend_schema(responses={204: None, **WRITE_ERRORS}),
+    destroy=extend_schema(description="Only the definition's owner or an admin (403 otherwise).",
+                          responses={204: None, **OWNED_WRITE_ERRORS}),
 )
 class LabletDefinitionViewSet(ResourceViewSet):
     """Lab templates, a catalogue every role reads. Instructors create them and change their own (403 on
@@ -114,7 +121,7 @@ class LabletDefinitionViewSet(ResourceViewSet):
 
     @extend_schema(
         request=LabletDefinitionSyncSerializer,
-        responses={200: LabletDefinitionSerializer, **UPSTREAM_WRITE_ERRORS},
+        responses={200: LabletDefinitionSerializer, **SYNC_ERRORS},
     )
     @action(detail=True, methods=["post"])
     def sync(self, request, id=None):

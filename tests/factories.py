@@ -61,6 +61,8 @@ class LabletDefinitionFactory(factory.django.DjangoModelFactory):
     node_count = 5
     default_duration_minutes = 120
     max_duration_minutes = 240
+    created_by = None
+    owner = factory.SelfAttribute("created_by")  # as lablet_definition_create: its creator owns it
 
 
 class LabletInstanceFactory(factory.django.DjangoModelFactory):

@@ -168,6 +168,13 @@ def test_seed_demo_twice_creates_no_duplicates(debug):
     assert all(first.values())
 
 
+def test_seed_demo_gives_the_demo_definitions_to_the_demo_instructor(debug):
+    run("seed_demo")
+
+    owners = set(LabletDefinition.objects.values_list("owner__username", flat=True))
+    assert owners == {"instructor"}  # who signs in as `instructor` may change them (docs/security.md)
+
+
 def test_seed_demo_leaves_instances_in_several_states(debug):
     run("seed_demo")
 

@@ -191,6 +191,8 @@ def EVERYONE(status, anon=None) -> dict:
 STAFF_ONLY, ADMIN_ONLY = (lambda s: R(s, s, 403)), (lambda s: R(s, 403, 403))
 TEACHING = lambda s: R(s, 403, s)  # noqa: E731
 OWNED = lambda s: R(s, 403, s, other=404)  # noqa: E731  instructors act only on the instances they created
+# Definitions are read by everyone, changed by their owner and admins: another instructor's change is 403.
+OWN_DEFINITION = lambda s: R(s, 403, s, other=403)  # noqa: E731
 ANONYMOUS_SESSION = lambda s: R(s, s, 404, anon=s)  # noqa: E731  an anonymous client's session: no user's key sees it
 STAFF_ONLY_ELSE_404 = lambda s: R(s, s, 404, anon=404)  # noqa: E731
 
@@ -217,10 +219,10 @@ ENDPOINTS = [
     E("GET", "/api/lablet-definitions", EVERYONE(200, anon=401)),
     E("POST", "/api/lablet-definitions", TEACHING(201), body=_new_definition),
     E("GET", "/api/lablet-definitions/{id}", EVERYONE(200, anon=401), _definition),
-    E("PUT", "/api/lablet-definitions/{id}", TEACHING(200), _definition, lambda obj: {"description": "updated"}),
-    E("DELETE", "/api/lablet-definitions/{id}", TEACHING(204), _definition),
+    E("PUT", "/api/lablet-definitions/{id}", OWN_DEFINITION(200), _definition, lambda obj: {"description": "updated"}),
+    E("DELETE", "/api/lablet-definitions/{id}", OWN_DEFINITION(204), _definition),
     # The definition has no reference worker to sync against: allowed roles get 422.
-    E("POST", "/api/lablet-definitions/{id}/sync", TEACHING(422), _definition),
+    E("POST", "/api/lablet-definitions/{id}/sync", OWN_DEFINITION(422), _definition),
     E("GET", "/api/lablet-instances", EVERYONE(200, anon=401)),
     E("POST", "/api/lablet-instances", TEACHING(201), _definition, _new_instance),
     E("GET", "/api/lablet-instances/{id}", R(200, 200, 200, other=404), _instance("pending")),

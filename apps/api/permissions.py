@@ -7,7 +7,8 @@ pages, outside this matrix: FLEET_PAGE and SESSIONS_PAGE (apps.api.pages) and DE
 Every API view names a `policy` below; `RolePermission` (the DRF default) reads it. A view without a
 policy is refused to everyone (deny by default). Safe methods (GET, HEAD, OPTIONS) need a `read` role,
 every other method a `write` role. Rules about single objects are here too (`privileged`): admins and
-operators see every lablet instance, session and live event; instructors only their own.
+operators see every lablet instance, session and live event; instructors only their own; and
+`may_change_definition`: instructors change only the lablet definitions they own, admins all.
 
 The roles of a request are `apps.api.roles.user_roles`: the user's groups, narrowed to the key's
 role when the request came with an API key.
@@ -65,6 +66,16 @@ POLICIES = (WORKERS, WORKER_TEMPLATES, LABLET_DEFINITIONS, LABLET_INSTANCES, LAB
 def privileged(user) -> bool:
     """Sees and acts on every owned object (instances, sessions, live events), not only their own."""
     return has_role(user, *STAFF)
+
+
+def may_change_definition(user, definition) -> bool:
+    """A lablet definition is a shared catalogue (every role reads it) with an owner: a role that writes
+    definitions (LABLET_DEFINITIONS) changes it only if it is the owner's, or the role is admin. Ownerless:
+    admins only. The service layer (apps.lablets.services.definitions) enforces it for the API, the dashboard
+    and the admin alike; the pages ask it to show or hide their buttons."""
+    if not allows(LABLET_DEFINITIONS, user=user, method="POST"):
+        return False
+    return has_role(user, ADMIN) or (definition.owner_id is not None and definition.owner_id == user.pk)
 
 
 def allows(policy: Policy, *, user, method: str = "GET", address: str | None = None) -> bool:
@@ -129,5 +140,5 @@ class Public(RolePermission):
         return True
 
 
-__all__ = ["ADMIN", "OPERATOR", "INSTRUCTOR", "ROLES", "Policy", "RolePermission", "Public", "allows", "privileged",
-           "requires"]
+__all__ = ["ADMIN", "OPERATOR", "INSTRUCTOR", "ROLES", "Policy", "RolePermission", "Public", "allows",
+           "may_change_definition", "privileged", "requires"]

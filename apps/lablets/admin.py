@@ -10,15 +10,19 @@ from apps.lablets.services.awaited import (
     lablet_instance_terminate_begin,
 )
 from apps.api.roles import ADMIN, has_role
-from apps.core.errors import DomainError
+from apps.audit.api.refusals import journal_page_refusal
+from apps.core.errors import DomainError, Forbidden
 
 
 def _run(modeladmin, request, queryset, call, verb, noun):
     done = 0
     for obj in queryset:
         try:
-            call(obj, request.user.get_username())
+            call(obj, request.user.get_username())  # definitions: the service decides who may (their owner, admins)
             done += 1
+        except Forbidden as exc:  # who asked may not (another's definition): journalled as the API's refusal is
+            journal_page_refusal(request, exc)
+            modeladmin.message_user(request, f"{obj}: {exc.detail}", messages.ERROR)
         except DomainError as exc:
             modeladmin.message_user(request, exc.detail, messages.ERROR)
     if done:
@@ -27,8 +31,9 @@ def _run(modeladmin, request, queryset, call, verb, noun):
 
 @admin.register(LabletDefinition)
 class LabletDefinitionAdmin(admin.ModelAdmin):
-    list_display = ("name", "version", "public_id", "is_active", "trusted", "cpu_cores", "memory_gb", "node_count",
-                    "max_duration_minutes", "updated_at", "dashboard_link")
+    list_display = ("name", "version", "public_id", "owner", "is_active", "trusted", "cpu_cores", "memory_gb",
+                    "node_count", "max_duration_minutes", "updated_at", "dashboard_link")
+    list_select_related = ("owner",)
     list_filter = ("is_active", "trusted")
     search_fields = ("name", "version", "public_id", "description")
     actions = ["deprecate", "activate", "sync_from_cml"]
@@ -51,7 +56,7 @@ class LabletDefinitionAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if "trusted" in form.changed_data:  # through the service, journalled (lablet_definition.updated)
-            services.lablet_definition_update(definition=LabletDefinition.objects.get(pk=obj.pk),
+            services.lablet_definition_update(definition=LabletDefinition.objects.get(pk=obj.pk), user=request.user,
                                               actor=request.user.get_username(),
                                               data={"trusted": form.cleaned_data["trusted"]},
                                               may_trust=has_role(request.user, ADMIN))
@@ -59,13 +64,14 @@ class LabletDefinitionAdmin(admin.ModelAdmin):
     @admin.action(description="Deprecate selected definitions")
     def deprecate(self, request, queryset):
         _run(self, request, queryset,
-             lambda d, actor: services.lablet_definition_update(definition=d, actor=actor, data={"is_active": False}),
+             lambda d, actor: services.lablet_definition_update(definition=d, user=request.user, actor=actor,
+                                                                data={"is_active": False}),
              "Deprecated", "definition(s)")
 
     @admin.action(description="Sync the topology from the reference CML lab (a background job each)")
     def sync_from_cml(self, request, queryset):
         _run(self, request, queryset,
-             lambda d, actor: lablet_definition_sync_begin(definition=d, actor=actor,
+             lambda d, actor: lablet_definition_sync_begin(definition=d, user=request.user, actor=actor,
                                                            may_trust=has_role(request.user, ADMIN)),
              "Sync of", "definition(s) queued; results appear in the audit journal (lablet_definition.synced), "
                         "a refusal as its task's result (Django Q, Successful tasks)")
@@ -73,7 +79,8 @@ class LabletDefinitionAdmin(admin.ModelAdmin):
     @admin.action(description="Re-activate selected definitions")
     def activate(self, request, queryset):
         _run(self, request, queryset,
-             lambda d, actor: services.lablet_definition_update(definition=d, actor=actor, data={"is_active": True}),
+             lambda d, actor: services.lablet_definition_update(definition=d, user=request.user, actor=actor,
+                                                                data={"is_active": True}),
              "Activated", "definition(s)")
 
 

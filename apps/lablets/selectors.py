@@ -11,7 +11,7 @@ from apps.core.sqltime import IsoDateTime
 
 def lablet_definition_list(*, filters: dict | None = None) -> QuerySet[LabletDefinition]:
     filters = filters or {}
-    qs = LabletDefinition.objects.select_related("created_by", "reference_worker")
+    qs = LabletDefinition.objects.select_related("created_by", "owner", "reference_worker")
     if filters.get("name"):
         qs = qs.filter(name=filters["name"])
     if filters.get("is_active") is not None:

@@ -82,8 +82,8 @@ def test_the_sync_page_action_checks_who_asks_before_it_enqueues_anything(operat
     [("admin_user", 200, 200), ("instructor_user", 200, 200), ("operator_user", 200, 403),
      ("roleless_user", 403, 403)],
 )
-def test_every_role_reads_and_admins_and_instructors_write(request, who, reads, writes):
-    definition = LabletDefinitionFactory()
+def test_every_role_reads_and_admins_and_instructors_write(request, instructor_user, who, reads, writes):
+    definition = LabletDefinitionFactory(created_by=instructor_user)  # the instructor's (another's: test_definition_owners)
     client = browser(request.getfixturevalue(who))
     assert client.get(LIST).status_code == reads
     assert client.get(detail(definition)).status_code == reads
@@ -185,7 +185,7 @@ def test_the_list_makes_as_many_queries_for_many_rows_as_for_few(request, who):
 def test_the_detail_shows_the_definition_its_versions_instances_and_history(instructor_user):
     definition = LabletDefinitionFactory(name="vlan-lab", version="1.1.0", description="Trunks & access ports",
                                          cml_lab_yaml="lab:\n  title: <vlans>\nnodes: []\n", storage_gb=33,
-                                         idle_timeout_minutes=17)
+                                         idle_timeout_minutes=17, created_by=instructor_user)
     older = LabletDefinitionFactory(name="vlan-lab", version="1.0.0", is_active=False)
     unrelated = LabletDefinitionFactory(name="other-lab")
     LabletInstanceFactory(definition=definition, created_by=instructor_user)
@@ -349,7 +349,7 @@ def test_the_suggested_version_raises_the_last_number(version, taken, suggested)
 # --- deprecate, reactivate, sync ----------------------------------------------------------------------
 
 def test_deprecating_and_reactivating_go_through_the_service(instructor_user):
-    definition = LabletDefinitionFactory()
+    definition = LabletDefinitionFactory(created_by=instructor_user)
     client = browser(instructor_user)
     response = client.post(detail(definition) + "deprecate")
     assert response.status_code == 302
@@ -369,7 +369,7 @@ def test_deprecating_and_reactivating_go_through_the_service(instructor_user):
 
 
 def test_every_form_needs_the_csrf_token(instructor_user):
-    definition = LabletDefinitionFactory()
+    definition = LabletDefinitionFactory(created_by=instructor_user)
     client = Client(enforce_csrf_checks=True)
     client.force_login(instructor_user)
     for path in (NEW, detail(definition) + "edit/", detail(definition) + "deprecate", detail(definition) + "sync"):
@@ -383,10 +383,17 @@ def _reference_lab(worker, title="reference") -> str:
     return cml_gateway.cml_lab_import(**cml_credentials(worker), topology_yaml=TOPOLOGY, title=title)
 
 
+def _instance_lab(worker, user, lab_id=None) -> str:
+    """A lab on `worker`'s CML held by a running instance `user` created: one `user` may sync from."""
+    lab_id = lab_id or _reference_lab(worker)
+    instance_in("running", worker=worker, cml_lab_id=lab_id, created_by=user)
+    return lab_id
+
+
 def test_sync_pulls_the_topology_from_a_lab_on_the_cml_simulator(instructor_user, ec2, cml, tasks_inline):
     worker = placeable_worker(name="cml-sync-1")
-    definition = LabletDefinitionFactory(cml_lab_yaml="lab:\n  title: stale\nnodes: []\n")
-    lab_id = _reference_lab(worker)
+    definition = LabletDefinitionFactory(cml_lab_yaml="lab:\n  title: stale\nnodes: []\n", created_by=instructor_user)
+    lab_id = _instance_lab(worker, instructor_user)
     client = browser(instructor_user)
     assert f'<option value="{worker.public_id}">' in client.get(detail(definition)).content.decode()
 
@@ -407,7 +414,7 @@ def test_sync_pulls_the_topology_from_a_lab_on_the_cml_simulator(instructor_user
 
 
 def test_sync_without_a_reference_lab_asks_for_one_next_to_the_field(instructor_user, tasks_inline):
-    definition = LabletDefinitionFactory()
+    definition = LabletDefinitionFactory(created_by=instructor_user)
     response = browser(instructor_user).post(detail(definition) + "sync", {"lab_id": ""})
     page = response.content.decode()
     assert response.status_code == 422
@@ -416,12 +423,13 @@ def test_sync_without_a_reference_lab_asks_for_one_next_to_the_field(instructor_
 
 def test_sync_reports_an_unknown_lab_and_a_cml_outage_on_the_page(instructor_user, ec2, cml, tasks_inline):
     worker = placeable_worker()
-    definition = LabletDefinitionFactory()
+    definition = LabletDefinitionFactory(created_by=instructor_user)
+    _instance_lab(worker, instructor_user, lab_id="no-such-lab")  # an instance's lab that CML no longer has
     client = browser(instructor_user)
     unknown = client.post(detail(definition) + "sync", {"lab_id": "no-such-lab", "worker": worker.public_id})
     assert unknown.status_code == 422 and "Unknown lab on that worker&#x27;s CML." in unknown.content.decode()
     assert 'value="no-such-lab"' in unknown.content.decode()  # kept
-    lab_id = _reference_lab(worker)
+    lab_id = _instance_lab(worker, instructor_user)
     cml.set_faults(down=True)
     down = client.post(detail(definition) + "sync", {"lab_id": lab_id, "worker": worker.public_id})
     assert down.status_code == 502 and 'id="sync-error"' in down.content.decode()
@@ -430,7 +438,7 @@ def test_sync_reports_an_unknown_lab_and_a_cml_outage_on_the_page(instructor_use
 
 def test_sync_pages_await_their_tasks_together_without_a_thread_each(instructor_user, ec2, cml, no_cluster):
     worker = placeable_worker()
-    definitions = [LabletDefinitionFactory() for _ in range(3)]
+    definitions = [LabletDefinitionFactory(created_by=instructor_user) for _ in range(3)]
     for number, definition in enumerate(definitions):
         LabletDefinition.objects.filter(pk=definition.pk).update(
             reference_lab_id=_reference_lab(worker, f"ref-{number}"), reference_worker=worker)
@@ -449,7 +457,7 @@ def test_sync_pages_await_their_tasks_together_without_a_thread_each(instructor_
 
 
 def test_a_sync_refused_in_its_task_is_shown_on_the_page(instructor_user, no_cluster):
-    definition = LabletDefinitionFactory()  # no reference lab: the task refuses (422)
+    definition = LabletDefinitionFactory(created_by=instructor_user)  # no reference lab: the task refuses (422)
     client = AsyncClient()
     client.force_login(instructor_user)
 
@@ -465,8 +473,8 @@ def test_a_sync_no_cluster_runs_in_time_says_so_on_the_page_and_stays_queued(ins
                                                                           settings):
     settings.LABLET_TASK_WAIT_SECONDS = 0.3
     worker = placeable_worker()
-    definition = LabletDefinitionFactory()
-    lab_id = _reference_lab(worker)
+    definition = LabletDefinitionFactory(created_by=instructor_user)
+    lab_id = _instance_lab(worker, instructor_user)
 
     response = browser(instructor_user).post(detail(definition) + "sync", {"lab_id": lab_id, "worker": worker.public_id})
 

@@ -1,5 +1,5 @@
 """POST /api/lablet-definitions/{id}/sync: the topology pulled back from a CML lab (over HTTP to the
-CML simulator, through the real client)."""
+CML simulator, through the real client). Who may sync from which lab: tests/lablets/test_definition_owners.py."""
 
 import pytest
 import yaml
@@ -8,7 +8,7 @@ from apps.audit.models import AuditEvent
 from apps.lablets.models import LabletDefinition
 from apps.workers import cml as cml_gateway
 from apps.workers.services.cml import cml_credentials
-from tests.factories import LabletDefinitionFactory, placeable_worker
+from tests.factories import LabletDefinitionFactory, instance_in, placeable_worker
 
 pytestmark = pytest.mark.django_db
 TOPOLOGY = open("examples/topologies/two-routers.yaml").read()
@@ -18,11 +18,18 @@ def _lab_on(worker, text=TOPOLOGY):
     return cml_gateway.cml_lab_import(**cml_credentials(worker), topology_yaml=text, title="reference")
 
 
-def test_it_pulls_the_topology_from_a_lab_and_keeps_it_as_the_reference(instructor_client, ec2, cml):
+def _instance_lab(worker, user, lab_id=None):
+    """A lab on `worker`'s CML held by a running instance `user` created (a lab `user` may sync from)."""
+    lab_id = lab_id or _lab_on(worker)
+    instance_in("running", worker=worker, cml_lab_id=lab_id, created_by=user)
+    return lab_id
+
+
+def test_it_pulls_the_topology_from_a_lab_and_keeps_it_as_the_reference(instructor_client, instructor_user, ec2, cml):
     worker = placeable_worker()
-    definition = LabletDefinitionFactory()
+    definition = LabletDefinitionFactory(created_by=instructor_user)
     old_hash = definition.content_hash
-    lab_id = _lab_on(worker)
+    lab_id = _instance_lab(worker, instructor_user)
 
     response = instructor_client.post(f"/api/lablet-definitions/{definition.public_id}/sync",
                                       {"lab_id": lab_id, "worker_id": worker.public_id}, format="json")
@@ -42,8 +49,8 @@ def test_it_pulls_the_topology_from_a_lab_and_keeps_it_as_the_reference(instruct
     assert again.json()["content_hash"] == stored.content_hash
 
 
-def test_without_a_reference_lab_it_asks_for_one(instructor_client):
-    definition = LabletDefinitionFactory()
+def test_without_a_reference_lab_it_asks_for_one(instructor_client, instructor_user):
+    definition = LabletDefinitionFactory(created_by=instructor_user)
 
     response = instructor_client.post(f"/api/lablet-definitions/{definition.public_id}/sync", {}, format="json")
 
@@ -51,10 +58,11 @@ def test_without_a_reference_lab_it_asks_for_one(instructor_client):
     assert "lab_id" in response.json()["errors"]
 
 
-def test_an_unknown_lab_or_worker_is_422(instructor_client, ec2, cml):
+def test_an_unknown_lab_or_worker_is_422(instructor_client, instructor_user, ec2, cml):
     worker = placeable_worker()
-    definition = LabletDefinitionFactory()
+    definition = LabletDefinitionFactory(created_by=instructor_user)
     url = f"/api/lablet-definitions/{definition.public_id}/sync"
+    _instance_lab(worker, instructor_user, lab_id="no-such-lab")  # an instance's lab that CML no longer has
 
     unknown_lab = instructor_client.post(url, {"lab_id": "no-such-lab", "worker_id": worker.public_id}, format="json")
     unknown_worker = instructor_client.post(url, {"lab_id": "x", "worker_id": "worker-0000000000000000"}, format="json")
@@ -64,10 +72,10 @@ def test_an_unknown_lab_or_worker_is_422(instructor_client, ec2, cml):
     assert LabletDefinition.objects.get(pk=definition.pk).content_hash == definition.content_hash
 
 
-def test_cml_down_is_502_and_changes_nothing(instructor_client, ec2, cml):
+def test_cml_down_is_502_and_changes_nothing(instructor_client, instructor_user, ec2, cml):
     worker = placeable_worker()
-    definition = LabletDefinitionFactory()
-    lab_id = _lab_on(worker)
+    definition = LabletDefinitionFactory(created_by=instructor_user)
+    lab_id = _instance_lab(worker, instructor_user)
     cml.set_faults(down=True)
 
     response = instructor_client.post(f"/api/lablet-definitions/{definition.public_id}/sync",

@@ -13,7 +13,7 @@ from apps.lablets.models import LabletDefinition, LabletInstance
 from apps.workers import cml as cml_gateway
 from apps.workers.services.cml import cml_credentials
 from tests.awaited_support import posts_at_once, run_queued
-from tests.factories import LabletDefinitionFactory, placeable_worker
+from tests.factories import LabletDefinitionFactory, instance_in, placeable_worker
 from tests.lablets.engine_support import fresh, labs, running_worker, scheduled, two_router_definition
 
 pytestmark = pytest.mark.django_db
@@ -132,6 +132,7 @@ def test_a_definition_sync_cml_refuses_answers_502_from_the_task(client, ec2, cm
     lab_id = cml_gateway.cml_lab_import(**cml_credentials(worker),
                                         topology_yaml=open("examples/topologies/two-routers.yaml").read(),
                                         title="ref")
+    instance_in("running", worker=worker, cml_lab_id=lab_id)  # an instance's lab: one an admin may sync from
     cml.set_faults(down=True)
 
     seen = posts_at_once(client, [f"{DEFINITIONS}/{definition.public_id}/sync"], other=f"{DEFINITIONS}",
@@ -151,6 +152,7 @@ def test_a_definition_sync_no_cluster_runs_in_time_is_a_502_and_stays_queued(adm
     lab_id = cml_gateway.cml_lab_import(**cml_credentials(worker),
                                         topology_yaml=open("examples/topologies/two-routers.yaml").read(),
                                         title="ref")
+    instance_in("running", worker=worker, cml_lab_id=lab_id)  # an instance's lab: one an admin may sync from
 
     response = admin_client.post(f"{DEFINITIONS}/{definition.public_id}/sync",
                                  {"lab_id": lab_id, "worker_id": worker.public_id}, content_type="application/json")

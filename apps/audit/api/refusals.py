@@ -64,3 +64,18 @@ def journal_refusal(request, exc, response) -> None:
         )
     except Exception:
         log.warning("Could not journal the refused call %s %s", request.method, request.path, exc_info=True)
+
+
+def journal_page_refusal(request, exc: DomainError) -> None:
+    """A change refused on a dashboard page or by an admin action because of who asked (a service's 403, e.g.
+    another instructor's lablet definition): one `api_call.refused` event, as the API's refusal writes, with the
+    page's path and URL name. Never raises (the page still answers)."""
+    try:
+        match = getattr(request, "resolver_match", None)
+        audit_api_refusal(
+            actor=request.user.get_username(), method=request.method, path=request.path,
+            view=match.view_name if match else "", status=exc.status_code, title=exc.title, detail=exc.detail,
+            errors=exc.errors or None,
+        )
+    except Exception:
+        log.warning("Could not journal the refused page call %s %s", request.method, request.path, exc_info=True)

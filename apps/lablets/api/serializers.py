@@ -33,13 +33,16 @@ class LabletDefinitionSerializer(serializers.ModelSerializer):
     port_definitions = PortDefinitionSerializer(many=True, read_only=True)
     reference_worker_id = serializers.CharField(source="reference_worker.public_id", read_only=True,
                                                 allow_null=True, default=None)
+    owner = serializers.CharField(source="owner.username", read_only=True, allow_null=True, default=None,
+                                  help_text="The username of the definition's owner, who may change it (and "
+                                            "admins); null: admins only.")
 
     class Meta:
         model = LabletDefinition
         fields = [
             "id", "name", "version", "description", "cml_lab_yaml", "content_hash", "resource_requirements",
-            "lifecycle", "port_definitions", "is_active", "trusted", "reference_lab_id", "reference_worker_id", "synced_at",
-            "created_at", "updated_at",
+            "lifecycle", "port_definitions", "is_active", "trusted", "reference_lab_id", "reference_worker_id",
+            "synced_at", "owner", "created_at", "updated_at",
         ]
         read_only_fields = fields
 

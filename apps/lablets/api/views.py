@@ -35,7 +35,12 @@ from apps.api.permissions import LABLET_DEFINITIONS, LABLET_INSTANCES
 from apps.api.schema import READ_ERRORS, WRITE_ERRORS, problem_responses
 from apps.api.views import ResourceViewSet
 
-UPSTREAM_WRITE_ERRORS = {**WRITE_ERRORS, **problem_responses(s502="CML failed.")}
+NOT_OWNER_403 = "Your role does not allow this, or the definition is not yours (its owner or an admin changes it)."
+OWNED_WRITE_ERRORS = {**WRITE_ERRORS, **problem_responses(s403=NOT_OWNER_403)}
+SYNC_ERRORS = {**WRITE_ERRORS, **problem_responses(
+    s403=f"{NOT_OWNER_403[:-1]}; or the lab is neither the definition's reference lab nor the CML lab of a lablet "
+         "instance you can see.",
+    s502="CML failed.")}
 
 DEFINITION_SORT = {"created_at": "created_at", "updated_at": "updated_at", "name": "name", "version": "version"}
 INSTANCE_SORT = {
@@ -66,13 +71,16 @@ INSTANCE_FILTERS = [
     create=extend_schema(request=LabletDefinitionWriteSerializer, responses={201: LabletDefinitionSerializer, **WRITE_ERRORS}),
     update=extend_schema(
         request=LabletDefinitionWriteSerializer(partial=True),
-        description="Any subset of the create fields; omitted fields keep their value.",
-        responses={200: LabletDefinitionSerializer, **WRITE_ERRORS},
+        description="Any subset of the create fields; omitted fields keep their value. Only the definition's "
+        "owner or an admin (403 otherwise).",
+        responses={200: LabletDefinitionSerializer, **OWNED_WRITE_ERRORS},
     ),
-    destroy=extend_schema(responses={204: None, **WRITE_ERRORS}),
+    destroy=extend_schema(description="Only the definition's owner or an admin (403 otherwise).",
+                          responses={204: None, **OWNED_WRITE_ERRORS}),
 )
 class LabletDefinitionViewSet(ResourceViewSet):
-    """Lab templates. Instructors and admins manage them; operators read."""
+    """Lab templates, a catalogue every role reads. Instructors create them and change their own (403 on
+    another's); admins change all; operators read."""
 
     serializer_class = LabletDefinitionSerializer
     list_key = "lablet_definitions"
@@ -105,27 +113,29 @@ class LabletDefinitionViewSet(ResourceViewSet):
         data = LabletDefinitionWriteSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         definition = services.lablet_definition_update(
-            definition=definition, actor=actor_for(request), data=data.validated_data,
+            definition=definition, user=request.user, actor=actor_for(request), data=data.validated_data,
             may_trust=has_role(request.user, ADMIN),
         )
         return Response(LabletDefinitionSerializer(definition).data)
 
     def destroy(self, request, id=None):
-        services.lablet_definition_delete(definition=self.get_object(), actor=actor_for(request))
+        services.lablet_definition_delete(definition=self.get_object(), user=request.user, actor=actor_for(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         request=LabletDefinitionSyncSerializer,
-        responses={200: LabletDefinitionSerializer, **UPSTREAM_WRITE_ERRORS},
+        responses={200: LabletDefinitionSerializer, **SYNC_ERRORS},
     )
     @action(detail=True, methods=["post"])
     def sync(self, request, id=None):
         """Pull the topology back from a CML lab (`lab_id` on `worker_id`, or the definition's reference lab):
-        updates cml_lab_yaml and its content_hash; the lab becomes the reference."""
+        updates cml_lab_yaml and its content_hash; the lab becomes the reference. Only from the reference lab or
+        the CML lab of a lablet instance the caller sees (403 otherwise, CML not asked)."""
         data = LabletDefinitionSyncSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        pending = lablet_definition_sync_begin(definition=self.get_object(), actor=actor_for(request),
-                                               may_trust=has_role(request.user, ADMIN), **data.validated_data)
+        pending = lablet_definition_sync_begin(definition=self.get_object(), user=request.user,
+                                               actor=actor_for(request), may_trust=has_role(request.user, ADMIN),
+                                               **data.validated_data)
         # CML is asked by a q task, awaited by the async view in apps.lablets.api.urls (`awaiting`)
         return pending_response(finish=partial(lablet_definition_sync_finish, pending=pending),
                                 data=lambda definition: LabletDefinitionSerializer(definition).data,

@@ -8,9 +8,9 @@ is nothing long to do and the answer is given there and then. `lablet_instance_t
 task's row (asyncio.sleep between reads) for at most LABLET_TASK_WAIT_SECONDS, then answers with the
 instance as it then is: the lifecycle tick finishes a teardown left in stopping, stopped or archived.
 
-A definition's sync (`lablet_definition_sync_begin`) has no short step: its task runs
-apps.lablets.services.definitions.lablet_definition_sync whole, and its refusals (422, 502) are the request's
-answer. A sync the cluster has not run within LABLET_TASK_WAIT_SECONDS is a 502 (it is still queued).
+A definition's sync (`lablet_definition_sync_begin`) refuses at once who may not change the definition or copy
+that lab (403); its task runs apps.lablets.services.definitions.lablet_definition_sync whole, and its refusals
+(422, 502) are the request's answer. A sync the cluster has not run within LABLET_TASK_WAIT_SECONDS is a 502 (it is still queued).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from django.conf import settings
 
 from apps.lablets.lifecycle import TEARDOWN
 from apps.lablets.models import InstanceStatus, LabletDefinition, LabletInstance
+from apps.lablets.services.definitions import lablet_definition_check_sync
 from apps.core.awaited import await_task, enqueue, reporting
 from apps.core.errors import InvalidTransition, UpstreamUnavailable
 
@@ -93,10 +94,13 @@ class PendingSync:
     definition_pk: int
 
 
-def lablet_definition_sync_begin(*, definition: LabletDefinition, actor: str, lab_id: str = "",
+def lablet_definition_sync_begin(*, definition: LabletDefinition, user, actor: str, lab_id: str = "",
                                  worker_id: str = "", may_trust: bool = False) -> PendingSync:
-    """Enqueue the sync (apps.lablets.services.definitions.lablet_definition_sync): it asks CML. `may_trust`:
-    the caller is an admin (a trusted definition's changed topology stays trusted)."""
+    """Refuse at once who may not change the definition or sync it from that lab (403; an unknown worker 422:
+    apps.lablets.services.definitions.lablet_definition_check_sync), then enqueue the sync
+    (apps.lablets.services.definitions.lablet_definition_sync): it asks CML. `may_trust`: the caller is an admin
+    (a trusted definition's changed topology stays trusted)."""
+    lablet_definition_check_sync(definition=definition, user=user, lab_id=lab_id, worker_id=worker_id)
     task_id = enqueue(DEFINITION_SYNC_TASK, definition.pk, actor, lab_id, worker_id, may_trust,
                       task_name=f"sync_definition-{definition.public_id}")
     return PendingSync(task_id=task_id, definition_pk=definition.pk)

@@ -1,4 +1,5 @@
-"""Lablet definitions: create, update, delete, sync."""
+"""Lablet definitions: create, update, delete, sync; who may change one (its owner or an admin) and which lab a
+sync may copy (the reference lab, or the lab of an instance the caller sees)."""
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -7,12 +8,17 @@ from apps.audit.services import audit_record
 from apps.lablets.lifecycle import LIVE
 from apps.lablets.models import LabletDefinition
 from apps.workers.cml.topology_policy import topology_check, topology_parse
+from apps.lablets.selectors import lablet_instance_visible_to
+from apps.api.permissions import may_change_definition
 from apps.core.errors import Conflict, Forbidden, UpstreamUnavailable, ValidationFailed
 
 REQUIREMENT_FIELDS = ("cpu_cores", "memory_gb", "storage_gb", "node_count")
 LIFECYCLE_FIELDS = ("default_duration_minutes", "max_duration_minutes", "idle_timeout_minutes")
 SNAPSHOT_FIELDS = (("name", "version", "description", "content_hash", "is_active", "trusted") + REQUIREMENT_FIELDS
                    + LIFECYCLE_FIELDS)
+NOT_OWNER = "Only the definition's owner or an admin may change it."
+FOREIGN_LAB = ("A definition is synced only from its reference lab or from the CML lab of a lablet instance you "
+               "can see.")
 
 
 def _snapshot(definition: LabletDefinition) -> dict:
@@ -68,6 +74,48 @@ def _flatten(data: dict) -> dict:
     return fields
 
 
+def lablet_definition_check_change(*, definition: LabletDefinition, user) -> None:
+    """403 unless `user` may change `definition`: its owner or an admin (apps.api.permissions
+    .may_change_definition). Every change of a definition passes here: API, dashboard, admin. `user=None` is a
+    management command (import_definitions), run by whoever runs the server."""
+    if user is not None and not may_change_definition(user, definition):
+        raise Forbidden(NOT_OWNER)
+
+
+def _sync_worker(definition: LabletDefinition, worker_id: str):
+    """The worker a sync asks: `worker_id` (422 if unknown) or the definition's reference worker (may be None)."""
+    from apps.workers.models import Worker
+
+    if not worker_id:
+        return definition.reference_worker
+    worker = Worker.objects.filter(public_id=worker_id).exclude(status="terminated").first()
+    if worker is None:
+        raise ValidationFailed(f"Worker {worker_id} does not exist.", errors={"worker_id": ["Unknown worker."]})
+    return worker
+
+
+def lablet_definition_check_sync(*, definition: LabletDefinition, user, lab_id: str = "", worker_id: str = "") -> None:
+    """Before a sync is enqueued: the caller may change the definition (403), and the lab is the definition's
+    reference lab on its reference worker, or the CML lab of a lablet instance the caller sees (instructors:
+    the ones they created; admins and operators: all) whose lab was not removed — else 403, before CML is
+    asked (whether some other lab exists is not revealed). An unknown worker is 422; a sync with no lab to
+    copy is left to the sync's own 422."""
+    lablet_definition_check_change(definition=definition, user=user)
+    if user is None:
+        return
+    worker = _sync_worker(definition, worker_id)
+    lab_id = lab_id or definition.reference_lab_id
+    if not lab_id or worker is None:
+        return
+    if lab_id == definition.reference_lab_id and worker.pk == definition.reference_worker_id:
+        return
+    seen = lablet_instance_visible_to(user=user).filter(cml_lab_id=lab_id, worker=worker,
+                                                        cml_lab_removed_at__isnull=True)
+    if not seen.exists():
+        raise Forbidden(FOREIGN_LAB, errors={"lab_id": ["Not this definition's reference lab nor a lab of an "
+                                                        "instance you can see."]})
+
+
 def _unique_violation(fields: dict) -> Conflict:
     return Conflict(f"A lablet definition named '{fields['name']}' with version '{fields['version']}' already exists.")
 
@@ -83,24 +131,25 @@ def lablet_definition_create(*, actor: str, user=None, data: dict, may_trust: bo
     fields["content_hash"] = LabletDefinition.hash_yaml(fields["cml_lab_yaml"])
     try:
         with transaction.atomic():
-            definition = LabletDefinition.objects.create(created_by=user, **fields)
+            definition = LabletDefinition.objects.create(created_by=user, owner=user, **fields)
             audit_record(
                 event_type="lablet_definition.created",
                 actor=actor,
                 resource_type="lablet_definition",
                 resource_id=definition.public_id,
                 action="lablet_definition.create",
-                metadata={"after": _snapshot(definition)},
+                metadata={"after": _snapshot(definition), "owner": user.get_username() if user else None},
             )
     except IntegrityError:
         raise _unique_violation(fields)
     return definition
 
 
-def lablet_definition_update(*, definition: LabletDefinition, actor: str, data: dict,
+def lablet_definition_update(*, definition: LabletDefinition, user, actor: str, data: dict,
                              may_trust: bool = False) -> LabletDefinition:
-    """`may_trust`: the caller is an admin, who alone may change `trusted` (403 for anyone else); a new
-    topology from anyone else is checked as untrusted and clears the mark."""
+    """Only by the owner or an admin (403). `may_trust`: the caller is an admin, who alone may change `trusted`
+    (403 for anyone else); a new topology from anyone else is checked as untrusted and clears the mark."""
+    lablet_definition_check_change(definition=definition, user=user)
     fields = _flatten(data)
     merged = {**{f: getattr(definition, f) for f in LIFECYCLE_FIELDS}, **fields}
     changes_topology = "cml_lab_yaml" in fields and fields["cml_lab_yaml"] != definition.cml_lab_yaml
@@ -135,8 +184,9 @@ def lablet_definition_update(*, definition: LabletDefinition, actor: str, data: 
 
 
 @transaction.atomic
-def lablet_definition_delete(*, definition: LabletDefinition, actor: str) -> None:
+def lablet_definition_delete(*, definition: LabletDefinition, user, actor: str) -> None:
     locked = LabletDefinition.objects.select_for_update().get(pk=definition.pk)
+    lablet_definition_check_change(definition=locked, user=user)
     live = locked.instances.filter(status__in=LIVE).count()
     total = locked.instances.count()
     if total:
@@ -159,24 +209,18 @@ def lablet_definition_delete(*, definition: LabletDefinition, actor: str) -> Non
 def lablet_definition_sync(*, definition: LabletDefinition, actor: str, lab_id: str = "",
                            worker_id: str = "", may_trust: bool = False) -> LabletDefinition:
     """Pull the topology back from a CML lab: `lab_id` on worker `worker_id`, or the definition's
-    reference lab. Updates cml_lab_yaml and its content hash; the lab becomes the reference.
+    reference lab. Updates cml_lab_yaml and its content hash; the lab becomes the reference. Run by the sync's
+    task: who may sync from which lab was decided before it was enqueued (lablet_definition_check_sync).
 
     422 without a lab to sync from, for an unknown worker or lab, or for an export that is not a
     topology or one the topology policy refuses (checked as untrusted unless the definition is trusted and the
     caller an admin, `may_trust`: anyone else's sync of a changed topology clears the mark); 502 when CML
     fails. The CML call happens before the database transaction."""
     from apps.workers import cml
-    from apps.workers.models import Worker
     from apps.workers.services.cml import cml_credentials
 
     lab_id = lab_id or definition.reference_lab_id
-    worker = None
-    if worker_id:
-        worker = Worker.objects.filter(public_id=worker_id).exclude(status="terminated").first()
-        if worker is None:
-            raise ValidationFailed(f"Worker {worker_id} does not exist.", errors={"worker_id": ["Unknown worker."]})
-    else:
-        worker = definition.reference_worker
+    worker = _sync_worker(definition, worker_id)
     if not lab_id or worker is None:
         raise ValidationFailed(
             f"Lablet definition {definition.public_id} has no reference lab: send lab_id and worker_id.",

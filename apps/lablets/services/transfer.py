@@ -174,7 +174,7 @@ def lablet_definitions_import(*, entries: list[dict], actor: str, update: bool =
                 elif not (changed := _differences(existing, entry)):
                     result["result"] = UNCHANGED
                 elif update:
-                    lablet_definition_update(definition=existing, actor=actor, data=entry)
+                    lablet_definition_update(definition=existing, user=None, actor=actor, data=entry)  # a command
                     result.update(result=UPDATED, changed=changed)
                 else:
                     result.update(result=CONFLICT, changed=changed)

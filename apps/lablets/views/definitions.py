@@ -4,7 +4,10 @@ validates without saving), deprecate / reactivate and sync from CML (docs/dashbo
 view: it awaits the q task that asks CML, on daphne (deploy/nginx routes its path there).
 
 Who may do what is the API's policy for definitions (LABLET_DEFINITIONS): every role reads, admins and
-instructors write. The editor pages are write-only, GET included (no form for those who cannot save it)."""
+instructors write — instructors only the definitions they own (`may_change_definition`, enforced by the
+services): another's edit page, deprecation and sync answer 403 with the definition's page saying why, and a
+refused POST is journalled (`api_call.refused`). "New version" is open to every writer: the copy is theirs. The
+editor pages are write-only, GET included (no form for those who cannot save it)."""
 
 import re
 from functools import partial
@@ -16,16 +19,17 @@ from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.audit.api.refusals import journal_page_refusal
 from apps.audit.models import AuditEvent
 from apps.lablets import selectors, services
 from apps.lablets.forms.definitions import DefinitionFilterForm, DefinitionForm, SyncForm, yaml_error_line
 from apps.lablets.models import InstanceStatus, LabletDefinition
 from apps.lablets.services.awaited import lablet_definition_sync_begin, lablet_definition_sync_finish
-from apps.lablets.services.definitions import validate_topology
-from apps.api.permissions import LABLET_DEFINITIONS, Policy, allows, privileged
+from apps.lablets.services.definitions import lablet_definition_check_change, validate_topology
+from apps.api.permissions import LABLET_DEFINITIONS, Policy, allows, may_change_definition, privileged
 from apps.api.roles import ADMIN, has_role
 from apps.api.pages import page
-from apps.core.errors import DomainError, ValidationFailed
+from apps.core.errors import DomainError, Forbidden, ValidationFailed
 
 FORM_METHODS = require_http_methods(["GET", "POST"])
 PAGE_SIZE = 50
@@ -71,9 +75,17 @@ def _detail(request, definition, *, sync_form=None, error=None, status=200):
         "instance_count": instances.count(),
         "history": history.order_by("-timestamp", "-pk")[:HISTORY_SIZE],
         "can_write": allows(LABLET_DEFINITIONS, user=user, method="POST"),
+        "can_change": may_change_definition(user, definition),
         "sync_form": sync_form or SyncForm(),
         "error": error,
     }, status=status)
+
+
+def _refused(request, definition, exc: Forbidden):
+    """Someone else's definition (403): its page, saying why; a refused POST is journalled as the API's is."""
+    if request.method == "POST":
+        journal_page_refusal(request, exc)
+    return _detail(request, definition, error=exc.detail, status=exc.status_code)
 
 
 @require_GET
@@ -129,9 +141,13 @@ def definition_create(request):
 @page(DEFINITION_FORMS)
 def definition_edit(request, public_id):
     definition = _definition(public_id)
+    try:
+        lablet_definition_check_change(definition=definition, user=request.user)
+    except Forbidden as exc:
+        return _refused(request, definition, exc)
     may_trust = has_role(request.user, ADMIN)
-    save = partial(services.lablet_definition_update, definition=definition, actor=request.user.get_username(),
-                   may_trust=may_trust)
+    save = partial(services.lablet_definition_update, definition=definition, user=request.user,
+                   actor=request.user.get_username(), may_trust=may_trust)
     return _editor(request, _bound(request, DefinitionForm.initial_from(definition)), save, done="Saved",
                    heading=f"Edit {definition.name} {definition.version}", definition=definition,
                    trusted=definition.trusted and may_trust)
@@ -172,8 +188,10 @@ def definition_set_active(request, public_id, active: bool):
     """Deprecate (no new instances; the booked ones stay) or reactivate."""
     definition = _definition(public_id)
     try:
-        definition = services.lablet_definition_update(definition=definition, actor=request.user.get_username(),
-                                                       data={"is_active": active})
+        definition = services.lablet_definition_update(definition=definition, user=request.user,
+                                                       actor=request.user.get_username(), data={"is_active": active})
+    except Forbidden as exc:
+        return _refused(request, definition, exc)
     except DomainError as exc:
         return _detail(request, definition, error=exc.detail, status=exc.status_code)
     done = "reactivated." if active else "deprecated: it takes no new instances."
@@ -183,17 +201,25 @@ def definition_set_active(request, public_id, active: bool):
 
 def _sync_begin(request, public_id):
     """The sync's first step, in a thread: the definition (404), the form, then the task enqueued (none when
-    the form is invalid)."""
+    the form is invalid, or the refusal when the caller may not sync that lab into this definition)."""
     definition = _definition(public_id)
     form = SyncForm(request.POST)
     if not form.is_valid():
-        return definition, form, None
-    pending = lablet_definition_sync_begin(definition=definition, actor=request.user.get_username(),
-                                           may_trust=has_role(request.user, ADMIN), **form.service_kwargs())
-    return definition, form, pending
+        return definition, form, None, None
+    try:
+        pending = lablet_definition_sync_begin(definition=definition, user=request.user,
+                                               actor=request.user.get_username(), may_trust=has_role(request.user, ADMIN),
+                                               **form.service_kwargs())
+    except DomainError as exc:
+        return definition, form, None, exc
+    return definition, form, pending, None
 
 
 def _sync_refused(request, definition, form, exc: DomainError):
+    if isinstance(exc, Forbidden) and not exc.errors:  # not the owner: the page says so (no sync form shown)
+        return _refused(request, definition, exc)
+    if isinstance(exc, Forbidden):  # a lab the caller may not copy: next to the field
+        journal_page_refusal(request, exc)
     form.add_domain_error(exc)
     return _detail(request, definition, sync_form=form, status=exc.status_code)
 
@@ -203,7 +229,9 @@ def _sync_refused(request, definition, form, exc: DomainError):
 async def definition_sync(request, public_id):
     """Pull the topology back from a CML lab (blank: the reference lab): a q task this request awaits on daphne
     without a thread (apps.lablets.services.awaited); CML's refusal shown on the page."""
-    definition, form, pending = await sync_to_async(_sync_begin)(request, public_id)
+    definition, form, pending, refused = await sync_to_async(_sync_begin)(request, public_id)
+    if refused is not None:
+        return await sync_to_async(_sync_refused)(request, definition, form, refused)
     if pending is None:
         return await sync_to_async(_detail)(request, definition, sync_form=form, status=422)
     try:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('lablets', '0004_definition_reference_lab'),
+        ('lablets', '0005_definition_owner'),
     ]
 
     operations = [

@@ -102,10 +102,10 @@ def test_a_malformed_topology_is_422(instructor_client):
     assert not LabletDefinition.objects.exists()
 
 
-def test_an_instructor_cannot_set_trusted(instructor_client, admin_user):
+def test_an_instructor_cannot_set_trusted(instructor_client, instructor_user, admin_user):
     narrowed = client_for_role(admin_user, "instructor")  # an admin's key narrowed to instructor is an instructor
     created = instructor_client.post(DEFINITIONS, definition_body(trusted=True), format="json")
-    definition = LabletDefinitionFactory()
+    definition = LabletDefinitionFactory(created_by=instructor_user)  # the instructor's own: refused for the mark
     changed = instructor_client.put(f"{DEFINITIONS}/{definition.public_id}", {"trusted": True}, format="json")
     by_narrowed = narrowed.put(f"{DEFINITIONS}/{definition.public_id}", {"trusted": True}, format="json")
     same = instructor_client.put(f"{DEFINITIONS}/{definition.public_id}", {"trusted": False}, format="json")
@@ -126,24 +126,34 @@ def client_for_role(user, role: str) -> APIClient:
     return client
 
 
+def _trusted_by_an_admin(admin_client, instructor_client) -> LabletDefinition:
+    """An instructor's own definition that an admin marked trusted, with an external connector."""
+    created = instructor_client.post(DEFINITIONS, definition_body(), format="json")
+    assert created.status_code == 201, created.content
+    trusted = admin_client.put(f"{DEFINITIONS}/{created.json()['id']}",
+                               {"cml_lab_yaml": WITH_CONNECTOR, "trusted": True}, format="json")
+    assert trusted.status_code == 200, trusted.content
+    assert trusted.json()["trusted"] is True
+    return LabletDefinition.objects.get(public_id=created.json()["id"])
+
+
 def test_a_trusted_definition_set_by_an_admin_may_use_an_external_connector(admin_client, instructor_client):
-    created = admin_client.post(DEFINITIONS, definition_body(cml_lab_yaml=WITH_CONNECTOR, trusted=True),
-                                format="json")
+    created = admin_client.post(DEFINITIONS, definition_body(name="admins-own", cml_lab_yaml=WITH_CONNECTOR,
+                                                             trusted=True), format="json")
 
     assert created.status_code == 201, created.content
     assert created.json()["trusted"] is True
-    definition = LabletDefinition.objects.get(public_id=created.json()["id"])
-    event = AuditEvent.objects.get(event_type="lablet_definition.created", resource_id=definition.public_id)
+    event = AuditEvent.objects.get(event_type="lablet_definition.created", resource_id=created.json()["id"])
     assert event.metadata["after"]["trusted"] is True
-    # Others read it; an instructor's change of another field keeps the mark
+    # The owner's change of another field keeps the mark
+    definition = _trusted_by_an_admin(admin_client, instructor_client)
     described = instructor_client.put(f"{DEFINITIONS}/{definition.public_id}", {"description": "x"}, format="json")
     assert described.status_code == 200 and described.json()["trusted"] is True
 
 
 def test_an_instructors_change_of_a_trusted_topology_is_checked_untrusted_and_clears_the_mark(
         admin_client, instructor_client):
-    definition = LabletDefinition.objects.get(public_id=admin_client.post(
-        DEFINITIONS, definition_body(cml_lab_yaml=WITH_CONNECTOR, trusted=True), format="json").json()["id"])
+    definition = _trusted_by_an_admin(admin_client, instructor_client)
     url = f"{DEFINITIONS}/{definition.public_id}"
 
     bridged = instructor_client.put(url, {"cml_lab_yaml": WITH_CONNECTOR.replace("NAT", "System Bridge")},
@@ -179,10 +189,12 @@ def test_an_admin_marks_a_definition_trusted_in_the_admin_and_an_operator_cannot
 # --- sync ------------------------------------------------------------------------------------------
 
 
-def test_a_sync_pulling_an_external_connector_into_an_untrusted_definition_is_422(instructor_client, ec2, cml):
+def test_a_sync_pulling_an_external_connector_into_an_untrusted_definition_is_422(instructor_client, instructor_user,
+                                                                                  ec2, cml):
     worker = placeable_worker()
-    definition = LabletDefinitionFactory()
     lab_id = cml_gateway.cml_lab_import(**cml_credentials(worker), topology_yaml=WITH_CONNECTOR, title="reference")
+    # the instructor's own definition, synced from its reference lab (the only labs a sync may copy)
+    definition = LabletDefinitionFactory(created_by=instructor_user, reference_lab_id=lab_id, reference_worker=worker)
 
     response = instructor_client.post(f"{DEFINITIONS}/{definition.public_id}/sync",
                                       {"lab_id": lab_id, "worker_id": worker.public_id}, format="json")
@@ -190,7 +202,7 @@ def test_a_sync_pulling_an_external_connector_into_an_untrusted_definition_is_42
     body = assert_refused(response, "external_connector")
     assert body["violations"][0]["node"]["label"] == "outside"
     stored = LabletDefinition.objects.get(pk=definition.pk)
-    assert (stored.content_hash, stored.reference_lab_id) == (definition.content_hash, "")
+    assert (stored.content_hash, stored.cml_lab_yaml) == (definition.content_hash, definition.cml_lab_yaml)
 
 
 # --- an instance's import: checked again ----------------------------------------------------------

@@ -67,6 +67,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "apps.identity.middleware.ProviderSessionRecheckMiddleware",  # provider sessions, once per OIDC_ROLE_RECHECK_SECONDS
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "apps.api.throttling.RateLimitHeadersMiddleware",  # X-RateLimit-* (outside the problem+json rewrite)
@@ -195,6 +196,8 @@ Q_SCHEDULES = {
     # Does nothing unless AUDIT_ANCHOR_DIR or AUDIT_ANCHOR_BUCKET is set.
     "audit_anchor": {"func": "apps.audit.tasks.audit_anchor_tick", "schedule_type": "I",
                      "minutes": AUDIT_ANCHOR_INTERVAL_MINUTES},
+    # The provider's users against Keycloak's admin API (off without OIDC_ADMIN_CLIENT_ID/SECRET).
+    "identity_provider_sync": {"func": "apps.identity.tasks.provider_users_sync", "schedule_type": "I", "minutes": 15},
 }
 
 # --- scheduler and lifecycle (docs/scheduler.md) ------------------------------
@@ -351,6 +354,14 @@ OIDC_JWT_ALGORITHMS = env.list("OIDC_JWT_ALGORITHMS", default=["RS256", "ES256"]
 OIDC_JWT_LEEWAY_SECONDS = env.int("OIDC_JWT_LEEWAY_SECONDS", default=30)
 OIDC_JWKS_CACHE_SECONDS = env.int("OIDC_JWKS_CACHE_SECONDS", default=3600)
 OIDC_JWKS_REFETCH_INTERVAL_SECONDS = env.float("OIDC_JWKS_REFETCH_INTERVAL_SECONDS", default=30.0)  # on an unknown kid
+# A browser session of a provider user is re-checked with the provider (refresh-token grant + userinfo) once
+# this much time has passed since its sign-in or last check: roles follow, a user gone or without a role is
+# logged out (apps/identity/recheck.py).
+OIDC_ROLE_RECHECK_SECONDS = env.int("OIDC_ROLE_RECHECK_SECONDS", default=900)
+# The scheduled provider sync (identity_provider_sync, every 15 minutes) reads Keycloak's admin API with this
+# service-account client (realm-management roles view-users and view-clients); blank: the sync is off.
+OIDC_ADMIN_CLIENT_ID = env.str("OIDC_ADMIN_CLIENT_ID", default="")
+OIDC_ADMIN_CLIENT_SECRET = env.str("OIDC_ADMIN_CLIENT_SECRET", default="")
 # mozilla-django-oidc: authorization code flow with PKCE (S256), state and nonce; the ID token is kept in
 # the session for RP-initiated logout (id_token_hint).
 OIDC_RP_SIGN_ALGO = "RS256"

@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from apps.api.models import ApiKey
+from apps.identity.models import ProviderIdentity
 from apps.identity.services import api_key_revoke
 
 
@@ -25,3 +26,20 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for api_key in keys:
             api_key_revoke(api_key=api_key, actor=request.user.get_username())
         self.message_user(request, f"Revoked {len(keys)} key(s).")
+
+
+@admin.register(ProviderIdentity)
+class ProviderIdentityAdmin(admin.ModelAdmin):
+    """Which account is which provider user (issuer, subject). Read-only: links are made at sign-in and
+    checked by the provider sync (apps.identity.services_provider); deleting the user deletes the link."""
+
+    list_display = ("user", "preferred_username", "issuer", "subject", "last_checked_at", "deprovisioned_at")
+    list_filter = ("issuer",)
+    search_fields = ("user__username", "preferred_username", "subject")
+    readonly_fields = list_display + ("created_at",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

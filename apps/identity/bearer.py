@@ -1,8 +1,8 @@
 """`Authorization: Bearer <jwt>` on the API: a provider's access token validated locally.
 
 After ApiKeyAuthentication (which leaves JWT-shaped credentials alone) and before the session. The token
-is checked against the cached JWKS (apps.identity.tokens): no provider call per request. The user is
-created or updated from the claims and their roles synced when the claims differ from what this process
+is checked against the cached JWKS (apps.identity.tokens): no provider call per request. The user is the
+account linked to the token's (iss, sub) (apps.identity.services_provider), created or updated from the claims and their roles synced when the claims differ from what this process
 last synced for them; otherwise one query loads the user, as for an API key. The roles of the request are
 the token's. A valid token without a mapped role gets 403; an invalid one 401.
 """
@@ -16,14 +16,14 @@ from rest_framework import authentication, exceptions, status
 
 from apps.identity import provider
 from apps.identity.roles_from_claims import profile_from_claims, roles_from_claims
-from apps.identity.services import identity_user_sync
+from apps.identity.services_provider import identity_user_sync
 from apps.identity.tokens import InvalidToken, ProviderUnavailable, looks_like_jwt, validate_access_token
 
 SYNC_TTL_SECONDS = 300  # a process re-syncs a token user at least this often
 SYNC_MAX_ENTRIES = 10_000
 NO_ROLE = "Your identity carries no LabManager role (admin, operator or instructor)."
 
-_synced: dict[str, tuple[int, tuple, float]] = {}  # username -> (user pk, fingerprint, monotonic expiry)
+_synced: dict[tuple[str, str], tuple[int, tuple, float]] = {}  # (iss, sub) -> (user pk, fingerprint, monotonic expiry)
 _synced_lock = threading.Lock()
 
 
@@ -58,18 +58,19 @@ def forget_synced_users() -> None:
 
 def _user_for(claims: dict, roles: frozenset[str]):
     profile = profile_from_claims(claims)
+    key = (provider.issuer(), claims.get("sub"))
     fingerprint = (profile, roles)
     now = time.monotonic()
-    entry = _synced.get(profile.username)
+    entry = _synced.get(key)
     user = None
     if entry is not None and entry[1] == fingerprint and entry[2] > now:
         user = get_user_model().objects.filter(pk=entry[0]).first()
     if user is None:
-        user = identity_user_sync(profile=profile, roles=roles, via="bearer")
+        user = identity_user_sync(issuer=key[0], subject=key[1], profile=profile, roles=roles, via="bearer")
         with _synced_lock:
             if len(_synced) >= SYNC_MAX_ENTRIES:
                 _synced.clear()
-            _synced[profile.username] = (user.pk, fingerprint, now + SYNC_TTL_SECONDS)
+            _synced[key] = (user.pk, fingerprint, now + SYNC_TTL_SECONDS)
     user._labmanager_roles = roles
     return user
 

@@ -4,9 +4,11 @@
   backends for every authenticate()/get_user(), including the local login's.
 - The ID token is checked by apps.identity.tokens (JWKS cache, RS256/ES256 only, iss, aud = the
   client id, exp, nonce), not by mozilla-django-oidc's own check (which skips the audience).
-- The user is found by `preferred_username` (not e-mail), created or updated from the claims, and their
-  roles synced from the ID token, the userinfo answer and the access token when it is a JWT (Keycloak
+- The user is the account linked to the ID token's (iss, sub) (never found by `preferred_username` or
+  e-mail: apps.identity.services_provider), created or updated from the claims, and their roles synced from the ID token, the userinfo answer and the access token when it is a JWT (Keycloak
   puts `realm_access`/`resource_access` there by default).
+- The token answer's refresh token is handed to the callback view, which keeps it in the server-side session
+  for the periodic re-check of the user (apps.identity.recheck).
 """
 
 import logging
@@ -18,7 +20,8 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 from apps.identity import provider
 from apps.identity.roles_from_claims import profile_from_claims, roles_from_claims
-from apps.identity.services import identity_user_sync
+from apps.identity.models import ProviderIdentity
+from apps.identity.services_provider import identity_user_sync
 from apps.identity.tokens import InvalidToken, ProviderUnavailable, looks_like_jwt, validate_access_token, validate_id_token
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,11 @@ class OidcBackend(OIDCAuthenticationBackend):
             log.warning("OIDC login failed: %s", error)
             return None
 
+    def get_token(self, payload):
+        token_info = super().get_token(payload)
+        self._refresh_token = token_info.get("refresh_token") if isinstance(token_info, dict) else None
+        return token_info
+
     def verify_token(self, token, **kwargs):
         if not token:
             raise InvalidToken("The provider answered no ID token.")
@@ -65,7 +73,11 @@ class OidcBackend(OIDCAuthenticationBackend):
                 roles |= roles_from_claims(validate_access_token(access_token))
             except (InvalidToken, ProviderUnavailable) as error:
                 log.info("Roles not read from the login's access token: %s", error)
-        return identity_user_sync(profile=profile_from_claims(claims), roles=roles, via="oidc-login")
+        user = identity_user_sync(issuer=provider.issuer(), subject=payload.get("sub"),
+                                  profile=profile_from_claims(claims), roles=roles, via="oidc-login")
+        user._oidc_refresh_token = getattr(self, "_refresh_token", None)  # for LoginCallback.login_success
+        return user
 
     def filter_users_by_claims(self, claims):
-        return self.UserModel.objects.filter(username=profile_from_claims(claims).username)
+        return self.UserModel.objects.filter(provider_identity__in=ProviderIdentity.objects.filter(
+            issuer=provider.issuer(), subject=claims.get("sub")))

@@ -1,5 +1,5 @@
-"""The writes of identity: users with roles (created locally or from the provider's claims) and their API
-keys."""
+"""The writes of identity: users with roles (created locally or from the provider's claims), their link to the
+provider (apps.identity.models.ProviderIdentity) and their API keys. Provider users: services_provider.py."""
 
 from datetime import datetime, timedelta
 
@@ -13,7 +13,6 @@ from apps.api.models import ApiKey, hash_api_key, new_api_key
 from apps.api.roles import ADMIN, OPERATOR, ROLES, grantable_roles, user_roles
 from apps.audit.services import audit_record
 from apps.core.errors import Forbidden, NotFound, ValidationFailed
-from apps.identity.roles_from_claims import Profile
 
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 STAFF_ROLES = frozenset({ADMIN, OPERATOR})
@@ -108,49 +107,3 @@ def api_key_mark_used(*, api_key: ApiKey, now: datetime) -> None:
     stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
     if ApiKey.objects.filter(stale, pk=api_key.pk).update(last_used_at=now):
         api_key.last_used_at = now
-
-
-
-@transaction.atomic
-def identity_user_sync(*, profile: Profile, roles: frozenset[str], via: str):
-    """Create or update the user `profile.username`; make their role groups exactly `roles`.
-
-    The provider is the authority: roles it no longer grants are removed, `is_superuser` follows `admin`
-    and `is_staff` admin or operator (as user_ensure_with_role sets them). Groups
-    that are not roles are left alone. `via` ("oidc-login", "bearer") goes into the audit record.
-    """
-    User = get_user_model()
-    user, created = User.objects.select_for_update().get_or_create(username=profile.username)
-    changed = []
-    if created:
-        user.set_unusable_password()
-        changed.append("password")
-    wanted = {
-        "email": profile.email,
-        "first_name": profile.first_name,
-        "last_name": profile.last_name,
-        "is_superuser": ADMIN in roles,
-        "is_staff": bool(roles & STAFF_ROLES),
-    }
-    for name, value in wanted.items():
-        if value is not None and getattr(user, name) != value:
-            setattr(user, name, value)
-            changed.append(name)
-    if changed:
-        user.save(update_fields=None if created else changed)
-
-    current = set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
-    added, removed = roles - current, current - roles
-    if added:
-        user.groups.add(*(Group.objects.get_or_create(name=name)[0] for name in sorted(added)))
-    if removed:
-        user.groups.remove(*Group.objects.filter(name__in=removed))
-    user._labmanager_roles = frozenset(roles)  # apps.api.roles.user_roles' per-request cache
-
-    if created:
-        audit_record(event_type="user.created", actor="system", resource_type="user", resource_id=user.username,
-                     action="user.create", metadata={"via": via, "roles": sorted(roles)})
-    if added or removed:
-        audit_record(event_type="user.roles_synced", actor="system", resource_type="user", resource_id=user.username,
-                     action="user.roles_sync", metadata={"via": via, "added": sorted(added), "removed": sorted(removed)})
-    return user

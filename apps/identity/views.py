@@ -32,7 +32,7 @@ from rest_framework.response import Response
 
 from apps.api.permissions import SIGNED_IN, requires
 from apps.api.roles import user_roles
-from apps.identity import provider
+from apps.identity import provider, recheck
 from apps.identity.bearer import BearerToken
 from apps.api.middleware import problem_response
 from apps.api.models import ApiKey
@@ -92,7 +92,9 @@ class LoginCallback(OIDCAuthenticationCallbackView):
             if self.request.user.is_authenticated:
                 auth.logout(self.request)
             return redirect("identity-no-access")
-        return super().login_success()
+        response = super().login_success()  # auth.login: a new session id, the data of the old one kept
+        recheck.session_started(self.request.session, getattr(self.user, "_oidc_refresh_token", None))
+        return response
 
 
 def provider_logout_url(request) -> str:

@@ -105,13 +105,87 @@ def test_app_services_run_the_production_profile_from_the_env_file_after_migrati
     assert (ROOT / "Dockerfile").is_file() and (ROOT / ".env.example").is_file()
 
 
-def test_keycloak_imports_the_realm_export_on_start(compose):
+def test_keycloak_imports_the_production_realm_on_start(compose):
     keycloak = compose["services"]["keycloak"]
 
     assert "--import-realm" in keycloak["command"]
-    assert "./keycloak:/opt/keycloak/data/import:ro" in keycloak["volumes"]
-    assert (DEPLOY / "keycloak" / "labmanager-realm.json").is_file()
+    assert "./keycloak/production:/opt/keycloak/data/import:ro" in keycloak["volumes"]
+    assert not any(volume.startswith("./keycloak:") for volume in keycloak["volumes"])  # the development realm
+    assert [path.name for path in (DEPLOY / "keycloak" / "production").iterdir()] == ["labmanager-realm.json"]
     assert keycloak["depends_on"]["postgres"] == {"condition": "service_healthy"}
+
+
+# Keycloak's own templates in mapper configs (not environment variables).
+KEYCLOAK_TEMPLATES = {"client_id"}
+
+
+def _placeholders(text: str) -> set[str]:
+    return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text)) - KEYCLOAK_TEMPLATES
+
+
+def _strings(node):
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+    elif isinstance(node, str):
+        yield node
+
+
+def test_the_production_realm_carries_no_known_secret_and_no_demo_user():
+    """Issue 19, item 9: every client secret is a ${NAME} placeholder Keycloak fills from its environment at
+    import; nothing of the development realm's published secrets or demo passwords is in the file."""
+    import json
+
+    production = json.loads((DEPLOY / "keycloak/production/labmanager-realm.json").read_text())
+    development = json.loads((DEPLOY / "keycloak/labmanager-realm.json").read_text())
+    published = {client["secret"] for client in development["clients"] if client.get("secret")}
+    published |= {cred["value"] for user in development["users"] for cred in user.get("credentials", [])}
+
+    confidential = [client for client in production["clients"] if not client.get("publicClient")]
+    assert {client["clientId"] for client in confidential} == {
+        "labmanager-dashboard", "labmanager-automation", "labmanager-provider-sync"}
+    assert all(re.fullmatch(r"\$\{[A-Z][A-Z0-9_]*\}", client["secret"]) for client in confidential)
+    assert not set(_strings(production)) & published
+    assert "dev-secret" not in json.dumps(production)
+    assert all("serviceAccountClientId" in user and not user.get("credentials") for user in production["users"])
+    dashboard = next(c for c in production["clients"] if c["clientId"] == "labmanager-dashboard")
+    assert dashboard["redirectUris"] == ["${LABMANAGER_URL}/api/auth/callback"]
+
+
+def _interpolate(value: str, env: dict) -> str:
+    """Compose's interpolation, the forms this file uses: ${VAR}, ${VAR:-default}, ${VAR:?error} (the
+    error when VAR is unset or empty: `docker compose` refuses to start)."""
+    def one(match):
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        current = env.get(name, "")
+        if op == ":?" and not current:
+            raise ValueError(f"required variable {name} is missing a value: {arg}")
+        if op == ":-" and not current:
+            return arg
+        return current
+    return re.sub(r"\$\{([A-Z][A-Z0-9_]*)(?:(:[?-])([^}]*))?\}", one, value)
+
+
+def test_keycloak_refuses_to_start_without_the_realms_secrets(compose):
+    realm = (DEPLOY / "keycloak/production/labmanager-realm.json").read_text()
+    environment = compose["services"]["keycloak"]["environment"]
+    example = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", (ROOT / ".env.example").read_text(), re.MULTILINE))
+    needed = _placeholders(realm)
+
+    assert needed == {"OIDC_CLIENT_SECRET", "OIDC_ADMIN_CLIENT_SECRET", "KEYCLOAK_AUTOMATION_CLIENT_SECRET",
+                      "LABMANAGER_URL"}
+    for name in needed:  # each placeholder reaches Keycloak, required: no start with it unset or empty
+        assert re.fullmatch(rf"\$\{{{name}:\?[^}}]+\}}", environment[name]), environment[name]
+    filled = {**example, **{name: f"value-of-{name}" for name in needed}}
+    assert _interpolate(environment["OIDC_CLIENT_SECRET"], filled) == "value-of-OIDC_CLIENT_SECRET"
+    for name in needed:
+        with pytest.raises(ValueError, match=name):
+            _interpolate(environment[name], {**filled, name: ""})
+    with pytest.raises(ValueError, match="OIDC_CLIENT_SECRET"):  # .env.example as copied: the secret is blank
+        _interpolate(environment["OIDC_CLIENT_SECRET"], example)
 
 
 def test_every_variable_the_compose_file_substitutes_is_in_env_example():

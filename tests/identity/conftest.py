@@ -3,7 +3,11 @@
 - `oidc_provider`: oidc-provider-mock (a real OpenID provider: authorize form, token endpoint, userinfo,
   JWKS, end-session) served by werkzeug in a thread;
 - `issuer`: a Keycloak-shaped issuer the tests control (`/realms/labmanager/...`: discovery and JWKS over
-  HTTP) whose RSA and EC keys sign the access tokens of the bearer tests, and which counts JWKS requests;
+  HTTP) whose RSA and EC keys sign the access tokens of the bearer tests, and which counts JWKS requests.
+  It also answers the few calls of Keycloak's admin REST API the provider sync makes (a client-credentials
+  token, `/admin/realms/labmanager/users/{id}`, its effective realm and client role mappings, its groups,
+  `/clients?clientId=`) from `issuer.users`, which the tests edit. No Keycloak runs here: this is the only
+  stand-in for it, written from Keycloak's admin API reference, not a copy of its behaviour;
 - the browser flow runs against pytest-django's live server (WSGI in a thread of this process, so the
   `settings` fixture reaches it) bound to 127.0.0.1.
 """
@@ -17,6 +21,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
 
 import httpx
 import jwt
@@ -34,6 +39,8 @@ os.environ.setdefault("DJANGO_LIVE_TEST_SERVER_ADDRESS", "127.0.0.1")
 
 CLIENT_ID = "labmanager-dashboard"
 REALM_PATH = "/realms/labmanager"
+ADMIN_PATH = "/admin/realms/labmanager"
+ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET = "labmanager-provider-sync", "provider-sync-test-secret"
 
 
 @pytest.fixture(autouse=True)
@@ -107,31 +114,58 @@ class SigningKey:
 
 
 class Issuer:
-    """Serves `<url>/realms/labmanager/.well-known/openid-configuration` and `.../certs` (the JWKS)."""
+    """Serves `<url>/realms/labmanager/.well-known/openid-configuration` and `.../certs` (the JWKS), and the
+    admin API calls of the provider sync from `users`: {sub: {"username", "enabled", "email",
+    "realm_roles" (effective), "client_roles" {client id: [names]}, "groups" [paths]}}."""
 
     def __init__(self):
         self.rsa = SigningKey("RS256")
         self.ec = SigningKey("ES256")
         self.published = [self.rsa, self.ec]
         self.jwks_requests = 0
+        self.users: dict[str, dict] = {}
+        self.admin_requests: list[str] = []
+        self.admin_token = f"admin-{uuid.uuid4().hex}"
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
+            def _answer(self, status, body=None):
+                data = json.dumps(body).encode() if body is not None else b""
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_GET(self):  # noqa: N802
                 if self.path == f"{REALM_PATH}/.well-known/openid-configuration":
                     body = issuer.discovery()
                 elif self.path == f"{REALM_PATH}/protocol/openid-connect/certs":
                     issuer.jwks_requests += 1
                     body = {"keys": [key.jwk for key in issuer.published]}
+                elif self.path.startswith(ADMIN_PATH + "/"):
+                    if self.headers.get("Authorization") != f"Bearer {issuer.admin_token}":
+                        self._answer(401, {"error": "HTTP 401 Unauthorized"})
+                        return
+                    issuer.admin_requests.append(self.path)
+                    status, body = issuer.admin_get(self.path[len(ADMIN_PATH):])
+                    self._answer(status, body)
+                    return
                 else:
                     self.send_error(404)
                     return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self._answer(200, body)
+
+            def do_POST(self):  # noqa: N802
+                form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+                form = {name: values[0] for name, values in form.items()}
+                if self.path != f"{REALM_PATH}/protocol/openid-connect/token":
+                    self.send_error(404)
+                elif (form.get("grant_type"), form.get("client_id"), form.get("client_secret")) != (
+                        "client_credentials", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET):
+                    self._answer(401, {"error": "unauthorized_client"})
+                else:
+                    self._answer(200, {"access_token": issuer.admin_token, "token_type": "Bearer", "expires_in": 300})
 
             def log_message(self, *args):
                 pass
@@ -148,16 +182,44 @@ class Issuer:
                 "token_endpoint": f"{oidc}/token", "userinfo_endpoint": f"{oidc}/userinfo",
                 "end_session_endpoint": f"{oidc}/logout"}
 
+    def admin_get(self, path: str) -> tuple[int, object]:
+        """Keycloak's admin API, the part the provider sync reads (paths under /admin/realms/labmanager)."""
+        url = urlparse(path)
+        parts = url.path.strip("/").split("/")
+        if parts == ["clients"]:
+            client_id = parse_qs(url.query).get("clientId", [""])[0]
+            return 200, [{"id": f"uuid-of-{client_id}", "clientId": client_id}]
+        if len(parts) < 2 or parts[0] != "users" or parts[1] not in self.users:
+            return 404, {"error": "User not found"}
+        user = self.users[parts[1]]
+        rest = parts[2:]
+        if not rest:
+            return 200, {"id": parts[1], "username": user["username"], "enabled": user.get("enabled", True),
+                         "email": user.get("email"), "firstName": user.get("first_name"), "lastName": user.get("last_name")}
+        if rest == ["role-mappings", "realm", "composite"]:
+            return 200, [{"name": name, "composite": False} for name in user.get("realm_roles", [])]
+        if len(rest) == 4 and rest[:2] == ["role-mappings", "clients"] and rest[3] == "composite":
+            client = rest[2].removeprefix("uuid-of-")
+            return 200, [{"name": name} for name in user.get("client_roles", {}).get(client, [])]
+        if rest == ["groups"]:
+            return 200, [{"name": group.rsplit("/", 1)[-1], "path": group} for group in user.get("groups", [])]
+        return 404, {"error": "Not found"}
+
+    def subject(self, username: str) -> str:
+        """The `sub` of this issuer's tokens for `username` (claims(), when not given)."""
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.url}/users/{username}"))
+
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(5)
 
     def claims(self, **overrides) -> dict:
-        """A Keycloak-shaped access token's claims (an operator via realm roles), valid for 5 minutes."""
+        """A Keycloak-shaped access token's claims (an operator via realm roles), valid for 5 minutes. The
+        subject is the same for every token of one `preferred_username` (one Keycloak user), unless given."""
         now = int(time.time())
         claims = {
-            "iss": self.url, "sub": str(uuid.uuid4()), "aud": [CLIENT_ID, "account"], "azp": "labmanager-cli",
+            "iss": self.url, "sub": self.subject(overrides.get("preferred_username") or "olga"), "aud": [CLIENT_ID, "account"], "azp": "labmanager-cli",
             "typ": "Bearer", "iat": now, "nbf": now, "exp": now + 300, "scope": "openid profile email",
             "preferred_username": "olga", "email": "olga@example.test", "given_name": "Olga", "family_name": "Ops",
             "realm_access": {"roles": ["default-roles-labmanager", "offline_access", "operator"]},

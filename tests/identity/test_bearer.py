@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from apps.events.access import NotAllowed, user_from_api_key
 from apps.events.consumers import EventsConsumer
-from apps.identity.services import api_key_create, user_ensure_with_role
+from apps.identity.services import api_key_create
 from tests.identity.conftest import CLIENT_ID, SigningKey
 
 pytestmark = pytest.mark.django_db
@@ -188,16 +188,6 @@ def test_an_inactive_user_is_refused(issuer):
     get_user_model().objects.filter(username="olga").update(is_active=False)
 
     assert me(issuer.token()).status_code == 401
-
-
-def test_a_token_for_an_existing_local_user_takes_over_their_roles(issuer):
-    user_ensure_with_role(username="olga", role="admin", actor="tests")
-
-    response = me(issuer.token())
-
-    assert response.json()["roles"] == ["operator"]
-    assert group_names("olga") == {"operator"}
-    assert not get_user_model().objects.get(username="olga").is_superuser
 
 
 # --- keys: cache, rotation, rate limit -----------------------------------------------------------------------

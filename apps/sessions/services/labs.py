@@ -204,7 +204,8 @@ def _decide(*, session: Session, staged: storage.StagedUpload, reuse: bool, acto
                         why="idle lab replaced by another topology")
 
 
-def _decide_foreign(*, session: Session, slot: SessionLab, staged: storage.StagedUpload, claim, actor: str) -> _Decision:
+def _decide_foreign(*, session: Session, slot: SessionLab, staged: storage.StagedUpload, claim,
+                    actor: str) -> _Decision:
     """The worker's lab is another principal's (it outlived that principal's session, kept for its next
     one): never attached to, waited for or shown. Idle, it is replaced (torn down) as an idle lab of another
     topology is; held or starting, the worker is busy, as for another topology."""

@@ -168,6 +168,7 @@ class E(NamedTuple):
     headers: dict | Callable | None = None  # or a function of the object
     ignores_credentials: bool = False
     writes: bool | None = None  # does a success change something (journalled)? default: not a GET
+    hidden: bool = False  # answers as a path with no view (404) to all but its roles, whatever the credentials
 
     def status(self, column):
         if column == ANON:
@@ -175,7 +176,7 @@ class E(NamedTuple):
         if column == NARROWED:
             return self.expected[OTHER]  # the key's role is instructor, and it is not the owner
         if column in (EXPIRED, REVOKED):
-            return self.expected.get(ANON, 401) if self.ignores_credentials else 401
+            return self.expected.get(ANON, 401) if self.ignores_credentials or self.hidden else 401
         return self.expected[column]
 
 
@@ -272,7 +273,7 @@ ENDPOINTS = [
     E("POST", "/api/remote-lab/lab/release", ANONYMOUS_SESSION(423), _anonymous_session, headers=_session_header),
     E("GET", "/api/remote-lab/lab/devices", ANONYMOUS_SESSION(423), _anonymous_session, headers=_session_header),
     E("GET", "/api/remote-lab/active-session", STAFF_ONLY_ELSE_404(200), _active_anonymous_session),
-    E("GET", "/api/remote-lab/debug/health", STAFF_ONLY_ELSE_404(200)),
+    E("GET", "/api/remote-lab/debug/health", STAFF_ONLY_ELSE_404(200), hidden=True),
     E("GET", "/api/remote-lab/healthz", EVERYONE(204), ignores_credentials=True),
     E("GET", "/api/events/stream", EVERYONE(200, anon=401)),
     E("GET", "/api/diagnostics/health", EVERYONE(200), ignores_credentials=True),

@@ -40,7 +40,8 @@ class SessionAdmin(ReadOnlyAdmin):
     list_select_related = ("pool", "worker")
     search_fields = ("id", "actor", "worker__name", "worker__public_id")
     ordering = ("pool", "status", "ticket")
-    readonly_fields = ("id", "pool", "ticket", "status", "position", "worker", "owner", "actor", "client_ip",
+    readonly_fields = ("id", "pool", "ticket", "status", "position", "worker", "owner", "owner_key", "actor",
+                       "client_ip",
                        "created_at", "last_seen_at", "activated_at", "ended_at", "end_reason")
     actions = ["end_sessions"]
 
@@ -85,11 +86,11 @@ class LabClaimInline(admin.TabularInline):
 
 @admin.register(SessionLab)
 class SessionLabAdmin(ReadOnlyAdmin):
-    list_display = ("worker", "status", "topology_name", "topology_sha256", "ref_count", "cml_lab_id", "started_at",
-                    "updated_at")
+    list_display = ("worker", "status", "owner_key", "topology_name", "topology_sha256", "ref_count", "cml_lab_id",
+                    "started_at", "updated_at")
     list_filter = ("status",)
     list_select_related = ("worker",)
-    readonly_fields = ("worker", "status", "topology_name", "topology_sha256", "cml_lab_id", "ref_count",
+    readonly_fields = ("worker", "status", "owner_key", "topology_name", "topology_sha256", "cml_lab_id", "ref_count",
                        "devices", "start_token", "started_at", "updated_at", "last_error")
     inlines = [LabClaimInline]
     actions = ["tear_down"]

@@ -8,3 +8,6 @@ class LabSessionsConfig(AppConfig):
     label = "lab_sessions"
     verbose_name = "Lab sessions"
 
+
+    def ready(self):
+        from apps.sessions import signals  # noqa: F401  (receivers: a deleted user's sessions end)

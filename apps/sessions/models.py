@@ -42,6 +42,11 @@ class LabStatus(models.TextChoices):
 LIVE_ROWS = models.Q(status__in=[SessionStatus.WAITING, SessionStatus.ACTIVE])
 
 
+def user_owner_key(user_id: int) -> str:
+    """Session.owner_key (and SessionLab.owner_key) of a user's sessions."""
+    return f"user:{user_id}"
+
+
 class SessionPool(models.Model):
     """A queue: the workers whose `session_pool` is this name serve its sessions."""
 
@@ -78,6 +83,10 @@ class Session(models.Model):
                                db_index=False, help_text="The worker an active session holds.")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                               related_name="lab_sessions", db_index=False, help_text="Blank: an anonymous client.")
+    # Who the session belongs to, kept when the user goes (owner is then NULL): "user:<id>", or "" for an
+    # anonymous client. Only a blank owner_key is anonymous: a deleted user's session never becomes one.
+    owner_key = models.CharField(max_length=64, blank=True, editable=False,
+                                 help_text="user:<id>, or blank for an anonymous client (kept if the user is deleted).")
     actor = models.CharField(max_length=150, help_text="Who created it, as the audit journal names them.")
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     created_at = models.DateTimeField()
@@ -122,12 +131,23 @@ class Session(models.Model):
     def position(self, value: int) -> None:
         self.__dict__["queue_position"] = value
 
+    @property
+    def lab_owner_key(self) -> str:
+        """The principal a lab this session starts belongs to (SessionLab.owner_key): its user, or, for an
+        anonymous client, this session alone (anonymous clients cannot be told apart)."""
+        return self.owner_key or f"session:{self.pk}"
+
 
 class SessionLab(models.Model):
     """The lab slot of one worker: which topology runs there for sessions, and how many hold it."""
 
     worker = models.OneToOneField(Worker, on_delete=models.CASCADE, related_name="session_lab")
     status = models.CharField(max_length=10, choices=LabStatus.choices, default=LabStatus.EMPTY)
+    # The principal whose session started the lab (Session.lab_owner_key): only sessions of that principal
+    # see it, attach to it or are handed it; blank while EMPTY (and for labs started before it was recorded:
+    # nobody's, replaced by the next acquire).
+    owner_key = models.CharField(max_length=64, blank=True,
+                                 help_text="user:<id> or session:<uuid> (anonymous) that started it.")
     topology_sha256 = models.CharField(max_length=64, blank=True)
     topology_name = models.CharField(max_length=255, blank=True)
     cml_lab_id = models.CharField(max_length=64, blank=True)

@@ -34,11 +34,15 @@ class Principal:
         if self.privileged:
             return Q()
         if self.user_id is None:
-            return Q(owner__isnull=True)
+            return Q(owner_key="")  # not owner IS NULL: a deleted user's session stays the user's
         return Q(owner_id=self.user_id)
 
     def can_see(self, session: Session) -> bool:
-        return self.privileged or session.owner_id == self.user_id  # None == None: anonymous sees anonymous
+        if self.privileged:
+            return True
+        if self.user_id is None:
+            return session.owner_key == ""
+        return session.owner_id == self.user_id
 
 
 SYSTEM = Principal(user_id=None, actor="system", privileged=True)
@@ -135,10 +139,13 @@ def pool_counts() -> list[dict]:
 
 
 def session_lab_of(*, session: Session) -> SessionLab | None:
-    """The lab slot of the session's worker (None when nothing ever ran there)."""
+    """The lab of the session's worker, if it is the session's principal's (SessionLab.owner_key); None when
+    nothing runs there for it: nothing ever ran, the slot is empty, or the lab there is another principal's
+    (a lab outlives its session, for its principal's next one: never shown to anyone else)."""
     if session.worker_id is None:
         return None
-    return SessionLab.objects.filter(worker_id=session.worker_id).first()
+    return (SessionLab.objects.filter(worker_id=session.worker_id, owner_key=session.lab_owner_key)
+            .exclude(status=LabStatus.EMPTY).first())
 
 
 def session_lab_running(*, session: Session) -> SessionLab:

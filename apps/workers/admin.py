@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
@@ -29,8 +30,9 @@ class WorkerAdminForm(forms.ModelForm):
     cml_password = forms.CharField(
         required=False, strip=False, max_length=200, label="CML password",
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Write-only, stored encrypted. Leave blank to keep the stored one. None stored: "
-                  "settings.CML_PASSWORD.")
+        help_text="Write-only, stored encrypted. Leave blank to keep the stored one; changing the CML URL or "
+                  "turning TLS verification off clears it unless you enter it again here. None stored: "
+                  "settings.CML_PASSWORD, only if the CML URL is blank (the settings' URL).")
     cml_password_clear = forms.BooleanField(required=False, label="Clear the stored CML password")
 
     class Meta:
@@ -83,7 +85,11 @@ class WorkerAdmin(admin.ModelAdmin):
 
     @admin.display(description="CML password")
     def cml_password_status(self, obj):
-        return "stored (encrypted)" if obj.cml_password_encrypted else "none stored: settings.CML_PASSWORD"
+        if obj.cml_password_encrypted:
+            return "stored (encrypted)"
+        if obj.cml_url and not settings.CML_URL_OVERRIDE:
+            return "none stored: no password (the worker has a CML URL of its own)"
+        return "none stored: settings.CML_PASSWORD"
 
     def save_model(self, request, obj, form, change):
         capacity = {f: form.cleaned_data[f] for f in services.CAPACITY_FIELDS if f in form.changed_data}

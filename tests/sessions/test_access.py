@@ -27,8 +27,7 @@ GATED = [
     ("delete", "/lab", True),
     ("post", "/lab/release", True),
     ("get", "/lab/devices", True),
-    ("get", "/debug/health", False),
-    ("get", "/active-session", False),
+    ("get", "/active-session", False),  # /debug/health answers as a path with no view (below)
 ]
 
 
@@ -289,17 +288,52 @@ def test_active_session_shows_admins_and_operators_any_principals_session(reques
     assert request.getfixturevalue(caller).get(f"{BASE}/active-session").json()["session_id"] == session_id
 
 
-@pytest.mark.parametrize("caller", ["anon", "instructor_client", "narrowed_admin_client"])
-def test_debug_health_is_404_to_all_but_admins_and_operators_like_an_unknown_path(request, anonymous_lab, caller):
+@pytest.fixture
+def instructor_browser(instructor_user):
+    """An instructor signed in with the session cookie (reading it marks the session accessed)."""
+    client = APIClient()
+    client.force_login(instructor_user)
+    return client
+
+
+@pytest.fixture
+def foreign_anon():
+    return APIClient(REMOTE_ADDR=FOREIGN_IP)
+
+
+@pytest.fixture
+def bad_key_client():
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY="lm_not-a-real-key")
+    return client
+
+
+HEALTH, NO_VIEW = "/debug/health", "/debug/hxalth"  # a path with no view, of the same length
+
+
+def _headers(response) -> dict:
+    """The answer's headers as a client sees them, less those that differ on every request."""
+    return {k: v for k, v in response.headers.items() if k not in ("Date", "X-Trace-Id")}
+
+
+@pytest.mark.parametrize("caller", ["anon", "foreign_anon", "bad_key_client", "instructor_client",
+                                    "narrowed_admin_client", "instructor_browser"])
+@pytest.mark.parametrize("method", ["get", "head", "options", "post"])
+def test_debug_health_is_to_all_but_admins_and_operators_exactly_a_path_with_no_view(request, anonymous_lab, caller,
+                                                                                     method):
     client = request.getfixturevalue(caller)
 
-    response = client.get(f"{BASE}/debug/health")
+    response, unknown = (getattr(client, method)(f"{BASE}{path}") for path in (HEALTH, NO_VIEW))
 
-    body = assert_problem(response, 404)
-    unknown = client.get(f"{BASE}/debug/nothing-here")
-    assert (body["title"], body["detail"]) == (unknown.json()["title"], unknown.json()["detail"].replace(
-        "/debug/nothing-here", "/debug/health"))
-    assert "sessions" not in body and "pools" not in body
+    assert response.status_code == unknown.status_code == 404
+    assert _headers(response) == _headers(unknown)  # no Allow, Vary, X-RateLimit-*; the same length
+    assert list(response.headers) == list(unknown.headers)  # in the same order
+    if method != "head":
+        strip = lambda body: {k: v for k, v in body.items() if k not in ("trace_id", "instance", "detail")}  # noqa: E731
+        assert strip(response.json()) == strip(unknown.json())
+        assert response.json()["detail"] == unknown.json()["detail"].replace(NO_VIEW, HEALTH)
+        assert response.content.replace(HEALTH.encode(), b"").replace(response["X-Trace-Id"].encode(), b"") == \
+            unknown.content.replace(NO_VIEW.encode(), b"").replace(unknown["X-Trace-Id"].encode(), b"")
 
 
 @pytest.mark.parametrize("caller", ["admin_client", "operator_client"])
@@ -341,3 +375,46 @@ def test_the_remote_lab_limit_is_apart_from_the_api_limit(anon, worker, settings
     session_id = create(anon)["session_id"]
 
     assert all(status_of(anon, session_id).status_code == 200 for _ in range(5))
+
+
+# --- a deleted user's sessions end, and never become anonymous (issue 19) --------------------------------
+
+def test_deleting_a_user_ends_their_sessions_and_anonymous_callers_never_reach_them(
+        admin_user, instructor_user, instructor_client, anon, worker, cml, teardowns_run_inline):
+    from django.test import Client
+
+    from apps.audit.models import AuditEvent
+    from apps.sessions.models import SessionLab
+
+    active = create(instructor_client)["session_id"]
+    assert acquire(instructor_client, active).status_code == 200
+    waiting = create(instructor_client)["session_id"]
+    queued = create(anon)["session_id"]  # an anonymous client waits behind them
+    admin_browser = Client()
+    admin_browser.force_login(admin_user)
+
+    with teardowns_run_inline(execute=True):
+        response = admin_browser.post(f"/admin/auth/user/{instructor_user.pk}/delete/", {"post": "yes"})
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    for session_id in (active, waiting):
+        session = Session.objects.get(pk=session_id)
+        assert (session.status, session.owner_id, session.owner_key) == ("ended", None, f"user:{instructor_user.pk}")
+        event = AuditEvent.objects.get(resource_id=session_id, event_type="session.ended")
+        assert "instructor1 was deleted" in event.metadata["reason"]
+        assert_problem(status_of(anon, session_id), 404, "Session not found")
+        assert_problem(anon.delete(f"{BASE}/session/{session_id}"), 404, "Session not found")
+        assert_problem(lab_call(anon, "get", "/lab/devices", session_id), 404, "Session not found")
+    assert SessionLab.objects.get(worker=worker).status == "empty" and not cml.summary()["labs"]  # no one's to reuse
+    assert status_of(anon, queued).json()["status"] == "active"  # the worker went to the next in the queue
+
+
+def test_a_deleted_users_session_is_no_anonymous_session(instructor_user, instructor_client, anon, worker):
+    """Even a session left live (deleted outside the signal's reach: a raw SQL cleanup) stays its user's."""
+    session_id = create(instructor_client)["session_id"]
+    Session.objects.filter(pk=session_id).update(owner=None)  # what SET_NULL leaves
+
+    assert_problem(status_of(anon, session_id), 404, "Session not found")
+    assert_problem(anon.post(f"{BASE}/session/heartbeat", HTTP_X_SESSION_ID=session_id), 404, "Session not found")
+    assert_problem(anon.delete(f"{BASE}/session/{session_id}"), 404, "Session not found")
+    assert Session.objects.get(pk=session_id).status == "active"

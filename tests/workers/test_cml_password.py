@@ -100,3 +100,86 @@ def test_the_migration_encrypts_plain_passwords_once():
     assert _stored(none) == ""
     migration.encrypt_plain_passwords(apps, None)  # idempotent: a token is not encrypted again
     assert _stored(plain) == token
+
+
+# --- the stored password goes only where it was entered for (issue 19) -------------------------------------
+
+@pytest.fixture
+def elsewhere():
+    """Another host someone may point the worker at, which would accept the stored password."""
+    with CmlSimulator(password=SECRET) as sim:
+        yield sim
+
+
+def _journalled(worker: Worker) -> dict:
+    return AuditEvent.objects.filter(resource_id=worker.public_id, action="worker.update_connection").last().metadata
+
+
+def _own_url_worker(admin_browser, settings, own_cml) -> Worker:
+    """A running worker whose URL and password were set by hand in the admin (the settings' URL unset)."""
+    settings.CML_URL_OVERRIDE = ""
+    worker = worker_transition(worker=WorkerFactory(cml_username="admin"), to="running", actor="tests")
+    response = admin_browser.post(f"/admin/workers/worker/{worker.pk}/change/",
+                                  _form(worker, cml_url=own_cml.url, cml_password=SECRET))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    worker = Worker.objects.get(pk=worker.pk)
+    assert worker_cml_health(worker=worker).cml_service_status == "available"
+    return worker
+
+
+def test_changing_the_cml_url_clears_the_stored_password_and_never_sends_it_to_the_new_host(
+        admin_browser, settings, own_cml, elsewhere):
+    worker = _own_url_worker(admin_browser, settings, own_cml)
+    settings.CML_PASSWORD = SECRET  # nor does the fleet's password follow the URL (here: the same secret)
+
+    response = admin_browser.post(f"/admin/workers/worker/{worker.pk}/change/", _form(worker, cml_url=elsewhere.url))
+
+    assert response.status_code == 302
+    assert _stored(worker) == ""
+    metadata = _journalled(worker)
+    assert metadata["changed"] == ["cml_password", "cml_url"] and metadata["cml_password_cleared"] is True
+    assert SECRET not in json.dumps(metadata)
+    checked = worker_cml_health(worker=Worker.objects.get(pk=worker.pk))
+    assert checked.cml_service_status == "unavailable"
+    assert elsewhere.calls["POST authenticate"] == 0  # no password of any kind reached the new host
+    assert "password" in admin_browser.get(f"/admin/workers/worker/{worker.pk}/change/").content.decode()
+
+
+def test_a_new_password_entered_with_the_new_url_is_kept(admin_browser, settings, own_cml, elsewhere):
+    worker = _own_url_worker(admin_browser, settings, own_cml)
+
+    response = admin_browser.post(f"/admin/workers/worker/{worker.pk}/change/",
+                                  _form(worker, cml_url=elsewhere.url, cml_password=SECRET))
+
+    assert response.status_code == 302
+    assert decrypt(_stored(worker)) == SECRET
+    assert "cml_password_cleared" not in _journalled(worker)
+    assert worker_cml_health(worker=Worker.objects.get(pk=worker.pk)).cml_service_status == "available"
+
+
+def test_turning_tls_verification_off_clears_the_stored_password(admin_browser, settings, own_cml):
+    worker = _own_url_worker(admin_browser, settings, own_cml)
+    form = _form(worker)
+    del form["cml_tls_verify"]  # the checkbox unticked
+
+    assert admin_browser.post(f"/admin/workers/worker/{worker.pk}/change/", form).status_code == 302
+
+    assert _stored(worker) == ""
+    assert _journalled(worker)["changed"] == ["cml_password", "cml_tls_verify"]
+    calls = own_cml.calls["POST authenticate"]
+    assert worker_cml_health(worker=Worker.objects.get(pk=worker.pk)).cml_service_status == "unavailable"
+    assert own_cml.calls["POST authenticate"] == calls  # nothing sent over the unverified connection
+
+
+def test_the_fleet_password_goes_only_to_the_url_the_settings_give(settings):
+    with CmlSimulator(password="fleet-pw") as sim:
+        settings.CML_URL_OVERRIDE, settings.CML_PASSWORD = "", "fleet-pw"
+        settings.CML_URL_TEMPLATE = f"http://{{ip_address}}:{sim.port}"
+        derived = worker_transition(worker=WorkerFactory(ip_address="127.0.0.1"), to="running", actor="tests")
+        typed = worker_transition(worker=WorkerFactory(ip_address="127.0.0.1", cml_url=sim.url), to="running",
+                                  actor="tests")
+
+        assert worker_cml_health(worker=derived).cml_service_status == "available"  # the template's URL
+        calls = sim.calls["POST authenticate"]
+        assert worker_cml_health(worker=typed).cml_service_status == "unavailable"  # a URL set by hand
+        assert sim.calls["POST authenticate"] == calls

@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from apps.audit.models import AuditEvent
 from apps.workers.cml import CmlError, cml_system_status
 from apps.workers.models import Worker
-from apps.workers.services import worker_cml_health, worker_transition
+from apps.workers.services import worker_cml_health, worker_transition, worker_update_connection
 from simulators.cml import CmlSimulator
 from tests.factories import WorkerFactory
 
@@ -122,19 +122,22 @@ def test_the_opt_out_is_set_in_the_admin_shown_and_journalled(https_cml, tls_sim
     settings.CML_URL_OVERRIDE = ""  # the worker's own controller: the https simulator
     worker = worker_transition(worker=WorkerFactory(cml_url=tls_sim.url, cml_username="admin"), to="running",
                                actor="tests")
-    settings.CML_PASSWORD = "tls-secret-pw"
+    # Its own password: a URL set on the worker gets no CML_PASSWORD (tests/workers/test_cml_password.py).
+    worker = worker_update_connection(worker=worker, actor="tests", changes={"cml_password": "tls-secret-pw"})
     assert worker.cml_tls_verify is True  # the default
     assert worker_cml_health(worker=worker).cml_service_status == "unavailable"
+    assert "certificate verify failed" in Worker.objects.get(pk=worker.pk).cml_error.lower()
 
     page = admin_browser.get(f"/admin/workers/worker/{worker.pk}/change/").content.decode()
     assert 'name="cml_tls_verify"' in page
+    # Turning verification off clears the stored password unless it is entered again in the same change.
     response = admin_browser.post(f"/admin/workers/worker/{worker.pk}/change/",
-                                 _change_form(worker, cml_tls_verify=None))
+                                 _change_form(worker, cml_tls_verify=None, cml_password="tls-secret-pw"))
     assert response.status_code == 302, response.content.decode()[:2000]
     worker.refresh_from_db()
     assert worker.cml_tls_verify is False
     event = AuditEvent.objects.filter(resource_id=worker.public_id, action="worker.update_connection").last()
-    assert event.metadata["changed"] == ["cml_tls_verify"] and event.metadata["cml_tls_verify"] is False
+    assert event.metadata["changed"] == ["cml_password", "cml_tls_verify"] and event.metadata["cml_tls_verify"] is False
     assert event.actor.startswith("admin")
     assert "cml_tls_verify" in admin_browser.get("/admin/workers/worker/").content.decode()  # a column and a filter
 

@@ -7,6 +7,7 @@ import time
 from functools import partial
 
 from django.conf import settings
+from django.http import HttpResponseNotFound
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
@@ -30,9 +31,8 @@ from apps.sessions.api.serializers import (
 )
 from apps.sessions.models import LabStatus
 from apps.sessions.services import storage
-from apps.api.middleware import unknown_path_detail
 from apps.api.pending import awaiting, pending_response
-from apps.api.permissions import Public
+from apps.api.permissions import Public, privileged
 from apps.api.schema import problem_responses
 from apps.core.errors import NotFound, ValidationFailed
 
@@ -246,13 +246,44 @@ class HealthzView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class _Hidden(Exception):
+    """The caller is not an admin or operator: the view answers as if it were not there."""
+
+
 class DebugHealthView(RemoteLabView):
+    """To anyone but an admin or operator, whatever the method and whatever their credentials (none, bad,
+    expired), exactly the answer of a path with no view: Django's 404, made problem+json by
+    ApiProblemMiddleware like any unknown path's, without the headers a view adds (Allow, Vary: Cookie,
+    X-RateLimit-*: the caller's request is not counted, as an unknown path's is not)."""
+
+    def initial(self, request, *args, **kwargs):
+        try:
+            self.perform_authentication(request)  # request.user: a failed authentication leaves it anonymous
+        except exceptions.APIException:
+            pass
+        if not privileged(request.user):
+            raise _Hidden()
+        super().initial(request, *args, **kwargs)  # the admin's or operator's request: permission, throttle
+
+    def handle_exception(self, exc):
+        if isinstance(exc, _Hidden):
+            # Reading the credentials touched the session: an unknown path's answer does not vary by cookie.
+            session = getattr(self.request._request, "session", None)
+            if session is not None and not session.modified:
+                session.accessed = False
+            return HttpResponseNotFound()
+        return super().handle_exception(exc)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if isinstance(response, HttpResponseNotFound):
+            return response  # no Allow or Vary of the view's: as a path with no view
+        return super().finalize_response(request, response, *args, **kwargs)
+
     @extend_schema(summary="Queue diagnostics (unstable; admins and operators)", responses={
-        200: DebugHealthSerializer, **ACCESS_ERRORS,
-        **problem_responses(s404="Not an admin or operator: answered as for a path with no view.")})
+        200: DebugHealthSerializer, **problem_responses(
+            s404="Not an admin or operator (also without or with bad credentials): the answer of a path with no view.",
+            s429="Rate limit exceeded (SESSION_API_RATE_LIMIT).")})
     def get(self, request):
-        if not principal_for(request).privileged:
-            raise NotFound(unknown_path_detail(request.path))
         pools = selectors.pool_counts()
         now = time.time()
         return Response(DebugHealthSerializer({

@@ -105,17 +105,45 @@ def _recount(lab_ids) -> None:
 
 
 def claims_drop(*, session_ids: list, worker_ids: list, actor: str) -> int:
-    """Drop the lab claims of these sessions (ended or reaped): the labs stay up, one reference fewer.
-    Locks the lab slots of their workers first (the only labs they can hold a claim on)."""
+    """Drop the lab claims of these sessions (ended or reaped): the labs stay up, one reference fewer, for
+    their principal's next session; but a lab an anonymous session started is torn down with it (it is that
+    session's alone: labs_drop_owned). Locks the lab slots of their workers first (the only labs they can
+    hold a claim on, or have started)."""
     worker_ids = sorted({w for w in worker_ids if w is not None})
     if worker_ids:
         list(SessionLab.objects.select_for_update().filter(worker_id__in=worker_ids).order_by("pk"))
     claims = LabClaim.objects.filter(session_id__in=session_ids)
     lab_ids = set(claims.values_list("lab_id", flat=True))
-    if not lab_ids:
-        return 0
-    dropped, _ = claims.delete()
-    _recount(lab_ids)
+    dropped = 0
+    if lab_ids:
+        dropped, _ = claims.delete()
+        _recount(lab_ids)
+    if worker_ids:
+        labs_drop_owned(owner_keys=[f"session:{pk}" for pk in session_ids], worker_ids=worker_ids, actor=actor,
+                        reason="its anonymous session ended")
+    return dropped
+
+
+def labs_drop_owned(*, owner_keys: list[str], actor: str, reason: str, worker_ids: list | None = None) -> int:
+    """Tear down the labs of these principals (SessionLab.owner_key), running or starting, whatever their
+    claims: nobody may use them any more (an anonymous session's at its end; a deleted user's). Each slot
+    goes EMPTY (journalled) and its CML lab becomes a teardown. Locks the slots by pk; returns how many."""
+    slots = SessionLab.objects.select_for_update().filter(owner_key__in=owner_keys).exclude(status=LabStatus.EMPTY)
+    if worker_ids is not None:
+        slots = slots.filter(worker_id__in=worker_ids)
+    dropped = 0
+    for slot in slots.order_by("pk"):
+        holders = [str(h) for h in LabClaim.objects.filter(lab=slot).values_list("session_id", flat=True)]
+        LabClaim.objects.filter(lab=slot).delete()
+        session_lab_transition(lab=slot, to=LabStatus.EMPTY, actor=actor, reason=reason, ref_count=0, cml_lab_id="",
+                               topology_sha256="", topology_name="", devices=[], owner_key="", start_token=None)
+        _teardown_later(worker_id=slot.worker_id, cml_lab_id=slot.cml_lab_id, sha256=slot.topology_sha256,
+                        reason=reason)
+        audit_record(event_type="session.lab_destroyed", actor=actor, resource_type="session_lab",
+                     resource_id=str(slot.pk), action="session.lab_destroyed",
+                     metadata={"worker_pk": slot.worker_id, "cml_lab_id": slot.cml_lab_id, "reason": reason,
+                               "holders": holders})
+        dropped += 1
     return dropped
 
 
@@ -156,6 +184,8 @@ def _decide(*, session: Session, staged: storage.StagedUpload, reuse: bool, acto
         if not Session.objects.filter(pk=session.pk, status=SessionStatus.ACTIVE, worker_id=session.worker_id).exists():
             raise Locked(SESSION_NOT_ACTIVE)  # ended or reaped since the request began
         claim = LabClaim.objects.filter(session_id=session.pk).first()
+        if slot.status != LabStatus.EMPTY and slot.owner_key != session.lab_owner_key:
+            return _decide_foreign(session=session, slot=slot, staged=staged, claim=claim, actor=actor)
         if slot.status == LabStatus.RUNNING and slot.topology_sha256 == sha and reuse:
             if claim is None:
                 LabClaim.objects.create(session_id=session.pk, lab=slot)
@@ -171,22 +201,41 @@ def _decide(*, session: Session, staged: storage.StagedUpload, reuse: bool, acto
         if slot.status == LabStatus.RUNNING and slot.ref_count > 0:
             raise Locked(BUSY)  # another topology (or reuse=false) while sessions hold the running one
         # Nothing runs, or an idle lab (no claims) that is not the one wanted: replace it.
-        old_lab, old_sha = slot.cml_lab_id, slot.topology_sha256
-        token = uuid.uuid4()
-        session_lab_transition(lab=slot, to=LabStatus.STARTING, actor=actor,
-                               reason=f"session {session.pk} starts its topology", topology_sha256=sha, topology_name=staged.topology_name[:255], cml_lab_id="",
-                               devices=[], start_token=token, started_at=None, last_error="")
-        LabClaim.objects.filter(lab=slot).delete()  # an idle lab has none; belt and braces
-        if claim is not None:
-            claim.delete()
-        LabClaim.objects.create(session_id=session.pk, lab=slot)
-        _recount([slot.pk])
-        if old_lab:
-            _teardown_later(worker_id=slot.worker_id, cml_lab_id=old_lab, sha256=old_sha, reason="replaced")
-            _audit(session.pk, event="lab_destroyed", actor=actor, metadata={
-                "worker_id": session.worker.public_id, "topology_sha256": old_sha, "cml_lab_id": old_lab,
-                "reason": "idle lab replaced by another topology"})
-        return _Decision("start", token=token, lab_pk=slot.pk)
+        return _replace(session=session, slot=slot, staged=staged, claim=claim, actor=actor,
+                        why="idle lab replaced by another topology")
+
+
+def _decide_foreign(*, session: Session, slot: SessionLab, staged: storage.StagedUpload, claim,
+                    actor: str) -> _Decision:
+    """The worker's lab is another principal's (it outlived that principal's session, kept for its next
+    one): never attached to, waited for or shown. Idle, it is replaced (torn down) as an idle lab of another
+    topology is; held or starting, the worker is busy, as for another topology."""
+    if slot.status == LabStatus.RUNNING and slot.ref_count == 0:
+        return _replace(session=session, slot=slot, staged=staged, claim=claim, actor=actor,
+                        why="idle lab of another principal replaced")
+    raise Locked(BUSY)
+
+
+def _replace(*, session: Session, slot: SessionLab, staged: storage.StagedUpload, claim, actor: str,
+             why: str) -> _Decision:
+    """Mark the (locked) slot STARTING for this session's principal, with this session's claim; the idle
+    lab it held, if any, is torn down."""
+    old_lab, old_sha = slot.cml_lab_id, slot.topology_sha256
+    token = uuid.uuid4()
+    session_lab_transition(lab=slot, to=LabStatus.STARTING, actor=actor,
+                           reason=f"session {session.pk} starts its topology", topology_sha256=staged.topology_sha256,
+                           topology_name=staged.topology_name[:255], cml_lab_id="", owner_key=session.lab_owner_key,
+                           devices=[], start_token=token, started_at=None, last_error="")
+    LabClaim.objects.filter(lab=slot).delete()  # an idle lab has none; belt and braces
+    if claim is not None:
+        claim.delete()
+    LabClaim.objects.create(session_id=session.pk, lab=slot)
+    _recount([slot.pk])
+    if old_lab:
+        _teardown_later(worker_id=slot.worker_id, cml_lab_id=old_lab, sha256=old_sha, reason="replaced")
+        _audit(session.pk, event="lab_destroyed", actor=actor, metadata={
+            "worker_id": session.worker.public_id, "topology_sha256": old_sha, "cml_lab_id": old_lab, "reason": why})
+    return _Decision("start", token=token, lab_pk=slot.pk)
 
 
 def _abandon(*, session: Session, decision: _Decision, cml_lab_id: str, error: str, actor: str) -> None:
@@ -201,7 +250,7 @@ def _abandon(*, session: Session, decision: _Decision, cml_lab_id: str, error: s
             LabClaim.objects.filter(lab=slot).delete()
             session_lab_transition(lab=slot, to=LabStatus.EMPTY, actor=actor, reason=f"start failed: {error}"[:200],
                                    ref_count=0, cml_lab_id="", topology_sha256="", topology_name="", devices=[],
-                                   start_token=None, last_error=error[:500])
+                                   owner_key="", start_token=None, last_error=error[:500])
         _teardown_later(worker_id=slot.worker_id, cml_lab_id=cml_lab_id, sha256=slot.topology_sha256,
                         reason="start failed" if mine else "destroyed while starting")
         _audit(session.pk, event="lab_acquired", actor=actor, success=False, error=error[:500],
@@ -386,8 +435,8 @@ def session_lab_release(*, session_id, principal: Principal) -> bool:
         slot = SessionLab.objects.select_for_update().filter(worker_id=session.worker_id).first()
         claim = LabClaim.objects.filter(session_id=session.pk).first()
         if claim is None:
-            if slot is None or slot.status != LabStatus.RUNNING:
-                raise NotFound(NO_LAB)
+            if slot is None or slot.status != LabStatus.RUNNING or slot.owner_key != session.lab_owner_key:
+                raise NotFound(NO_LAB)  # another principal's lab is no lab to this session
             return False
         claim.delete()
         _recount([claim.lab_id])
@@ -404,14 +453,15 @@ def session_lab_destroy(*, session_id, principal: Principal, force: bool = True)
     session = session_get_active(session_id=session_id, principal=principal)
     with transaction.atomic():
         slot = SessionLab.objects.select_for_update().filter(worker_id=session.worker_id).first()
-        if slot is None or slot.status == LabStatus.EMPTY:
-            return False
+        if slot is None or slot.status == LabStatus.EMPTY or slot.owner_key != session.lab_owner_key:
+            return False  # nothing of this session's principal runs there (204): another's lab is left alone
         if not force and slot.ref_count > 0:
             raise Conflict(IN_USE, extra={"ref_count": slot.ref_count})
         holders = list(LabClaim.objects.filter(lab=slot).values_list("session_id", flat=True))
         LabClaim.objects.filter(lab=slot).delete()
         session_lab_transition(lab=slot, to=LabStatus.EMPTY, actor=principal.actor, reason="destroyed", ref_count=0,
-                               cml_lab_id="", topology_sha256="", topology_name="", devices=[], start_token=None)
+                               cml_lab_id="", topology_sha256="", topology_name="", devices=[], owner_key="",
+                               start_token=None)
         _teardown_later(worker_id=slot.worker_id, cml_lab_id=slot.cml_lab_id, sha256=slot.topology_sha256,
                         reason="destroyed")
         _audit(session.pk, event="lab_destroyed", actor=principal.actor, metadata={
@@ -432,7 +482,7 @@ def session_lab_destroy_by_operator(*, lab: SessionLab, actor: str) -> bool:
         LabClaim.objects.filter(lab=slot).delete()
         session_lab_transition(lab=slot, to=LabStatus.EMPTY, actor=actor, reason="destroyed by an operator",
                                ref_count=0, cml_lab_id="", topology_sha256="", topology_name="", devices=[],
-                               start_token=None)
+                               owner_key="", start_token=None)
         _teardown_later(worker_id=slot.worker_id, cml_lab_id=slot.cml_lab_id, sha256=slot.topology_sha256,
                         reason="destroyed by an operator")
         audit_record(event_type="session.lab_destroyed", actor=actor, resource_type="session_lab",
@@ -495,7 +545,7 @@ def labs_recover() -> dict:
             LabClaim.objects.filter(lab=locked).delete()
             session_lab_transition(lab=locked, to=LabStatus.EMPTY, actor="system", reason="abandoned while starting",
                                    ref_count=0, cml_lab_id="", topology_sha256="", topology_name="", devices=[],
-                                   start_token=None, last_error="abandoned while starting")
+                                   owner_key="", start_token=None, last_error="abandoned while starting")
             for lab_id in found:
                 _teardown_later(worker_id=slot.worker_id, cml_lab_id=lab_id, sha256=slot.topology_sha256,
                                 reason="abandoned while starting")

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record, audit_record_select
 from apps.sessions.lifecycle import LIVE
-from apps.sessions.models import Session, SessionPool, SessionStatus
+from apps.sessions.models import Session, SessionLab, SessionPool, SessionStatus, user_owner_key
 from apps.sessions.selectors import SESSION_NOT_FOUND, SYSTEM, Principal, parse_session_id
 from apps.sessions.services import labs, storage
 from apps.sessions.services.transitions import session_transition, session_transitions_many
@@ -165,6 +165,7 @@ def session_create(*, principal: Principal, pool_name: str | None = None, client
                             retry_after=_retry_after(pool), extra={"pool": pool.name, "queue_length": ahead})
         now = timezone.now()
         session = Session.objects.create(pool=pool, ticket=_take_ticket(pool.pk), owner_id=principal.user_id,
+                                         owner_key=user_owner_key(principal.user_id) if principal.user_id else "",
                                          actor=principal.actor, client_ip=client_ip, created_at=now, last_seen_at=now)
         session.position = ahead + 1
         audit_record(event_type="session.created", actor=principal.actor, resource_type="session",
@@ -219,6 +220,39 @@ def session_end(*, session_id, principal: Principal, reason: str = "ended by the
             _record_durations(pool, [(now - session.activated_at).total_seconds()])
             _promote(pool, now=now, actor=principal.actor)
     storage.session_files_remove([session.pk])
+
+
+def sessions_end_of_deleted_user(*, user_id: int, actor: str, reason: str) -> list:
+    """A user is being deleted (in that deletion's transaction): end the user's live sessions, as
+    DELETE /session would (journalled `session.ended`, claims dropped, the next sessions promoted), and tear
+    down the labs of the user's (nobody may use them any more). The sessions keep their owner_key, so they
+    never become anonymous when the owner column is set NULL. Returns the ids of the sessions ended."""
+    key = user_owner_key(user_id)
+    live = Session.objects.filter(owner_key=key, status__in=LIVE)  # a scan (no index by owner): rare
+    pool_ids = set(live.values_list("pool_id", flat=True))
+    now = timezone.now()
+    with transaction.atomic():
+        pools = _pools_locked(pool_ids) if pool_ids else {}
+        rows = list(live.values_list("pk", "pool_id", "status", "worker_id", "activated_at"))  # as of now
+        ended = []
+        for source in (SessionStatus.WAITING, SessionStatus.ACTIVE):
+            moves = [(pk, {"ended_at": now, "end_reason": reason[:100]},
+                      {"pool": pools[pool_id].name, "from": source, "reason": reason[:100]})
+                     for pk, pool_id, status, _, _ in rows if status == source]
+            if moves:
+                ended += session_transitions_many(moves=moves, source=source, to=SessionStatus.ENDED, actor=actor)
+        active = [row for row in rows if row[2] == SessionStatus.ACTIVE and row[0] in ended]
+        workers = [row[3] for row in active if row[3] is not None]
+        # The slots in one pk order: those of the active sessions' workers and every lab of the user's.
+        list(SessionLab.objects.select_for_update().filter(Q(worker_id__in=workers) | Q(owner_key=key)).order_by("pk"))
+        if active:
+            labs.claims_drop(session_ids=[row[0] for row in active], worker_ids=workers, actor=actor)
+        labs.labs_drop_owned(owner_keys=[key], actor=actor, reason=reason[:100])
+        for pool_id, pool in pools.items():
+            _record_durations(pool, [(now - row[4]).total_seconds() for row in active if row[1] == pool_id])
+            _promote(pool, now=now, actor=actor)
+        transaction.on_commit(lambda: storage.session_files_remove(ended))
+    return ended
 
 
 # --- reaping and promotion ------------------------------------------------------------------------------

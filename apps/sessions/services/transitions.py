@@ -45,7 +45,7 @@ def session_transitions_many(*, moves: list[tuple], source: str, to: str, actor:
 def session_lab_transition(*, lab: SessionLab, to: str, actor: str, reason: str, **fields) -> bool:
     """Move a worker's lab slot from its status as read (`lab`, locked by the caller) to `to`, writing
     `fields` too (`updated_at` is stamped), and journal it as `session_lab.<to>` with the slot's worker,
-    its lab (the one dropped, for EMPTY) and the reason. False, and nothing journalled, when the slot moved on meanwhile."""
+    its lab and the principal it belongs to (the ones dropped, for EMPTY) and the reason. False, and nothing journalled, when the slot moved on meanwhile."""
     source = lab.status
     if to not in LAB_TRANSITIONS.get(source, ()):
         raise InvalidTransition("Session lab", str(lab.pk), source, to)
@@ -58,5 +58,5 @@ def session_lab_transition(*, lab: SessionLab, to: str, actor: str, reason: str,
                  metadata={"from": source, "to": to, "reason": reason, "worker_pk": lab.worker_id, **{
                      # the lab it holds now; for EMPTY, the one it dropped
                      name: getattr(lab, name) if to == LabStatus.EMPTY else fields.get(name, getattr(lab, name))
-                     for name in ("cml_lab_id", "topology_sha256")}})
+                     for name in ("cml_lab_id", "topology_sha256", "owner_key")}})
     return True

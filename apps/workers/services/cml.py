@@ -26,10 +26,14 @@ HEALTH_TASK = "apps.workers.tasks.cml_health_one"
 
 
 def _password(worker: Worker) -> str:
-    """The worker's own CML password, decrypted, else settings.CML_PASSWORD. A stored password that cannot be
-    decrypted (the key changed) gives "" (the gateway then refuses with kind `auth`), not the fallback."""
+    """The worker's own CML password, decrypted; else settings.CML_PASSWORD, but only towards a URL the
+    settings give (CML_URL_OVERRIDE, or CML_URL_TEMPLATE filled with the worker's address): a `cml_url` set on
+    the worker by hand gets no password but its own, so the fleet's password never follows a URL someone
+    typed. "" (the gateway refuses with kind `auth` before any request) when there is none, and for a stored
+    password that cannot be decrypted (the key changed)."""
     if not worker.cml_password_encrypted:
-        return settings.CML_PASSWORD
+        own_url = bool(worker.cml_url) and not settings.CML_URL_OVERRIDE
+        return "" if own_url else settings.CML_PASSWORD
     try:
         return decrypt(worker.cml_password_encrypted)
     except DecryptionFailed:

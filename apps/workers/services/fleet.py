@@ -342,10 +342,21 @@ CONNECTION_FIELDS = ("name", "cml_url", "cml_username", "cml_password", "cml_tls
 @transaction.atomic
 def worker_update_connection(*, worker: Worker, actor: str, changes: dict) -> Worker:
     """Operators rename a worker or point it at its CML controller. `cml_password` is stored encrypted ("" clears
-    it: settings.CML_PASSWORD applies); the journal names the fields changed, never a credential's value.
-    Turning TLS verification off or on is journalled with its value."""
+    it); the journal names the fields changed, never a credential's value. Turning TLS verification off or on
+    is journalled with its value.
+
+    The stored password goes only where it was entered for: a change of `cml_url`, or turning TLS
+    verification off, clears it unless a new one is entered in the same change (journalled as a change of
+    `cml_password`, with `cml_password_cleared`). Whoever may change the URL cannot send the stored password
+    to a host of their choice."""
     locked = Worker.objects.select_for_update().get(pk=worker.pk)
     changed = {k: v for k, v in changes.items() if k in CONNECTION_FIELDS}
+    changed = {k: v for k, v in changed.items() if k == "cml_password" or getattr(locked, k) != v}
+    redirected = "cml_url" in changed or ("cml_tls_verify" in changed and locked.cml_tls_verify
+                                          and not changed["cml_tls_verify"])
+    cleared = redirected and not changed.get("cml_password") and bool(locked.cml_password_encrypted)
+    if cleared:
+        changed["cml_password"] = ""
     columns = []
     for key, value in changed.items():
         if key == "cml_password":
@@ -357,5 +368,5 @@ def worker_update_connection(*, worker: Worker, actor: str, changes: dict) -> Wo
     locked.save(update_fields=[*columns, "updated_at"])
     _audit(locked, event_type="worker.updated", actor=actor, action="worker.update_connection",
            metadata={"changed": sorted(changed), "name": locked.name, "cml_url": locked.cml_url,
-                     "cml_tls_verify": locked.cml_tls_verify})
+                     "cml_tls_verify": locked.cml_tls_verify, **({"cml_password_cleared": True} if cleared else {})})
     return locked

@@ -42,6 +42,9 @@ class LabStatus(models.TextChoices):
 LIVE_ROWS = models.Q(status__in=[SessionStatus.WAITING, SessionStatus.ACTIVE])
 
 
+ANONYMOUS_LAB_OWNER = "anonymous"  # SessionLab.owner_key of a lab an anonymous client's session started
+
+
 def user_owner_key(user_id: int) -> str:
     """Session.owner_key (and SessionLab.owner_key) of a user's sessions."""
     return f"user:{user_id}"
@@ -134,8 +137,10 @@ class Session(models.Model):
     @property
     def lab_owner_key(self) -> str:
         """The principal a lab this session starts belongs to (SessionLab.owner_key): its user, or, for an
-        anonymous client, this session alone (anonymous clients cannot be told apart)."""
-        return self.owner_key or f"session:{self.pk}"
+        anonymous client, `anonymous`: anonymous clients cannot be told apart, and the seed's reuse (an idle lab
+        kept running for the next session, docs/remote-lab.md) is theirs as one principal. A user's lab is never
+        an anonymous client's, nor the other way round."""
+        return self.owner_key or ANONYMOUS_LAB_OWNER
 
 
 class SessionLab(models.Model):
@@ -147,7 +152,7 @@ class SessionLab(models.Model):
     # see it, attach to it or are handed it; blank while EMPTY (and for labs started before it was recorded:
     # nobody's, replaced by the next acquire).
     owner_key = models.CharField(max_length=64, blank=True,
-                                 help_text="user:<id> or session:<uuid> (anonymous) that started it.")
+                                 help_text="user:<id>, or anonymous, whose session started it.")
     topology_sha256 = models.CharField(max_length=64, blank=True)
     topology_name = models.CharField(max_length=255, blank=True)
     cml_lab_id = models.CharField(max_length=64, blank=True)

@@ -80,15 +80,14 @@ def test_the_same_content_under_another_name_is_reused(anon, active, worker, cml
     assert _lab(worker).ref_count == 1  # a session holds at most one claim
 
 
-def test_reuse_after_another_session_released_attaches_and_counts_its_claim(instructor_client, worker, cml):
-    # A user's sessions (an anonymous session's lab is its own alone: tests/sessions/test_lab_owners.py).
-    first = create(instructor_client)["session_id"]
-    acquire(instructor_client, first)
-    lab_call(instructor_client, "post", "/lab/release", first)
-    instructor_client.delete(f"{BASE}/session/{first}")
-    second = create(instructor_client)["session_id"]
+def test_reuse_after_another_session_released_attaches_and_counts_its_claim(anon, worker, cml):
+    first = create(anon)["session_id"]
+    acquire(anon, first)
+    lab_call(anon, "post", "/lab/release", first)
+    anon.delete(f"{BASE}/session/{first}")
+    second = create(anon)["session_id"]
 
-    body = acquire(instructor_client, second, reuse="true").json()
+    body = acquire(anon, second, reuse="true").json()
 
     assert body["reused"] is True
     assert cml.calls["POST import"] == 1
@@ -269,14 +268,13 @@ def test_lab_status_shows_the_slot(anon, active, worker):
 
 # --- sessions and claims ----------------------------------------------------------------------------------
 
-def test_ending_a_session_drops_only_its_own_claim_and_the_lab_stays(instructor_client, worker, cml):
+def test_ending_a_session_drops_only_its_own_claim_and_the_lab_stays(anon, worker, cml):
     placeable_worker(session_pool="default")
-    client = instructor_client  # a user's lab stays for the user's next session; an anonymous one's goes
-    first, second = create(client)["session_id"], create(client)["session_id"]  # one per worker
-    acquire(client, first)
-    assert acquire(client, second).status_code == 200  # its own worker, its own lab
+    first, second = create(anon)["session_id"], create(anon)["session_id"]  # one per worker
+    acquire(anon, first)
+    assert acquire(anon, second).status_code == 200  # its own worker, its own lab
 
-    client.delete(f"{BASE}/session/{first}")
+    anon.delete(f"{BASE}/session/{first}")
 
     labs = {lab.worker_id: lab for lab in SessionLab.objects.all()}
     assert sorted(lab.ref_count for lab in labs.values()) == [0, 1]

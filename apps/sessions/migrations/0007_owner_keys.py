@@ -18,7 +18,7 @@ def fill_owner_keys(apps, schema_editor):
         claim = LabClaim.objects.filter(lab_id=lab.pk).order_by("created_at").first()
         session = claim and Session.objects.filter(pk=claim.session_id).first()
         if session is not None:
-            SessionLab.objects.filter(pk=lab.pk).update(owner_key=session.owner_key or f"session:{session.pk}")
+            SessionLab.objects.filter(pk=lab.pk).update(owner_key=session.owner_key or "anonymous")
 
 
 class Migration(migrations.Migration):
@@ -36,7 +36,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='sessionlab',
             name='owner_key',
-            field=models.CharField(blank=True, help_text='user:<id> or session:<uuid> (anonymous) that started it.', max_length=64),
+            field=models.CharField(blank=True, help_text='user:<id>, or anonymous, whose session started it.', max_length=64),
         ),
         migrations.RunPython(fill_owner_keys, migrations.RunPython.noop),
     ]

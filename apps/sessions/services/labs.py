@@ -106,9 +106,8 @@ def _recount(lab_ids) -> None:
 
 def claims_drop(*, session_ids: list, worker_ids: list, actor: str) -> int:
     """Drop the lab claims of these sessions (ended or reaped): the labs stay up, one reference fewer, for
-    their principal's next session; but a lab an anonymous session started is torn down with it (it is that
-    session's alone: labs_drop_owned). Locks the lab slots of their workers first (the only labs they can
-    hold a claim on, or have started)."""
+    their principal's next session (anonymous clients are one principal: Session.lab_owner_key). Locks the lab
+    slots of their workers first (the only labs they can hold a claim on)."""
     worker_ids = sorted({w for w in worker_ids if w is not None})
     if worker_ids:
         list(SessionLab.objects.select_for_update().filter(worker_id__in=worker_ids).order_by("pk"))
@@ -118,9 +117,6 @@ def claims_drop(*, session_ids: list, worker_ids: list, actor: str) -> int:
     if lab_ids:
         dropped, _ = claims.delete()
         _recount(lab_ids)
-    if worker_ids:
-        labs_drop_owned(owner_keys=[f"session:{pk}" for pk in session_ids], worker_ids=worker_ids, actor=actor,
-                        reason="its anonymous session ended")
     return dropped
 
 

@@ -2,7 +2,8 @@
 DJANGO_SETTINGS_MODULE=labmanager.settings_production (the container image sets it).
 
 Everything of labmanager.settings still comes from the environment; this module only turns DEBUG off,
-refuses to start without a real SECRET_KEY and ALLOWED_HOSTS, makes cookies Secure, sends HSTS and a
+refuses to start without a real SECRET_KEY and ALLOWED_HOSTS or with a published secret (a development client
+secret, the simulator's CML password, `change-me`: apps/core/known_secrets.py), makes cookies Secure, sends HSTS and a
 Content-Security-Policy, trusts X-Forwarded-Proto from the TLS-terminating proxy, serves hashed static
 files, and logs JSON lines. `python manage.py check --deploy` reports nothing with it (HSTS includeSubDomains and preload
 are off by default, and their two reminders silenced)
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ImproperlyConfigured
 
 from apps.core.csp import build_policy
+from apps.core.known_secrets import published_settings
 from labmanager.settings import *  # noqa: F403
 from labmanager.settings import LOG_LEVEL, OIDC_ISSUER, SECRET_KEY, env
 
@@ -24,6 +26,12 @@ if not os.environ.get("SECRET_KEY") or SECRET_KEY.startswith("dev-insecure"):
     raise ImproperlyConfigured("SECRET_KEY must be set in production (50+ random characters; docs/operations.md).")
 if not os.environ.get("ALLOWED_HOSTS"):
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production: the host names the site answers to.")
+_published = published_settings(os.environ)
+if _published:  # the value is never repeated in the message: a log is no place for a secret, even a known one
+    raise ImproperlyConfigured(
+        f"{', '.join(_published)} holds a published value (a development secret or a placeholder, "
+        "apps/core/known_secrets.py): generate a secret of your own, e.g. "
+        "python -c \"import secrets; print(secrets.token_urlsafe(32))\" (docs/operations.md, before going live).")
 
 # --- HTTPS ---------------------------------------------------------------------------------
 # TLS ends at the proxy or load balancer in front of daphne, which must set X-Forwarded-Proto (and strip

@@ -138,7 +138,8 @@ def test_importing_the_settings_creates_no_directory_and_builds_one_middleware_l
     was, and the production profile runs the very list of middleware the development settings declare
     (the Content-Security-Policy middleware unloads itself while the policy is empty)."""
     for name in ("labmanager/__init__.py", "labmanager/settings.py", "labmanager/settings_production.py",
-                 "apps/__init__.py", "apps/core/__init__.py", "apps/core/csp.py"):  # the production CSP's builder
+                 "apps/__init__.py", "apps/core/__init__.py", "apps/core/csp.py",  # the production CSP's builder
+                 "apps/core/known_secrets.py"):  # and the published secrets it refuses
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))

@@ -6,8 +6,8 @@ from django.db.models.functions import RowNumber
 
 from apps.webhooks.models import WebhookDeliveryAttempt, WebhookSubscription
 from apps.sessions.lifecycle import LIVE
-from apps.sessions.models import Session, SessionPool, SessionStatus
-from apps.sessions.selectors import session_estimated_wait, with_positions
+from apps.sessions.models import LabStatus, Session, SessionPool, SessionStatus
+from apps.sessions.selectors import session_estimated_wait, session_lab_is_its, with_positions
 from apps.api.permissions import privileged
 
 WAITING_SHOWN = 100  # per pool: the head of the queue
@@ -37,7 +37,8 @@ def _device_name(device) -> str:
 
 def sessions_page(*, user) -> dict:
     """Per pool: the waiting queue in order (position, estimated wait) and the active sessions with their
-    worker and the worker's lab. Staff see every session; anyone else only the sessions they own."""
+    worker and their lab (the worker's lab when it is the session's principal's, `session_lab_is_its`).
+    Staff see every session; anyone else only the sessions they own."""
     visible = Session.objects.all() if privileged(user) else Session.objects.filter(owner_id=user.pk)
     live = visible.filter(status__in=LIVE)
     counts = {(row["pool_id"], row["status"]): row["n"]
@@ -54,11 +55,17 @@ def sessions_page(*, user) -> dict:
     for session in waiting:
         wait = session_estimated_wait(session)
         pools[session.pool_id]["waiting"].append({"session": session, "wait": wait, "wait_text": wait_text(wait)})
+    everyone = privileged(user)
     for session in active:
-        lab = getattr(session.worker, "session_lab", None) if session.worker_id else None
+        # The lab shown for a session is the one the session itself may see (a lab outlives its session, for
+        # its principal's next one only); staff, who see every lab, are also told of another's lab there.
+        slot = getattr(session.worker, "session_lab", None) if session.worker_id else None
+        lab = slot if session_lab_is_its(session=session, lab=slot) else None
+        other_lab = slot if everyone and lab is None and slot is not None and slot.status != LabStatus.EMPTY else None
         devices = [_device_name(device) for device in (lab.devices or [])] if lab is not None else []
-        pools[session.pool_id]["active"].append({"session": session, "lab": lab, "devices": devices})
-    return {"pools": list(pools.values()), "everyone": privileged(user),
+        pools[session.pool_id]["active"].append({"session": session, "lab": lab, "other_lab": other_lab,
+                                                 "devices": devices})
+    return {"pools": list(pools.values()), "everyone": everyone,
             "waiting_shown": WAITING_SHOWN, "active_shown": ACTIVE_SHOWN}
 
 

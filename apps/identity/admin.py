@@ -3,12 +3,14 @@ from django.contrib import admin
 from apps.api.models import ApiKey
 from apps.identity.models import ProviderIdentity
 from apps.identity.services import api_key_revoke
+from apps.core.admin import NoDeleteAdmin
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(NoDeleteAdmin):
     """Keys are created with `manage.py create_api_key` or POST /api/auth/api-keys (the key is shown once);
-    here they are seen and revoked (through the service, journalled). Nothing else is editable."""
+    here they are seen and revoked (through the service, journalled). Nothing else is editable, and nothing is
+    deleted here (a deleted row would drop the key without a journalled revocation: revoke it)."""
 
     list_display = ("prefix", "user", "name", "role", "created_at", "last_used_at", "expires_at", "revoked_at")
     list_filter = ("role", "revoked_at", "expires_at")
@@ -43,3 +45,6 @@ class ProviderIdentityAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # links are made and checked by the services (sign-in, provider sync), never unjournalled

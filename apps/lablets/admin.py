@@ -11,6 +11,7 @@ from apps.lablets.services.awaited import (
 )
 from apps.api.roles import ADMIN, has_role
 from apps.audit.api.refusals import journal_page_refusal
+from apps.core.admin import NoDeleteAdmin, ServiceDeleteAdmin
 from apps.core.errors import DomainError, Forbidden
 
 
@@ -30,16 +31,25 @@ def _run(modeladmin, request, queryset, call, verb, noun):
 
 
 @admin.register(LabletDefinition)
-class LabletDefinitionAdmin(admin.ModelAdmin):
+class LabletDefinitionAdmin(ServiceDeleteAdmin):
     list_display = ("name", "version", "public_id", "owner", "is_active", "trusted", "cpu_cores", "memory_gb",
                     "node_count", "max_duration_minutes", "updated_at", "dashboard_link")
     list_select_related = ("owner",)
     list_filter = ("is_active", "trusted")
     search_fields = ("name", "version", "public_id", "description")
-    actions = ["deprecate", "activate", "sync_from_cml"]
+    actions = ["delete_selected", "deprecate", "activate", "sync_from_cml"]
 
     def view_on_site(self, obj):  # "View on site" opens the definition's dashboard page
         return reverse("lablets:definition_detail", args=[obj.public_id])
+
+    def delete_through_service(self, request, obj):
+        # The owner rule (403), the in-use check (409) and the journal (lablet_definition.deleted), as for the API
+        services.lablet_definition_delete(definition=obj, user=request.user, actor=request.user.get_username())
+
+    def on_delete_refused(self, request, obj, exc):
+        if isinstance(exc, Forbidden):  # journalled as the API's refusal is
+            journal_page_refusal(request, exc)
+        super().on_delete_refused(request, obj, exc)
 
     @admin.display(description="Dashboard")
     def dashboard_link(self, obj):
@@ -85,7 +95,7 @@ class LabletDefinitionAdmin(admin.ModelAdmin):
 
 
 @admin.register(LabletInstance)
-class LabletInstanceAdmin(admin.ModelAdmin):
+class LabletInstanceAdmin(NoDeleteAdmin):  # an instance ends by "Terminate" (its lab torn down, journalled)
     list_display = ("public_id", "definition", "owner_id", "status", "worker", "timeslot_start", "timeslot_end",
                     "priority", "created_by", "dashboard_link")
     list_filter = ("status", "definition", "worker")

@@ -138,6 +138,13 @@ def pool_counts() -> list[dict]:
     ]
 
 
+def session_lab_is_its(*, session: Session, lab: SessionLab | None) -> bool:
+    """Whether `lab` (a worker's slot, already read) is the session's: session_lab_of's rule, for lists that
+    read the labs with their sessions (the dashboard's sessions page)."""
+    return (lab is not None and session.worker_id is not None and lab.worker_id == session.worker_id
+            and lab.status != LabStatus.EMPTY and lab.owner_key == session.lab_owner_key)
+
+
 def session_lab_of(*, session: Session) -> SessionLab | None:
     """The lab of the session's worker, if it is the session's principal's (SessionLab.owner_key); None when
     nothing runs there for it: nothing ever ran, the slot is empty, or the lab there is another principal's

@@ -7,7 +7,7 @@ from django.utils.html import format_html
 from apps.workers import services
 from apps.workers.services import CONNECTION_FIELDS
 from apps.workers.models import Worker, WorkerRunPeriod, WorkerTemplate
-from apps.core.admin import ReadOnlyAdmin
+from apps.core.admin import NoDeleteAdmin, ReadOnlyAdmin
 from apps.core.errors import DomainError
 
 
@@ -50,7 +50,7 @@ class WorkerAdminForm(forms.ModelForm):
 
 
 @admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+class WorkerAdmin(NoDeleteAdmin):  # a worker ends by "Terminate" (EC2 first, journalled); the record stays
     form = WorkerAdminForm
     list_display = ("name", "public_id", "status", "aws_instance_id", "aws_region", "instance_type",
                     "cml_service_status", "cml_tls_verify", "license_status", "nodes_running", "draining",
@@ -135,7 +135,7 @@ class WorkerAdmin(admin.ModelAdmin):
 
 
 @admin.register(WorkerTemplate)
-class WorkerTemplateAdmin(admin.ModelAdmin):
+class WorkerTemplateAdmin(NoDeleteAdmin):  # created and changed through the services; no service deletes one
     list_display = ("name", "public_id", "instance_type", "aws_region", "cpu_cores", "memory_gb", "max_nodes",
                     "license_tier", "cost_per_hour")
     search_fields = ("name", "instance_type")

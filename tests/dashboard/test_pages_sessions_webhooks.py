@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.webhooks.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookSubscription
-from apps.sessions.models import LabClaim, Session, SessionLab, SessionPool
+from apps.sessions.models import LabClaim, Session, SessionLab, SessionPool, user_owner_key
 from tests.factories import WorkerFactory
 
 pytestmark = pytest.mark.django_db
@@ -40,6 +40,7 @@ def a_session(pool, *, status="waiting", position=None, owner=None, worker=None)
     if position is None:
         position = 0 if status == "active" else Session.objects.filter(pool=pool, status="waiting").count() + 1
     return Session.objects.create(pool=pool, ticket=ticket, status=status, position=position, owner=owner,
+                                  owner_key=user_owner_key(owner.pk) if owner else "",
                                   worker=worker, actor=owner.get_username() if owner else "anonymous",
                                   created_at=now - timedelta(minutes=10), last_seen_at=now,
                                   activated_at=now if status == "active" else None)
@@ -52,6 +53,7 @@ def an_active_session_with_lab(pool, *, owner=None, worker_name=None, topology="
                            **({"name": worker_name} if worker_name else {}))
     session = a_session(pool, status="active", owner=owner, worker=worker)
     lab = SessionLab.objects.create(worker=worker, status="running", topology_name=topology, ref_count=1,
+                                    owner_key=session.lab_owner_key,
                                     topology_sha256="a" * 64, cml_lab_id="lab-1",
                                     devices=[{"name": name, "raw": {}} for name in devices])
     LabClaim.objects.create(session=session, lab=lab)
@@ -178,6 +180,30 @@ def test_active_sessions_show_their_worker_lab_and_devices(admin_user):
     assert str(session.id) in table and "cml-lab-7" in table
     assert "ospf-triangle" in table and 'status-running">running</span>' in table and "1 ref<" in table
     assert "core-1, edge-2" in table
+
+
+def test_a_session_is_never_shown_the_lab_another_principal_left_on_its_worker(
+        instructor_user, other_instructor, admin_user):
+    # other_instructor's session ended and left its lab idle on the worker (a lab outlives its session,
+    # for its principal's next one); instructor_user's session now holds the worker.
+    pool = a_pool()
+    worker = WorkerFactory(aws_instance_id="", session_pool=pool.name, name="cml-shared")
+    SessionLab.objects.create(worker=worker, status="running", topology_name="secret-topology", ref_count=0,
+                              owner_key=user_owner_key(other_instructor.pk), topology_sha256="b" * 64,
+                              cml_lab_id="lab-a", devices=[{"name": "their-router", "raw": {}}])
+    session = a_session(pool, status="active", owner=instructor_user, worker=worker)
+    html = browser(instructor_user).get(SESSIONS).content.decode()
+    table = html[html.index('<table class="active">'):]
+    table = table[:table.index("</table>")]
+    assert str(session.id) in table and "cml-shared" in table and "no lab" in table
+    assert "secret-topology" not in html and "their-router" not in html
+    assert "0 refs" not in html and 'status-running">running</span>' not in table
+    # staff see every lab: the row says the worker holds another principal's lab, never as the session's
+    staff = browser(admin_user).get(SESSIONS).content.decode()
+    row = staff[staff.index(str(session.id)):]
+    row = row[:row.index("</tr>")]
+    assert "no lab" in row and "another principal's lab: secret-topology, running" in row
+    assert "their-router" not in row and "0 refs" not in row
 
 
 def test_the_sessions_page_refreshes_its_pools_on_session_events(admin_user):

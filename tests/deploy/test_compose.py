@@ -216,3 +216,22 @@ def test_the_image_is_multi_stage_non_root_with_static_files_and_a_health_check(
     assert "DJANGO_SETTINGS_MODULE=labmanager.settings_production" in dockerfile
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "var", ".env", "tests"} <= set(ignored)
+
+
+def test_env_example_ships_no_password_and_the_stack_refuses_to_start_until_one_is_set(compose):
+    """Issue 19 review, finding 9: .env.example shipped `change-me` for PostgreSQL and Keycloak's admin, which
+    compose's `${NAME:?}` accepts. Copied as it is, the stack now refuses; and no value it ships is published."""
+    from apps.core.known_secrets import PUBLISHED_SECRETS
+
+    example = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", (ROOT / ".env.example").read_text(), re.MULTILINE))
+    keycloak = compose["services"]["keycloak"]["environment"]
+    required = [(compose["services"]["web"]["environment"]["DATABASE_URL"], "POSTGRES_PASSWORD"),
+                (compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"], "POSTGRES_PASSWORD"),
+                (keycloak["KC_DB_PASSWORD"], "POSTGRES_PASSWORD"),
+                (keycloak["KC_BOOTSTRAP_ADMIN_PASSWORD"], "KEYCLOAK_ADMIN_PASSWORD")]
+
+    assert example["POSTGRES_PASSWORD"] == "" and example["KEYCLOAK_ADMIN_PASSWORD"] == ""
+    for value, name in required:
+        with pytest.raises(ValueError, match=name):
+            _interpolate(value, example)
+    assert not {value.strip() for value in example.values()} & PUBLISHED_SECRETS

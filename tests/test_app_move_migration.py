@@ -32,7 +32,9 @@ OLD_BACKEND, NEW_BACKEND = "labmanager.identity.oidc.OidcBackend", "apps.identit
 
 
 def _as_before_the_move() -> None:
-    """The bookkeeping of a database the old code made; the api migrations after the moved ones unapplied."""
+    """The bookkeeping of a database the old code made; the api migrations after the moved ones unapplied, and
+    apps.identity's (whose later migrations make tables: undone first)."""
+    call_command("migrate", "identity", "0001_sessions_backend_path", verbosity=0)
     recorded = MigrationRecorder.Migration.objects
     recorded.filter(app__in=["api", "identity"]).delete()
     for name in sorted(MOVED):

@@ -147,7 +147,10 @@ def test_a_key_in_the_url_is_refused_by_default(server, admin_user, name):
 
     async def scenario():
         async with connect(server + f"?{name}={key}") as ws:
-            await ws.send(json.dumps({"type": "ping"}))
+            try:
+                await ws.send(json.dumps({"type": "ping"}))
+            except websockets.exceptions.ConnectionClosed:
+                pass  # closed before the ping went out: refused at once (what it said is still read below)
             return await closed(ws)
 
     code, messages = asyncio.run(scenario())

@@ -177,3 +177,14 @@ def test_values_the_yaml_reader_refuses_are_422_malformed_not_500(anon, worker, 
                  b"nodes: []\nx: 2001-13-45\n",  # not a date
                  b"nodes: []\nx: " + b"1" * 5000 + b"\n"):  # an int over Python's 4300 digits
         refused(acquire(anon, session_id, topology=text), "malformed")
+
+
+def test_a_topology_of_more_yaml_items_than_YAML_MAX_ITEMS_is_422_too_large(anon, worker, cml_untouched):
+    from apps.workers.cml.topology_policy import YAML_MAX_ITEMS
+
+    session_id = create(anon)["session_id"]
+    many = b"nodes: []\nx: [" + b",".join([b"a"] * YAML_MAX_ITEMS) + b"]\n"  # ~200 KB: under TOPOLOGY_MAX_BYTES
+
+    body = refused(acquire(anon, session_id, topology=many), "too_large")
+
+    assert f"more than {YAML_MAX_ITEMS} YAML items" in body["detail"]

@@ -7,7 +7,8 @@ instance's lab (apps.lablets.engine.instantiate, again: defence in depth) and a 
 upload (apps.sessions.services.labs, never trusted).
 
 The rules, each a `rule` name of a violation:
-- `too_large`: the text is over `TOPOLOGY_MAX_BYTES` (UTF-8), refused before it is parsed;
+- `too_large`: the text is over `TOPOLOGY_MAX_BYTES` (UTF-8), refused before it is parsed, or holds more than
+  `YAML_MAX_ITEMS` YAML items (refused at the first one over);
 - `malformed`: not YAML (or JSON), YAML anchors or aliases (`&a`, `*a`: shared references that expand when
   read), not a mapping, `nodes` not a list, a node without `node_definition`, a node's `id`/`label` neither a
   string nor a whole number, `cpus`/`ram`/`data_volume`/`boot_disk_size` not whole numbers >= 0;
@@ -96,16 +97,29 @@ def _quoted(value) -> str:
 
 
 NO_ALIASES = "YAML anchors and aliases (&name, *name) are not allowed in a topology"
+# YAML items (scalars, lists, mappings) in one topology: a 40-node lab with configurations and links has ~10,000;
+# reading 100,000 takes about a second in the request's thread (TOPOLOGY_MAX_BYTES of one-character items: ~5 s).
+YAML_MAX_ITEMS = 100_000
+
+
+class _TooManyItems(Exception):
+    pass
 
 
 class _NoAliasComposer(Composer):
-    """The composer, refusing anchors and aliases: an alias is a shared reference that code reading the data
-    expands (seven nested levels of ten make ten million items out of 400 bytes)."""
+    """The composer, refusing anchors and aliases (an alias is a shared reference that code reading the data
+    expands: seven nested levels of ten make ten million items out of 400 bytes) and more than YAML_MAX_ITEMS
+    items, each at the first one."""
+
+    items = 0
 
     def compose_node(self, parent, index):
         event = self.peek_event()
         if isinstance(event, AliasEvent) or getattr(event, "anchor", None) is not None:
             raise ComposerError(None, None, NO_ALIASES, event.start_mark)
+        self.items += 1
+        if self.items > YAML_MAX_ITEMS:
+            raise _TooManyItems
         return super().compose_node(parent, index)
 
 
@@ -161,6 +175,9 @@ def topology_parse(text: str, *, field: str = "topology"):
         parsed = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader (SafeConstructor)
     except yaml.YAMLError as exc:
         raise TopologyRefused([Violation("malformed", _yaml_problem(exc, text))], field=field) from None
+    except _TooManyItems:
+        raise TopologyRefused([Violation("too_large", f"The topology has more than {YAML_MAX_ITEMS} YAML items "
+                                                      "(values, lists and mappings).")], field=field) from None
     except (ValueError, RecursionError) as exc:  # a value its type refuses (a date, a huge int); deep nesting
         problem = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
         raise TopologyRefused([Violation("malformed", f"Invalid YAML: {problem}")], field=field) from None

@@ -150,7 +150,8 @@ if getattr(yaml, "__with_libyaml__", False):
 def _where(mark, text: str) -> str:
     lines = text.count("\n") + 1
     if mark.line >= lines:  # libyaml puts the end of a text without a final newline on the line after it
-        return f"line {lines}, column {len(text) - text.rfind(chr(10))}"
+        last_line_length = len(text) - text.rfind("\n") - 1
+        return f"line {lines}, column {last_line_length + 1}"
     return f"line {mark.line + 1}, column {mark.column + 1}"
 
 
@@ -165,7 +166,8 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
 
 
 def topology_parse(text: str, *, field: str = "topology"):
-    """The topology as data: a mapping, or TopologyRefused (rule `too_large` before parsing, `malformed`)."""
+    """The topology as data: a mapping, or TopologyRefused (rule `too_large`: over TOPOLOGY_MAX_BYTES, checked
+    before parsing, or over YAML_MAX_ITEMS; `malformed`)."""
     limit = settings.TOPOLOGY_MAX_BYTES
     size = len(text.encode("utf-8"))
     if limit and size > limit:

@@ -248,6 +248,10 @@ TOPOLOGY_ALLOWED_NODE_DEFINITIONS = env.list("TOPOLOGY_ALLOWED_NODE_DEFINITIONS"
 TOPOLOGY_MAX_NODES = env.int("TOPOLOGY_MAX_NODES", default=40)
 TOPOLOGY_MAX_CPUS = env.int("TOPOLOGY_MAX_CPUS", default=64)
 TOPOLOGY_MAX_MEMORY_MB = env.int("TOPOLOGY_MAX_MEMORY_MB", default=131072)
+# The sum of the nodes' data_volume and boot_disk_size (GiB); a node without them counts 0 (its image's disk).
+TOPOLOGY_MAX_DISK_GB = env.int("TOPOLOGY_MAX_DISK_GB", default=1024)
+# A topology's text (UTF-8 bytes), refused before it is parsed; parsing runs in the request's thread.
+TOPOLOGY_MAX_BYTES = env.int("TOPOLOGY_MAX_BYTES", default=1024 * 1024)
 
 # --- remote-lab sessions (docs/remote-lab.md) ---------------------------------
 SESSION_DEFAULT_POOL = env.str("SESSION_DEFAULT_POOL", default="default")  # POST /session without ?pool=

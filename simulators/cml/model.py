@@ -217,4 +217,12 @@ def export_topology(lab: Lab) -> str:
         "lab": {"description": lab.description, "notes": lab.notes, "title": lab.title,
                 "version": EXPORT_SCHEMA_VERSION},
     }
-    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+    return yaml.dump(document, Dumper=_ExportDumper, sort_keys=False, default_flow_style=False)
+
+
+class _ExportDumper(yaml.SafeDumper):
+    """CML writes each node's fields out in full: never PyYAML's anchors and aliases for the defaults the
+    nodes share (LabManager's topology policy refuses them)."""
+
+    def ignore_aliases(self, data):
+        return True

@@ -8,6 +8,7 @@ simulator."""
 from pathlib import Path
 
 import pytest
+import yaml
 from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -17,7 +18,8 @@ from apps.lablets.engine import lifecycle_tick
 from apps.identity.services import api_key_create
 from apps.lablets.models import LabletDefinition
 from apps.workers import cml as cml_gateway
-from apps.workers.cml.topology_policy import topology_check
+from apps.workers.cml import topology_policy
+from apps.workers.cml.topology_policy import TopologyRefused, topology_check
 from apps.workers.services.cml import cml_credentials
 from tests.factories import TOPOLOGY as FACTORY_TOPOLOGY
 from tests.factories import LabletDefinitionFactory, placeable_worker
@@ -92,6 +94,56 @@ def test_too_many_nodes_cpus_or_too_much_memory_is_422(instructor_client, settin
     assert assert_refused(too_big, "max_cpus", "max_memory_mb")["violations"][0]["node"] is None
     assert_refused(defaults, "max_memory_mb")
     assert not LabletDefinition.objects.exists()
+
+
+def test_too_much_disk_is_422_naming_the_rule(instructor_client, settings):
+    settings.TOPOLOGY_MAX_DISK_GB = 100
+
+    too_much = instructor_client.post(DEFINITIONS, definition_body(
+        cml_lab_yaml=nodes_yaml(2, data_volume=40, boot_disk_size=11)), format="json")
+    negative = instructor_client.post(DEFINITIONS, definition_body(cml_lab_yaml=nodes_yaml(1, boot_disk_size=-5)),
+                                      format="json")
+    fits = instructor_client.post(DEFINITIONS, definition_body(cml_lab_yaml=nodes_yaml(2, data_volume=40,
+                                                                                       boot_disk_size=10)),
+                                  format="json")
+
+    body = assert_refused(too_much, "max_disk_gb")
+    assert "asks for 102 GiB of disk (data_volume + boot_disk_size); at most 100 are allowed (TOPOLOGY_MAX_DISK_GB)" \
+        in body["detail"]
+    assert "boot_disk_size must be a whole number >= 0" in assert_refused(negative, "malformed")["detail"]
+    assert fits.status_code == 201, fits.content
+    assert topology_check(nodes_yaml(2, data_volume=40, boot_disk_size=10)).disk_gb == 100
+
+
+def test_a_definition_with_yaml_aliases_or_over_TOPOLOGY_MAX_BYTES_is_422(instructor_client, settings):
+    settings.TOPOLOGY_MAX_BYTES = 2000
+    aliased = "x: &big [a, a]\nnodes:\n  - {id: *big, label: r0, node_definition: iosv}\n"
+
+    alias = instructor_client.post(DEFINITIONS, definition_body(cml_lab_yaml=aliased), format="json")
+    large = instructor_client.post(DEFINITIONS, definition_body(cml_lab_yaml=TOPOLOGY + "#" * 2000), format="json")
+
+    # refused with the serializer's field errors, as any topology that does not read as YAML
+    for response, error in ((alias, "YAML anchors and aliases"), (large, "at most 2000 bytes are allowed "
+                                                                          "(TOPOLOGY_MAX_BYTES)")):
+        assert response.status_code == 422 and response["Content-Type"].startswith("application/problem+json")
+        assert error in response.json()["errors"]["cml_lab_yaml"][0], response.json()
+    assert not LabletDefinition.objects.exists()
+
+
+@pytest.mark.parametrize("loader", ["libyaml", "pure-python"])
+def test_aliases_are_refused_by_either_yaml_reader(loader, monkeypatch):
+    """libyaml's parser when PyYAML has it (the venv's has: yaml.__with_libyaml__), PyYAML's own otherwise."""
+    if loader == "pure-python":
+        monkeypatch.setattr(topology_policy, "_Loader", topology_policy._PyLoader)
+    else:
+        assert yaml.__with_libyaml__ and topology_policy._Loader.__name__ == "_CLoader"
+
+    with pytest.raises(TopologyRefused, match="anchors and aliases"):
+        topology_check("a: &a [x, x]\nb: [*a, *a]\nnodes: []\n")
+    with pytest.raises(TopologyRefused, match="anchors and aliases"):
+        topology_check("nodes:\n  - &n {id: n0, label: r0, node_definition: iosv}\n")
+    example = (ROOT / "examples" / "topologies" / "two-routers.yaml").read_text()
+    assert topology_check(example).nodes == 2  # and a topology without them still reads
 
 
 def test_a_malformed_topology_is_422(instructor_client):

@@ -1,8 +1,10 @@
 """The keyed chain: whoever can write the database but lacks the key cannot re-hash the journal.
 
 What an attacker with database access could do to the plain SHA-256 chain (edit a row, then recompute
-every hash after it) passes the old check and fails the keyed one; a wrong key fails; keys rotate; the
-plain SHA-256 events of a journal sealed before the key existed verify only up to AUDIT_CHAIN_PLAIN_UNTIL.
+every hash after it) passes the old check and fails the keyed one; a wrong key fails; keys rotate, and a key
+that no longer seals (an old one, SECRET_KEY's once AUDIT_CHAIN_KEY is set, a fallback's) verifies only the
+events it sealed, so the whole journal re-sealed with it fails; the plain SHA-256 events of a journal sealed
+before the key existed verify only up to AUDIT_CHAIN_PLAIN_UNTIL.
 """
 
 import pytest

@@ -60,7 +60,7 @@ def chain_keys() -> ChainKeys:
         else:  # unbounded, it would verify a journal re-sealed with it from end to end
             problems.append(f"AUDIT_CHAIN_KEY's key {place} (key id {key_id(key)}) must be written <key>@<the last "
                             f"event it sealed>: SELECT max(sequence_num) FROM audit_auditevent WHERE chain_key_id = "
-                            f"'{key_id(key)}' (docs/audit.md#the-key)")
+                            f"'{key_id(key)}' (docs/audit.md#rotating-the-key)")
     secrets = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
     for n, secret in enumerate(secrets):
         sealing = not configured and n == 0  # AUDIT_CHAIN_KEY unset: the key derived from SECRET_KEY seals

@@ -22,7 +22,8 @@ SECRET_KEY = env.str("SECRET_KEY", default="dev-insecure-labmanager-key-change-m
 # Secrets stored in the database (a worker's CML password) are encrypted with these Fernet keys
 # (comma-separated; the first encrypts, all decrypt). Empty: derived from SECRET_KEY (apps/core/encryption.py).
 FIELD_ENCRYPTION_KEY = env.list("FIELD_ENCRYPTION_KEY", default=[])
-# The audit chain's HMAC key(s), kept out of the database (comma-separated; the first seals, all verify).
+# The audit chain's HMAC key(s), kept out of the database (comma-separated; the first seals and verifies, each
+# old one is written <key>@<the last event it sealed> and verifies up to that event only).
 # Empty: derived from SECRET_KEY, which then protects the journal (apps/audit/keys.py, docs/audit.md).
 AUDIT_CHAIN_KEY = env.list("AUDIT_CHAIN_KEY", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
@@ -167,6 +168,9 @@ EVENTS_WS_QUERY_TOKEN = env.bool("EVENTS_WS_QUERY_TOKEN", default=False)
 # --- audit journal (docs/audit.md) ----------------------------------------------
 # Events up to this sequence number may be plain SHA-256 (sealed before the chain was keyed: an upgrade).
 AUDIT_CHAIN_PLAIN_UNTIL = env.int("AUDIT_CHAIN_PLAIN_UNTIL", default=0)
+# Events up to this sequence number may be sealed with a key derived from SECRET_KEY or SECRET_KEY_FALLBACKS
+# that no longer seals (before AUDIT_CHAIN_KEY was set, or before SECRET_KEY was rotated). 0: none.
+AUDIT_CHAIN_DERIVED_UNTIL = env.int("AUDIT_CHAIN_DERIVED_UNTIL", default=0)
 # Anchors of the chain's head outside the database (off unless one is set): a directory, an S3 bucket.
 AUDIT_ANCHOR_DIR = env.str("AUDIT_ANCHOR_DIR", default="")
 AUDIT_ANCHOR_BUCKET = env.str("AUDIT_ANCHOR_BUCKET", default="")

@@ -13,7 +13,9 @@ ahead, so the database reads while Python hashes (1,000,000 events: docs/perform
 
 - a row re-hashed by someone without the key (plain SHA-256, or another key): its event_hash does not
   match, or it names a key that is not configured, or it is plain SHA-256 past AUDIT_CHAIN_PLAIN_UNTIL or
-  after a keyed row, or it names an older key than the row before it;
+  after a keyed row;
+- a journal re-sealed with an old key, or one derived from SECRET_KEY: the row names a key past the last
+  event that key may have sealed (apps/audit/keys.py: its `@<last event>`, AUDIT_CHAIN_DERIVED_UNTIL);
 - a truncated tail, or a rewrite by someone who has the key: an anchor (apps/audit/anchors.py) whose
   event is missing or has another hash.
 
@@ -69,6 +71,8 @@ def chain_verify(*, chunk_size: int = CHUNK, progress: Callable[[int, int], None
     sealed meanwhile are left for the next verification), then against the anchors. `progress(done, total)`
     after each chunk."""
     keys, plain_until = chain_keys(), settings.AUDIT_CHAIN_PLAIN_UNTIL
+    if keys.problems:  # an old key without its last event would verify a journal re-sealed with it
+        return _failed(None, "; ".join(keys.problems))
     try:  # before the head is read: every anchor found was written for a head at or before it
         anchors = anchors_read()
     except (AnchorError, BadAnchor) as exc:
@@ -86,7 +90,7 @@ def chain_verify(*, chunk_size: int = CHUNK, progress: Callable[[int, int], None
     upto, root = chain_head()
     expected, prev, checked = 1, GENESIS_HASH, 0
     first_tampered, reason = None, ""
-    current, key, rank, keyed_from = PLAIN, None, len(keys.rank), None
+    current, key, until, keyed_from = PLAIN, None, plain_until, None
     with _chunks(upto, chunk_size) as chunks:
         for rows in chunks:
             for row in rows:
@@ -98,19 +102,17 @@ def chain_verify(*, chunk_size: int = CHUNK, progress: Callable[[int, int], None
                     first_tampered, reason = sequence, f"event {sequence}: prev_hash is not the hash of event {sequence - 1}"
                     break
                 if row[-2] != current:  # another key than the event before (rare: a rotation, the first keyed event)
-                    refused = _key_change(sequence, current, row[-2], keys, rank)
+                    refused = _key_change(sequence, row[-2], keys)
                     if refused:
                         first_tampered, reason = sequence, refused
                         break
                     current = row[-2]
-                    key, rank = keys.by_id[current], keys.rank[current]
+                    key, until = keys.by_id[current], keys.last[current]
                     keyed_from = keyed_from or sequence
+                if until is not None and sequence > until:  # past the span of its key
+                    first_tampered, reason = sequence, _past_span(sequence, current, keys, plain_until)
+                    break
                 if key is None:
-                    if sequence > plain_until:
-                        first_tampered, reason = sequence, (
-                            f"event {sequence}: sealed with plain SHA-256 (no key), but every event after "
-                            f"AUDIT_CHAIN_PLAIN_UNTIL ({plain_until}) must be keyed")
-                        break
                     digest = event_hash(row)  # the hash reads HASHED_FIELDS only
                 else:
                     digest = keyed_hash(row, key)
@@ -149,17 +151,25 @@ def chain_verify(*, chunk_size: int = CHUNK, progress: Callable[[int, int], None
     )
 
 
-def _key_change(sequence: int, before: str, after: str, keys: ChainKeys, rank: int) -> str:
-    """Why event `sequence` may not be sealed with the key `after` when event `sequence - 1` was sealed with
-    `before` (empty: it may)."""
+def _key_change(sequence: int, after: str, keys: ChainKeys) -> str:
+    """Why event `sequence` may not be sealed with the key `after`, another key than event `sequence - 1`'s
+    (empty: it may; its span is checked next)."""
     if after == PLAIN:
         return f"event {sequence}: sealed with plain SHA-256 (no key) after event {sequence - 1}, sealed with a key"
     if after not in keys.by_id:
         return (f"event {sequence}: sealed with key {after}, which is not one of the chain keys (AUDIT_CHAIN_KEY, "
                 "or the key derived from SECRET_KEY): a wrong key, or a row rewritten without the key")
-    if before != PLAIN and keys.rank[after] > rank:
-        return f"event {sequence}: sealed with key {after}, older than the key {before} of event {sequence - 1}"
     return ""
+
+
+def _past_span(sequence: int, key: str, keys: ChainKeys, plain_until: int) -> str:
+    """Why event `sequence` may not be sealed with `key`: the key sealed no event after its last one."""
+    if key == PLAIN:
+        return (f"event {sequence}: sealed with plain SHA-256 (no key), but every event after "
+                f"AUDIT_CHAIN_PLAIN_UNTIL ({plain_until}) must be keyed")
+    name, bound = keys.names[key]
+    return (f"event {sequence}: sealed with key {key} ({name}), accepted up to event {keys.last[key]} ({bound}) "
+            f"only: the journal was re-sealed with a key past the events it sealed, or {bound} is wrong")
 
 
 def _anchor_genuine(anchor: Anchor, keys: ChainKeys) -> bool:

@@ -1,14 +1,17 @@
 """The keyed chain: whoever can write the database but lacks the key cannot re-hash the journal.
 
 What an attacker with database access could do to the plain SHA-256 chain (edit a row, then recompute
-every hash after it) passes the old check and fails the keyed one; a wrong key fails; keys rotate; the
-plain SHA-256 events of a journal sealed before the key existed verify only up to AUDIT_CHAIN_PLAIN_UNTIL.
+every hash after it) passes the old check and fails the keyed one; a wrong key fails; keys rotate, and a key
+that no longer seals (an old one, SECRET_KEY's once AUDIT_CHAIN_KEY is set, a fallback's) verifies only the
+events it sealed, so the whole journal re-sealed with it fails; the plain SHA-256 events of a journal sealed
+before the key existed verify only up to AUDIT_CHAIN_PLAIN_UNTIL.
 """
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from apps.audit.chain import GENESIS_HASH, HASHED_FIELDS, PLAIN, event_hash, key_id, keyed_hash
+from apps.audit.chain import GENESIS_HASH, HASHED_FIELDS, PLAIN, derived_key, event_hash, key_id, keyed_hash
+from apps.audit.checks import audit_chain_keys_check
 from apps.audit.models import AuditEvent
 from apps.audit.services import audit_seal
 from apps.audit.verify import chain_verify
@@ -98,11 +101,12 @@ def test_a_chain_sealed_with_one_key_fails_with_another(db, settings):
     assert f"sealed with key {key_id(KEY_A.encode())}, which is not one of the chain keys" in result.reason
 
 
-def test_keys_rotate_and_an_older_key_cannot_follow_a_newer_one(db, settings):
+def test_keys_rotate_and_an_old_key_verifies_only_up_to_its_last_event(db, settings):
     settings.AUDIT_CHAIN_KEY = [KEY_A]
     record(3)
     audit_seal()
-    settings.AUDIT_CHAIN_KEY = [KEY_B, KEY_A]  # rotation: the new key seals, the old one still verifies
+    # Rotation: the new key seals, the old one verifies the events it sealed, up to its @last event.
+    settings.AUDIT_CHAIN_KEY = [KEY_B, f"{KEY_A}@3"]
     record(3)
     audit_seal()
     ids = list(AuditEvent.objects.order_by("sequence_num").values_list("chain_key_id", flat=True))
@@ -110,14 +114,134 @@ def test_keys_rotate_and_an_older_key_cannot_follow_a_newer_one(db, settings):
     result = chain_verify()
     assert (result.valid, result.keyed_from, result.total_events) == (True, 1, 6)
 
-    # Someone who holds only the old key rewrites event 5 with it: an older key after a newer one.
+    # Someone who holds only the old key rewrites event 5 with it: past the old key's last event.
     sql(f"UPDATE {TABLE} SET actor = 'mallory' WHERE sequence_num = 5")
     rehash(5, digest=lambda row: keyed_hash(row, KEY_A.encode()), key_id_value=key_id(KEY_A.encode()))
 
     result = chain_verify()
 
     assert (result.valid, result.first_tampered) == (False, 5)
-    assert "older than the key" in result.reason
+    assert f"sealed with key {key_id(KEY_A.encode())} (AUDIT_CHAIN_KEY's key 2), accepted up to event 3 " \
+        "(its @3 in AUDIT_CHAIN_KEY)" in result.reason
+
+
+def _reseal_all(key: bytes) -> None:
+    """What a forger with database access and one key does: edit event 2, then re-seal every event after
+    AUDIT_CHAIN_PLAIN_UNTIL (0: all of them) with that one key, as if it had sealed the whole journal."""
+    sql(f"UPDATE {TABLE} SET actor = 'mallory' WHERE sequence_num = 2")
+    rehash(1, digest=lambda row: keyed_hash(row, key), key_id_value=key_id(key))
+
+
+def _rotated_journal(settings) -> None:
+    """Events 1-2 sealed with the key derived from SECRET_KEY (AUDIT_CHAIN_KEY unset), 3-4 with KEY_A once it
+    was set, 5-6 with KEY_B after a rotation; the settings as docs/audit.md says to write them."""
+    record(2)
+    audit_seal()
+    settings.AUDIT_CHAIN_KEY, settings.AUDIT_CHAIN_DERIVED_UNTIL = [KEY_A], 2
+    record(2)
+    audit_seal()
+    settings.AUDIT_CHAIN_KEY = [KEY_B, f"{KEY_A}@4"]
+    record(2)
+    audit_seal()
+
+
+def test_a_legitimate_history_of_keys_verifies(db, settings):
+    _rotated_journal(settings)
+
+    result = chain_verify()
+
+    ids = list(AuditEvent.objects.order_by("sequence_num").values_list("chain_key_id", flat=True))
+    assert ids == [key_id(derived_key(settings.SECRET_KEY))] * 2 + [key_id(KEY_A.encode())] * 2 + \
+        [key_id(KEY_B.encode())] * 2
+    assert (result.valid, result.keyed_from, result.total_events) == (True, 1, 6)
+
+
+def test_the_whole_journal_resealed_with_an_old_rotated_key_is_found(db, settings):
+    _rotated_journal(settings)
+    _reseal_all(KEY_A.encode())
+
+    result = chain_verify()
+
+    assert (result.valid, result.first_tampered) == (False, 5)
+    assert f"sealed with key {key_id(KEY_A.encode())} (AUDIT_CHAIN_KEY's key 2), accepted up to event 4 " \
+        "(its @4 in AUDIT_CHAIN_KEY)" in result.reason
+
+
+@pytest.mark.parametrize("secret", ["SECRET_KEY", "SECRET_KEY_FALLBACKS"])
+@pytest.mark.parametrize("derived_until", [0, 2])
+def test_the_whole_journal_resealed_with_a_key_derived_from_secret_key_is_found(db, settings, secret, derived_until):
+    # AUDIT_CHAIN_KEY is set: a key derived from SECRET_KEY (or a fallback) verifies only the events up to
+    # AUDIT_CHAIN_DERIVED_UNTIL (0: none), those sealed before AUDIT_CHAIN_KEY was set.
+    if derived_until:
+        _rotated_journal(settings)
+    else:
+        settings.AUDIT_CHAIN_KEY = [KEY_A]
+        record(6)
+        audit_seal()
+    if secret == "SECRET_KEY":
+        stolen = derived_key(settings.SECRET_KEY)
+    else:  # SECRET_KEY was rotated: the one that sealed the derived events is now a fallback
+        old_secret = settings.SECRET_KEY
+        settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "the-secret-key-now-fedcba9876543210", [old_secret]
+        stolen = derived_key(old_secret)
+    assert chain_verify().valid
+    _reseal_all(stolen)
+
+    result = chain_verify()
+
+    assert (result.valid, result.first_tampered) == (False, derived_until + 1)
+    assert (f"sealed with key {key_id(stolen)} (derived from {secret}), accepted up to event {derived_until} "
+            f"(AUDIT_CHAIN_DERIVED_UNTIL)") in result.reason
+
+
+def test_with_audit_chain_key_unset_a_rotated_out_secret_key_verifies_only_up_to_audit_chain_derived_until(
+        db, settings):
+    old_secret = settings.SECRET_KEY
+    record(3)
+    audit_seal()
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "the-secret-key-now-fedcba9876543210", [old_secret]
+    record(2)
+    audit_seal()
+
+    unset = chain_verify()
+    settings.AUDIT_CHAIN_DERIVED_UNTIL = 3
+    accepted = chain_verify()
+    _reseal_all(derived_key(old_secret))
+    resealed = chain_verify()
+
+    assert (unset.valid, unset.first_tampered) == (False, 1)
+    assert "(derived from SECRET_KEY_FALLBACKS), accepted up to event 0 (AUDIT_CHAIN_DERIVED_UNTIL)" in unset.reason
+    assert (accepted.valid, accepted.total_events) == (True, 5)
+    assert (resealed.valid, resealed.first_tampered) == (False, 4)
+
+
+@pytest.mark.parametrize("entry", ["{key}", "{key}@", "{key}@three"], ids=["no-at", "empty", "not-a-number"])
+def test_an_old_key_without_its_last_event_fails_verification_saying_what_to_write(db, settings, entry):
+    settings.AUDIT_CHAIN_KEY = [KEY_A]
+    record(2)
+    audit_seal()
+    settings.AUDIT_CHAIN_KEY = [KEY_B, entry.format(key=KEY_A)]
+    record(2)
+    audit_seal()
+
+    result = chain_verify()
+    warnings = audit_chain_keys_check(None)
+
+    assert (result.valid, result.first_tampered) == (False, None)
+    assert (f"AUDIT_CHAIN_KEY's key 2 (key id {key_id(KEY_A.encode())}) must be written <key>@<the last event "
+            "it sealed>") in result.reason
+    assert [w.id for w in warnings] == ["audit.W002"] and result.reason in warnings[0].msg
+
+
+def test_the_sealing_key_takes_no_last_event(db, settings):
+    settings.AUDIT_CHAIN_KEY = [f"{KEY_B}@9", KEY_A]
+    record(1)
+    audit_seal()
+
+    result = chain_verify()
+
+    assert (result.valid, result.first_tampered) == (False, None)
+    assert "AUDIT_CHAIN_KEY's first key seals the new events: it takes no @<last event>" in result.reason
 
 
 def _upgraded_journal(plain: int, keyed: int) -> None:

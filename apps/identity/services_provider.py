@@ -28,6 +28,9 @@ from apps.identity.roles_from_claims import USERNAME_MAX, Profile
 from apps.identity.services import STAFF_ROLES, api_key_revoke
 
 SYNC_ACTOR = "provider-sync"
+# Journal events after which a user's live streams (SSE, WebSocket) end: their rights were read when they
+# connected (apps.events.hub reads the journal in every ASGI process, whichever process made the change).
+ACCESS_CHANGED_EVENTS = frozenset({"user.roles_synced", "user.deprovisioned"})
 
 
 ACTIONS = {"user.created": "user.create", "user.linked": "user.link", "user.roles_synced": "user.roles_sync",

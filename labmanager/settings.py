@@ -370,6 +370,10 @@ OIDC_ROLE_RECHECK_SECONDS = env.int("OIDC_ROLE_RECHECK_SECONDS", default=900)
 # service-account client (realm-management roles view-users and view-clients); blank: the sync is off.
 OIDC_ADMIN_CLIENT_ID = env.str("OIDC_ADMIN_CLIENT_ID", default="")
 OIDC_ADMIN_CLIENT_SECRET = env.str("OIDC_ADMIN_CLIENT_SECRET", default="")
+# Accounts the provider made before accounts were linked by (issuer, subject) (migration identity.0003): a
+# sign-in with the username links one only within this many days of the migration (0: only the provider sync
+# links them, by exact username at Keycloak's admin API). docs/security-identity.md#accounts.
+OIDC_PENDING_LINK_DAYS = env.int("OIDC_PENDING_LINK_DAYS", default=30)
 # mozilla-django-oidc: authorization code flow with PKCE (S256), state and nonce; the ID token is kept in
 # the session for RP-initiated logout (id_token_hint).
 OIDC_RP_SIGN_ALGO = "RS256"

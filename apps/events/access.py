@@ -4,11 +4,14 @@
 - instructors: `worker_status` (they may read workers), `lablet_instance_status` of the instances they
   created, `session_status` of the sessions they own; never other `audit` events;
 - an authenticated user without a role: refused (403).
+A viewer's rights are read when the stream opens; the stream ends when the journal says they changed
+(Viewer.access_changed_by).
 """
 
 from dataclasses import dataclass, field
 
 from apps.api.permissions import EVENTS, allows, privileged
+from apps.identity.services_provider import ACCESS_CHANGED_EVENTS
 
 OWNED_RESOURCES = ("lablet_instance", "session")
 
@@ -26,6 +29,13 @@ class Viewer:
     user_pk: int
     username: str
     privileged: bool  # admin or operator: sees everything
+    as_of: int = 0  # the journal's head when these rights were read
+
+    def access_changed_by(self, event) -> bool:
+        """The journal says the user's roles changed or the user was deprovisioned after these rights were
+        read: the stream ends (the client reconnects with the rights it has now, if any)."""
+        return (event.sequence > self.as_of and event.resource_type == "user" and event.resource_id == self.username
+                and event.event_type in ACCESS_CHANGED_EVENTS)
 
     def can_see(self, event) -> bool:
         if self.privileged:
@@ -37,13 +47,21 @@ class Viewer:
         return False
 
 
-def viewer_for(user) -> Viewer:
+def journal_head() -> int:
+    """Synchronous. Read before the credential is checked, it becomes the viewer's `as_of`: a change of the
+    user's roles journalled after it ends the stream, one journalled before is in the rights read."""
+    from apps.events.hub import head_sequence
+
+    return head_sequence()
+
+
+def viewer_for(user, *, as_of: int = 0) -> Viewer:
     """Synchronous (reads the user's groups). Raises NotAuthenticated / NotAllowed."""
     if user is None or not user.is_authenticated:
         raise NotAuthenticated("Authentication credentials were not provided.")
     if not allows(EVENTS, user=user):
         raise NotAllowed("Your role does not allow this.")
-    return Viewer(user_pk=user.pk, username=user.get_username(), privileged=privileged(user))
+    return Viewer(user_pk=user.pk, username=user.get_username(), privileged=privileged(user), as_of=as_of)
 
 
 def user_from_api_key(raw: str):

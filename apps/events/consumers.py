@@ -12,9 +12,11 @@ Authentication (docs/events.md#authentication), never from the URL by default (p
 - none of these: the socket is accepted and its first message must be `{"type": "auth", "token": "..."}`
   within EVENTS_WS_AUTH_TIMEOUT seconds; nothing is sent before (`{"type": "authenticated"}` after);
 - `?token=` / `?api_key=` only with EVENTS_WS_QUERY_TOKEN; otherwise the socket is closed with 4400.
-A credential of the handshake that fails, or a user without a role, is refused with 403. After the
-handshake: 4400 (a key in the URL), 4401 (a bad or missing credential), 4403 (a role without access), 4408
-(no credential in time), each after an `error` message with the reason (daphne sends no close reason).
+A session cookie's provider session is re-checked at connect when due (apps.identity.recheck), as HTTP
+requests are. A credential of the handshake that fails, or a user without a role, is refused with 403. After
+the handshake: 4400 (a key in the URL), 4401 (a bad or missing credential), 4403 (a role without access), 4408
+(no credential in time), 4409 (the user's roles changed or they were deprovisioned: the journal said so while
+subscribed), each after an `error` message with the reason (daphne sends no close reason).
 """
 
 import asyncio
@@ -27,13 +29,18 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import connection
 
-from apps.events.access import Filters, NotAllowed, NotAuthenticated, key_from_headers, user_from_api_key, viewer_for
+from apps.events.access import (Filters, NotAllowed, NotAuthenticated, journal_head, key_from_headers, user_from_api_key,
+                                viewer_for)
 from apps.events.hub import Subscription
 from apps.events.stats import STATS
+from apps.identity.recheck import websocket_session_recheck
 
 PROTOCOL = "labmanager.v1"
 BEARER_PROTOCOL_PREFIX = "labmanager.bearer."
 CLOSE_KEY_IN_URL, CLOSE_UNAUTHENTICATED, CLOSE_NOT_ALLOWED, CLOSE_AUTH_TIMEOUT = 4400, 4401, 4403, 4408
+CLOSE_ACCESS_CHANGED = 4409
+ACCESS_CHANGED = ("Your roles changed or your access was removed since this socket authenticated: connect again "
+                  "(with the rights you have now).")
 AUTH_FIRST = 'Authenticate first: send {"type": "auth", "token": "<API key or access token>"}.'
 KEY_IN_URL = ("A credential in the URL is refused (URLs end up in logs): offer the subprotocols labmanager.v1 and "
               'labmanager.bearer.<key>, or send {"type": "auth", "token": "<key>"} first.')
@@ -62,15 +69,21 @@ def header_credential(scope) -> str | None:
 
 
 @database_sync_to_async
-def credential_viewer(*, key: str | None, user=None):
-    """The viewer of `key` (an API key or access token), else of the session's user; None when neither is
-    there. Raises NotAuthenticated (a bad key) / NotAllowed (no role for the events)."""
+def credential_viewer(*, key: str | None, scope=None):
+    """The viewer of `key` (an API key or access token), else of the session's user (its provider session
+    re-checked first, as the HTTP middleware does for requests); None when neither is there. Raises
+    NotAuthenticated (a bad key) / NotAllowed (no role for the events)."""
     try:
         if key:
-            return viewer_for(user_from_api_key(key))
+            as_of = journal_head()
+            return viewer_for(user_from_api_key(key), as_of=as_of)
+        if scope is None:
+            return None
+        websocket_session_recheck(scope)  # may end the session: the socket goes on anonymous
+        user = scope.get("user")
         if user is None or not user.is_authenticated:
             return None
-        return viewer_for(user)
+        return viewer_for(user, as_of=journal_head())
     finally:
         # Closed in the call's own context, where its connection lives (database_sync_to_async's clean-up
         # runs outside it and, with asgiref 3.13's copy-on-write locals, may not see it); a subscription
@@ -97,7 +110,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
             return
         try:
             self.viewer = await credential_viewer(key=in_url or in_protocol or header_credential(self.scope),
-                                                  user=self.scope.get("user"))
+                                                  scope=self.scope)
         except (NotAuthenticated, NotAllowed):
             await self.close()  # before accept: the handshake is refused with 403
             return
@@ -187,6 +200,9 @@ class EventsConsumer(AsyncWebsocketConsumer):
                 for event in batch:
                     await self.send(f'{{"type":"event","event":"{event.name}","id":{event.sequence},'
                                     f'"data":{event.json()}}}')
+        if subscription.access_changed:
+            await self._refuse(CLOSE_ACCESS_CHANGED, ACCESS_CHANGED)
+            return
         # The stream ended (the client fell too far behind): it may resubscribe with its last id.
         await self._error("Too far behind: resubscribe with last_event_id.")
 

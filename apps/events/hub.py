@@ -33,6 +33,7 @@ GROUP = LIVE_GROUP
 TAIL_BATCH = 1000
 REPLAY_CHUNK = 500
 OVERFLOW = object()
+ACCESS_CHANGED = object()
 
 
 def tail_interval() -> float:
@@ -62,6 +63,15 @@ def fetch_events(after: int, limit: int) -> list[LiveEvent]:
     events = [LiveEvent(row) for row in rows]
     _resolve_owners(events)
     return events
+
+
+def access_changed_between(username: str, after: int, upto: int) -> bool:
+    """Whether the journal holds a change of `username`'s rights in (after, upto] (the resource index)."""
+    from apps.audit.models import AuditEvent
+    from apps.identity.services_provider import ACCESS_CHANGED_EVENTS
+
+    return AuditEvent.objects.filter(resource_type="user", resource_id=username, event_type__in=ACCESS_CHANGED_EVENTS,
+                                     sequence_num__gt=after, sequence_num__lte=upto).exists()
 
 
 def _resolve_owners(events: list[LiveEvent]) -> None:
@@ -244,14 +254,19 @@ class Subscription:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.last_sent = 0
         self.overflowed = False
+        self.access_changed = False  # the journal says the viewer's rights changed: the stream ends
 
     def wants(self, event: LiveEvent) -> bool:
         return self.viewer.can_see(event) and self.filters.match(event)
 
     def offer(self, events: list[LiveEvent]) -> None:
-        if self.overflowed:
+        if self.overflowed or self.access_changed:
             return
         for event in events:
+            if self.viewer.access_changed_by(event):  # what came before it is sent, then the stream ends
+                self.access_changed = True
+                self.queue.put_nowait(ACCESS_CHANGED)
+                return
             if self.wants(event):
                 self.queue.put_nowait(event)
         if self.queue.qsize() > queue_max():  # a client that does not read: cut it, it resumes by id
@@ -263,10 +278,15 @@ class Subscription:
 
     async def batches(self, *, last_event_id: int | None = None, keepalive: float | None = None):
         """Async iterator of lists of events, in sequence order, without gaps or duplicates; an empty list
-        when `keepalive` seconds pass without one. Ends if the client fell too far behind."""
+        when `keepalive` seconds pass without one. Ends if the client fell too far behind, or after the events
+        before a change of the viewer's rights (`access_changed`)."""
         hub = get_hub()
         try:
-            await hub.add(self)
+            position = await hub.add(self)
+            if position > self.viewer.as_of and await sync_to_async(_one_shot, thread_sensitive=False)(
+                    access_changed_between, self.viewer.username, self.viewer.as_of, position):
+                self.access_changed = True  # changed while the stream was opening: the tail passed it already
+                return
             if last_event_id is not None:
                 async for batch in self._replay(last_event_id):
                     yield batch
@@ -282,10 +302,15 @@ class Subscription:
                     items.append(self.queue.get_nowait())
                 if OVERFLOW in items:
                     return
+                ended = ACCESS_CHANGED in items
+                if ended:
+                    items = items[:items.index(ACCESS_CHANGED)]
                 batch = [event for event in items if event.sequence > self.last_sent]
                 if batch:
                     self.last_sent = batch[-1].sequence
                     yield batch
+                if ended:
+                    return
         finally:
             hub.remove(self)
 

@@ -12,7 +12,8 @@ from django.conf import settings
 from django.db import connection
 from django.http import StreamingHttpResponse
 
-from apps.events.access import Filters, NotAllowed, NotAuthenticated, key_from_headers, user_from_api_key, viewer_for
+from apps.events.access import (Filters, NotAllowed, NotAuthenticated, journal_head, key_from_headers, user_from_api_key,
+                                viewer_for)
 from apps.events.hub import Subscription
 from apps.events.stats import STATS
 from apps.api.middleware import problem_response
@@ -52,12 +53,13 @@ async def request_viewer(request):
     needs none (the process's journal tail reads for every subscriber)."""
     async with _slots():
         try:
+            as_of = await sync_to_async(journal_head)()
             key = key_from_headers(request.headers)
             if key:
                 user = await sync_to_async(user_from_api_key)(key)
             else:
                 user = await request.auser()
-            return await sync_to_async(viewer_for)(user)
+            return await sync_to_async(viewer_for)(user, as_of=as_of)
         finally:
             await sync_to_async(_close_connection)()  # this request's thread, where the queries ran
 
@@ -102,5 +104,7 @@ async def _frames(subscription: Subscription, last_event_id: int | None):
                                                             keepalive=keepalive_seconds())) as batches:
             async for batch in batches:
                 yield b"".join(event.sse_frame() for event in batch) if batch else b": keep-alive\n\n"
+        if subscription.access_changed:  # EventSource reconnects (Last-Event-ID) with the rights it has now
+            yield b": access changed: reconnect\n\n"
     finally:
         STATS["sse_clients"] -= 1

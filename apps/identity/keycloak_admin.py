@@ -60,6 +60,17 @@ class KeycloakAdmin:
         """The user representation (`username`, `enabled`, `email`, ...); None when Keycloak has no such user."""
         return self._get(f"/users/{user_id}")
 
+    def user_by_username(self, username: str) -> dict | None:
+        """The user whose username is exactly `username` (Keycloak keeps usernames in lower case), else None."""
+        found = self._get("/users", username=username, exact="true") or []
+        if not isinstance(found, list):
+            raise AdminApiUnavailable("GET /users answered no list")
+        matches = [user for user in found if isinstance(user, dict) and isinstance(user.get("username"), str)
+                   and user["username"].lower() == username.lower() and isinstance(user.get("id"), str)]
+        if len(matches) > 1:
+            raise AdminApiUnavailable(f"GET /users found {len(matches)} users named {username!r}")
+        return matches[0] if matches else None
+
     def _client_uuid(self, client_id: str) -> str | None:
         if client_id not in self._client_ids:
             found = self._get("/clients", clientId=client_id) or []

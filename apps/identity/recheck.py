@@ -15,6 +15,11 @@ refresh token is exchanged at the token endpoint (client id and secret, as at lo
   tried again after OIDC_ROLE_RECHECK_RETRY_SECONDS (the scheduled provider sync is the other line);
 - a session without a refresh token (signed in before this existed, or a provider that issued none) cannot
   be re-checked -> it ends at its first check: the user signs in again.
+
+HTTP requests are re-checked by apps.identity.middleware; a WebSocket (`/ws/events`, which Django's
+middleware never sees) by `websocket_session_recheck` when it connects. Streams already open are ended by the
+live hub when the journal says the user's roles changed or the user was deprovisioned (ACCESS_CHANGED_EVENTS
+of apps.identity.services_provider; docs/security-identity.md#live-streams).
 """
 
 import logging
@@ -24,6 +29,7 @@ import httpx
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth import BACKEND_SESSION_KEY
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
@@ -152,3 +158,27 @@ def session_recheck(request) -> None:
         session["oidc_id_token"] = tokens["id_token"]  # the id_token_hint of the logout
     session[CHECKED_AT_KEY] = now
     return None
+
+
+class _ScopeRequest:
+    """What session_recheck (and django.contrib.auth.logout) read of a request, over a WebSocket's scope
+    (Channels' AuthMiddlewareStack put the session and the user there)."""
+
+    def __init__(self, scope):
+        self.session = scope["session"]
+        self.user = scope["user"]
+        self.META = {}
+
+
+def websocket_session_recheck(scope) -> None:
+    """`session_recheck` for a WebSocket at connect (synchronous: run it in a thread). A session that ends is
+    flushed and the socket goes on anonymous (scope["user"]); one that stays is saved with its new check time
+    and rotated refresh token (no middleware saves a WebSocket's session)."""
+    if "session" not in scope or "user" not in scope:
+        return
+    request = _ScopeRequest(scope)
+    session_recheck(request)
+    if isinstance(request.user, AnonymousUser):  # ended: auth.logout flushed the session
+        scope["user"] = request.user
+    elif request.session.modified:
+        request.session.save()

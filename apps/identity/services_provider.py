@@ -10,11 +10,14 @@ The provider is the authority for its users: roles it no longer grants are remov
 deprovisioned: roles emptied, API keys revoked, browser sessions ended.
 """
 
+from datetime import timedelta
 from urllib.parse import urlparse
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.api.models import ApiKey
@@ -25,6 +28,9 @@ from apps.identity.roles_from_claims import USERNAME_MAX, Profile
 from apps.identity.services import STAFF_ROLES, api_key_revoke
 
 SYNC_ACTOR = "provider-sync"
+# Journal events after which a user's live streams (SSE, WebSocket) end: their rights were read when they
+# connected (apps.events.hub reads the journal in every ASGI process, whichever process made the change).
+ACCESS_CHANGED_EVENTS = frozenset({"user.roles_synced", "user.deprovisioned"})
 
 
 ACTIONS = {"user.created": "user.create", "user.linked": "user.link", "user.roles_synced": "user.roles_sync",
@@ -50,6 +56,37 @@ def _username_for(name: str, issuer: str) -> str:
     raise ValueError(f"No free username for {name!r}.")
 
 
+def pending_linkable_at_sign_in() -> Q:
+    """The accounts of migration 0003 (no subject yet) that a sign-in with their username may still link:
+    not deprovisioned (the provider sync found their user gone or someone else under the name) and linkable
+    for OIDC_PENDING_LINK_DAYS after the migration made them (0: only the provider sync links them). Past
+    that, a sign-in with the name gets an account of its own: a name freed at the provider and taken by a new
+    user never hands over the old account (docs/security-identity.md#accounts)."""
+    days = settings.OIDC_PENDING_LINK_DAYS
+    if days <= 0:
+        return Q(pk__in=[])
+    return Q(subject__isnull=True, deprovisioned_at__isnull=True,
+             created_at__gte=timezone.now() - timedelta(days=days))
+
+
+@transaction.atomic
+def identity_pending_link(*, link_id: int, issuer: str, subject: str, via: str = SYNC_ACTOR) -> str | None:
+    """The provider sync found the user of a pending account (migration 0003) by its exact username, created at
+    the provider before the account was: link it to (issuer, subject), journalled `user.linked`. Returns the
+    subject the account is linked to now (a sign-in may have linked it meanwhile), or None when `subject`
+    already has another account (nothing changed)."""
+    link = ProviderIdentity.objects.select_for_update().select_related("user").get(pk=link_id)
+    issuer = issuer.rstrip("/")
+    if link.subject is not None:
+        return link.subject
+    if ProviderIdentity.objects.filter(issuer=issuer, subject=subject).exists():
+        return None
+    link.issuer, link.subject = issuer, subject
+    link.save(update_fields=["issuer", "subject"])
+    _journal_user("user.linked", link.user, {"via": via, "issuer": issuer, "subject": subject})
+    return subject
+
+
 def _link(*, issuer: str, subject: str, profile: Profile, roles: frozenset[str], via: str) -> ProviderIdentity:
     """The link of (issuer, subject), made now if new: an account the provider created before accounts were
     linked (migration 0003) with this username, else a new account."""
@@ -58,7 +95,7 @@ def _link(*, issuer: str, subject: str, profile: Profile, roles: frozenset[str],
     if link is not None:
         return link
     pending = ProviderIdentity.objects.select_for_update().select_related("user").filter(
-        subject__isnull=True, user__username=profile.username).first()
+        pending_linkable_at_sign_in(), user__username=profile.username).first()
     if pending is not None:
         pending.issuer, pending.subject = issuer, subject
         pending.save(update_fields=["issuer", "subject"])

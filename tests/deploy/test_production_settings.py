@@ -62,6 +62,19 @@ def test_check_deploy_warns_when_the_audit_chain_key_is_derived_from_the_secret_
     assert "audit.W001" in done.stderr and "AUDIT_CHAIN_KEY is not set" in done.stderr
 
 
+def test_check_deploy_warns_when_oidc_is_on_without_the_provider_syncs_admin_client():
+    oidc = {"OIDC_ISSUER": "https://sso.example.test/realms/labmanager", "OIDC_CLIENT_SECRET": "x"}
+    without = manage("check", "--deploy", "--fail-level", "WARNING",
+                     env=production_env(**oidc, OIDC_ADMIN_CLIENT_ID="labmanager-provider-sync", OIDC_ADMIN_CLIENT_SECRET=""))
+    with_it = manage("check", "--deploy", "--fail-level", "WARNING",
+                     env=production_env(**oidc, OIDC_ADMIN_CLIENT_ID="labmanager-provider-sync",
+                                        OIDC_ADMIN_CLIENT_SECRET="provider-sync-secret"))
+
+    assert without.returncode != 0
+    assert "identity.W001" in without.stderr and "the provider sync is off" in without.stderr
+    assert with_it.returncode == 0, with_it.stderr
+
+
 def test_the_production_profile_refuses_to_start_without_a_secret_key():
     env = production_env()
     del env["SECRET_KEY"]

@@ -6,7 +6,7 @@
   HTTP) whose RSA and EC keys sign the access tokens of the bearer tests, and which counts JWKS requests.
   It also answers the few calls of Keycloak's admin REST API the provider sync makes (a client-credentials
   token, `/admin/realms/labmanager/users/{id}`, its effective realm and client role mappings, its groups,
-  `/clients?clientId=`) from `issuer.users`, which the tests edit. No Keycloak runs here: this is the only
+  `/users?username=&exact=true`, `/clients?clientId=`) from `issuer.users`, which the tests edit. No Keycloak runs here: this is the only
   stand-in for it, written from Keycloak's admin API reference, not a copy of its behaviour;
 - the browser flow runs against pytest-django's live server (WSGI in a thread of this process, so the
   `settings` fixture reaches it) bound to 127.0.0.1.
@@ -115,8 +115,8 @@ class SigningKey:
 
 class Issuer:
     """Serves `<url>/realms/labmanager/.well-known/openid-configuration` and `.../certs` (the JWKS), and the
-    admin API calls of the provider sync from `users`: {sub: {"username", "enabled", "email",
-    "realm_roles" (effective), "client_roles" {client id: [names]}, "groups" [paths]}}."""
+    admin API calls of the provider sync from `users`: {sub: {"username", "enabled", "email", "created" (epoch
+    ms), "realm_roles" (effective), "client_roles" {client id: [names]}, "groups" [paths]}}."""
 
     def __init__(self):
         self.rsa = SigningKey("RS256")
@@ -189,13 +189,18 @@ class Issuer:
         if parts == ["clients"]:
             client_id = parse_qs(url.query).get("clientId", [""])[0]
             return 200, [{"id": f"uuid-of-{client_id}", "clientId": client_id}]
+        if parts == ["users"]:  # the search; `exact=true`: the username exactly (Keycloak's are lower case)
+            query = parse_qs(url.query)
+            name = query.get("username", [""])[0].lower()
+            exact = query.get("exact", [""])[0] == "true"
+            return 200, [self.representation(sub) for sub, user in self.users.items()
+                         if (user["username"] == name if exact else name in user["username"])]
         if len(parts) < 2 or parts[0] != "users" or parts[1] not in self.users:
             return 404, {"error": "User not found"}
         user = self.users[parts[1]]
         rest = parts[2:]
         if not rest:
-            return 200, {"id": parts[1], "username": user["username"], "enabled": user.get("enabled", True),
-                         "email": user.get("email"), "firstName": user.get("first_name"), "lastName": user.get("last_name")}
+            return 200, self.representation(parts[1])
         if rest == ["role-mappings", "realm", "composite"]:
             return 200, [{"name": name, "composite": False} for name in user.get("realm_roles", [])]
         if len(rest) == 4 and rest[:2] == ["role-mappings", "clients"] and rest[3] == "composite":
@@ -204,6 +209,13 @@ class Issuer:
         if rest == ["groups"]:
             return 200, [{"name": group.rsplit("/", 1)[-1], "path": group} for group in user.get("groups", [])]
         return 404, {"error": "Not found"}
+
+    def representation(self, sub: str) -> dict:
+        """Keycloak's UserRepresentation of `users[sub]`; `created` (epoch ms) defaults to 2020-09-13."""
+        user = self.users[sub]
+        return {"id": sub, "username": user["username"], "enabled": user.get("enabled", True),
+                "createdTimestamp": user.get("created", 1_600_000_000_000), "email": user.get("email"),
+                "firstName": user.get("first_name"), "lastName": user.get("last_name")}
 
     def subject(self, username: str) -> str:
         """The `sub` of this issuer's tokens for `username` (claims(), when not given)."""

@@ -22,7 +22,7 @@ from apps.audit.models import AuditEvent
 from apps.audit.services import audit_record
 from apps.identity.models import ProviderIdentity
 from apps.identity.recheck import CHECKED_AT_KEY, OIDC_BACKEND, REFRESH_TOKEN_KEY
-from apps.identity.services import user_ensure_with_role
+from apps.identity.services import api_key_create, user_ensure_with_role
 from tests.identity.conftest import ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET
 from tests.identity.test_browser_login import OPERATOR_CLAIMS, group_names, log_in
 
@@ -190,6 +190,80 @@ def test_the_sync_is_off_without_admin_credentials_and_leaves_users_alone_when_t
     assert "error" in run_provider_sync()
 
     assert APIClient(HTTP_X_API_KEY=key).get("/api/workers").status_code == 200
+
+
+# --- accounts of migration 0003 (no subject recorded) ---------------------------------------------------------
+
+def pending_account(username="legacy", roles=("operator",)):
+    """An account the provider made before links existed, as migration 0003 finds it, with a role and an API key."""
+    migration = importlib.import_module("apps.identity.migrations.0003_link_existing_provider_users")
+    user = User.objects.create(username=username)
+    user.set_unusable_password()
+    user.save()
+    for role in roles:
+        user_ensure_with_role(username=username, role=role, actor="tests")
+    audit_record(event_type="user.created", actor="system", resource_type="user", resource_id=username,
+                 action="user.create", metadata={"via": "oidc-login", "roles": list(roles)})
+    migration.forward(django_apps, None)
+    _, key = api_key_create(user=user, actor="tests")
+    assert ProviderIdentity.objects.get(user=user).subject is None
+    return user, key
+
+
+@pytest.mark.django_db
+def test_the_sync_links_a_pending_account_to_the_provider_user_of_its_exact_name_and_syncs_its_roles(issuer, sync_settings):
+    user, key = pending_account()
+    subject = issuer.subject("legacy")
+    issuer.users[subject] = {"username": "legacy", "realm_roles": ["instructor"]}
+    issuer.users["someone-else"] = {"username": "legacy2", "realm_roles": ["admin"]}
+
+    counts = run_provider_sync()
+
+    assert counts["synced"] == 1 and counts["deprovisioned"] == 0
+    link = ProviderIdentity.objects.get(user=user)
+    assert (link.issuer, link.subject) == (issuer.url, subject)
+    assert group_names("legacy") == {"instructor"}
+    assert journal("user.linked", "legacy")[-1] == {"via": "provider-sync", "issuer": issuer.url, "subject": subject}
+    assert APIClient(HTTP_X_API_KEY=key).get("/api/auth/me").status_code == 200  # the key lives (not revoked)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("change", ["gone", "name-reused"])
+def test_the_sync_deprovisions_a_pending_account_whose_user_is_gone_or_whose_name_is_someone_elses_now(
+        issuer, sync_settings, change):
+    user, key = pending_account()
+    if change == "name-reused":  # the old user was deleted; a new Keycloak user, created since, took the name
+        issuer.users["newcomer-sub"] = {"username": "legacy", "realm_roles": ["operator"],
+                                        "created": int((user.date_joined.timestamp() + 3600) * 1000)}
+
+    counts = run_provider_sync()
+    newcomer = bearer(issuer.token(sub="newcomer-sub", preferred_username="legacy")).get("/api/auth/me").json()
+
+    assert counts["deprovisioned"] == 1
+    refused = APIClient(HTTP_X_API_KEY=key).get("/api/workers")
+    assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
+    assert group_names("legacy") == set()
+    assert journal("user.deprovisioned", "legacy")[-1]["reason"] == change
+    assert ProviderIdentity.objects.get(user=user).subject is None  # never linked
+    assert newcomer["username"] == "legacy@127.0.0.1"  # the new user gets an account of its own
+    run_provider_sync()
+    assert len(journal("user.deprovisioned", "legacy")) == 1  # done once: the account is no longer pending
+
+
+@pytest.mark.django_db
+def test_a_sign_in_links_a_pending_account_only_within_oidc_pending_link_days(issuer, settings):
+    settings.OIDC_PENDING_LINK_DAYS = 30
+    old, _ = pending_account("old-legacy")
+    ProviderIdentity.objects.filter(user=old).update(created_at=timezone.now() - timedelta(days=31))
+    recent, _ = pending_account("new-legacy")
+    ProviderIdentity.objects.filter(user=recent).update(created_at=timezone.now() - timedelta(days=29))
+
+    late = bearer(issuer.token(preferred_username="old-legacy")).get("/api/auth/me").json()
+    in_time = bearer(issuer.token(preferred_username="new-legacy")).get("/api/auth/me").json()
+
+    assert late["username"] == "old-legacy@127.0.0.1" and ProviderIdentity.objects.get(user=old).subject is None
+    assert in_time["username"] == "new-legacy"
+    assert ProviderIdentity.objects.get(user=recent).subject == issuer.subject("new-legacy")
 
 
 # --- the periodic re-check of browser sessions -------------------------------------------------------------------

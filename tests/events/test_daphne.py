@@ -126,3 +126,19 @@ def test_sse_instance_ids_follows_one_instance_and_an_instructor_only_their_own(
                     last_event_id=str(base)) as response:
         got = SseReader(response).next_event()
     assert got["id"] == seqs[0] and got["data"]["subject"] == theirs.public_id
+
+
+def test_sse_carries_the_cloudevent_data_of_every_instance_event(daphne_url, admin_user):
+    from tests.factories import walk_an_instance_through_its_life
+    from tests.webhooks.test_cloudevent_data import LIFE, expected_ids
+
+    base = write_events("worker", "wrk-ce", "worker.pending")[0]
+    instance, worker, lab_id = walk_an_instance_through_its_life()
+    with sse_stream(daphne_url, client_for(admin_user).raw_key, instance_ids=instance.public_id,
+                    last_event_id=str(base)) as response:
+        reader = SseReader(response)
+        got = [reader.next_event()["data"] for _ in LIFE]
+    assert [m["type"] for m in got] == [f"io.lablet.instance.{verb}" for verb in LIFE]
+    ids = [{key: m["data"][key] for key in ("instance_id", "worker_id", "cml_lab_id")} for m in got]
+    assert ids == expected_ids(got, instance, worker, lab_id)
+    assert all(m["data"]["sequence_num"] == m["id"] for m in got)

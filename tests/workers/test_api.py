@@ -105,10 +105,10 @@ def test_it_launches_a_worker_of_a_known_instance_type(admin_client):
     assert instance["InstanceType"] == "m5.2xlarge"
 
 
-def test_it_refuses_an_unknown_instance_type_without_capacity(operator_client):
+def test_it_refuses_an_instance_type_ec2_does_not_know_without_capacity(operator_client):
     response = operator_client.post(WORKERS, {"name": "w", "instance_type": "t9.gigantic"}, format="json")
 
-    assert_problem(response, 422, error_field="capacity.cpu_cores")
+    assert_problem(response, 422, error_field="instance_type")  # DescribeInstanceTypes: InvalidInstanceType
     assert not Worker.objects.exists()
 
 

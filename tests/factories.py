@@ -112,3 +112,34 @@ def placeable_worker(**fields) -> Worker:
     worker = WorkerFactory(cml_service_status="available", license_status="registered",
                            license_tier="enterprise", **fields)
     return worker_transition(worker=worker, to="running", actor="tests")
+
+
+def walk_an_instance_through_its_life() -> tuple[LabletInstance, Worker, str]:
+    """One instance taken through its whole life by the services, emitting every kind of instance event:
+    booked with no worker yet (created), placed (scheduled), instantiating, its CML lab recorded
+    (lab_imported), progressed, running, extended, collecting, grading, graded, stopping, stopped,
+    archived, terminated. Returns (instance, worker, the CML lab id)."""
+    from apps.lablets.services import lablet_instance_create, lablet_instance_extend, lablet_instance_transition
+    from apps.lablets.services.instances import lablet_instance_record_grading, lablet_instance_record_progress
+    from apps.lablets.services.scheduling import lablet_instances_schedule_pending
+    from apps.lablets.services.steps import lablet_instance_record_lab
+
+    definition = LabletDefinitionFactory()
+    instance = lablet_instance_create(actor="tests", definition_id=definition.public_id, owner_id="student-ce",
+                                      timeslot_start=timezone.now() + timedelta(minutes=1), place=False)
+    worker = placeable_worker()
+    lablet_instances_schedule_pending(actor="tests")
+    instance.refresh_from_db()
+    assert instance.worker_id == worker.pk, "the scheduler placed it"
+    instance = lablet_instance_transition(instance=instance, to="instantiating", actor="tests")
+    lab_id = "lab-ce-0001"
+    instance = lablet_instance_record_lab(instance_pk=instance.pk, lab_id=lab_id, actor="tests", adopted=False)
+    lablet_instance_record_progress(instance=instance, step="starting", actor="tests")
+    instance = lablet_instance_transition(instance=instance, to="running", actor="tests")
+    instance = lablet_instance_extend(instance=instance, actor="tests", minutes=15)
+    for state in ("collecting", "grading"):  # (the collection service reads the lab's configs from CML)
+        instance = lablet_instance_transition(instance=instance, to=state, actor="tests")
+    instance = lablet_instance_record_grading(instance=instance, actor="tests", score=8, max_score=10)
+    for state in ("stopping", "stopped", "archived", "terminated"):
+        instance = lablet_instance_transition(instance=instance, to=state, actor="tests")
+    return instance, worker, lab_id

@@ -202,7 +202,7 @@ ENDPOINTS = [
     E("GET", "/api/workers", EVERYONE(200, anon=401)),
     E("POST", "/api/workers", STAFF_ONLY(201), body=_new_worker),
     E("GET", "/api/workers/{id}", EVERYONE(200, anon=401), _worker("running")),
-    E("DELETE", "/api/workers/{id}", STAFF_ONLY(200), _worker("running")),
+    E("DELETE", "/api/workers/{id}", STAFF_ONLY(202), _worker("running")),
     E("PATCH", "/api/workers/{id}", STAFF_ONLY(200), _worker("running"), lambda obj: {"capacity": {"max_nodes": 50}}),
     E("POST", "/api/workers/{id}/start", STAFF_ONLY(200), _worker("stopped")),
     E("POST", "/api/workers/{id}/stop", STAFF_ONLY(200), _worker("running")),
@@ -210,7 +210,7 @@ ENDPOINTS = [
     E("POST", "/api/workers/{id}/undrain", STAFF_ONLY(200), _drained_worker),
     E("POST", "/api/workers/{id}/sync", STAFF_ONLY(200), _worker("running")),
     E("POST", "/api/workers/{id}/license", STAFF_ONLY(200), _worker("running"), lambda obj: {"token": "tok", "reregister": True}),
-    E("DELETE", "/api/workers/{id}/license", STAFF_ONLY(200), _worker("running")),
+    E("DELETE", "/api/workers/{id}/license", STAFF_ONLY(204), _worker("running")),
     E("GET", "/api/worker-templates", STAFF_ONLY(200)),
     E("POST", "/api/worker-templates", STAFF_ONLY(201), body=lambda obj: {
         "name": "tpl-new", "instance_type": "m5zn.metal", "cpu_cores": 48, "memory_gb": 192, "storage_gb": 500,

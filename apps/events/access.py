@@ -114,18 +114,22 @@ def _split(value) -> frozenset[str]:
 @dataclass(frozen=True)
 class Filters:
     """`worker_ids`: the worker's own events and every event whose metadata names one of them.
+    `instance_ids`: the lablet instance's own events (and any event whose metadata names it as `instance_id`).
     `event_types`: each entry is an event type (`worker.running`), a prefix (`lablet_instance.*`), a
     named event (`worker_status`) or a CloudEvents type (`io.lablet.instance.running`). Empty: all."""
 
     worker_ids: frozenset[str] = field(default_factory=frozenset)
     event_types: frozenset[str] = field(default_factory=frozenset)
+    instance_ids: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
-    def parse(cls, *, worker_ids=None, event_types=None) -> "Filters":
-        return cls(worker_ids=_split(worker_ids), event_types=_split(event_types))
+    def parse(cls, *, worker_ids=None, event_types=None, instance_ids=None) -> "Filters":
+        return cls(worker_ids=_split(worker_ids), event_types=_split(event_types), instance_ids=_split(instance_ids))
 
     def match(self, event) -> bool:
         if self.worker_ids and event.worker_id not in self.worker_ids:
+            return False
+        if self.instance_ids and event.instance_id not in self.instance_ids:
             return False
         if self.event_types:
             return self._type_match(event)

@@ -1,6 +1,7 @@
 """WebSocket `/ws/events`: the same events and filters as the SSE stream, chosen by a subscribe message.
 
-Client -> server: `{"type": "subscribe", "event_types": [...], "worker_ids": [...], "last_event_id": N}`
+Client -> server: `{"type": "subscribe", "event_types": [...], "worker_ids": [...], "instance_ids": [...],
+"last_event_id": N}`
 (again to change the subscription) and `{"type": "ping"}`.
 Server -> client: `{"type": "subscribed", ...}`, `{"type": "event", "event": "<name>", "id": N, "data": {...}}`,
 `{"type": "pong"}`, `{"type": "error", "detail": "..."}`.
@@ -182,16 +183,18 @@ class EventsConsumer(AsyncWebsocketConsumer):
         if last_event_id is not None and (not isinstance(last_event_id, int) or last_event_id < 0):
             await self._error("last_event_id must be a journal sequence number.")
             return
-        for name in ("event_types", "worker_ids"):
+        for name in ("event_types", "worker_ids", "instance_ids"):
             value = message.get(name)
             if value is not None and not isinstance(value, (list, str)):
                 await self._error(f"{name} must be a list of strings.")
                 return
-        filters = Filters.parse(worker_ids=message.get("worker_ids"), event_types=message.get("event_types"))
+        filters = Filters.parse(worker_ids=message.get("worker_ids"), event_types=message.get("event_types"),
+                                instance_ids=message.get("instance_ids"))
         await self._stop_pump()
         subscription = Subscription(viewer=self.viewer, filters=filters)
         await self.send(json.dumps({"type": "subscribed", "event_types": sorted(filters.event_types),
-                                    "worker_ids": sorted(filters.worker_ids), "last_event_id": last_event_id}))
+                                    "worker_ids": sorted(filters.worker_ids),
+                                    "instance_ids": sorted(filters.instance_ids), "last_event_id": last_event_id}))
         self.pump = asyncio.create_task(self._pump(subscription, last_event_id))
 
     async def _pump(self, subscription: Subscription, last_event_id):

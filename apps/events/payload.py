@@ -2,6 +2,8 @@
 
 import json
 
+from apps.webhooks.events import cloudevent_data
+
 # resource_type -> the named SSE event (the EventSource listener name).
 NAMED_EVENTS = {
     "worker": "worker_status",
@@ -58,6 +60,12 @@ class LiveEvent:
             return self.resource_id
         return self.metadata.get("worker_id")
 
+    @property
+    def instance_id(self) -> str | None:
+        if self.resource_type == "lablet_instance":
+            return self.resource_id
+        return self.metadata.get("instance_id")
+
     def payload(self) -> dict:
         row = self.row
         return {
@@ -76,6 +84,7 @@ class LiveEvent:
             "error": row["error"],
             "metadata": self.metadata,
             "timestamp": self.timestamp.isoformat(),
+            "data": cloudevent_data(row),  # the webhooks' CloudEvent `data` (instance_id, worker_id, cml_lab_id, ...)
         }
 
     def json(self) -> str:

@@ -46,6 +46,8 @@ def add_event_stream(result, generator, request, public):
         "parameters": [
             {"name": "worker_ids", "in": "query", "schema": {"type": "string"},
              "description": "Comma-separated worker ids: that worker's events and events naming it."},
+            {"name": "instance_ids", "in": "query", "schema": {"type": "string"},
+             "description": "Comma-separated lablet instance ids: that instance's events (an instructor's own only)."},
             {"name": "event_types", "in": "query", "schema": {"type": "string"},
              "description": "Comma-separated: event types (`worker.running`), prefixes (`lablet_instance.*`), "
                             "named events (`worker_status`) or CloudEvents types (`io.lablet.instance.running`)."},

@@ -88,7 +88,8 @@ async def event_stream(request):
         last_event_id = parse_last_event_id(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id"))
     except ValueError:
         return problem_response(request, 400, detail="Last-Event-ID must be a journal sequence number.")
-    filters = Filters.parse(worker_ids=request.GET.get("worker_ids"), event_types=request.GET.get("event_types"))
+    filters = Filters.parse(worker_ids=request.GET.get("worker_ids"), event_types=request.GET.get("event_types"),
+                            instance_ids=request.GET.get("instance_ids"))
     subscription = Subscription(viewer=viewer, filters=filters)
     response = StreamingHttpResponse(_frames(subscription, last_event_id), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

@@ -28,5 +28,9 @@ TEARDOWN = frozenset({S.STOPPING, S.STOPPED, S.ARCHIVED})
 # States that end with the teardown path when the instance is terminated or its slot ends.
 WITH_LAB = frozenset({S.INSTANTIATING, S.RUNNING, S.COLLECTING, S.GRADING})
 
+# How `termination_reason` starts when the instance failed (a step gave up, the topology policy refused):
+# it then ended in TERMINATED like any other, and is counted as failed (scheduler_status).
+FAILED_REASON = "failed:"
+
 # The timestamp field stamped when a state is reached.
 STAMP_FIELD = {state: f"{state}_at" for state in S.values if state != S.PENDING}

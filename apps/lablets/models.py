@@ -152,6 +152,8 @@ class LabletInstance(models.Model):
             models.Index(fields=["status", "timeslot_start"], name="instance_status_start"),
             models.Index(fields=["status", "timeslot_end"], name="instance_status_end"),
             models.Index(fields=["owner_id", "status"], name="instance_owner_status"),
+            # The scheduler status's counts of instances ended today.
+            models.Index(fields=["terminated_at"], name="instance_terminated_at"),
             # The engine's cleanup of labs left behind by terminated instances: a handful of rows, never history.
             models.Index(
                 fields=["next_attempt_at"], name="instance_lab_cleanup",

@@ -35,21 +35,38 @@ def matches(patterns: list[str], ce_type: str) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(ce_type, pattern) for pattern in patterns)
 
 
-def cloudevent_body(event: dict) -> tuple[str, str, bytes]:
-    """(id, type, body) of the structured-mode CloudEvent of one sealed journal event (a dict of EVENT_FIELDS)."""
+def cloudevent_data(event: dict) -> dict:
+    """The `data` of the CloudEvent of one journal event (a dict of EVENT_FIELDS; `event_hash` when it has
+    one), for webhooks and the live stream alike (apps.events.payload). The seed's ids come first, at the
+    top level: every `io.lablet.instance.*` carries `instance_id`, `worker_id` and `cml_lab_id` (null when
+    unknown: not placed yet, no lab yet); other resources their own id (`worker_id`, `session_id`,
+    `definition_id`, else `resource_id`). The journal's richer fields follow."""
     ce_type = cloudevent_type(event["event_type"])
     resource = ce_type.split(".")[2]
-    data = {
-        ID_FIELDS.get(resource, "resource_id"): event["resource_id"],
+    metadata = event["metadata"] or {}
+    if resource == "instance":
+        data = {"instance_id": event["resource_id"], "worker_id": metadata.get("worker_id"),
+                "cml_lab_id": metadata.get("cml_lab_id")}
+    else:
+        data = {ID_FIELDS.get(resource, "resource_id"): event["resource_id"]}
+    data.update({
         "resource_type": event["resource_type"],
         "resource_id": event["resource_id"],
         "action": event["action"],
         "actor": event["actor"],
         "event_type": event["event_type"],
         "sequence_num": event["sequence_num"],
-        "event_hash": event["event_hash"],
-        "metadata": event["metadata"] or {},
-    }
+    })
+    if "event_hash" in event:
+        data["event_hash"] = event["event_hash"]
+    data["metadata"] = metadata
+    return data
+
+
+def cloudevent_body(event: dict) -> tuple[str, str, bytes]:
+    """(id, type, body) of the structured-mode CloudEvent of one sealed journal event (a dict of EVENT_FIELDS)."""
+    ce_type = cloudevent_type(event["event_type"])
+    data = cloudevent_data(event)
     ce = CloudEvent(
         attributes={
             "specversion": "1.0",

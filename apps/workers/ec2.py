@@ -91,7 +91,7 @@ def _call(region: str, operation: str, **kwargs):
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         message = exc.response.get("Error", {}).get("Message", str(exc))
-        if code.startswith(("InvalidInstanceID", "InvalidAMIID")):
+        if code.startswith(("InvalidInstanceID", "InvalidAMIID", "InvalidInstanceType")):
             raise Ec2NotFound(f"EC2: {message}", code=code)
         if code in ("InsufficientInstanceCapacity", "InstanceLimitExceeded", "IncorrectInstanceState"):
             raise Ec2CapacityError(f"EC2 refused ({code}): {message}", code=code)
@@ -128,6 +128,37 @@ def ec2_describe(*, region: str, instance_id: str) -> InstanceInfo:
     if not found:
         raise Ec2NotFound(f"EC2: instance {instance_id} not found in {region}", code="InvalidInstanceID.NotFound")
     return found[0]
+
+
+@dataclass(frozen=True)
+class InstanceTypeInfo:
+    instance_type: str
+    vcpus: int
+    memory_mib: int
+    instance_storage_gb: int | None  # local instance store, None when EBS-only
+
+
+# DescribeInstanceTypes' answers, per (endpoint, region, type): an instance type's vCPUs and memory never
+# change, so EC2 is asked once per process (at a worker's import or launch, never per placement).
+_instance_types: dict[tuple[str, str, str], InstanceTypeInfo] = {}
+
+
+def ec2_instance_type(*, region: str, instance_type: str) -> InstanceTypeInfo:
+    """vCPUs and memory of an instance type, from EC2's own DescribeInstanceTypes (cached). Raises
+    Ec2NotFound for a type EC2 does not know, Ec2Unavailable when EC2 cannot be asked."""
+    key = (settings.AWS_ENDPOINT_URL, region, instance_type)
+    found = _instance_types.get(key)
+    if found is None:
+        page = _call(region, "describe_instance_types", InstanceTypes=[instance_type])
+        raw = next((t for t in page.get("InstanceTypes", []) if t.get("InstanceType") == instance_type), None)
+        if raw is None:
+            raise Ec2NotFound(f"EC2: instance type {instance_type} not found in {region}", code="InvalidInstanceType")
+        storage = raw.get("InstanceStorageInfo") or {}
+        found = _instance_types[key] = InstanceTypeInfo(
+            instance_type=instance_type, vcpus=int(raw["VCpuInfo"]["DefaultVCpus"]),
+            memory_mib=int(raw["MemoryInfo"]["SizeInMiB"]),
+            instance_storage_gb=int(storage["TotalSizeInGB"]) if storage.get("TotalSizeInGB") else None)
+    return found
 
 
 def ec2_describe_managed(*, region: str) -> list[InstanceInfo]:

@@ -99,3 +99,46 @@ def test_websocket_refuses_a_bad_key_at_the_handshake(daphne_url, db):
         return refused.value.response.status_code
 
     assert asyncio.run(scenario()) == 403
+
+
+def test_sse_instance_ids_follows_one_instance_and_an_instructor_only_their_own(daphne_url, instructor_user,
+                                                                                 admin_user):
+    from tests.events.conftest import write_mixed
+    from tests.factories import LabletInstanceFactory
+
+    mine = LabletInstanceFactory(created_by=instructor_user)
+    theirs = LabletInstanceFactory(created_by=admin_user)
+    events = (("lablet_instance", theirs.public_id, "lablet_instance.scheduled"),  # not the instructor's
+              ("worker", "wrk-inst", "worker.running"),  # instructors see workers: filtered out by instance_ids
+              ("lablet_instance", "inst-unasked", "lablet_instance.running"),
+              ("lablet_instance", mine.public_id, "lablet_instance.running"))
+    base = write_events("worker", "wrk-inst", "worker.pending")[0]
+    wanted = f"{mine.public_id},{theirs.public_id}"
+    with sse_stream(daphne_url, client_for(instructor_user).raw_key, instance_ids=wanted) as response:
+        reader = SseReader(response)
+        reader.wait_connected()
+        seqs = write_mixed(*events)
+        got = reader.next_event()
+    assert got["id"] == seqs[3] and got["event"] == "lablet_instance_status"
+    assert got["data"]["data"]["instance_id"] == mine.public_id
+    # An admin asking for the other instance gets it, and nothing else, replayed from the journal.
+    with sse_stream(daphne_url, client_for(admin_user).raw_key, instance_ids=theirs.public_id,
+                    last_event_id=str(base)) as response:
+        got = SseReader(response).next_event()
+    assert got["id"] == seqs[0] and got["data"]["subject"] == theirs.public_id
+
+
+def test_sse_carries_the_cloudevent_data_of_every_instance_event(daphne_url, admin_user):
+    from tests.factories import walk_an_instance_through_its_life
+    from tests.webhooks.test_cloudevent_data import LIFE, expected_ids
+
+    base = write_events("worker", "wrk-ce", "worker.pending")[0]
+    instance, worker, lab_id = walk_an_instance_through_its_life()
+    with sse_stream(daphne_url, client_for(admin_user).raw_key, instance_ids=instance.public_id,
+                    last_event_id=str(base)) as response:
+        reader = SseReader(response)
+        got = [reader.next_event()["data"] for _ in LIFE]
+    assert [m["type"] for m in got] == [f"io.lablet.instance.{verb}" for verb in LIFE]
+    ids = [{key: m["data"][key] for key in ("instance_id", "worker_id", "cml_lab_id")} for m in got]
+    assert ids == expected_ids(got, instance, worker, lab_id)
+    assert all(m["data"]["sequence_num"] == m["id"] for m in got)

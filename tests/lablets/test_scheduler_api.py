@@ -563,3 +563,28 @@ def test_admins_change_any_priority_and_operators_none(admin_client, operator_cl
 
     assert_problem(operator_client.patch(priority_url(theirs), {"priority": 2}, format="json"), 403)
     assert admin_client.patch(priority_url(theirs), {"priority": 2}, format="json").json()["priority"] == 2
+
+
+def test_the_status_counts_instances_completed_and_failed_today_in_one_query(operator_client):
+    from freezegun import freeze_time
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.lablets.engine.ending import give_up
+    from apps.lablets.services import lablet_instance_terminate
+
+    midnight = timezone.now().astimezone(dt_timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    with freeze_time(midnight - timedelta(minutes=1)):  # yesterday (UTC): counted by neither
+        lablet_instance_terminate(instance=instance_in("running"), actor="tests")
+        give_up(instance_in("scheduled").pk, actor="tests", now=timezone.now(), error="instantiation: boom")
+    with freeze_time(midnight + timedelta(seconds=1)):
+        lablet_instance_terminate(instance=instance_in("running"), actor="tests")
+        lablet_instance_terminate(instance=instance_in("pending"), actor="tests")
+        give_up(instance_in("instantiating").pk, actor="tests", now=timezone.now(), error="instantiation: boom")
+    instance_in("running")  # live: neither
+
+    with CaptureQueriesContext(connection) as queries:
+        status = operator_client.get(STATUS).json()
+
+    assert (status["completed_today"], status["failed_today"]) == (2, 1)
+    assert len([q for q in queries.captured_queries if "terminated_at" in q["sql"]]) == 1

@@ -105,10 +105,10 @@ def test_it_launches_a_worker_of_a_known_instance_type(admin_client):
     assert instance["InstanceType"] == "m5.2xlarge"
 
 
-def test_it_refuses_an_unknown_instance_type_without_capacity(operator_client):
+def test_it_refuses_an_instance_type_ec2_does_not_know_without_capacity(operator_client):
     response = operator_client.post(WORKERS, {"name": "w", "instance_type": "t9.gigantic"}, format="json")
 
-    assert_problem(response, 422, error_field="capacity.cpu_cores")
+    assert_problem(response, 422, error_field="instance_type")  # DescribeInstanceTypes: InvalidInstanceType
     assert not Worker.objects.exists()
 
 
@@ -168,7 +168,7 @@ def test_it_imports_an_instance_again_once_its_worker_is_terminated(operator_cli
 
 def test_it_refuses_to_import_an_instance_terminated_through_the_api(operator_client, instance_id):
     first = operator_client.post(WORKERS, import_body(instance_id), format="json").json()
-    assert operator_client.delete(f"{WORKERS}/{first['id']}").status_code == 200
+    assert operator_client.delete(f"{WORKERS}/{first['id']}").status_code == 202
 
     response = operator_client.post(WORKERS, import_body(instance_id), format="json")
 
@@ -302,8 +302,9 @@ def test_it_terminates_a_worker_on_delete(operator_client):
 
     response = operator_client.delete(f"{WORKERS}/{worker.public_id}")
 
-    assert response.status_code == 200, response.content
+    assert response.status_code == 202, response.content  # EC2 shuts the instance down in the background
     assert response.json()["status"] == "terminated"
+    assert response["Location"] == f"http://testserver{WORKERS}/{worker.public_id}"
     assert Worker.objects.get(pk=worker.pk).status == "terminated"  # kept, not deleted
     assert describe(worker.aws_instance_id)["State"]["Name"] == "terminated"
     assert operator_client.get(f"{WORKERS}/{worker.public_id}").json()["status"] == "terminated"

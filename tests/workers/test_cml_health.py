@@ -101,8 +101,9 @@ def test_draining_or_stopped_workers_take_no_placements(cml):
 def test_licence_registration_and_deregistration_through_the_api(cml, operator_client):
     worker = running_worker()
     response = operator_client.delete(f"/api/workers/{worker.public_id}/license")
-    assert response.status_code == 200, response.content
-    assert response.json()["license_status"] == "unregistered"
+    assert response.status_code == 204, response.content
+    worker.refresh_from_db()
+    assert worker.license_status == "unregistered"
     response = operator_client.post(f"/api/workers/{worker.public_id}/license", {"token": "tok-123"}, format="json")
     assert response.status_code == 200, response.content
     assert response.json()["license_status"] == "registered"

@@ -267,7 +267,7 @@ def test_terminate_with_force_terminates_a_worker_that_hosts_live_instances(oper
 
     response = operator_client.delete(f"{WORKERS}/{worker.public_id}?force=true")
 
-    assert response.status_code == 200, response.content
+    assert response.status_code == 202, response.content
     assert response.json()["status"] == "terminated"
     assert ec2_state(worker.aws_instance_id) == "terminated"
     last = AuditEvent.objects.filter(resource_id=worker.public_id, action="worker.transition").last()
@@ -278,7 +278,7 @@ def test_terminate_does_not_count_finished_lablet_instances(operator_client, sim
     worker = worker_in("running")
     instance_in("terminated", worker=worker)
 
-    assert operator_client.delete(f"{WORKERS}/{worker.public_id}").status_code == 200
+    assert operator_client.delete(f"{WORKERS}/{worker.public_id}").status_code == 202
     assert ec2_state(worker.aws_instance_id) == "terminated"
 
 
@@ -287,7 +287,7 @@ def test_terminate_follows_an_instance_already_gone_from_ec2(operator_client, si
 
     response = operator_client.delete(f"{WORKERS}/{worker.public_id}")
 
-    assert response.status_code == 200, response.content
+    assert response.status_code == 202, response.content
     assert status_of(worker) == "terminated"
 
 
@@ -449,7 +449,8 @@ def test_a_launch_without_capacity_in_ec2_is_409_and_the_worker_failed(operator_
     assert failed_ec2_calls(resource_id=worker.public_id, action="worker.launch").count() == 1
     # It has no instance to start; terminating it clears the record.
     assert_problem(operator_client.post(f"{WORKERS}/{worker.public_id}/start"), 409)
-    assert operator_client.delete(f"{WORKERS}/{worker.public_id}").json()["status"] == "terminated"
+    assert operator_client.delete(f"{WORKERS}/{worker.public_id}").status_code == 204  # nothing left to follow
+    assert status_of(worker) == "terminated"
 
 
 def test_an_ec2_that_hangs_is_502_within_the_timeout(operator_client, sim):
@@ -570,3 +571,56 @@ def test_only_running_undrained_workers_with_cml_available_are_placeable(sim):
     flags = {w.pk: w.is_placeable for w in Worker.objects.all()}
     assert flags == {placeable.pk: True, stopped.pk: False, pending.pk: False, draining.pk: False,
                      cml_down.pk: False, cml_unknown.pk: False}
+
+
+# --- capacity from EC2's DescribeInstanceTypes ----------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_instance_types():
+    """The process's cache of DescribeInstanceTypes answers, emptied before and after."""
+    from apps.workers import ec2
+
+    ec2._instance_types.clear()
+    yield
+    ec2._instance_types.clear()
+
+
+def test_a_type_not_in_the_table_gets_its_vcpus_and_memory_from_ec2_asked_once(operator_client, sim,
+                                                                              fresh_instance_types):
+    since = len(sim.calls)
+    first = operator_client.post(WORKERS, {"name": "w1", "instance_type": "c5.9xlarge"}, format="json")
+    second = operator_client.post(WORKERS, {"name": "w2", "instance_type": "c5.9xlarge"}, format="json")
+
+    assert first.status_code == 201, first.content
+    # c5.9xlarge: 36 vCPUs, 72 GiB (EC2's answer); EBS-only: the default storage; 2 GB a node.
+    assert first.json()["capacity"] == {"cpu_cores": 36, "memory_gb": 72, "storage_gb": 250, "max_nodes": 36}
+    assert second.json()["capacity"] == first.json()["capacity"]
+    assert calls_after(sim, since).count("DescribeInstanceTypes") == 1  # cached per region and type
+
+
+def test_the_override_table_wins_over_ec2(operator_client, sim, fresh_instance_types):
+    since = len(sim.calls)
+    response = operator_client.post(WORKERS, {"name": "w", "instance_type": "m5.4xlarge"}, format="json")
+
+    assert response.status_code == 201, response.content
+    # EC2 says 16 vCPUs, 64 GiB; the table's storage and node count are what the operator set.
+    assert response.json()["capacity"] == {"cpu_cores": 16, "memory_gb": 64, "storage_gb": 250, "max_nodes": 30}
+    assert "DescribeInstanceTypes" not in calls_after(sim, since)
+
+
+def test_ec2_unreachable_for_the_type_is_502_saying_to_send_the_capacity(operator_client, sim, fresh_instance_types):
+    sim.arm("DescribeInstanceTypes", "RequestLimitExceeded", times=settings.EC2_MAX_ATTEMPTS + 1)
+
+    problem = assert_problem(operator_client.post(WORKERS, {"name": "w", "instance_type": "c5.9xlarge"},
+                                                  format="json"), 502)
+
+    assert "c5.9xlarge" in problem["detail"] and "capacity.cpu_cores" in problem["detail"]
+    assert not Worker.objects.exists()
+    assert failed_ec2_calls(action="worker.instance_type").count() == 1
+    capacity = {"cpu_cores": 4, "memory_gb": 8, "storage_gb": 50, "max_nodes": 4}  # given: EC2 is not asked
+    sim.arm("DescribeInstanceTypes", "RequestLimitExceeded")
+    response = operator_client.post(WORKERS, {"name": "w", "instance_type": "c5.9xlarge", "capacity": capacity},
+                                    format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["capacity"] == capacity

@@ -153,6 +153,11 @@ class SchedulerStatusSerializer(serializers.Serializer):
     scheduled = serializers.IntegerField()
     live = serializers.IntegerField()
     placements_last_24h = serializers.IntegerField()
+    completed_today = serializers.IntegerField(
+        help_text="Instances terminated since midnight (TIME_ZONE, UTC) other than by a failure.")
+    failed_today = serializers.IntegerField(
+        help_text="Instances terminated since midnight (TIME_ZONE, UTC) because they failed "
+                  "(termination_reason `failed: ...`).")
     generated_at = serializers.DateTimeField()
 
 

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from django.db import transaction
 
-from apps.lablets.lifecycle import WITH_LAB
+from apps.lablets.lifecycle import FAILED_REASON, WITH_LAB
 from apps.lablets.models import InstanceStatus as S
 from apps.lablets.models import LabletInstance
 from apps.lablets.services.instances import lablet_instance_transition
@@ -65,7 +65,7 @@ def end_quietly(pk: int, *, reason: str, actor: str, now: datetime) -> str:
 def give_up(pk: int, *, actor: str, now: datetime, error: str) -> None:
     """A step failed LIFECYCLE_MAX_ATTEMPTS times: the instance ends now, capacity freed. A lab it may
     have left on CML is deleted by the cleanup sweep (teardown.cleanup) as soon as CML answers."""
-    reason = f"failed: {error}"[:200]
+    reason = f"{FAILED_REASON} {error}"[:200]
     with transaction.atomic():
         locked = LabletInstance.objects.select_for_update(of=("self",)).get(pk=pk)
         if locked.status == S.TERMINATED:

@@ -5,17 +5,17 @@ from apps.lablets.models import LabletInstance
 
 
 def instance_audit_entry(instance: LabletInstance, *, event_type: str, actor: str, action: str, success: bool = True,
-                         error: str = "", metadata: dict | None = None, with_lab: bool = False) -> dict:
+                         error: str = "", metadata: dict | None = None) -> dict:
     """audit_record's keyword arguments for an event about `instance` (audit_record_many takes a list of
-    them): its definition, owner and worker (and, `with_lab`, its CML lab id, as the engine's events carry
-    it) before the event's own `metadata`. `instance` has its definition and worker loaded."""
+    them): its definition, owner, worker and CML lab id (null when it has none yet) before the event's own
+    `metadata`. Every `io.lablet.instance.*` CloudEvent carries the worker and lab at the top of its `data`
+    from here (apps.webhooks.events.cloudevent_data). `instance` has its definition and worker loaded."""
     common = {
         "definition_id": instance.definition.public_id,
         "owner_id": instance.owner_id,
         "worker_id": instance.worker.public_id if instance.worker_id else None,
+        "cml_lab_id": instance.cml_lab_id or None,
     }
-    if with_lab:
-        common["cml_lab_id"] = instance.cml_lab_id or None
     return {"event_type": event_type, "actor": actor, "resource_type": "lablet_instance",
             "resource_id": instance.public_id, "action": action, "success": success, "error": error,
             "metadata": {**common, **(metadata or {})}}

@@ -166,7 +166,7 @@ def lease_fail(claim: Claim, *, step: str, error: str, bounded: bool = True) -> 
             attempts=attempts, next_attempt_at=retry_at, claimed_until=None, last_error=error[:500],
             lifecycle_step=text[:200], updated_at=timezone.now())
         instance_audit(locked, event_type="lablet_instance.step_failed", actor=claim.actor,
-                       action="lablet_instance.step_failed", success=False, error=error[:500], with_lab=True,
+                       action="lablet_instance.step_failed", success=False, error=error[:500],
                        metadata={"step": step, "text": text[:200], "attempt": attempts,
                                  "max_attempts": settings.LIFECYCLE_MAX_ATTEMPTS if bounded else None,
                                  "retry_at": retry_at.isoformat() if retry_at else None, "gave_up": gave_up})

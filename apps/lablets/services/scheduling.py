@@ -14,10 +14,11 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
-from apps.lablets.lifecycle import LIVE
+from apps.lablets.lifecycle import FAILED_REASON, LIVE
 from apps.lablets.models import InstanceStatus, LabletInstance
 from apps.lablets.placement import Planner, definition_need, live_bookings, need_of
 from apps.lablets.services.instances import lablet_instance_transition, lablet_instances_transition_many
@@ -323,6 +324,12 @@ def scheduler_status(*, now: datetime | None = None) -> dict:
     workers = Worker.objects.exclude(status=WorkerStatus.TERMINATED)
     pending = LabletInstance.objects.filter(status=InstanceStatus.PENDING)
     oldest = pending.order_by("created_at").values_list("created_at", flat=True).first()
+    # Ended today (since midnight in TIME_ZONE, UTC): one query, on the terminated_at index. Failed: the
+    # termination reason the engine writes when a step gave up or the policy refused (`failed: ...`).
+    midnight = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    failed = Q(termination_reason__startswith=FAILED_REASON)
+    ended = LabletInstance.objects.filter(terminated_at__gte=midnight, terminated_at__lte=now).aggregate(
+        completed=Count("pk", filter=~failed), failed=Count("pk", filter=failed))
     return {
         "policy": settings.SCHEDULER_POLICY,
         "workers_total": workers.count(),
@@ -337,5 +344,7 @@ def scheduler_status(*, now: datetime | None = None) -> dict:
         "live": LabletInstance.objects.filter(status__in=LIVE).count(),
         "placements_last_24h": AuditEvent.objects.filter(
             event_type="lablet_instance.scheduled", timestamp__gte=now - timedelta(hours=24)).count(),
+        "completed_today": ended["completed"],
+        "failed_today": ended["failed"],
         "generated_at": now,
     }

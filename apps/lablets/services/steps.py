@@ -28,7 +28,7 @@ def _journal(instance: LabletInstance, *, event: str, actor: str, success: bool 
     """One journal row of an engine step (`lablet_instance.<event>`, with its CML lab), in the caller's
     transaction."""
     instance_audit(instance, event_type=f"lablet_instance.{event}", actor=actor, action=f"lablet_instance.{event}",
-                   success=success, error=error[:500], metadata=metadata, with_lab=True)
+                   success=success, error=error[:500], metadata=metadata)
 
 
 # --- the CML lab ------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 from functools import partial
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -44,7 +44,15 @@ def _flag(value) -> bool:
         request=WorkerUpdateSerializer,
         responses={200: WorkerSerializer, **WRITE_ERRORS},
     ),
-    destroy=extend_schema(summary="Terminate a worker", parameters=[FORCE], responses={200: WorkerSerializer, **UPSTREAM_ERRORS}),
+    destroy=extend_schema(
+        summary="Terminate a worker",
+        description="202 with the worker (`status: terminated`, `Location` its URL) when EC2 was asked to terminate "
+                    "its instance, which shuts down in the background; 204 when the worker had no EC2 instance "
+                    "(its launch failed). docs/api.md#deletes.",
+        parameters=[FORCE],
+        responses={202: WorkerSerializer, 204: OpenApiResponse(description="Terminated: it had no EC2 instance."),
+                   **UPSTREAM_ERRORS},
+    ),
 )
 class WorkerViewSet(ResourceViewSet):
     """CML workers (EC2 instances running CML). Operators and admins manage them; instructors read."""
@@ -87,7 +95,12 @@ class WorkerViewSet(ResourceViewSet):
     def destroy(self, request, id=None):
         force = _flag(request.query_params.get("force"))
         worker = services.worker_terminate(worker=self.get_object(), actor=actor_for(request), force=force)
-        return Response(WorkerSerializer(worker).data)
+        if not worker.aws_instance_id:  # nothing goes on in the background
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        # The record is terminated; EC2 shuts the instance down in the background (docs/api.md#deletes).
+        response = Response(WorkerSerializer(worker).data, status=status.HTTP_202_ACCEPTED)
+        response["Location"] = request.build_absolute_uri(f"/api/workers/{worker.public_id}")
+        return response
 
     def _verb(self, service, **kwargs):
         worker = service(worker=self.get_object(), actor=actor_for(self.request), **kwargs)
@@ -133,12 +146,14 @@ class WorkerViewSet(ResourceViewSet):
                                 give_up=lambda: None)  # the task runs anyway: the check is then recorded
 
     @extend_schema(methods=["POST"], request=WorkerLicenseSerializer, responses={200: WorkerSerializer, **UPSTREAM_ERRORS})
-    @extend_schema(methods=["DELETE"], request=None, responses={200: WorkerSerializer, **UPSTREAM_ERRORS})
+    @extend_schema(methods=["DELETE"], request=None,
+                   responses={204: OpenApiResponse(description="Deregistered."), **UPSTREAM_ERRORS})
     @action(detail=True, methods=["post", "delete"])
     def license(self, request, id=None):
         """Register the worker's CML with Smart Licensing (POST), or deregister it (DELETE)."""
-        if request.method == "DELETE":
-            return self._verb(services.worker_license_deregister)
+        if request.method == "DELETE":  # done when it answers: 204, as every finished DELETE
+            services.worker_license_deregister(worker=self.get_object(), actor=actor_for(request))
+            return Response(status=status.HTTP_204_NO_CONTENT)
         data = WorkerLicenseSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         return self._verb(services.worker_license_register, **data.validated_data)

@@ -22,7 +22,10 @@ log = logging.getLogger(__name__)
 
 AWS_INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
 
-# Declared capacity of the instance types CML workers usually run on (cpu, memory GB, storage GB, max nodes).
+# Capacity overrides (cpu, memory GB, storage GB, max nodes): these win over what EC2 says. Every other
+# instance type gets its vCPUs and memory from EC2's DescribeInstanceTypes (ec2.ec2_instance_type, cached),
+# its storage from the instance store or DEFAULT_STORAGE_GB, its max nodes from its memory
+# (MEMORY_GB_PER_NODE). A worker's `capacity` in the request, or its template, wins over both.
 KNOWN_INSTANCE_TYPES = {
     "m5zn.metal": (48, 192, 500, 100),
     "m5.metal": (96, 384, 1000, 200),
@@ -31,6 +34,8 @@ KNOWN_INSTANCE_TYPES = {
     "m5.2xlarge": (8, 32, 150, 15),
     "c5.2xlarge": (8, 16, 150, 10),
 }
+DEFAULT_STORAGE_GB = 250  # EBS-only types: the root volume CML workers are usually given
+MEMORY_GB_PER_NODE = 2  # CML nodes per GB of memory, for max_nodes of a type not in the table
 CAPACITY_FIELDS = ("cpu_cores", "memory_gb", "storage_gb", "max_nodes")
 
 EC2_TO_WORKER = {
@@ -137,19 +142,42 @@ def worker_apply_ec2_state(*, worker: Worker, info: ec2.InstanceInfo, actor: str
     return worker_transition(worker=worker, to=target, actor=actor, reason=reason)
 
 
-def _capacity(instance_type: str, capacity: dict | None, template: WorkerTemplate | None = None) -> dict:
+def _instance_type_capacity(instance_type: str, region: str, *, actor: str) -> tuple:
+    """(cpu, memory GB, storage GB, max nodes) of a type not in KNOWN_INSTANCE_TYPES, from EC2."""
+    try:
+        info = ec2.ec2_instance_type(region=region, instance_type=instance_type)
+    except ec2.Ec2Error as exc:
+        error = _ec2_failed(None, exc, actor=actor, action="worker.instance_type", field="instance_type")
+        if isinstance(error, UpstreamUnavailable):
+            raise UpstreamUnavailable(
+                f"Cannot read the capacity of instance type '{instance_type}' from EC2 ({exc}); send "
+                "capacity.cpu_cores, capacity.memory_gb, capacity.storage_gb and capacity.max_nodes, or retry.")
+        raise error
+    memory_gb = info.memory_mib // 1024
+    return (info.vcpus, memory_gb, info.instance_storage_gb or DEFAULT_STORAGE_GB,
+            max(1, memory_gb // MEMORY_GB_PER_NODE))
+
+
+def _capacity(instance_type: str, capacity: dict | None, template: WorkerTemplate | None = None, *,
+              region: str = "", actor: str = "system") -> dict:
+    """The declared capacity of a new worker: what the request gives, else its template's, else the
+    override table's, else EC2's DescribeInstanceTypes (asked only when a field is missing)."""
     capacity = dict(capacity or {})
+    missing = [f for f in CAPACITY_FIELDS if f not in capacity]
+    if not missing:
+        return {f: capacity[f] for f in CAPACITY_FIELDS}
     if template is not None:
         defaults = tuple(getattr(template, f) for f in CAPACITY_FIELDS)
     else:
         defaults = KNOWN_INSTANCE_TYPES.get(instance_type)
-    missing = [f for f in CAPACITY_FIELDS if f not in capacity]
-    if missing and defaults is None:
+    if defaults is None and not instance_type:
         raise ValidationFailed(
-            f"Instance type '{instance_type}' has no known capacity; send capacity.{', capacity.'.join(missing)}.",
-            errors={f"capacity.{f}": ["This field is required for an unknown instance type."] for f in missing},
+            f"No instance type to read the capacity of; send capacity.{', capacity.'.join(missing)}.",
+            errors={f"capacity.{f}": ["This field is required without an instance type."] for f in missing},
         )
-    for field, default in zip(CAPACITY_FIELDS, defaults or (0, 0, 0, 0)):
+    if defaults is None:
+        defaults = _instance_type_capacity(instance_type, region or settings.AWS_REGION, actor=actor)
+    for field, default in zip(CAPACITY_FIELDS, defaults):
         capacity.setdefault(field, default)
     return {f: capacity[f] for f in CAPACITY_FIELDS}
 
@@ -188,7 +216,7 @@ def worker_import(*, actor: str, aws_instance_id: str, aws_region: str, name: st
         "aws_instance_id": aws_instance_id,
         "aws_region": aws_region,
         "instance_type": info.instance_type,
-        **_capacity(info.instance_type, capacity),
+        **_capacity(info.instance_type, capacity, region=aws_region, actor=actor),
     })
     if info.worker_id != worker.public_id:
         try:
@@ -213,7 +241,7 @@ def worker_launch(*, actor: str, name: str, instance_type: str = "", aws_region:
         )
     worker = _create_record(actor=actor, mode="launch", fields={
         "name": name, "aws_region": aws_region, "instance_type": instance_type, "template": template,
-        **_capacity(instance_type, capacity, template),
+        **_capacity(instance_type, capacity, template, region=aws_region, actor=actor),
     })
     try:
         info = ec2.ec2_launch(region=aws_region, instance_type=instance_type, worker_id=worker.public_id, name=name,

@@ -2,6 +2,7 @@
 
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -26,10 +27,20 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 class NoDeleteAdmin(admin.ModelAdmin):
     """A model whose rows no service deletes (they end through a lifecycle verb, e.g. terminate or revoke, that
-    the admin offers as an action): neither the delete button nor "Delete selected" is offered."""
+    the admin offers as an action): neither the delete button nor "Delete selected" is offered, and its delete
+    page is refused (403). Deleting a row they belong to (a user and the user's API keys) still takes them
+    along: the permission itself is kept, because the admin asks it of every row such a delete cascades to."""
 
-    def has_delete_permission(self, request, obj=None):
-        return False
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "show_delete": False})
+
+    def delete_view(self, request, object_id, extra_context=None):
+        raise PermissionDenied
 
 
 class _DeleteRefused(Exception):

@@ -20,6 +20,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 
 from apps.identity.services import api_key_create, user_ensure_with_role
@@ -207,3 +208,15 @@ def test_a_page_of_an_origin_not_allowed_is_refused_by_the_browser(chromium, api
     assert outcome.startswith("TypeError: Failed to fetch"), outcome
     assert LabletInstance.objects.filter(definition=definition).count() == 0  # the POST never left the browser
     page.context.close()
+
+
+def test_nginx_passes_preflights_to_both_servers(api, lms_origin):
+    """Paths nginx sends to daphne (the live stream, POST /lab) answer a preflight as gunicorn's do."""
+    for path in ("/api/lablet-instances", "/api/remote-lab/lab", "/api/events/stream",
+                 "/api/lablet-instances/inst-000000/terminate"):
+        response = httpx.options(f"{api}{path}", timeout=10, headers={
+            "Origin": lms_origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type"})
+        assert response.status_code == 200, (path, response.text)
+        assert response.headers["access-control-allow-origin"] == lms_origin, path
+        assert "access-control-allow-credentials" not in response.headers, path

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import environ
+from corsheaders.defaults import default_headers as corsheaders_default_headers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -44,6 +45,7 @@ INSTALLED_APPS = [
     "channels",
     "django_q",
     "django_prometheus",
+    "corsheaders",
     # The project's apps, lowest layer first (docs/architecture.md; import-linter checks the layers).
     "apps.core",
     "apps.api",
@@ -63,6 +65,11 @@ MIDDLEWARE = [
     "apps.core.middleware.TraceIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "apps.core.csp.ContentSecurityPolicyMiddleware",  # unloaded while CONTENT_SECURITY_POLICY is empty
+    # CORS for /api (CORS_* below): after the client address, trace id and security headers, which its
+    # answers to preflights carry too; before CommonMiddleware and everything that authenticates or counts,
+    # so a preflight (OPTIONS + Access-Control-Request-Method) is answered without credentials and never
+    # reaches the rate limits or the journal, and every other answer (401, 429 too) carries the headers.
+    "corsheaders.middleware.CorsMiddleware",
     "apps.core.middleware.StaticFilesMiddleware",  # whitenoise, in the mode of the view (async under daphne)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -411,6 +418,18 @@ LOGIN_RATE_LIMIT = env.str("LOGIN_RATE_LIMIT", default="5/min")  # per address, 
 API_MAX_PAGE_SIZE = 1000
 IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=24)
 IDEMPOTENCY_WAIT_SECONDS = env.float("IDEMPOTENCY_WAIT_SECONDS", default=30.0)
+
+# Cross-origin use of the API from browsers (django-cors-headers; docs/api.md#cross-origin-use-cors): pages of
+# these origins (comma-separated, `https://lms.example.org`; default none) may call /api with a key or token
+# in a header. Never cookies: credentials are not allowed across origins, so a session is never used.
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = (*corsheaders_default_headers, "idempotency-key", "x-api-key")
+CORS_EXPOSE_HEADERS = [
+    "X-Total-Count", "Link", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After",
+    "X-Trace-Id", "Idempotent-Replayed",
+]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

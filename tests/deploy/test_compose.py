@@ -105,6 +105,12 @@ def test_app_services_run_the_production_profile_from_the_env_file_after_migrati
     assert (ROOT / "Dockerfile").is_file() and (ROOT / ".env.example").is_file()
 
 
+def test_the_proxy_publishes_the_seeds_port_8010_by_default_and_proxy_port_changes_it(compose):
+    """The seed's base URL for Docker Compose is http://localhost:8010/api."""
+    assert compose["services"]["proxy"]["ports"] == ["${PROXY_BIND:-127.0.0.1}:${PROXY_PORT:-8010}:8080"]
+    assert re.search(r"^# PROXY_PORT=8010$", (ROOT / ".env.example").read_text(), re.MULTILINE)
+
+
 def test_keycloak_imports_the_production_realm_on_start(compose):
     keycloak = compose["services"]["keycloak"]
 

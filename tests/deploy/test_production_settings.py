@@ -1,5 +1,7 @@
 """The production profile (labmanager.settings_production) passes Django's deployment checks."""
 
+import json
+
 from apps.core.csp import build_policy
 from tests.deploy.conftest import manage, production_env
 
@@ -106,3 +108,25 @@ def test_the_policy_lets_the_logout_form_reach_the_oidc_provider_only():
 
     assert directives["form-action"] == ["'self'", "https://sso.example.org"]
     assert directives["script-src"] == ["'self'"]
+
+
+def test_the_production_profile_answers_an_allowed_origins_preflight_behind_its_security_headers():
+    """CORS_ALLOWED_ORIGINS is read the same in production; the preflight's answer still carries HSTS, the CSP
+    and the trace id (CorsMiddleware sits inside the security edge), and no credentials are allowed."""
+    code = ("from django.test import Client; "
+            "r = Client().options('/api/lablet-instances', secure=True, HTTP_HOST='127.0.0.1', "
+            "HTTP_ORIGIN='https://lms.example.org', HTTP_ACCESS_CONTROL_REQUEST_METHOD='POST', "
+            "HTTP_ACCESS_CONTROL_REQUEST_HEADERS='authorization, content-type, idempotency-key'); "
+            "import json; print(json.dumps([r.status_code, {k.lower(): v for k, v in r.headers.items()}]))")
+    done = manage("shell", "--no-imports", "-c", code,
+                  env=production_env(CORS_ALLOWED_ORIGINS="https://lms.example.org,https://moodle.example.org"))
+
+    assert done.returncode == 0, done.stderr
+    status, headers = json.loads(done.stdout.strip().splitlines()[-1])
+    assert status == 200
+    assert headers["access-control-allow-origin"] == "https://lms.example.org"
+    assert "idempotency-key" in headers["access-control-allow-headers"]
+    assert "access-control-allow-credentials" not in headers
+    assert headers["strict-transport-security"].startswith("max-age=")
+    assert headers["content-security-policy"].startswith("default-src 'self'")
+    assert headers["x-trace-id"]

@@ -171,8 +171,8 @@ def complete_operation(operation: dict, *, path: str, method: str, callback, sch
     for status, response in responses.items():
         headers = response.setdefault("headers", {})
         headers["X-Trace-Id"] = TRACE_ID
-        if throttles:
-            headers.update(rate_limit_headers(required=_always_counted(throttles)))
+        if throttles:  # a 404 of an id the route's pattern refuses reaches no view: not counted
+            headers.update(rate_limit_headers(required=_always_counted(throttles) and status != "404"))
         if status in ("429", "503"):
             headers["Retry-After"] = RETRY_AFTER
         if status == "200" and listed:

@@ -16,7 +16,7 @@ class ProblemSerializer(serializers.Serializer):
     detail = serializers.CharField()
     instance = serializers.CharField()
     code = serializers.ChoiceField(
-        choices=sorted(CODES),
+        choices=sorted(CODES.items()),  # the enum's description lists each code's meaning
         help_text="Stable, machine-readable cause: branch on this, not on `title` or `detail` (docs/api.md#error-codes).",
     )
     trace_id = serializers.CharField()

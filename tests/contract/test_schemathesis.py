@@ -57,7 +57,8 @@ def _schemathesis(live_server, tmp_path, *headers: str) -> subprocess.CompletedP
     for header in headers:
         command += ["--header", header]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=MAX_SECONDS * 3, env=env)
+    return subprocess.run(command, capture_output=True, text=True, timeout=MAX_SECONDS * 3, env=env,
+                          cwd=tmp_path)  # its .schemathesis/ cache goes there, not into the work tree
 
 
 @pytest.mark.skipif(shutil.which(str(ST)) is None, reason="schemathesis is a dev dependency (make setup)")

@@ -463,7 +463,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # The SSE stream is a plain async view: this hook puts it in the document (apps/events/schema.py).
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "apps.events.schema.add_event_stream"],
+    # apps.api.schema.complete_operations comes last: it declares what the plumbing adds to every operation.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "apps.events.schema.add_event_stream",
+                             "apps.identity.schema.add_sign_in_endpoints", "apps.api.schema.complete_operations"],
     "ENUM_NAME_OVERRIDES": {
         "WorkerStatusEnum": "apps.workers.models.WorkerStatus",
         "InstanceStatusEnum": "apps.lablets.models.InstanceStatus",

@@ -139,3 +139,136 @@ def test_the_documentation_pages_load_only_local_assets(path):
     asset = client.get(next(url for url in assets if url.endswith(".js")))
     assert asset.status_code == 200
     assert b"".join(asset.streaming_content)
+
+
+# --- what the shared plumbing adds (apps.api.schema.complete_operations) --------------------------------
+
+def _operations(schema):
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if isinstance(operation, dict) and "responses" in operation:
+                yield path, method, operation
+
+
+IDEMPOTENT = {
+    ("/api/workers", "post"), ("/api/worker-templates", "post"), ("/api/lablet-definitions", "post"),
+    ("/api/lablet-instances", "post"), ("/api/lablet-instances/bulk", "post"),
+}
+UNCOUNTED = {"/api/diagnostics/health", "/api/diagnostics/ready", "/api/remote-lab/healthz", "/api/events/stream",
+             "/api/auth/callback", "/api/auth/logout"}  # probes, the live stream, plain views no bucket counts
+
+
+def test_the_problem_schema_declares_the_stable_codes(schema):
+    from apps.core.errors import CODES
+
+    problem = schema["components"]["schemas"]["Problem"]
+
+    assert "code" in problem["required"]
+    ref = problem["properties"]["code"]["allOf"][0]["$ref"]
+    assert set(_resolve(schema, ref)["enum"]) == set(CODES)
+
+
+def test_every_code_a_domain_error_carries_is_declared_and_documented():
+    from pathlib import Path
+
+    from apps.core import errors
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    api_doc = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    codes = {cls.code for cls in [errors.DomainError, *subclasses(errors.DomainError)]}
+    assert codes <= set(errors.CODES)
+    assert [code for code in errors.CODES if f"`{code}`" not in api_doc] == []
+
+
+def test_every_response_declares_the_trace_id_header(schema):
+    missing = [(path, method, status) for path, method, operation in _operations(schema)
+               for status, response in operation["responses"].items()
+               if not response.get("headers", {}).get("X-Trace-Id", {}).get("required")]
+
+    assert missing == []
+
+
+def test_counted_operations_declare_the_rate_limit_headers_and_429(schema):
+    for path, method, operation in _operations(schema):
+        counted = path not in UNCOUNTED
+        for status, response in operation["responses"].items():
+            headers = response.get("headers", {})
+            assert ("X-RateLimit-Remaining" in headers) == counted, (path, method, status)
+        if counted and path != "/api/auth/login":
+            assert {"401", "429"} <= set(operation["responses"]), (path, method)
+
+
+def test_me_declares_the_429_schemathesis_found(schema):
+    responses = schema["paths"]["/api/auth/me"]["get"]["responses"]
+
+    assert _json_schema(schema["paths"]["/api/auth/me"]["get"], "429")["$ref"] == "#/components/schemas/Problem"
+    assert responses["429"]["headers"]["Retry-After"]["required"]
+    assert responses["200"]["headers"]["X-RateLimit-Limit"]["required"]
+
+
+def test_every_429_and_503_declares_retry_after(schema):
+    missing = [(path, method, status) for path, method, operation in _operations(schema)
+               for status, response in operation["responses"].items()
+               if status in ("429", "503") and "Retry-After" not in response.get("headers", {})]
+
+    assert missing == []
+
+
+@pytest.mark.parametrize("path", [*LISTS, "/api/audit/events", "/api/webhooks", "/api/webhooks/{id}/deliveries"])
+def test_lists_declare_the_paging_headers(schema, path):
+    headers = schema["paths"][path]["get"]["responses"]["200"]["headers"]
+
+    assert headers["X-Total-Count"]["required"] and headers["Link"]["required"]
+
+
+def test_idempotency_key_is_declared_exactly_where_it_is_honoured(schema):
+    declared = {(path, method) for path, method, operation in _operations(schema)
+                if any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in operation.get("parameters", []))}
+
+    assert declared == IDEMPOTENT
+    created = schema["paths"]["/api/lablet-instances"]["post"]["responses"]["201"]["headers"]
+    assert created["Idempotent-Replayed"]["schema"]["enum"] == ["true"]
+
+
+@pytest.mark.parametrize("path, method, status", [
+    ("/api/workers/{id}", "get", "404"),
+    ("/api/lablet-instances", "post", "400"),
+    ("/api/lablet-instances", "post", "415"),
+    ("/api/lablet-instances", "get", "422"),
+    ("/api/scheduler/status", "get", "403"),
+])
+def test_generic_statuses_are_declared_where_they_occur(schema, path, method, status):
+    assert _json_schema(schema["paths"][path][method], status)["$ref"] == "#/components/schemas/Problem"
+
+
+def test_the_sign_in_endpoints_are_in_the_document(schema):
+    paths = schema["paths"]
+
+    assert set(paths["/api/auth/login"]["get"]["responses"]) == {"302", "429", "503"}
+    assert set(paths["/api/auth/callback"]["get"]["responses"]) == {"302"}
+    assert set(paths["/api/auth/logout"]["post"]["responses"]) == {"302", "403"}
+    assert set(paths["/api/auth/logout"]["get"]["responses"]) == {"405"}
+    assert paths["/api/auth/login"]["get"]["responses"]["302"]["headers"]["Location"]["required"]
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("get", "/api/auth/login", 302),
+    ("get", "/api/auth/callback", 302),
+    ("get", "/api/auth/logout", 405),
+])
+def test_the_sign_in_endpoints_answer_what_the_document_says(method, path, status):
+    response = getattr(Client(), method)(path)
+
+    assert response.status_code == status
+    assert response["X-Trace-Id"]
+
+
+def test_logout_without_the_csrf_token_is_the_declared_403():
+    response = Client(enforce_csrf_checks=True).post("/api/auth/logout")
+
+    assert response.status_code == 403
+    assert response["Content-Type"].startswith("application/problem+json")

@@ -1,4 +1,5 @@
-"""Every error under /api is RFC 7807 problem+json with a trace_id that matches the X-Trace-Id header."""
+"""Every error under /api is RFC 7807 problem+json with a trace_id that matches the X-Trace-Id header, and a
+stable machine-readable `code` (apps.core.errors.CODES, docs/api.md#error-codes)."""
 
 import logging
 
@@ -9,16 +10,17 @@ from rest_framework.test import APIClient
 
 from apps.workers import selectors as worker_selectors
 from apps.workers.services import worker_transition
+from apps.core.errors import CODES
 from apps.core.middleware import TraceIdLogFilter
 from tests.factories import LabletDefinitionFactory, WorkerFactory, instance_in
 
 pytestmark = pytest.mark.django_db
 
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "trace_id"}
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "code", "trace_id"}
 
 
 
-def assert_problem(response, status: int, path: str) -> dict:
+def assert_problem(response, status: int, path: str, code: str = "") -> dict:
     assert response.status_code == status, response.content
     assert response["Content-Type"].startswith("application/problem+json")
     body = response.json()
@@ -28,40 +30,49 @@ def assert_problem(response, status: int, path: str) -> dict:
     assert body["title"] and body["detail"] and body["type"]
     assert body["trace_id"] and body["trace_id"] != "-"
     assert response["X-Trace-Id"] == body["trace_id"]
+    assert body["code"] in CODES, body
+    if code:
+        assert body["code"] == code, body
     return body
 
 
 def test_a_malformed_json_body_is_a_400_problem(admin_client):
     response = admin_client.post("/api/workers", data='{"name": ', content_type="application/json")
 
-    body = assert_problem(response, 400, "/api/workers")
+    body = assert_problem(response, 400, "/api/workers", "malformed_request")
     assert "JSON" in body["detail"]
 
 
 def test_an_unauthenticated_request_is_a_401_problem_with_a_challenge(anon_client):
     response = anon_client.get("/api/lablet-definitions")
 
-    assert_problem(response, 401, "/api/lablet-definitions")
+    assert_problem(response, 401, "/api/lablet-definitions", "not_authenticated")
     assert response["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_a_role_without_the_right_is_a_403_problem(instructor_client):
     response = instructor_client.post("/api/workers", {"name": "not-mine-to-make"}, format="json")
 
-    assert_problem(response, 403, "/api/workers")
+    assert_problem(response, 403, "/api/workers", "permission_denied")
+
+
+def test_an_unknown_instance_is_a_404_problem_naming_the_resource(admin_client):
+    response = admin_client.get("/api/lablet-instances/inst-0000000000000000")
+
+    assert_problem(response, 404, "/api/lablet-instances/inst-0000000000000000", "lablet_instance_not_found")
 
 
 def test_an_unknown_object_is_a_404_problem(admin_client):
     response = admin_client.get("/api/workers/worker-0000000000000000")
 
-    assert_problem(response, 404, "/api/workers/worker-0000000000000000")
+    assert_problem(response, 404, "/api/workers/worker-0000000000000000", "worker_not_found")
 
 
 @pytest.mark.parametrize("path", ["/api/nope", "/api/workers/", "/api/lablet-instances/inst-1/nope"])
 def test_an_unknown_api_path_is_a_404_problem_not_an_html_page(admin_client, path):
     response = admin_client.get(path)
 
-    body = assert_problem(response, 404, path)
+    body = assert_problem(response, 404, path, "not_found")
     assert "<html" not in response.content.decode().lower()
     assert path in body["detail"]
 
@@ -72,13 +83,13 @@ def test_patch_on_a_definition_is_a_405_problem(admin_client):
 
     response = admin_client.patch(path, {"description": "x"}, format="json")
 
-    assert_problem(response, 405, path)
+    assert_problem(response, 405, path, "method_not_allowed")
 
 
 def test_delete_on_the_instance_collection_is_a_405_problem(admin_client):
     response = admin_client.delete("/api/lablet-instances")
 
-    assert_problem(response, 405, "/api/lablet-instances")
+    assert_problem(response, 405, "/api/lablet-instances", "method_not_allowed")
 
 
 def test_an_invalid_transition_is_a_409_problem(operator_client):
@@ -87,7 +98,7 @@ def test_an_invalid_transition_is_a_409_problem(operator_client):
 
     response = operator_client.post(path)
 
-    body = assert_problem(response, 409, path)
+    body = assert_problem(response, 409, path, "invalid_transition")
     assert "running" in body["detail"]
 
 
@@ -97,13 +108,13 @@ def test_deleting_a_definition_in_use_is_a_409_problem(admin_client):
 
     response = admin_client.delete(path)
 
-    assert_problem(response, 409, path)
+    assert_problem(response, 409, path, "conflict")
 
 
 def test_a_body_that_is_not_json_is_a_415_problem(admin_client):
     response = admin_client.post("/api/workers", data="name=plain", content_type="text/plain")
 
-    body = assert_problem(response, 415, "/api/workers")
+    body = assert_problem(response, 415, "/api/workers", "unsupported_media_type")
     assert "text/plain" in body["detail"]
 
 
@@ -114,7 +125,7 @@ def test_a_body_failing_validation_is_a_422_problem_listing_the_fields(instructo
         format="json",
     )
 
-    body = assert_problem(response, 422, "/api/lablet-definitions")
+    body = assert_problem(response, 422, "/api/lablet-definitions", "validation_failed")
     assert {"version", "cml_lab_yaml", "resource_requirements.cpu_cores"} <= set(body["errors"])
     assert "name" not in body["errors"]
     assert all(isinstance(messages, list) and messages for messages in body["errors"].values())
@@ -123,7 +134,7 @@ def test_a_body_failing_validation_is_a_422_problem_listing_the_fields(instructo
 def test_a_bad_list_parameter_is_a_422_problem(admin_client):
     response = admin_client.get("/api/workers?limit=0&sort=colour")
 
-    body = assert_problem(response, 422, "/api/workers")
+    body = assert_problem(response, 422, "/api/workers", "validation_failed")
     assert {"limit", "sort"} <= set(body["errors"])
 
 
@@ -134,7 +145,7 @@ def test_going_over_the_rate_limit_is_a_429_problem_with_retry_after(settings, a
     response = admin_client.get("/api/workers")
 
     assert statuses == [200, 200, 200]
-    assert_problem(response, 429, "/api/workers")
+    assert_problem(response, 429, "/api/workers", "rate_limited")
     assert 0 < int(response["Retry-After"]) <= 61
 
 
@@ -149,7 +160,7 @@ def test_an_unexpected_error_is_a_500_problem_without_internals(monkeypatch, adm
 
     response = client.get("/api/workers")
 
-    body = assert_problem(response, 500, "/api/workers")
+    body = assert_problem(response, 500, "/api/workers", "internal_error")
     text = response.content.decode()
     assert "Traceback" not in text
     assert "secret-internal-detail" not in text

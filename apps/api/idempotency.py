@@ -47,6 +47,13 @@ def _replay(record: IdempotencyRecord, fingerprint: str) -> Response:
     return response
 
 
+def honours_idempotency_key(view_method) -> bool:
+    """Whether a view's handler (a viewset's `create`, an APIView's `post`) goes through `idempotent` below:
+    the OpenAPI document declares the Idempotency-Key header on exactly those operations (apps/api/schema.py)."""
+    code = getattr(getattr(view_method, "__func__", view_method), "__code__", None)
+    return code is not None and idempotent.__name__ in code.co_names
+
+
 def idempotent(handler, request) -> Response:
     """Run `handler()` (which performs the create) at most once per (user, Idempotency-Key)."""
     key = request.headers.get(HEADER, "").strip()

@@ -9,7 +9,7 @@ from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from apps.core.errors import DomainError
+from apps.core.errors import CODES, DomainError
 from apps.core.middleware import current_trace_id
 
 # Sent by the exception handler with the `request`, the `exc` and the problem `response` of every refusal of
@@ -27,13 +27,40 @@ def _title(status_code: int) -> str:
         return "Error"
 
 
-def problem_payload(*, status: int, detail: str = "", instance: str = "", title: str = "", extra: dict | None = None) -> dict:
+# The `code` of a problem whose cause names none (Django's and DRF's refusals): by status. DRF exceptions
+# whose class says more have theirs in EXCEPTION_CODES. Every value is one of apps.core.errors.CODES.
+STATUS_CODES = {
+    400: "bad_request", 401: "not_authenticated", 403: "permission_denied", 404: "not_found",
+    405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "payload_too_large",
+    415: "unsupported_media_type", 422: "validation_failed", 423: "locked", 429: "rate_limited",
+    500: "internal_error", 502: "upstream_unavailable", 503: "service_unavailable",
+}
+EXCEPTION_CODES = {
+    exceptions.ParseError: "malformed_request",
+    exceptions.AuthenticationFailed: "not_authenticated",
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.Throttled: "rate_limited",
+}
+
+
+def problem_code(status: int) -> str:
+    return STATUS_CODES.get(status, "internal_error" if status >= 500 else "bad_request")
+
+
+def problem_payload(*, status: int, detail: str = "", instance: str = "", title: str = "", extra: dict | None = None,
+                    code: str = "") -> dict:
+    """The one builder of problem documents (DRF's handler below, the /api middleware, plain views)."""
+    if code not in CODES:  # a raise site's typo must not turn a refusal into a 500
+        if code:
+            log.error("Unknown problem code %r: add it to apps.core.errors.CODES (and docs/api.md)", code)
+        code = problem_code(status)
     payload = {
         "type": f"https://httpstatuses.io/{status}",
         "title": title or _title(status),
         "status": status,
         "detail": detail or _title(status),
         "instance": instance,
+        "code": code,
         "trace_id": current_trace_id(),
     }
     if extra:
@@ -80,7 +107,7 @@ def _problem_for(exc, context):
 
     if isinstance(exc, DomainError):
         extra = {**exc.extra, **({"errors": exc.errors} if exc.errors else {})} or None
-        response = _problem(exc.status_code, exc.detail, instance, title=exc.title, extra=extra)
+        response = _problem(exc.status_code, exc.detail, instance, title=exc.title, extra=extra, code=exc.code)
         for key, value in getattr(exc, "headers", {}).items():  # e.g. Retry-After of a 503
             response[key] = value
         return response
@@ -98,6 +125,7 @@ def _problem_for(exc, context):
             f"Validation failed for: {fields}." if fields else "Validation failed.",
             instance,
             extra={"errors": errors},
+            code="validation_failed",
         )
 
     if isinstance(exc, exceptions.APIException):
@@ -106,7 +134,10 @@ def _problem_for(exc, context):
         if getattr(exc, "wait", None) is not None:
             headers["Retry-After"] = str(int(exc.wait) + 1)
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        response = _problem(exc.status_code, detail, instance)
+        code = next((c for cls, c in EXCEPTION_CODES.items() if isinstance(exc, cls)), "")
+        if not code and isinstance(exc, exceptions.NotFound) and exc.get_codes() in CODES:
+            code = exc.get_codes()  # a resource's own, e.g. lablet_instance_not_found (apps.api.views)
+        response = _problem(exc.status_code, detail, instance, code=code)
         for key, value in headers.items():
             response[key] = value
         return response
@@ -115,6 +146,7 @@ def _problem_for(exc, context):
     return _problem(500, "An internal error occurred; quote the trace_id to support.", instance)
 
 
-def _problem(status_code: int, detail: str, instance: str, *, title: str = "", extra: dict | None = None) -> Response:
-    payload = problem_payload(status=status_code, detail=detail, instance=instance, title=title, extra=extra)
+def _problem(status_code: int, detail: str, instance: str, *, title: str = "", extra: dict | None = None,
+             code: str = "") -> Response:
+    payload = problem_payload(status=status_code, detail=detail, instance=instance, title=title, extra=extra, code=code)
     return Response(payload, status=status_code, content_type=PROBLEM_CONTENT_TYPE)

@@ -5,9 +5,8 @@ import uuid
 
 from django.core.cache import cache
 from django.db import connection
-from django.http import Http404
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers, viewsets
+from rest_framework import exceptions, serializers, viewsets
 from rest_framework.decorators import api_view, authentication_classes, permission_classes, throttle_classes
 from rest_framework.response import Response
 
@@ -30,8 +29,8 @@ class ResourceViewSet(viewsets.GenericViewSet):
 
     def get_object(self):
         obj = self.get_queryset().filter(public_id=self.kwargs[self.lookup_url_kwarg]).first()
-        if obj is None:
-            raise Http404
+        if obj is None:  # problem code `<resource>_not_found`: lablet_instances → lablet_instance_not_found
+            raise exceptions.NotFound(code=f"{self.list_key.removesuffix('s')}_not_found")
         self.check_object_permissions(self.request, obj)
         return obj
 
@@ -144,5 +143,6 @@ def ready(request):
         payload = problem_payload(
             status=503, detail=f"Not ready: {', '.join(down)} down.", instance=request.path, extra={"checks": checks}
         )
-        return Response(payload, status=503, content_type=PROBLEM_CONTENT_TYPE)
+        # Retry-After: a load balancer or client polls again then (every 503 of the API carries one).
+        return Response(payload, status=503, content_type=PROBLEM_CONTENT_TYPE, headers={"Retry-After": "5"})
     return Response({"status": "ready", "checks": checks})

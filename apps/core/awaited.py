@@ -36,7 +36,7 @@ def reporting(call: Callable[[], Any]) -> dict:
     except DomainError as exc:
         # the nearest class apps.core.errors has (a subclass elsewhere, e.g. TopologyRefused, keeps its status)
         name = next(c.__name__ for c in type(exc).__mro__ if getattr(errors, c.__name__, None) is c)
-        return {"error": name, "detail": exc.detail, "errors": exc.errors, "extra": exc.extra}
+        return {"error": name, "detail": exc.detail, "errors": exc.errors, "extra": exc.extra, "code": exc.code}
     return {}
 
 
@@ -48,7 +48,8 @@ def raise_reported(result: Any) -> None:
     if not (isinstance(cls, type) and issubclass(cls, DomainError)):
         cls = DomainError
     exc = DomainError.__new__(cls)
-    DomainError.__init__(exc, result["detail"], errors=result["errors"], extra=result["extra"])
+    DomainError.__init__(exc, result["detail"], errors=result["errors"], extra=result["extra"],
+                         code=result.get("code", ""))
     raise exc
 
 

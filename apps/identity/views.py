@@ -59,7 +59,9 @@ class LoginStart(OIDCAuthenticationRequestView):
             self.OIDC_OP_AUTH_ENDPOINT = provider.endpoint("OIDC_OP_AUTHORIZATION_ENDPOINT")
         except ImproperlyConfigured as error:
             log.error("OIDC login unavailable: %s", error)
-            return problem_response(request, 503, detail="The identity provider cannot be reached; try again later.")
+            response = problem_response(request, 503, detail="The identity provider cannot be reached; try again later.")
+            response["Retry-After"] = "30"  # every 503 of the API says when to try again
+            return response
         self.OIDC_RP_CLIENT_ID = provider.client_id()
         return super().get(request)
 

@@ -78,6 +78,8 @@ class TopologyRefused(ValidationFailed):
     """422: `detail` names the first violation (its node's label and id, and the rule); `errors[field]` has
     one line per violation; the extension member `violations` lists them as {node: {id, label}, rule, detail}."""
 
+    code = "topology_refused"
+
     def __init__(self, violations: list[Violation], *, field: str):
         first = violations[0]
         more = f" (and {len(violations) - 1} more violation(s))" if len(violations) > 1 else ""

@@ -1,5 +1,5 @@
 """schemathesis against the live server: every operation of the OpenAPI document, called with generated
-requests (as an admin API key, and anonymously), answers only what the document declares: no 5xx, declared
+requests (as an admin API key), answers only what the document declares: no 5xx, declared
 statuses, content types, headers and bodies.
 
 The live server is pytest-django's (in this process, threaded WSGI) on the test database: the run's writes

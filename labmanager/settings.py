@@ -223,6 +223,13 @@ PERSONAL_LICENSE_MAX_LIVE_INSTANCES = env.int("PERSONAL_LICENSE_MAX_LIVE_INSTANC
 CONSOLE_PORT_MIN = env.int("CONSOLE_PORT_MIN", default=9000)
 CONSOLE_PORT_MAX = env.int("CONSOLE_PORT_MAX", default=9999)
 BULK_MAX_OWNERS = env.int("BULK_MAX_OWNERS", default=500)
+# Student links (docs/api.md#student-links): default expiry = the timeslot end + this grace; the page's
+# requests per client address; `student_link.used` journalled at most once per link per this many minutes;
+# a student's extend request adds this many minutes (within the definition's max duration).
+STUDENT_LINK_GRACE_MINUTES = env.int("STUDENT_LINK_GRACE_MINUTES", default=30)
+STUDENT_LINK_RATE_LIMIT = env.str("STUDENT_LINK_RATE_LIMIT", default="300/min")
+STUDENT_LINK_USE_JOURNAL_MINUTES = env.int("STUDENT_LINK_USE_JOURNAL_MINUTES", default=15)
+STUDENT_LINK_EXTEND_MINUTES = env.int("STUDENT_LINK_EXTEND_MINUTES", default=30)
 # Quotas; 0 means no limit.
 QUOTA_INSTRUCTOR_MAX_LIVE = env.int("QUOTA_INSTRUCTOR_MAX_LIVE", default=0)
 QUOTA_INSTRUCTOR_MAX_MINUTES_PER_DAY = env.int("QUOTA_INSTRUCTOR_MAX_MINUTES_PER_DAY", default=0)

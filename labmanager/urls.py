@@ -9,6 +9,7 @@ from apps.api import views as api_views
 from apps.api.throttling import login_rate_limited
 from apps.identity import views as identity_views
 from apps.dashboard.metrics import metrics_view
+from apps.lablets.views import student
 
 # Django tries these in order on every request: the remote-lab API, polled and heartbeated by every
 # client of the queue, comes first (behind the routers' patterns every heartbeat would try them all).
@@ -39,6 +40,10 @@ urlpatterns = [
     path("accounts/login/", login_rate_limited(identity_views.LoginPage.as_view()), name="login"),  # LOGIN_RATE_LIMIT
     path("accounts/no-access/", identity_views.no_access, name="identity-no-access"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # A student's own link (no login): the token opens its instance and nothing else (apps.lablets.views.student).
+    path("s/<str:token>", student.student_page, name="student-page"),
+    path("s/<str:token>/instances/<str:public_id>", student.student_instance, name="student-instance"),
+    path("s/<str:token>/extend", student.student_extend, name="student-extend"),
     path("dashboard/", include("apps.dashboard.urls")),  # the web dashboard (docs/dashboard.md)
     path("dashboard/", include("apps.lablets.urls")),
     path("dashboard/", include("apps.workers.urls")),

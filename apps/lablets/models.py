@@ -198,3 +198,30 @@ class ConsolePort(models.Model):
 
     def __str__(self):
         return f"{self.worker_id}:{self.port} -> {self.instance_id}"
+
+
+class StudentLink(models.Model):
+    """A student's own link to one instance (no account): only the token's SHA-256 is stored, like API keys.
+    Rotation revokes the current link and makes a new one; at most one unrevoked link per instance."""
+
+    instance = models.ForeignKey(LabletInstance, on_delete=models.CASCADE, related_name="student_links")
+    token_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 (hex) of the token.")
+    prefix = models.CharField(max_length=12, help_text="The token's first characters: names it in lists.")
+    # Null: the instance's timeslot end + STUDENT_LINK_GRACE_MINUTES (follows extensions).
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.CharField(max_length=200, help_text="The actor that made it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    # When `student_link.used` was last journalled (at most once per STUDENT_LINK_USE_JOURNAL_MINUTES).
+    use_journalled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["instance"], condition=models.Q(revoked_at__isnull=True),
+                                    name="student_link_one_unrevoked_per_instance"),
+        ]
+
+    def __str__(self):
+        return f"{self.prefix}… -> {self.instance_id}"

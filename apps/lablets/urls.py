@@ -7,6 +7,7 @@ urlpatterns = [
     path("instances/", instances.instance_list, name="instance_list"),
     path("instances/schedule/", instances.instance_schedule, name="instance_schedule"),
     path("instances/timeline/", timeline.instance_timeline, name="instance_timeline"),
+    path("instances/student-links.csv", instances.student_links_csv, name="student_links_csv"),
     path("instances/<str:public_id>/", instances.instance_detail, name="instance_detail"),
     path("instances/<str:public_id>/<str:verb>", instances.instance_action, name="instance_action"),
     path("definitions/", definitions.definition_list, name="definition_list"),

@@ -32,6 +32,12 @@ class LabletInstanceBulkCreateSerializer(serializers.Serializer):
         help_text="true: one transaction; if any owner fails nothing is booked and the answer is 409 with the results.",
     )
 
+    include_links = serializers.BooleanField(
+        required=False, default=False,
+        help_text="true: each booked owner's result carries `student_link` (a new link: its URL is in this answer "
+                  "only; a replay with the same Idempotency-Key makes new links, the first ones stop working).",
+    )
+
     def validate_owner_ids(self, value):
         limit = settings.BULK_MAX_OWNERS
         if len(value) > limit:
@@ -50,11 +56,18 @@ class BulkErrorSerializer(serializers.Serializer):
     )
 
 
+class StudentLinkBriefSerializer(serializers.Serializer):
+    url = serializers.CharField(help_text="The student's URL: in this answer only.")
+    expires_at = serializers.DateTimeField()
+
+
 class BulkResultSerializer(serializers.Serializer):
     owner_id = serializers.CharField()
     ok = serializers.BooleanField()
     instance = LabletInstanceSerializer(allow_null=True, help_text="The instance booked (scheduled or pending), or null.")
     error = BulkErrorSerializer(allow_null=True, help_text="Why this owner was not booked, or null.")
+    student_link = StudentLinkBriefSerializer(
+        required=False, allow_null=True, help_text="With include_links: the owner's student link (null if not booked).")
 
 
 class BulkTotalsSerializer(serializers.Serializer):

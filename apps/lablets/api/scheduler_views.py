@@ -22,6 +22,7 @@ from apps.lablets.api.scheduler_serializers import (
 from apps.lablets.api.serializers import LabletInstanceSerializer
 from apps.lablets.models import LabletInstance
 from apps.lablets.services.bulk import lablet_booking_resolve, lablet_instances_create_bulk
+from apps.lablets.services.student_links import student_link_create, student_link_expires_at, student_link_path
 from apps.lablets.services.scheduling import lablet_instance_set_priority, scheduler_preview, scheduler_status
 from apps.api.actors import actor_for
 from apps.api.idempotency import idempotent
@@ -50,6 +51,21 @@ def _represent_bulk(outcome: dict) -> dict:
     }
 
 
+def _with_links(request, body: dict) -> dict:
+    """Each booked owner's result with a new student link (URL once), the others with null."""
+    ids = [row["instance"]["id"] for row in body["results"] if row.get("instance")]
+    instances = LabletInstance.objects.in_bulk(ids, field_name="public_id")
+    results = []
+    for row in body["results"]:
+        link = None
+        if row.get("instance"):
+            made, raw = student_link_create(instance=instances[row["instance"]["id"]], actor=actor_for(request))
+            link = {"url": request.build_absolute_uri(student_link_path(raw)),
+                    "expires_at": student_link_expires_at(made).isoformat()}
+        results.append({**row, "student_link": link})
+    return {**body, "results": results}
+
+
 class LabletInstanceBulkView(RoleAPIView):
     """Book one definition and timeslot for a class roster."""
 
@@ -70,14 +86,21 @@ class LabletInstanceBulkView(RoleAPIView):
         },
     )
     def post(self, request):
+        data = LabletInstanceBulkCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        include_links = data.validated_data.pop("include_links")
+
         def perform():
-            data = LabletInstanceBulkCreateSerializer(data=request.data)
-            data.is_valid(raise_exception=True)
             outcome = lablet_instances_create_bulk(actor=actor_for(request), user=request.user, **data.validated_data)
             code = status.HTTP_201_CREATED if outcome["totals"]["failed"] == 0 else status.HTTP_200_OK
             return Response(_represent_bulk(outcome), status=code)
 
-        return idempotent(perform, request)
+        response = idempotent(perform, request)
+        if include_links and response.status_code in (200, 201):
+            # After the (stored) answer: a replay keeps no token at rest, and makes new links instead.
+            response.data = _with_links(request, response.data)
+            response["Cache-Control"] = "no-store"
+        return response
 
 
 class SchedulerPreviewView(RoleAPIView):

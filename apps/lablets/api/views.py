@@ -26,6 +26,17 @@ from apps.lablets.services.awaited import (
     lablet_instance_terminate_begin,
 )
 from apps.lablets.services.instances import lablet_instance_record_activity, lablet_instance_record_grading
+from apps.lablets.api.student_link_serializers import (
+    StudentLinkCreatedSerializer,
+    StudentLinkCreateSerializer,
+    StudentLinkSerializer,
+)
+from apps.lablets.services.student_links import (
+    student_link_create,
+    student_link_current,
+    student_link_path,
+    student_link_revoke,
+)
 from apps.api.actors import actor_for
 from apps.api.roles import ADMIN, has_role
 from apps.api.idempotency import idempotent
@@ -252,3 +263,36 @@ class LabletInstanceViewSet(ResourceViewSet):
     @action(detail=True, methods=["post"])
     def terminate(self, request, id=None):
         return self._awaited_verb(lablet_instance_terminate_begin)
+
+    @extend_schema(
+        methods=["GET"], summary="Whether the instance has a student link (never its token)",
+        responses={200: StudentLinkSerializer, **READ_ERRORS},
+    )
+    @extend_schema(
+        methods=["POST"], summary="Create or rotate the student link (its URL is in this answer only)",
+        description="Makes a new link; an existing one stops working (rotation). The answer carries the URL "
+        "once, with `Cache-Control: no-store`; only the token's SHA-256 is kept.",
+        request=StudentLinkCreateSerializer, responses={201: StudentLinkCreatedSerializer, **WRITE_ERRORS},
+    )
+    @extend_schema(
+        methods=["DELETE"], summary="Revoke the student link (204, also when there was none)",
+        request=None, responses={204: None, **WRITE_ERRORS},
+    )
+    @action(detail=True, methods=["get", "post", "delete"], url_path="student-link")
+    def student_link(self, request, id=None):
+        """The student's own link to this instance: `/s/<token>` opens the student page of this instance and
+        nothing else, until revoked, rotated, expired or the instance is terminated (docs/api.md#student-links)."""
+        instance = self.get_object()
+        if request.method == "GET":
+            return Response(StudentLinkSerializer.describe(instance, student_link_current(instance=instance)))
+        if request.method == "DELETE":
+            student_link_revoke(instance=instance, actor=actor_for(request))
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        data = StudentLinkCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        link, raw = student_link_create(instance=instance, actor=actor_for(request), **data.validated_data)
+        body = {**StudentLinkSerializer.describe(instance, link),
+                "url": request.build_absolute_uri(student_link_path(raw))}
+        response = Response(body, status=status.HTTP_201_CREATED)
+        response["Cache-Control"] = "no-store"
+        return response

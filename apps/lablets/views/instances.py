@@ -1,19 +1,29 @@
 """Dashboard pages of lablet instances: the list, scheduling one or a roster, one instance with its actions
 (docs/dashboard.md)."""
 
+import csv
 from datetime import timedelta
+from datetime import timezone as dt_timezone
 
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.http import HttpResponse, HttpResponseBadRequest
+from django.utils.dateparse import parse_datetime
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from apps.audit.models import AuditEvent
 from apps.lablets import selectors, services
+from apps.lablets.lifecycle import TERMINAL
 from apps.lablets.forms.instances import ExtendForm, InstanceFilterForm, ScheduleForm
 from apps.lablets.services.awaited import lablet_instance_start_collection_begin, lablet_instance_terminate_begin
 from apps.lablets.services.bulk import lablet_instances_create_bulk
+from apps.lablets.services.student_links import (
+    student_link_expires_at,
+    student_link_path,
+    student_links_for_instances,
+)
 from apps.api.permissions import LABLET_INSTANCE_WRITES, LABLET_INSTANCES, allows
 from apps.api.pages import page
 from apps.core.errors import DomainError
@@ -105,3 +115,33 @@ def instance_schedule(request):
         status = 422
     return render(request, "lablets/instance_schedule.html",
                   {"form": form, "outcome": outcome, "error": error}, status=status)
+
+
+@require_POST
+@page(LABLET_INSTANCE_WRITES)
+def student_links_csv(request):
+    """The student links of a class (one definition, one start) as CSV: new links for instances without a
+    valid one; `rotate` replaces every link (docs/dashboard.md#student-links-of-a-class)."""
+    try:
+        start = parse_datetime(request.POST.get("timeslot_start", "").strip().replace(" ", "T"))
+    except ValueError:
+        start = None
+    if start is None:
+        return HttpResponseBadRequest("timeslot_start must be an ISO 8601 date and time.\n")
+    if timezone.is_naive(start):
+        start = timezone.make_aware(start, dt_timezone.utc)
+    instances = list(selectors.lablet_instance_visible_to(user=request.user)
+                     .filter(definition__public_id=request.POST.get("definition", "").strip(), timeslot_start=start)
+                     .exclude(status__in=TERMINAL).select_related("definition", "worker").order_by("owner_id", "pk"))
+    rows = student_links_for_instances(instances=instances, actor=request.user.get_username(),
+                                       rotate=request.POST.get("rotate") == "1")
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="student-links.csv"'
+    response["Cache-Control"] = "no-store"
+    writer = csv.writer(response)
+    writer.writerow(["owner_id", "instance_id", "url", "expires_at", "note"])
+    for instance, link, raw in rows:
+        url = request.build_absolute_uri(student_link_path(raw)) if raw else ""
+        note = "new link" if raw else f"existing link {link.prefix}… kept (rotate to get a new URL)"
+        writer.writerow([instance.owner_id, instance.public_id, url, student_link_expires_at(link).isoformat(), note])
+    return response

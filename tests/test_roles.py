@@ -235,6 +235,9 @@ ENDPOINTS = [
     E("POST", "/api/lablet-instances/{id}/extend", OWNED(200), _instance("pending"), lambda obj: {"minutes": 30}),
     E("POST", "/api/lablet-instances/{id}/terminate", OWNED(200), _instance("running")),
     E("POST", "/api/lablet-instances/bulk", TEACHING(201), _definition, _new_roster),
+    E("GET", "/api/lablet-instances/{id}/student-link", R(200, 200, 200, other=404), _instance("running")),
+    E("POST", "/api/lablet-instances/{id}/student-link", OWNED(201), _instance("running")),
+    E("DELETE", "/api/lablet-instances/{id}/student-link", OWNED(204), _instance("running"), writes=False),
     E("PATCH", "/api/lablet-instances/{id}/priority", OWNED(200), _instance("pending"), lambda obj: {"priority": 8}),
     E("POST", "/api/scheduler/preview", EVERYONE(200, anon=401), _definition, _preview, writes=False),  # a dry run
     E("GET", "/api/scheduler/status", EVERYONE(200, anon=401)),

@@ -58,7 +58,7 @@ def _state(found) -> dict:
     return {
         "id": instance.public_id,
         "status": instance.status,
-        "step": instance.lifecycle_step,
+        "step": instance.lifecycle_step if instance.status == "instantiating" else "",
         "nodes_booted": booting[0] if booting else None,
         "nodes_total": booting[1] if booting else None,
         "timeslot_start": instance.timeslot_start.isoformat(),

@@ -1,0 +1,50 @@
+"""The student page (/s/<token>) in Debian's Chromium against a real server (see test_browser.py): no login,
+the lab's status followed while it boots, a live countdown; the screenshot is docs/img/student-page.png."""
+
+import re
+import shutil
+from pathlib import Path
+
+from apps.lablets.services import lablet_instance_transition
+from apps.lablets.services.instances import lablet_instance_record_progress
+from apps.lablets.services.student_links import student_link_create, student_link_revoke
+from tests.dashboard.conftest import BROWSER_MARKS, SCREENSHOTS, WAIT_MS, playwright_sync, shot
+from tests.factories import LabletDefinitionFactory, instance_in
+
+pytestmark = BROWSER_MARKS
+expect = playwright_sync.expect
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+
+
+def test_the_student_page_shows_status_and_a_live_countdown(chromium, server, users):
+    definition = LabletDefinitionFactory(name="ospf-lab", node_count=3, port_definitions=[
+        {"name": "r1-console", "device_name": "r1", "console_type": "serial"}])
+    instance = instance_in("instantiating", owner_id="student-page", created_by=users["instructor"],
+                           definition=definition)
+    lablet_instance_record_progress(instance=instance, step="booting", actor="tests", nodes_booted=1,
+                                    nodes_total=3)
+    _, token = student_link_create(instance=instance, actor="tests")
+    context = chromium.new_context(viewport={"width": 1000, "height": 800})
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+
+    page.goto(f"{server}/s/{token}")  # no login
+    status = page.locator("[data-student-status]")
+    expect(status).to_have_text("instantiating")
+    expect(page.locator("[data-student-progress]")).to_be_visible()
+    countdown = page.locator("[data-student-countdown]")
+    expect(countdown).to_have_text(re.compile(r"^\d+:\d\d:\d\d$"))
+    first = countdown.text_content()
+    expect(countdown).not_to_have_text(first)  # it ticks
+
+    lablet_instance_transition(instance=instance, to="running", actor="tests")
+    expect(status).to_have_text("running", timeout=WAIT_MS)  # the page (polled every 10 s)'s poll follows, no reload
+    expect(page.locator("[data-student-progress]")).to_be_hidden()
+    shot(page, "student-page")
+    DOCS_IMG.mkdir(exist_ok=True)
+    shutil.copyfile(SCREENSHOTS / "student-page.png", DOCS_IMG / "student-page.png")
+
+    student_link_revoke(instance=instance, actor="tests")
+    page.goto(f"{server}/s/{token}")
+    expect(page.get_by_role("heading", name="This link is no longer valid")).to_be_visible()
+    context.close()

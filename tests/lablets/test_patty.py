@@ -234,3 +234,23 @@ def test_a_sync_from_a_lab_without_a_named_device_is_422(admin_client, ec2, cml)
     assert response.status_code == 422, response.content
     assert "router2" in response.json()["errors"]["port_definitions"][0]
     assert LabletDefinition.objects.get(pk=definition.pk).cml_lab_yaml == TWO_ROUTERS
+
+
+def test_a_worker_names_its_own_console_host_through_the_journalled_connection_change(cml, free_ports):
+    from apps.audit.models import AuditEvent
+    from apps.workers.services import worker_update_connection
+
+    worker = running_worker()
+    worker_update_connection(worker=worker, actor="operator", changes={"console_host": "localhost"})
+    instance = scheduled(worker, two_router_definition())
+
+    lifecycle_tick()
+
+    assert {entry["host"] for entry in fresh(instance).console} == {"localhost"}
+    event = AuditEvent.objects.filter(event_type="worker.updated", resource_id=worker.public_id).latest("id")
+    assert event.metadata["changed"] == ["console_host"] and event.metadata["console_host"] == "localhost"
+    device = Console("localhost", fresh(instance).console[0]["port"])
+    try:
+        assert "router1>" in device.read_until("router1>")
+    finally:
+        device.close()

@@ -53,6 +53,8 @@ if [ -z "${CML_URL_OVERRIDE:-}" ] && [ -z "${CML_PASSWORD:-}" ]; then
   pids+=($!)
   # The simulator speaks plain http on loopback: allowed here only (production refuses http to CML).
   export CML_URL_OVERRIDE="http://127.0.0.1:$CML_SIM_PORT" CML_USERNAME=admin CML_PASSWORD=sim-password CML_ALLOW_HTTP=true
+  # Console entries name the simulator's PATty listeners (telnet 127.0.0.1 <port>), never a worker's EC2 address.
+  export CONSOLE_HOST=${CONSOLE_HOST:-127.0.0.1}
   wait_for_url "$CML_URL_OVERRIDE/api/v0/system_information"
   echo "CML simulator on $CML_URL_OVERRIDE (faults: POST $CML_URL_OVERRIDE/_sim/faults)"
 fi

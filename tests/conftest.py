@@ -92,7 +92,8 @@ def cml_sim():
     sim.start()
     os.environ["CML_ALLOW_HTTP"] = "true"
     overrides = {"CML_URL_OVERRIDE": sim.url, "CML_USERNAME": "admin", "CML_PASSWORD": "sim-password",
-                 "CML_TIMEOUT_SECONDS": 2.0, "CML_ALLOW_HTTP": True}
+                 "CML_TIMEOUT_SECONDS": 2.0, "CML_ALLOW_HTTP": True,
+                 "CONSOLE_HOST": "127.0.0.1"}  # console entries name the simulator's PATty listeners
     saved = {name: getattr(django_settings, name) for name in overrides}
     for name, value in overrides.items():
         setattr(django_settings, name, value)

@@ -63,7 +63,7 @@ class WorkerAdmin(NoDeleteAdmin):  # a worker ends by "Terminate" (EC2 first, jo
     # and the status, is read-only (changed by the actions below, which call the services).
     fields = ("name", "public_id", "status", "draining", "session_pool", "aws_instance_id", "aws_region", "instance_type",
               "ip_address", "private_ip_address", "template", "cpu_cores", "memory_gb", "storage_gb", "max_nodes",
-              "cml_url", "cml_username", "cml_password_status", "cml_password", "cml_password_clear", "cml_tls_verify",
+              "cml_url", "cml_username", "console_host", "cml_password_status", "cml_password", "cml_password_clear", "cml_tls_verify",
               "cml_service_status", "cml_version", "cml_error",
               "license_status", "license_tier", "cpu_usage_percent", "memory_usage_percent", "memory_used_gb",
               "memory_total_gb", "nodes_running", "cml_health", "status_changed_at", "last_ec2_sync_at",

@@ -62,6 +62,10 @@ class Worker(models.Model):
         default=True, verbose_name="verify CML's TLS certificate",
         help_text="Off only for a controller whose certificate cannot be verified (settings.CML_CA_BUNDLE): "
                   "the CML password is then sent to whoever answers at its address. Changes are journalled.")
+    console_host = models.CharField(
+        max_length=253, blank=True,
+        help_text="The host name or address students reach this worker's console ports (CML PATty) at. "
+                  "Blank: settings.CONSOLE_HOST, else the public address. Changes are journalled.")
     cml_service_status = models.CharField(max_length=30, default="unknown")
     cml_version = models.CharField(max_length=40, blank=True)
     cml_health = models.JSONField(default=dict, blank=True)

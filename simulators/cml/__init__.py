@@ -18,7 +18,8 @@ Each `CmlSimulator` object is one CML host with its own state: several workers c
 point at one simulator, or each at its own. Labs and nodes live in memory and move
 like CML's: DEFINED_ON_CORE -> STARTED -> BOOTED (after `boot_delay` seconds, 0 in
 tests) -> STOPPED -> wiped back to DEFINED_ON_CORE. The lab state is BOOTED once all
-its nodes are. A start that would run more nodes than `max_nodes`, or any start while
+its nodes are. While a node runs, each tag `serial:<port>` on it is a device console on 127.0.0.1:<port>
+(CML PATty, simulators/cml/patty.py), closed when the lab stops or goes. A start that would run more nodes than `max_nodes`, or any start while
 the licence is expired, is refused with 400 as CML refuses it.
 
 Control endpoints (no authentication, never faulted):
@@ -26,7 +27,7 @@ Control endpoints (no authentication, never faulted):
                           "license_expired", "auth_fail"}
   POST /_sim/config      {"boot_delay", "max_nodes", "cpu_percent" (null = computed from the nodes)}
   POST /_sim/reset       forget labs, tokens, faults, configuration and licence changes
-  GET  /_sim/state       labs and node states, faults, licence
+  GET  /_sim/state       labs and node states, faults, licence, open console ports
 """
 
 from .model import Faults, SimError

@@ -18,6 +18,7 @@ from . import api_labs as labs
 from . import api_system as system
 from .controller import CmlController
 from .model import NO_CONTENT, Faults, SimError, Text
+from .patty import Patty
 
 _LAB = r"labs/(?P<lab>[^/]+)"
 _NODE = _LAB + r"/nodes/(?P<node>[^/]+)"
@@ -179,6 +180,7 @@ class CmlSimulator:
             license_tier=license_tier, registered=registered,
         )
         self.calls: collections.Counter[str] = collections.Counter()  # "GET labs/{lab}/state" -> count
+        self.patty = Patty()  # console listeners of the running nodes tagged serial:<port> (simulators/cml/patty.py)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -204,6 +206,7 @@ class CmlSimulator:
         self._server.shutdown()
         self._server.server_close()
         self._server.close_connections()
+        self.patty.close_all()
         self._thread.join(timeout=5)
         self._server = self._thread = None
 
@@ -254,6 +257,7 @@ class CmlSimulator:
     def reset(self) -> None:
         """Forget labs, tokens, faults, run-time configuration and licence changes."""
         self.controller.reset()
+        self.patty.close_all()
         self.calls.clear()
 
     def summary(self) -> dict:
@@ -268,6 +272,7 @@ class CmlSimulator:
                             "tier": ctl.license_tier},
                 "labs": {lab.id: {"title": lab.title, "state": ctl.lab(lab.id).state,
                                   "nodes": {n.label: n.state for n in lab.nodes}} for lab in list(ctl.labs.values())},
+                "consoles": {str(port): label for port, label in sorted(self.patty.ports().items())},
             }
 
     # --- request entry points (called from the handler threads) --------------------------
@@ -286,8 +291,12 @@ class CmlSimulator:
                 with self.controller.lock:
                     if needs_auth:
                         self.controller.check_token(authorization)
-                    payload = handler(self.controller, query=query, body=body, authorization=authorization,
-                                      **match.groupdict())
+                    try:
+                        payload = handler(self.controller, query=query, body=body, authorization=authorization,
+                                          **match.groupdict())
+                    finally:
+                        if method != "GET":  # a start, stop, wipe or delete opens or closes PATty consoles
+                            self.patty.reconcile(self.controller.labs.values())
             except SimError as exc:
                 return exc.status, {"code": exc.status, "description": exc.description}
             return (204 if payload is NO_CONTENT else 200), payload

@@ -320,20 +320,24 @@ def test_invalid_yaml_in_an_edit_changes_nothing(admin_user):
 
 def test_a_new_version_is_prefilled_and_created_beside_the_old_one(instructor_user):
     ports = [{"name": "r1", "device_name": "r1", "console_type": "serial"}]
-    source = LabletDefinitionFactory(name="ccna", version="1.0.0", node_count=6, port_definitions=ports)
+    topology = "lab:\n  title: ccna\nnodes:\n  - id: n0\n    label: r1\n    node_definition: iosv\n"  # has r1
+    source = LabletDefinitionFactory(name="ccna", version="1.0.0", node_count=6, port_definitions=ports,
+                                     cml_lab_yaml=topology)
     LabletDefinitionFactory(name="ccna", version="1.0.1")  # taken: the suggestion skips it
     client = browser(instructor_user)
     page = client.get(detail(source) + "new-version/").content.decode()
     assert 'value="ccna"' in page and 'value="1.0.2"' in page and 'value="6"' in page
     assert textarea_value(page) == source.cml_lab_yaml
 
-    response = client.post(detail(source) + "new-version/", form_data(name="ccna", version="1.0.2", node_count="6"))
+    response = client.post(detail(source) + "new-version/",
+                           form_data(name="ccna", version="1.0.2", node_count="6", cml_lab_yaml=topology))
     created = LabletDefinition.objects.get(name="ccna", version="1.0.2")
     assert response.status_code == 302 and response["Location"] == detail(created)
     assert created.port_definitions == ports and created.pk != source.pk
     source.refresh_from_db()
     assert source.is_active and source.version == "1.0.0"
-    assert client.post(detail(source) + "new-version/", form_data(name="ccna", version="1.0.0")).status_code == 409
+    assert client.post(detail(source) + "new-version/",
+                       form_data(name="ccna", version="1.0.0", cml_lab_yaml=topology)).status_code == 409
 
 
 @pytest.mark.parametrize(("version", "taken", "suggested"), [

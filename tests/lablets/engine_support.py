@@ -28,6 +28,7 @@ PORTS = [
     {"name": "r2-telnet", "device_name": "router2", "console_type": "telnet", "port": 23},
 ]
 WORKER_IP = "198.51.100.7"
+CONSOLE_HOST = "127.0.0.1"  # settings.CONSOLE_HOST in the tests (tests/conftest.py): the simulator's PATty
 
 
 def running_worker(**kwargs) -> Worker:

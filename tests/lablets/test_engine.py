@@ -14,7 +14,7 @@ from apps.lablets.services import lablet_instance_transition
 from apps.workers.services import worker_transition
 from tests.factories import LabletInstanceFactory, WorkerFactory
 from tests.lablets.engine_support import (
-    WORKER_IP,
+    CONSOLE_HOST,
     events,
     fresh,
     labs,
@@ -68,7 +68,7 @@ def test_it_brings_the_lab_up_within_the_lead_time_and_records_the_consoles(work
     assert lab["state"] == "BOOTED" and set(lab["nodes"].values()) == {"BOOTED"}
     r1, r2 = instance.console
     assert r1 | {"node_id": None, "console_key": None, "console_path": None} == {
-        "name": "r1-console", "device_name": "router1", "console_type": "serial", "host": WORKER_IP,
+        "name": "r1-console", "device_name": "router1", "console_type": "serial", "host": CONSOLE_HOST,
         "port": 9000, "device_port": None, "node_id": None, "console_key": None, "console_path": None}
     assert r1["node_id"] and r1["console_key"] and r1["console_path"] == f"/{instance.cml_lab_id}/{r1['node_id']}/0"
     assert (r2["device_name"], r2["console_type"], r2["port"], r2["device_port"]) == ("router2", "telnet", 9001, 23)
@@ -86,7 +86,7 @@ def test_it_shows_the_console_details_in_the_api(worker, definition, cml, admin_
     assert body["status"] == "running"
     assert body["cml_lab_id"] == instance.cml_lab_id
     assert [(c["name"], c["host"], c["port"]) for c in body["console"]] == [
-        ("r1-console", WORKER_IP, 9000), ("r2-telnet", WORKER_IP, 9001)]
+        ("r1-console", CONSOLE_HOST, 9000), ("r2-telnet", CONSOLE_HOST, 9001)]
     assert body["lifecycle_step"] == "" and body["termination_reason"] == "" and body["last_error"] == ""
 
 

@@ -274,7 +274,8 @@ def test_console_ports_are_the_lowest_free_ones_and_come_back(worker, definition
     assert [p["port"] for p in console_ports_allocate(instance=c)] == [9100, 9101]
 
 
-def test_console_ports_are_per_worker(definition, cml):
+def test_console_ports_are_per_worker(definition, cml, settings):
+    settings.CONSOLE_HOST = ""  # each worker reached at its own address (shared console host: tests/lablets/test_patty.py)
     one, two = running_worker(), running_worker()
     assert console_ports_allocate(instance=scheduled(one, definition))[0]["port"] == 9000
     assert console_ports_allocate(instance=scheduled(two, definition))[0]["port"] == 9000

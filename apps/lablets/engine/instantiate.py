@@ -2,8 +2,9 @@
 
 `begin` (a SCHEDULED instance whose slot starts within LIFECYCLE_LEAD_MINUTES, on a running worker
 with CML available) commits SCHEDULED → INSTANTIATING together with its claim, then `advance` does
-the CML work: console ports, import (title = the instance's public id, the lab id recorded at once in
-its own committed write), start without waiting, and a look at the nodes. All booted → RUNNING with
+the CML work: console ports, import (each port definition's device tagged `serial:<port>` etc. for CML
+PATty, apps.lablets.patty; title = the instance's public id, the lab id recorded at once in its own
+committed write), start without waiting, and a look at the nodes. All booted → RUNNING with
 the console details; otherwise the claim is released with 'nodes booting n/m' and the next tick looks
 again. Each step reached (importing, starting, booting n/m) is stored in `lifecycle_step` and journalled
 as `lablet_instance.progressed` once per change, so the pages show it live. A resumed step (a retry, or
@@ -21,6 +22,7 @@ from django.db import transaction
 
 from apps.lablets.models import InstanceStatus as S
 from apps.lablets.models import LabletInstance
+from apps.lablets.patty import topology_with_console_tags
 from apps.lablets.services.instances import lablet_instance_transition
 from apps.lablets.services.ports import console_ports_allocate
 from apps.lablets.services.steps import (
@@ -84,7 +86,7 @@ def _record_lab(step: Claim, lab_id: str, *, adopted: bool) -> str:
     return step.instance.cml_lab_id
 
 
-def _ensure_lab(step: Claim, creds: dict) -> str:
+def _ensure_lab(step: Claim, creds: dict, ports: list[dict]) -> str:
     instance = step.instance
     if instance.cml_lab_id:
         return instance.cml_lab_id
@@ -98,21 +100,31 @@ def _ensure_lab(step: Claim, creds: dict) -> str:
     definition = instance.definition  # checked again before CML sees it (defence in depth): never retried
     topology_check(definition.cml_lab_yaml, trusted=definition.trusted, field="cml_lab_yaml")
     step.record_progress("importing")
-    lab_id = cml.cml_lab_import(**creds, topology_yaml=instance.definition.cml_lab_yaml, title=instance.public_id)
+    # Each port definition's device tagged for PATty with its allocated port (the stored definition unchanged).
+    topology = topology_with_console_tags(definition.cml_lab_yaml, port_definitions=definition.port_definitions,
+                                          ports=ports)
+    lab_id = cml.cml_lab_import(**creds, topology_yaml=topology, title=instance.public_id)
     recorded = _record_lab(step, lab_id, adopted=False)
     if recorded != lab_id:  # someone else's attempt recorded another lab meanwhile: ours is surplus
         cml.cml_lab_delete(**creds, lab_id=lab_id, force=True, missing_ok=True)
     return recorded
 
 
+def console_host(worker) -> str | None:
+    """Where students reach the worker's PATty ports: its own console host, else settings.CONSOLE_HOST, else its
+    public (then private) address."""
+    if worker is None:
+        return None
+    return worker.console_host or settings.CONSOLE_HOST or worker.ip_address or worker.private_ip_address
+
+
 def console_details(instance: LabletInstance, ports: list[dict], nodes: list[cml.CmlNode]) -> list[dict]:
-    """Console access per port definition: where to connect (worker address, allocated port) and how."""
+    """Console access per port definition: where to connect (console host, allocated port) and how."""
     by_label = {node.label: node for node in nodes}
     port_of = {}
     for held in ports:
         port_of.setdefault(held["name"], []).append(held["port"])
-    worker = instance.worker
-    host = (worker.ip_address or worker.private_ip_address) if worker else None
+    host = console_host(instance.worker)
     console = []
     for spec in instance.definition.port_definitions or []:
         node = by_label.get(spec.get("device_name"))
@@ -153,7 +165,7 @@ def advance(step: Claim) -> str:
     try:
         creds = credentials(step.instance)
         ports = console_ports_allocate(instance=step.instance)
-        lab_id = _ensure_lab(step, creds)
+        lab_id = _ensure_lab(step, creds, ports)
         try:
             nodes = cml.cml_lab_nodes(**creds, lab_id=lab_id)
             if any(node.state in NOT_STARTED for node in nodes):

@@ -62,8 +62,9 @@ class DefinitionForm(forms.Form):
     GROUPS = {"Definition": ("name", "version", "description"), "Resource requirements": REQUIREMENT_FIELDS,
               "Lifecycle": LIFECYCLE_FIELDS}
     # The keys of a service's ValidationFailed.errors → the field that shows them.
+    # The page edits the topology, not the port definitions: a device they name missing from it is the topology's.
     ERROR_FIELDS = {"cml_lab_yaml": "cml_lab_yaml", "lifecycle.max_duration_minutes": "max_duration_minutes",
-                    "name": "name", "version": "version"}
+                    "name": "name", "version": "version", "port_definitions": "cml_lab_yaml"}
 
     @staticmethod
     def initial_from(definition: LabletDefinition, *, version: str | None = None) -> dict:

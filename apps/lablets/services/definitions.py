@@ -7,6 +7,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.lablets.lifecycle import LIVE
 from apps.lablets.models import LabletDefinition
+from apps.lablets.patty import port_definition_errors
 from apps.workers.cml.topology_policy import topology_check, topology_parse
 from apps.lablets.selectors import lablet_instance_visible_to
 from apps.api.permissions import may_change_definition
@@ -34,6 +35,15 @@ def validate_cml_yaml(text: str) -> None:
 def validate_topology(text: str, *, trusted: bool) -> None:
     """The topology policy (apps.workers.cml.topology_policy): 422 naming every node that breaks it."""
     topology_check(text, trusted=trusted, field="cml_lab_yaml")
+
+
+def validate_port_definitions(text: str, port_definitions: list[dict]) -> None:
+    """Every port definition names a node of the topology (its `device_name` is a node label), the device CML
+    PATty tags at instantiation: 422 naming each one that does not."""
+    problems = port_definition_errors(text, port_definitions)
+    if problems:
+        raise ValidationFailed("A port definition names a device that is not in the topology: " + " ".join(problems),
+                               errors={"port_definitions": problems})
 
 
 def _trust_after(*, current: bool, data: dict, topology_changes: bool, may_trust: bool) -> bool:
@@ -127,6 +137,7 @@ def lablet_definition_create(*, actor: str, user=None, data: dict, may_trust: bo
     fields.setdefault("max_duration_minutes", max(240, fields["default_duration_minutes"]))
     fields["trusted"] = _trust_after(current=False, data=data, topology_changes=True, may_trust=may_trust)
     validate_topology(fields["cml_lab_yaml"], trusted=fields["trusted"])
+    validate_port_definitions(fields["cml_lab_yaml"], fields.get("port_definitions") or [])
     _validate_lifecycle(fields)
     fields["content_hash"] = LabletDefinition.hash_yaml(fields["cml_lab_yaml"])
     try:
@@ -160,6 +171,9 @@ def lablet_definition_update(*, definition: LabletDefinition, user, actor: str, 
     if "cml_lab_yaml" in fields:
         validate_topology(fields["cml_lab_yaml"], trusted=trusted)
         fields["content_hash"] = LabletDefinition.hash_yaml(fields["cml_lab_yaml"])
+    if "cml_lab_yaml" in fields or "port_definitions" in fields:
+        validate_port_definitions(fields.get("cml_lab_yaml", definition.cml_lab_yaml),
+                                  fields.get("port_definitions", definition.port_definitions) or [])
     _validate_lifecycle(merged)
     try:
         with transaction.atomic():
@@ -212,8 +226,8 @@ def lablet_definition_sync(*, definition: LabletDefinition, actor: str, lab_id: 
     reference lab. Updates cml_lab_yaml and its content hash; the lab becomes the reference. Run by the sync's
     task: who may sync from which lab was decided before it was enqueued (lablet_definition_check_sync).
 
-    422 without a lab to sync from, for an unknown worker or lab, or for an export that is not a
-    topology or one the topology policy refuses (checked as untrusted unless the definition is trusted and the
+    422 without a lab to sync from, for an unknown worker or lab, for an export without a device a port definition
+    names, or for an export that is not a topology or one the topology policy refuses (checked as untrusted unless the definition is trusted and the
     caller an admin, `may_trust`: anyone else's sync of a changed topology clears the mark); 502 when CML
     fails. The CML call happens before the database transaction."""
     from apps.workers import cml
@@ -240,6 +254,7 @@ def lablet_definition_sync(*, definition: LabletDefinition, actor: str, lab_id: 
     trusted = _trust_after(current=definition.trusted, data={}, topology_changes=text != definition.cml_lab_yaml,
                            may_trust=may_trust)
     validate_topology(text, trusted=trusted)
+    validate_port_definitions(text, definition.port_definitions or [])
     with transaction.atomic():
         locked = LabletDefinition.objects.select_for_update().get(pk=definition.pk)
         _trust_unchanged_since_read(locked, definition)

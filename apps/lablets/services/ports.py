@@ -1,13 +1,16 @@
 """Console ports: each running lab gets one port per port definition, unique per worker, from
 CONSOLE_PORT_MIN..CONSOLE_PORT_MAX, held from instantiation until the lab is stopped or the instance ends.
+Workers whose consoles are reached at one named host (Worker.console_host / settings.CONSOLE_HOST) share
+one port space: a port is unique across them.
 
-Concurrency: the worker's row is locked (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite serialises
-writers) while the free ports are read and taken, and the unique (worker, port) constraint is the
-last guard.
+Concurrency: the worker's row (and those of the workers sharing its console host, in pk order) is locked
+(`SELECT ... FOR UPDATE` on PostgreSQL; SQLite serialises writers) while the free ports are read and taken,
+and the unique (worker, port) constraint is the last guard within a worker.
 """
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 
 from apps.lablets.models import ConsolePort, LabletInstance
 from apps.workers.models import Worker
@@ -17,6 +20,19 @@ from apps.core.errors import Conflict
 def _held(instance: LabletInstance) -> list[dict]:
     return [{"name": name, "port": port}
             for name, port in ConsolePort.objects.filter(instance=instance).order_by("port").values_list("name", "port")]
+
+
+def _workers_sharing_console_host(worker: Worker) -> list[int]:
+    """The workers whose console ports are reached at the same named host as `worker`'s (Worker.console_host, or
+    settings.CONSOLE_HOST for those naming none): one port space, e.g. every worker of `make run` and the tests on
+    the one CML simulator. A worker reached at its own address shares with no one."""
+    host = worker.console_host or settings.CONSOLE_HOST
+    if not host:
+        return [worker.pk]
+    same = Q(console_host=host)
+    if host == settings.CONSOLE_HOST:
+        same |= Q(console_host="")
+    return sorted({worker.pk, *Worker.objects.filter(same).values_list("pk", flat=True)})
 
 
 @transaction.atomic
@@ -31,11 +47,12 @@ def console_ports_allocate(*, instance: LabletInstance) -> list[dict]:
         return []
     if instance.worker_id is None:
         raise Conflict(f"Lablet instance {instance.public_id} has no worker to allocate console ports on.")
-    Worker.objects.select_for_update().only("pk").get(pk=instance.worker_id)
+    sharing = _workers_sharing_console_host(instance.worker)
+    list(Worker.objects.select_for_update().filter(pk__in=sharing).order_by("pk").values_list("pk", flat=True))
     held = _held(instance)
     if held:
         return held
-    used = set(ConsolePort.objects.filter(worker_id=instance.worker_id).values_list("port", flat=True))
+    used = set(ConsolePort.objects.filter(worker_id__in=sharing).values_list("port", flat=True))
     free = []
     for port in range(settings.CONSOLE_PORT_MIN, settings.CONSOLE_PORT_MAX + 1):
         if port not in used:

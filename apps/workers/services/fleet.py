@@ -364,7 +364,7 @@ def worker_update_capacity(*, worker: Worker, actor: str, capacity: dict) -> Wor
     return locked
 
 
-CONNECTION_FIELDS = ("name", "cml_url", "cml_username", "cml_password", "cml_tls_verify")
+CONNECTION_FIELDS = ("name", "cml_url", "cml_username", "cml_password", "cml_tls_verify", "console_host")
 
 
 @transaction.atomic
@@ -396,5 +396,6 @@ def worker_update_connection(*, worker: Worker, actor: str, changes: dict) -> Wo
     locked.save(update_fields=[*columns, "updated_at"])
     _audit(locked, event_type="worker.updated", actor=actor, action="worker.update_connection",
            metadata={"changed": sorted(changed), "name": locked.name, "cml_url": locked.cml_url,
-                     "cml_tls_verify": locked.cml_tls_verify, **({"cml_password_cleared": True} if cleared else {})})
+                     "cml_tls_verify": locked.cml_tls_verify, "console_host": locked.console_host,
+                     **({"cml_password_cleared": True} if cleared else {})})
     return locked

@@ -222,6 +222,8 @@ PERSONAL_LICENSE_MAX_LIVE_INSTANCES = env.int("PERSONAL_LICENSE_MAX_LIVE_INSTANC
 # Console ports handed out per worker to running labs, inclusive range.
 CONSOLE_PORT_MIN = env.int("CONSOLE_PORT_MIN", default=9000)
 CONSOLE_PORT_MAX = env.int("CONSOLE_PORT_MAX", default=9999)
+# Direct console access (docs/workers.md#direct-console-access): a student's range may be /0 (everyone) only when on.
+DIRECT_CONSOLE_ALLOW_ANY_ADDRESS = env.bool("DIRECT_CONSOLE_ALLOW_ANY_ADDRESS", default=False)
 BULK_MAX_OWNERS = env.int("BULK_MAX_OWNERS", default=500)
 # Quotas; 0 means no limit.
 QUOTA_INSTRUCTOR_MAX_LIVE = env.int("QUOTA_INSTRUCTOR_MAX_LIVE", default=0)

@@ -143,7 +143,8 @@ def lifecycle_tick(*, now: datetime | None = None, actor: str = "system") -> dic
         run("cleanup", lambda pk: teardown.cleanup(pk, now=now, actor=actor), pk)
 
     try:  # students' direct console access: rules of instances no longer running go, missing ones come
-        report.update(console_access_reconcile(actor=actor, batch=_batch()))
+        for key, count in console_access_reconcile(actor=actor, batch=_batch()).items():
+            report[key] += count
     except Exception:  # noqa: BLE001 - EC2 trouble must not stop the lifecycle
         log.exception("lifecycle: the console access reconcile failed")
         report["errors"] += 1

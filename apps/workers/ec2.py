@@ -268,6 +268,25 @@ def ec2_ingress_rules(*, region: str, group_id: str, owner: str) -> list[Ingress
             return rules
 
 
+def ec2_tagged_ingress_rules(*, region: str) -> dict[tuple[str, str], list[IngressRule]]:
+    """Every ingress rule in the region tagged with a lablet instance, by (owner, group id): the reconcile's
+    view of what EC2 holds, records or not."""
+    found: dict[tuple[str, str], list[IngressRule]] = {}
+    token = None
+    while True:
+        page = _call(region, "describe_security_group_rules", Filters=[{"Name": "tag-key", "Values": [INSTANCE_RULE_TAG]}],
+                     **({"NextToken": token} if token else {}))
+        for raw in page.get("SecurityGroupRules", []):
+            owner = next((t["Value"] for t in raw.get("Tags", []) if t.get("Key") == INSTANCE_RULE_TAG), "")
+            if owner and not raw.get("IsEgress"):
+                found.setdefault((owner, raw["GroupId"]), []).append(IngressRule(
+                    rule_id=raw["SecurityGroupRuleId"], port=int(raw["FromPort"]),
+                    cidr=raw.get("CidrIpv4") or raw.get("CidrIpv6") or ""))
+        token = page.get("NextToken")
+        if not token:
+            return found
+
+
 def _permission(port: int, cidr: str, description: str) -> dict:
     ranges = ({"Ipv6Ranges": [{"CidrIpv6": cidr, "Description": description}]} if ":" in cidr
               else {"IpRanges": [{"CidrIp": cidr, "Description": description}]})

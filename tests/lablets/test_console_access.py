@@ -200,3 +200,28 @@ def test_the_owner_turns_direct_access_on_and_another_instructor_cannot(instruct
     assert response.json()["direct_console_access"] is True
     definition.refresh_from_db()
     assert definition.direct_console_access is True
+
+
+def test_a_rule_ec2_holds_for_an_ended_instance_without_a_record_is_swept(worker, group):
+    """A process died between EC2's answer and the database: the rule is tagged but not recorded."""
+    ended = running(worker, two_router_definition(direct_console_access=True), student_cidr=CIDR)
+    ports = ports_of(ended)
+    lifecycle_tick(now=ended.timeslot_end + timedelta(seconds=1))
+    assert fresh(ended).status == "terminated" and ingress(group) == []
+    runs = running(worker, two_router_definition(direct_console_access=True), student_cidr="198.51.100.0/24",
+                   owner_id="another-student")
+    for owner, port in ((ended.public_id, ports[0]), ("inst-of-another-installation", 9999)):
+        aws().authorize_security_group_ingress(
+            GroupId=group, IpPermissions=[{"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+                                           "IpRanges": [{"CidrIp": CIDR, "Description": f"labmanager console {owner}"}]}],
+            TagSpecifications=[{"ResourceType": "security-group-rule",
+                                "Tags": [{"Key": "labmanager:lablet-instance-id", "Value": owner}]}])
+
+    report = lifecycle_tick()
+
+    assert report.get("console_access_swept") == 1
+    left = ingress(group)
+    assert [rule for rule in left if rule[4].endswith(ended.public_id)] == []
+    assert ("tcp", 9999, 9999, CIDR, "labmanager console inst-of-another-installation") in left  # not ours
+    assert [rule for rule in left if rule[4].endswith(runs.public_id)] == expected(runs, cidr="198.51.100.0/24")
+    assert events(ended)[-1] == "lablet_instance.console_access_closed"

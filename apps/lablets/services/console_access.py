@@ -6,7 +6,7 @@ collects or grades), one ingress rule per allocated console port (TCP, that port
 range) in the first security group of the worker's EC2 instance, described and tagged with the instance's
 public id (`labmanager:lablet-instance-id`). The teardown's first step revokes exactly those rules; the
 lifecycle tick's reconcile opens what a failed attempt left closed and closes what an instance no longer
-running left open. Every EC2 call is outside a transaction; `console_access` (what was opened) is written
+running left open, recorded or found in EC2 by its tag (`console_access_sweep`). Every EC2 call is outside a transaction; `console_access` (what was opened) is written
 here only, journalled `lablet_instance.console_access_opened` / `_closed` with the ports and the range.
 """
 
@@ -19,10 +19,11 @@ from django.conf import settings
 from django.db import transaction
 
 from apps.core.errors import ValidationFailed
-from apps.lablets.models import ConsolePort, LabletInstance
+from apps.lablets.models import ConsolePort, LabletDefinition, LabletInstance
 from apps.lablets.models import InstanceStatus as S
 from apps.lablets.services.journal import instance_audit
 from apps.workers import ec2
+from apps.workers.models import Worker
 
 log = logging.getLogger("apps.lablets.console_access")
 
@@ -111,10 +112,43 @@ def console_access_close(*, instance_pk: int, actor: str) -> str:
     return "closed"
 
 
+def _in_use() -> bool:
+    """Some definition allows direct access, or some instance still has rules recorded: only then is EC2 asked."""
+    return (LabletDefinition.objects.filter(direct_console_access=True).exists()
+            or LabletInstance.objects.exclude(console_access={}).exists())
+
+
+def console_access_sweep(*, actor: str) -> int:
+    """Revoke the rules EC2 holds, in the workers' regions, for instances of this installation that no longer
+    run, recorded or not (the record is lost when a process dies between EC2's answer and the database).
+    Rules tagged with an id this database does not know are left alone (another installation's). Returns
+    how many instances' rules were revoked; each is journalled `console_access_closed` with `swept: true`."""
+    regions = (Worker.objects.exclude(aws_instance_id="").order_by().values_list("aws_region", flat=True)
+               .distinct())
+    swept = 0
+    for region in list(regions):
+        held = ec2.ec2_tagged_ingress_rules(region=region)
+        owners = {owner for owner, _ in held}
+        known = dict(LabletInstance.objects.filter(public_id__in=owners).values_list("public_id", "status"))
+        for (owner, group_id), rules in held.items():
+            if owner not in known or known[owner] in OPEN_STATES:
+                continue
+            revoked = ec2.ec2_ingress_close(region=region, group_id=group_id, owner=owner)
+            pk = LabletInstance.objects.values_list("pk", flat=True).get(public_id=owner)
+            _record(pk, access={}, event="console_access_closed", actor=actor,
+                    metadata={"region": region, "group_id": group_id, "cidr": rules[0].cidr,
+                              "ports": sorted(rule.port for rule in rules), "revoked": revoked, "swept": True})
+            swept += 1
+    return swept
+
+
 def console_access_reconcile(*, actor: str, batch: int = 100) -> dict:
-    """The lifecycle tick's pass: close the rules of instances no longer running, open those of RUNNING
-    direct-access instances that have none recorded (a failed or interrupted attempt). Returns counts."""
-    counts = {"console_access_closed": 0, "console_access_opened": 0}
+    """The lifecycle tick's pass: close the rules of instances no longer running (recorded, then whatever EC2
+    still holds: `console_access_sweep`), open those of RUNNING direct-access instances that have none
+    recorded (a failed or interrupted attempt). No EC2 call unless direct access is in use. Returns counts."""
+    counts = {"console_access_closed": 0, "console_access_opened": 0, "console_access_swept": 0}
+    if not _in_use():
+        return {}
     stale = (LabletInstance.objects.exclude(console_access={}).exclude(status__in=OPEN_STATES)
              .order_by("pk").values_list("pk", flat=True)[:batch])
     for pk in list(stale):
@@ -124,4 +158,8 @@ def console_access_reconcile(*, actor: str, batch: int = 100) -> dict:
                .exclude(student_cidr="").order_by("pk").values_list("pk", flat=True)[:batch])
     for pk in list(missing):
         counts["console_access_opened"] += console_access_open(instance_pk=pk, actor=actor) == "opened"
+    try:
+        counts["console_access_swept"] = console_access_sweep(actor=actor)
+    except ec2.Ec2Error as exc:
+        log.warning("console access: the sweep of security-group rules failed: %s", exc)
     return {key: count for key, count in counts.items() if count}

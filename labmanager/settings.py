@@ -225,6 +225,8 @@ CONSOLE_PORT_MAX = env.int("CONSOLE_PORT_MAX", default=9999)
 # The host students reach console ports at (CML PATty on the worker) when a worker names none of its own
 # (Worker.console_host); blank: the worker's public address. `make run` and the tests: the CML simulator's 127.0.0.1.
 CONSOLE_HOST = env.str("CONSOLE_HOST", default="")
+# Direct console access (docs/workers.md#direct-console-access): a student's range may be /0 (everyone) only when on.
+DIRECT_CONSOLE_ALLOW_ANY_ADDRESS = env.bool("DIRECT_CONSOLE_ALLOW_ANY_ADDRESS", default=False)
 BULK_MAX_OWNERS = env.int("BULK_MAX_OWNERS", default=500)
 # Student links (docs/api.md#student-links): default expiry = the timeslot end + this grace; the page's
 # requests per client address; `student_link.used` journalled at most once per link per this many minutes;

@@ -47,7 +47,7 @@ LEASE_ALLOWED = {
 
 # A lablet instance's step results: written only by apps/lablets/services/ (services/steps.py for the engine's
 # steps; grading and activity reports in services/instances.py), never by the engine (apps/lablets/engine/).
-RESULT_FIELDS = ("cml_lab_id", "console", "archive_key", "artifacts", "last_activity_at", "cml_lab_removed_at",
+RESULT_FIELDS = ("cml_lab_id", "console", "console_access", "archive_key", "artifacts", "last_activity_at", "cml_lab_removed_at",
                  "termination_reason", "expiring_notified_at")
 RESULT_ALLOWED_DIR = "apps/lablets/services/"
 # Other models' fields of the same name, each written in one place: a session lab's CML lab id (import step)

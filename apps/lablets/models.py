@@ -31,6 +31,11 @@ class LabletDefinition(models.Model):
     trusted = models.BooleanField(
         default=False, db_default=False, help_text="Set by an admin only: the topology may bridge out of the lab (external "
                                  "connectors). Cleared when anyone else changes the topology.")
+    direct_console_access = models.BooleanField(
+        default=False, db_default=False,
+        help_text="Students may reach their instance's console ports directly (not only through LabManager): at "
+                  "RUNNING an EC2 security-group ingress rule opens each allocated port to the instance's "
+                  "student_cidr; removed at teardown (docs/workers.md#direct-console-access).")
     # The CML lab the topology is maintained in (POST .../sync pulls it back from there).
     reference_lab_id = models.CharField(max_length=64, blank=True)
     reference_worker = models.ForeignKey(
@@ -128,6 +133,13 @@ class LabletInstance(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
     console = models.JSONField(default=list, blank=True, help_text="Console access per port definition.")
+    student_cidr = models.CharField(
+        max_length=50, blank=True, default="", db_default="",
+        help_text="The student's address range (IPv4/IPv6 CIDR): with a definition's direct_console_access, the "
+                  "console ports are opened to it in the worker's security group while the lab runs.")
+    # The security-group ingress rules opened for the student ({group_id, region, cidr, ports}), {} when none:
+    # written only by apps/lablets/services/console_access.py.
+    console_access = models.JSONField(default=dict, blank=True)
     archive_key = models.CharField(max_length=300, blank=True, help_text="S3 key prefix of the archive.")
     expiring_notified_at = models.DateTimeField(null=True, blank=True)
     last_activity_at = models.DateTimeField(null=True, blank=True)

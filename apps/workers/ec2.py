@@ -230,3 +230,106 @@ def ec2_stop(*, region: str, instance_id: str) -> str:
 
 def ec2_terminate(*, region: str, instance_id: str) -> str:
     return _state_change(region, "terminate_instances", "TerminatingInstances", instance_id)
+
+
+# --- security-group ingress rules (a lablet instance's direct console access) ---------------------------
+
+INSTANCE_RULE_TAG = "labmanager:lablet-instance-id"
+
+
+@dataclass(frozen=True)
+class IngressRule:
+    rule_id: str
+    port: int
+    cidr: str
+
+
+def ec2_security_groups(*, region: str, instance_id: str) -> list[str]:
+    """The ids of the security groups of an EC2 instance, in EC2's order."""
+    page = _call(region, "describe_instances", InstanceIds=[instance_id])
+    for reservation in page.get("Reservations", []):
+        for raw in reservation.get("Instances", []):
+            return [group["GroupId"] for group in raw.get("SecurityGroups", [])]
+    raise Ec2NotFound(f"EC2: instance {instance_id} not found in {region}", code="InvalidInstanceID.NotFound")
+
+
+def ec2_ingress_rules(*, region: str, group_id: str, owner: str) -> list[IngressRule]:
+    """The ingress rules of `group_id` tagged as `owner`'s (a lablet instance's public id)."""
+    rules, token = [], None
+    filters = [{"Name": "group-id", "Values": [group_id]}, {"Name": f"tag:{INSTANCE_RULE_TAG}", "Values": [owner]}]
+    while True:
+        page = _call(region, "describe_security_group_rules", Filters=filters, **({"NextToken": token} if token else {}))
+        for raw in page.get("SecurityGroupRules", []):
+            if not raw.get("IsEgress"):
+                rules.append(IngressRule(rule_id=raw["SecurityGroupRuleId"], port=int(raw["FromPort"]),
+                                         cidr=raw.get("CidrIpv4") or raw.get("CidrIpv6") or ""))
+        token = page.get("NextToken")
+        if not token:
+            return rules
+
+
+def ec2_tagged_ingress_rules(*, region: str) -> dict[tuple[str, str], list[IngressRule]]:
+    """Every ingress rule in the region tagged with a lablet instance, by (owner, group id): the reconcile's
+    view of what EC2 holds, records or not."""
+    found: dict[tuple[str, str], list[IngressRule]] = {}
+    token = None
+    while True:
+        page = _call(region, "describe_security_group_rules", Filters=[{"Name": "tag-key", "Values": [INSTANCE_RULE_TAG]}],
+                     **({"NextToken": token} if token else {}))
+        for raw in page.get("SecurityGroupRules", []):
+            owner = next((t["Value"] for t in raw.get("Tags", []) if t.get("Key") == INSTANCE_RULE_TAG), "")
+            if owner and not raw.get("IsEgress"):
+                found.setdefault((owner, raw["GroupId"]), []).append(IngressRule(
+                    rule_id=raw["SecurityGroupRuleId"], port=int(raw["FromPort"]),
+                    cidr=raw.get("CidrIpv4") or raw.get("CidrIpv6") or ""))
+        token = page.get("NextToken")
+        if not token:
+            return found
+
+
+def _permission(port: int, cidr: str, description: str) -> dict:
+    ranges = ({"Ipv6Ranges": [{"CidrIpv6": cidr, "Description": description}]} if ":" in cidr
+              else {"IpRanges": [{"CidrIp": cidr, "Description": description}]})
+    return {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, **ranges}
+
+
+def ec2_ingress_open(*, region: str, group_id: str, owner: str, ports: list[int], cidr: str) -> list[int]:
+    """Allow TCP to each of `ports` from `cidr` in `group_id`, one rule per port, described and tagged with
+    `owner`. Idempotent: ports `owner` already has a rule for are skipped, and a rule EC2 already holds
+    (InvalidPermission.Duplicate) counts as open. Returns the ports opened by this call."""
+    have = {rule.port for rule in ec2_ingress_rules(region=region, group_id=group_id, owner=owner)
+            if rule.cidr == cidr}
+    opened = []
+    for port in sorted(set(ports) - have):
+        try:
+            _call(region, "authorize_security_group_ingress", GroupId=group_id,
+                  IpPermissions=[_permission(port, cidr, f"labmanager console {owner}")],
+                  TagSpecifications=[{"ResourceType": "security-group-rule",
+                                      "Tags": [{"Key": INSTANCE_RULE_TAG, "Value": owner}]}])
+        except Ec2Unavailable as exc:
+            if exc.code != "InvalidPermission.Duplicate":
+                raise
+            continue
+        opened.append(port)
+    return opened
+
+
+def ec2_ingress_close(*, region: str, group_id: str, owner: str) -> list[int]:
+    """Revoke every ingress rule of `group_id` tagged as `owner`'s. A rule or group already gone is fine.
+    Returns the ports whose rules were revoked."""
+    try:
+        rules = ec2_ingress_rules(region=region, group_id=group_id, owner=owner)
+    except Ec2Unavailable as exc:
+        if exc.code == "InvalidGroup.NotFound":
+            return []
+        raise
+    if not rules:
+        return []
+    try:
+        _call(region, "revoke_security_group_ingress", GroupId=group_id,
+              SecurityGroupRuleIds=[rule.rule_id for rule in rules])
+    except Ec2Unavailable as exc:
+        if exc.code not in ("InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound",
+                            "InvalidGroup.NotFound"):
+            raise
+    return sorted(rule.port for rule in rules)

@@ -322,7 +322,7 @@ def test_a_new_version_is_prefilled_and_created_beside_the_old_one(instructor_us
     ports = [{"name": "r1", "device_name": "r1", "console_type": "serial"}]
     topology = "lab:\n  title: ccna\nnodes:\n  - id: n0\n    label: r1\n    node_definition: iosv\n"  # has r1
     source = LabletDefinitionFactory(name="ccna", version="1.0.0", node_count=6, port_definitions=ports,
-                                     cml_lab_yaml=topology)
+                                     cml_lab_yaml=topology, direct_console_access=True)
     LabletDefinitionFactory(name="ccna", version="1.0.1")  # taken: the suggestion skips it
     client = browser(instructor_user)
     page = client.get(detail(source) + "new-version/").content.decode()
@@ -334,6 +334,7 @@ def test_a_new_version_is_prefilled_and_created_beside_the_old_one(instructor_us
     created = LabletDefinition.objects.get(name="ccna", version="1.0.2")
     assert response.status_code == 302 and response["Location"] == detail(created)
     assert created.port_definitions == ports and created.pk != source.pk
+    assert created.direct_console_access
     source.refresh_from_db()
     assert source.is_active and source.version == "1.0.0"
     assert client.post(detail(source) + "new-version/",

@@ -41,7 +41,8 @@ class LabletDefinitionSerializer(serializers.ModelSerializer):
         model = LabletDefinition
         fields = [
             "id", "name", "version", "description", "cml_lab_yaml", "content_hash", "resource_requirements",
-            "lifecycle", "port_definitions", "is_active", "trusted", "reference_lab_id", "reference_worker_id",
+            "lifecycle", "port_definitions", "is_active", "trusted", "direct_console_access", "reference_lab_id",
+            "reference_worker_id",
             "synced_at", "owner", "created_at", "updated_at",
         ]
         read_only_fields = fields
@@ -71,6 +72,13 @@ class LabletDefinitionWriteSerializer(serializers.Serializer):
                   "connectors, which bridge the lab into the worker's networks. A change of the topology by "
                   "anyone but an admin clears it.")
 
+    direct_console_access = serializers.BooleanField(
+        required=False,
+        help_text="Students may reach their instances' console ports directly: while an instance with a "
+                  "student_cidr runs, its allocated ports are opened to that range in the worker's EC2 security "
+                  "group (removed at teardown). Default false: consoles only through LabManager. Changed by "
+                  "whoever may change the definition (its owner, admins).")
+
     def validate_cml_lab_yaml(self, value):
         # The syntax only, reported with the other field errors; the service checks the topology policy.
         try:
@@ -95,7 +103,8 @@ class LabletInstanceSerializer(serializers.ModelSerializer):
             "timeslot_start", "timeslot_end", "reservation_id", "worker_id", "cml_lab_id", "priority",
             "scheduled_at", "instantiating_at", "running_at", "collecting_at", "grading_at", "stopping_at",
             "stopped_at", "archived_at", "terminated_at", "artifacts", "grading_result", "termination_reason",
-            "lifecycle_step", "console", "archive_key", "last_error", "created_at", "updated_at",
+            "lifecycle_step", "console", "student_cidr", "console_access", "archive_key", "last_error",
+            "created_at", "updated_at",
         ]
         read_only_fields = fields
 
@@ -127,7 +136,8 @@ class LabletInstanceSerializer(serializers.ModelSerializer):
             data[stamp] = row[f"iso_{stamp}"]
         data["artifacts"] = row["artifacts"]
         data["grading_result"] = row["grading_result"]
-        for name in ("termination_reason", "lifecycle_step", "console", "archive_key", "last_error"):
+        for name in ("termination_reason", "lifecycle_step", "console", "student_cidr", "console_access",
+                     "archive_key", "last_error"):
             data[name] = row[name]
         data["created_at"] = row["iso_created_at"]
         data["updated_at"] = row["iso_updated_at"]
@@ -141,6 +151,10 @@ class LabletInstanceCreateSerializer(serializers.Serializer):
     timeslot_end = serializers.DateTimeField(required=False, help_text="Default: start + the definition's default duration.")
     reservation_id = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
     priority = serializers.IntegerField(min_value=1, max_value=10, required=False, default=5)
+    student_cidr = serializers.CharField(
+        max_length=50, required=False, allow_blank=True, default="",
+        help_text="The student's address range (IPv4/IPv6 CIDR, a bare address is a /32 or /128); 422 for "
+                  "anything else and for /0. Used only when the definition has direct_console_access.")
     reserve = serializers.BooleanField(
         required=False, default=True,
         help_text="When no worker has room for the whole timeslot: true keeps the instance PENDING as a "

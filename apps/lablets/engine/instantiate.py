@@ -23,6 +23,7 @@ from django.db import transaction
 from apps.lablets.models import InstanceStatus as S
 from apps.lablets.models import LabletInstance
 from apps.lablets.patty import topology_with_console_tags
+from apps.lablets.services.console_access import console_access_open
 from apps.lablets.services.instances import lablet_instance_transition
 from apps.lablets.services.ports import console_ports_allocate
 from apps.lablets.services.steps import (
@@ -156,6 +157,7 @@ def _finish(step: Claim, ports: list[dict], nodes: list[cml.CmlNode]) -> str:
         log.info("lifecycle: %s did not become running: %s", instance.public_id, exc)
         step.drop()
         return "stale"
+    console_access_open(instance_pk=step.pk, actor=step.actor)  # after the commit: EC2 is network I/O
     return "running"
 
 

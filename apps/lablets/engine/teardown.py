@@ -26,6 +26,7 @@ from apps.lablets import s3_archive as archive
 from apps.lablets.lifecycle import TEARDOWN
 from apps.lablets.models import InstanceStatus as S
 from apps.lablets.models import LabletInstance
+from apps.lablets.services.console_access import console_access_close
 from apps.lablets.services.instances import lablet_instance_transition
 from apps.lablets.services.ports import console_ports_release
 from apps.lablets.services.steps import (
@@ -91,7 +92,8 @@ def _transition(step: Claim, to: str, reason: str, *, next_step: str,
 
 
 def _stop(step: Claim) -> str:
-    creds = _creds(step.instance)
+    console_access_close(instance_pk=step.pk, actor=step.actor)  # students' direct access goes first (no retry
+    creds = _creds(step.instance)                                 # here: the tick's reconcile tries again)
     lab_id = _lab_id(step, creds)
     reason = "no lab to stop"
     if lab_id and creds:

@@ -26,6 +26,7 @@ from django.utils import timezone
 from apps.lablets.lifecycle import TEARDOWN
 from apps.lablets.models import InstanceStatus as S
 from apps.lablets.models import LabletInstance
+from apps.lablets.services.console_access import console_access_reconcile
 from apps.lablets.services.scheduling import scheduler_tick
 from apps.lablets.services.steps import lablet_instance_record_expiring
 from apps.workers.models import WorkerStatus
@@ -140,6 +141,13 @@ def lifecycle_tick(*, now: datetime | None = None, actor: str = "system") -> dic
                                              cml_lab_removed_at__isnull=True)
     for pk in _pks(cleanups):
         run("cleanup", lambda pk: teardown.cleanup(pk, now=now, actor=actor), pk)
+
+    try:  # students' direct console access: rules of instances no longer running go, missing ones come
+        for key, count in console_access_reconcile(actor=actor, batch=_batch()).items():
+            report[key] += count
+    except Exception:  # noqa: BLE001 - EC2 trouble must not stop the lifecycle
+        log.exception("lifecycle: the console access reconcile failed")
+        report["errors"] += 1
 
     if freed:
         schedule_pending(actor)

@@ -9,6 +9,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record_many
 from apps.lablets.lifecycle import EXTENDABLE, STAMP_FIELD, TRANSITIONS
 from apps.lablets.models import InstanceStatus, LabletDefinition, LabletInstance
+from apps.lablets.services.console_access import student_cidr_clean
 from apps.lablets.services.journal import instance_audit, instance_audit_entry
 from apps.lablets.services.lease import lease_progress
 from apps.core.errors import Conflict, InvalidTransition, ValidationFailed
@@ -127,6 +128,7 @@ def lablet_instance_create(
     priority: int = 5,
     reserve: bool = True,
     place: bool = True,
+    student_cidr: str = "",
 ) -> LabletInstance:
     """Book a lab for `owner_id` and place it at once (admission at booking time).
 
@@ -138,6 +140,7 @@ def lablet_instance_create(
     from apps.lablets.services.scheduling import (
         advisory_lock, check_owner_overlap, check_quotas, lablet_instance_place, no_room_summary)
 
+    student_cidr = student_cidr_clean(student_cidr)  # 422 before anything is booked
     definition = _definition_for_create(definition_id)
     if timeslot_end is None:
         timeslot_end = timeslot_start + timedelta(minutes=definition.default_duration_minutes)
@@ -157,6 +160,7 @@ def lablet_instance_create(
             timeslot_start=timeslot_start,
             timeslot_end=timeslot_end,
             reservation_id=reservation_id,
+            student_cidr=student_cidr,
             priority=priority,
             cpu_cores=definition.cpu_cores,
             memory_gb=definition.memory_gb,
@@ -176,6 +180,7 @@ def lablet_instance_create(
                     "timeslot_end": timeslot_end.isoformat(),
                     "priority": priority,
                     "reservation_id": reservation_id,
+                    "student_cidr": student_cidr,
                 }
             },
         )

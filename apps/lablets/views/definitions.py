@@ -171,14 +171,17 @@ def next_version(definition: LabletDefinition) -> str:
 @FORM_METHODS
 @page(DEFINITION_FORMS)
 def definition_new_version(request, public_id):
-    """A new definition prefilled from this one (its port definitions copied); this one stays as it is."""
+    """A new definition prefilled from this one (its port definitions and direct console access copied); this one
+    stays as it is."""
     source = _definition(public_id)
     may_trust = has_role(request.user, ADMIN)
     save = partial(services.lablet_definition_create, actor=request.user.get_username(), user=request.user,
                    may_trust=may_trust)
     form = _bound(request, DefinitionForm.initial_from(source, version=next_version(source)))
     trusted = source.trusted and may_trust  # an admin's new version of a trusted definition stays trusted
-    return _editor(request, form, save, extra_data={"port_definitions": source.port_definitions, "trusted": trusted},
+    extra = {"port_definitions": source.port_definitions, "trusted": trusted,
+             "direct_console_access": source.direct_console_access}  # the owner's choice, like the ports
+    return _editor(request, form, save, extra_data=extra,
                    done="Created", heading=f"New version of {source.name}", source=source, trusted=trusted)
 
 

@@ -222,6 +222,11 @@ PERSONAL_LICENSE_MAX_LIVE_INSTANCES = env.int("PERSONAL_LICENSE_MAX_LIVE_INSTANC
 # Console ports handed out per worker to running labs, inclusive range.
 CONSOLE_PORT_MIN = env.int("CONSOLE_PORT_MIN", default=9000)
 CONSOLE_PORT_MAX = env.int("CONSOLE_PORT_MAX", default=9999)
+# Browser consoles (docs/consoles.md): closed after this many seconds without a keystroke; at most this many
+# open per instance and per ASGI process (a further one is refused with close code 4429 / 4503).
+CONSOLE_IDLE_SECONDS = env.float("CONSOLE_IDLE_SECONDS", default=900)
+CONSOLE_MAX_PER_INSTANCE = env.int("CONSOLE_MAX_PER_INSTANCE", default=8)
+CONSOLE_MAX_PER_PROCESS = env.int("CONSOLE_MAX_PER_PROCESS", default=500)
 BULK_MAX_OWNERS = env.int("BULK_MAX_OWNERS", default=500)
 # Quotas; 0 means no limit.
 QUOTA_INSTRUCTOR_MAX_LIVE = env.int("QUOTA_INSTRUCTOR_MAX_LIVE", default=0)

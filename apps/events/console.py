@@ -38,8 +38,6 @@ from apps.events.consumers import PROTOCOL, header_credential, subprotocol_crede
 from apps.events.hub import Subscription
 from apps.identity.recheck import websocket_session_recheck
 
-CONSOLE_STATES = frozenset({"running", "collecting", "grading"})  # a lab is up on CML
-CONSOLE_TYPES = frozenset({"serial", "telnet"})  # VNC may follow (docs/consoles.md)
 CLOSE_NOT_FOUND, CLOSE_IDLE, CLOSE_TORN_DOWN = 4404, 4408, 4410
 CLOSE_INSTANCE_LIMIT, CLOSE_UNREACHABLE, CLOSE_PROCESS_LIMIT = 4429, 4502, 4503
 CONNECT_TIMEOUT = 5.0
@@ -100,14 +98,11 @@ def console_principal(scope, instance_id: str) -> tuple[bool, str]:
 def console_target(instance_id: str, name: str) -> Target | None:
     """The console entry `name` of a running instance whose port the instance still holds, else None."""
     from apps.lablets.models import LabletInstance
+    from apps.lablets.selectors import lablet_instance_browser_consoles
 
     instance = LabletInstance.objects.filter(public_id=instance_id).only("pk", "status", "console").first()
-    if instance is None or instance.status not in CONSOLE_STATES:
-        return None
-    held = set(instance.console_ports.values_list("name", "port"))
-    for entry in instance.console or []:
-        if (entry.get("name") == name and entry.get("console_type") in CONSOLE_TYPES and entry.get("host")
-                and (name, entry.get("port")) in held):
+    for entry in lablet_instance_browser_consoles(instance=instance) if instance is not None else ():
+        if entry["name"] == name:
             return Target(instance_id, name, str(entry["host"]), int(entry["port"]), entry["console_type"])
     return None
 

@@ -4,7 +4,8 @@ simulator's PATty listeners do the same for a running lab's nodes).
 It opens with a telnet negotiation (`IAC WILL ECHO`, `IAC WILL SGA`, as a telnet server does), a banner and
 the prompt `<label>>`; then, per line received, it echoes the line, answers `show version` and `enable`
 (prompt `<label>#`), and prints the prompt. It records the telnet answers it got (`answers`) and how many
-connections are open (`open`). Runs its own event loop in a thread; `stop()` closes every connection.
+connections are open (`open`). `count` ports serve the same console (`ports`). Runs its own event loop in a
+thread; `stop()` closes every connection. `python -m simulators.console_device COUNT` runs one on its own.
 """
 
 import asyncio
@@ -14,26 +15,31 @@ IAC, WILL, ECHO, SGA = 255, 251, 1, 3
 
 
 class ConsoleDevice:
-    def __init__(self, label: str = "router1", host: str = "127.0.0.1"):
-        self.label, self.host = label, host
-        self.port = 0
+    def __init__(self, label: str = "router1", host: str = "127.0.0.1", *, count: int = 1):
+        self.label, self.host, self.count = label, host, count
+        self.port = 0  # the first of `ports`: each serves the same console
+        self.ports: list[int] = []
+        self.servers: list = []
         self.open = 0
         self.answers = bytearray()
         self.loop = asyncio.new_event_loop()
-        self.server = None
         self.writers: set = set()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name=f"device-{label}")
 
     def start(self) -> "ConsoleDevice":
         self.thread.start()
-        self.server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._serve, self.host, 0), self.loop).result(10)
-        self.port = self.server.sockets[0].getsockname()[1]
+        for _ in range(self.count):
+            server = asyncio.run_coroutine_threadsafe(
+                asyncio.start_server(self._serve, self.host, 0), self.loop).result(10)
+            self.servers.append(server)
+            self.ports.append(server.sockets[0].getsockname()[1])
+        self.port = self.ports[0]
         return self
 
     def stop(self) -> None:
         async def close():
-            self.server.close()
+            for server in self.servers:
+                server.close()
             for writer in list(self.writers):
                 writer.close()
         asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
@@ -72,3 +78,12 @@ class ConsoleDevice:
             self.writers.discard(writer)
             self.open -= 1
             writer.close()
+
+
+if __name__ == "__main__":  # bench/consoles.py: `python -m simulators.console_device COUNT` prints the ports
+    import sys
+
+    device = ConsoleDevice("router1", count=int(sys.argv[1]) if len(sys.argv) > 1 else 1).start()
+    print(" ".join(map(str, device.ports)), flush=True)
+    sys.stdin.read()  # until the parent closes our stdin (or kills us)
+    device.stop()

@@ -55,6 +55,7 @@ bench: setup
 	$(PY) -m bench.lab_wait
 	$(PY) -m bench.soak --minutes $(SOAK_MINUTES)  # PostgreSQL + Redis only; docs/performance.md
 	$(PY) -m bench.dashboard
+	$(PY) -m bench.consoles  # 200 browser consoles on one daphne; docs/performance.md
 
 schema: setup
 	$(PY) manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml

@@ -116,7 +116,7 @@ async def measure(urls, key, rate, seconds, timeout, server_pid):
         await asyncio.wait(tasks, timeout=seconds + timeout)
     for task in tasks:
         task.cancel()
-    return ready[0], latencies, errors, cpu.servers
+    return ready[0], latencies, errors, cpu
 
 
 def main() -> int:
@@ -159,14 +159,15 @@ def main() -> int:
             raise Failure(f"bin/serve asgi did not start (see {log})")
         urls = [f"ws://{HOST}:{port}/ws/lablet-instances/{ids[n // PER_INSTANCE]}/consoles/console_{n % PER_INSTANCE + 1}"
                 for n in range(args.consoles)]
-        ready, latencies, errors, server_cpu = asyncio.run(
+        ready, latencies, errors, cpu = asyncio.run(
             measure(urls, key, args.rate, args.seconds, args.timeout, server.pid))
         ms = [value * 1000 for value in latencies]
         p50, p99 = percentile(ms, 50), percentile(ms, 99)
         print(f"  consoles open: {ready} of {args.consoles}; round trips: {len(ms)} "
               f"({len(ms) / max(args.seconds, 1):.0f}/s), errors or lost lines: {len(errors)}"
               + (f" (first: {errors[0][:120]})" if errors else ""))
-        print(f"  daphne used {sum(server_cpu):.1f} s of CPU ({sum(server_cpu) / max(len(ms), 1) * 1e6:.0f} µs a round trip)")
+        print(f"  CPU: daphne {cpu.server:.1f} s ({cpu.server / max(len(ms), 1) * 1e6:.0f} µs a round trip), "
+              f"this client {cpu.client:.1f} s, in {args.seconds:g} s on {os.cpu_count()} shared CPUs")
         print(f"  keystroke round trip: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(ms, default=0):.0f} ms "
               f"(goal p99 < 100 ms: {'met' if p99 < 100 and ready == args.consoles and not errors else 'NOT met'}); "
               f"load average now {os.getloadavg()[0]:.1f}")

@@ -26,7 +26,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import connection, transaction
@@ -115,14 +116,14 @@ def _journal(*, event_type: str, actor: str, target: Target, metadata: dict) -> 
 
 
 def _in_thread(function):
-    """A synchronous database call in a thread, its connection closed there (a console lasts for hours)."""
-    @database_sync_to_async
+    """A synchronous database call in a thread of the pool (not the one thread-sensitive thread: hundreds of
+    consoles opening at once must not queue behind each other), its connection closed there."""
     def call(*args, **kwargs):
         try:
             return function(*args, **kwargs)
         finally:
             connection.close()
-    return call
+    return sync_to_async(call, thread_sensitive=False)
 
 
 principal = _in_thread(console_principal)
@@ -135,6 +136,9 @@ WATCHER = Viewer(user_pk=0, username="", privileged=True, as_of=sys.maxsize)
 
 
 class ConsoleConsumer(AsyncWebsocketConsumer):
+    # No channel layer: a console takes no group messages (teardown comes through the hub), so no per-socket
+    # channel and no receive loop on Redis (an alias that is not configured gives None).
+    channel_layer_alias = "console-none"
     target: Target | None = None
     actor = ""
     counted = False
@@ -143,6 +147,15 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     reader = writer = None
     tasks: list
     closing = False
+
+    async def dispatch(self, message):
+        """Channels' dispatch without its `aclose_old_connections()` per message (a hop to the thread-sensitive
+        thread for every keystroke): this consumer's database calls run in _in_thread and close their own
+        connection."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self):
         self.tasks = []

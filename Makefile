@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PY) -m pip install --quiet -e clients/python
 	touch $(STAMP)
 
-# The dashboard's browser libraries (Chart.js): npm ci from package-lock.json, copied into static/vendor/.
-VENDOR := static/vendor/chart.umd.min.js
+# The dashboard's browser libraries (Chart.js, xterm.js): npm ci from package-lock.json, copied into static/vendor/.
+VENDOR := static/vendor/chart.umd.min.js static/vendor/xterm.js
 $(VENDOR): package.json package-lock.json bin/vendor-static.sh
 	bin/vendor-static.sh
 	touch $(VENDOR)
@@ -55,6 +55,7 @@ bench: setup
 	$(PY) -m bench.lab_wait
 	$(PY) -m bench.soak --minutes $(SOAK_MINUTES)  # PostgreSQL + Redis only; docs/performance.md
 	$(PY) -m bench.dashboard
+	$(PY) -m bench.consoles  # 200 browser consoles on one daphne; docs/performance.md
 
 schema: setup
 	$(PY) manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml

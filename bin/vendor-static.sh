@@ -19,6 +19,11 @@ npm ci --no-audit --no-fund --loglevel=error
 FILES=(
   chart.js/dist/chart.umd.min.js
   chart.js/dist/chart.umd.min.js.map
+  @xterm/xterm/lib/xterm.js
+  @xterm/xterm/lib/xterm.js.map
+  @xterm/xterm/css/xterm.css
+  @xterm/addon-fit/lib/addon-fit.js
+  @xterm/addon-fit/lib/addon-fit.js.map
 )
 mkdir -p static/vendor
 for file in "${FILES[@]}"; do

@@ -227,6 +227,11 @@ CONSOLE_PORT_MAX = env.int("CONSOLE_PORT_MAX", default=9999)
 CONSOLE_HOST = env.str("CONSOLE_HOST", default="")
 # Direct console access (docs/workers.md#direct-console-access): a student's range may be /0 (everyone) only when on.
 DIRECT_CONSOLE_ALLOW_ANY_ADDRESS = env.bool("DIRECT_CONSOLE_ALLOW_ANY_ADDRESS", default=False)
+# Browser consoles (docs/consoles.md): closed after this many seconds without a keystroke; at most this many
+# open per instance and per ASGI process (a further one is refused with close code 4429 / 4503).
+CONSOLE_IDLE_SECONDS = env.float("CONSOLE_IDLE_SECONDS", default=900)
+CONSOLE_MAX_PER_INSTANCE = env.int("CONSOLE_MAX_PER_INSTANCE", default=8)
+CONSOLE_MAX_PER_PROCESS = env.int("CONSOLE_MAX_PER_PROCESS", default=500)
 BULK_MAX_OWNERS = env.int("BULK_MAX_OWNERS", default=500)
 # Student links (docs/api.md#student-links): default expiry = the timeslot end + this grace; the page's
 # requests per client address; `student_link.used` journalled at most once per link per this many minutes;

@@ -25,6 +25,8 @@ EXTENDABLE = frozenset({S.PENDING, S.SCHEDULED, S.INSTANTIATING, S.RUNNING, S.CO
 TERMINAL = frozenset({S.TERMINATED})
 # States in which a CML lab may exist and the engine owns the next step (docs/lifecycle.md, the engine).
 TEARDOWN = frozenset({S.STOPPING, S.STOPPED, S.ARCHIVED})
+# States in which the lab is up on CML and its console ports lead to the devices (browser consoles).
+CONSOLE_OPEN = frozenset({S.RUNNING, S.COLLECTING, S.GRADING})
 # States that end with the teardown path when the instance is terminated or its slot ends.
 WITH_LAB = frozenset({S.INSTANTIATING, S.RUNNING, S.COLLECTING, S.GRADING})
 

@@ -3,10 +3,27 @@
 from django.db import models
 from django.db.models import Count, QuerySet, Sum
 
-from apps.lablets.lifecycle import LIVE
+from apps.lablets.lifecycle import CONSOLE_OPEN, LIVE
 from apps.lablets.models import LabletDefinition, LabletInstance
 from apps.api.permissions import privileged
 from apps.core.sqltime import IsoDateTime
+
+
+# Console types a browser console serves (a byte stream, telnet negotiation answered); VNC may follow.
+BROWSER_CONSOLE_TYPES = frozenset({"serial", "telnet"})
+
+
+def lablet_instance_browser_consoles(*, instance: LabletInstance, held: set[tuple[str, int]] | None = None) -> list[dict]:
+    """The instance's console entries a browser console may open: its lab is up (CONSOLE_OPEN), the entry is a
+    serial/telnet one with a host and port, and the instance holds that port (`held`: its (name, port) console
+    port rows, read when not given)."""
+    if instance.status not in CONSOLE_OPEN or not instance.console:
+        return []
+    if held is None:
+        held = set(instance.console_ports.values_list("name", "port"))
+    return [entry for entry in instance.console
+            if entry.get("console_type") in BROWSER_CONSOLE_TYPES and entry.get("host") and entry.get("name")
+            and (entry["name"], entry.get("port")) in held]
 
 
 def lablet_definition_list(*, filters: dict | None = None) -> QuerySet[LabletDefinition]:

@@ -60,6 +60,7 @@ def _detail(request, instance, *, extend_form=None, error=None, status=200):
         "history": history.order_by("timestamp", "pk"),
         "extend_form": extend_form or ExtendForm(),
         "can_act": allows(LABLET_INSTANCES, user=request.user, method="POST"),
+        "browser_consoles": selectors.lablet_instance_browser_consoles(instance=instance),
         "error": error,
     }, status=status)
 

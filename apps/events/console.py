@@ -8,7 +8,7 @@ sends no close reason).
 
 Who may open it: `console_principal(scope, instance_id)`. The handshake is refused (403) for a principal who may
 not see the instance (and by AllowedHostsOriginValidator for an Origin that is not this site). After the
-handshake: 4404 (no such running console), 4408 (idle for CONSOLE_IDLE_SECONDS), 4410 (the instance was torn
+handshake: 4403 (a student's link was revoked or rotated), 4404 (no such running console), 4408 (idle for CONSOLE_IDLE_SECONDS), 4410 (the instance was torn
 down), 4429 (CONSOLE_MAX_PER_INSTANCE consoles of this instance are open), 4502 (the device port did not
 answer), 4503 (CONSOLE_MAX_PER_PROCESS consoles are open in this process). A device that closes its end closes
 the socket with 1000.
@@ -41,6 +41,7 @@ from apps.identity.recheck import websocket_session_recheck
 
 CLOSE_NOT_FOUND, CLOSE_IDLE, CLOSE_TORN_DOWN = 4404, 4408, 4410
 CLOSE_INSTANCE_LIMIT, CLOSE_UNREACHABLE, CLOSE_PROCESS_LIMIT = 4429, 4502, 4503
+CLOSE_LINK_ENDED = 4403
 CONNECT_TIMEOUT = 5.0
 READ_SIZE = 4096
 
@@ -58,11 +59,44 @@ class Target:
     console_type: str
 
 
+def student_address(scope) -> str:
+    """The socket's client address, as ClientAddressMiddleware gives requests theirs (X-Forwarded-For from
+    TRUSTED_PROXIES only): the student page's rate-limit bucket and the journal use the same address."""
+    from apps.core.middleware import _networks, client_address
+
+    peer = (scope.get("client") or ("",))[0] or ""
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
+    return client_address(peer, headers.get("x-forwarded-for"), _networks(settings.TRUSTED_PROXIES)) or "unknown"
+
+
 def student_link_principal(scope, instance_id: str) -> str | None:
-    """The student-link hook (issue 21, the student-link lane): the actor (`student-link:<token prefix>`) when
-    the socket carries a valid, unrevoked student token for `instance_id` (e.g. `?student_token=` or the
-    student page's session), else None. Synchronous. Not wired yet: no student may open a console."""
-    return None
+    """The actor (`student-link:<token prefix>`) when the socket offers a student token (subprotocol
+    `labmanager.bearer.sl_...`, never the URL) whose link is active (not revoked, expired or ended) and opens
+    `instance_id`, else None. Counted in the student page's per-address bucket (STUDENT_LINK_RATE_LIMIT): over
+    it, None. A use of the link (student_link_record_use). Synchronous."""
+    from apps.api.buckets import Bucket, take
+    from apps.lablets.services.student_links import (ACTIVE, TOKEN_PREFIX, student_link_actor,
+                                                     student_link_record_use, student_link_resolve)
+
+    token = subprotocol_credential(scope)
+    if not token or not token.startswith(TOKEN_PREFIX):
+        return None
+    address = student_address(scope)
+    if not take(f"student:{address}", Bucket.from_settings(settings.STUDENT_LINK_RATE_LIMIT)).allowed:
+        return None
+    found = student_link_resolve(token)
+    if found is None or found.state != ACTIVE or found.instance.public_id != instance_id:
+        return None
+    student_link_record_use(link=found.link, address=address)
+    return student_link_actor(found.link)
+
+
+def student_link_still_opens(scope, instance_id: str) -> bool:
+    """The socket's student token still opens `instance_id` (re-checked when the link changes)."""
+    from apps.lablets.services.student_links import student_link_instance
+
+    instance = student_link_instance(subprotocol_credential(scope) or "")
+    return instance is not None and instance.public_id == instance_id
 
 
 def console_principal(scope, instance_id: str) -> tuple[bool, str]:
@@ -71,12 +105,18 @@ def console_principal(scope, instance_id: str) -> tuple[bool, str]:
     The same rule as the API's and the dashboard's instances (selectors.lablet_instance_visible_to): admins and
     operators, and the instructor who created it; the credential is the session cookie (the dashboard), or an
     API key / access token as for /ws/events (subprotocol `labmanager.bearer.<key>` or the handshake's
-    headers). Then a student link (student_link_principal)."""
+    headers). A student token (`sl_`, in the subprotocol) opens its own instance's consoles only
+    (student_link_principal)."""
     from apps.api.permissions import LABLET_INSTANCES, allows
     from apps.lablets.selectors import lablet_instance_visible_to
 
+    from apps.lablets.services.student_links import TOKEN_PREFIX
+
     user, actor = None, ""
     key = subprotocol_credential(scope) or header_credential(scope)
+    if key and key.startswith(TOKEN_PREFIX):  # a student token is no API key: only the student link rule
+        student = student_link_principal(scope, instance_id)
+        return (True, student) if student else (False, "anonymous")
     try:
         if key:
             user = user_from_api_key(key)
@@ -90,9 +130,6 @@ def console_principal(scope, instance_id: str) -> tuple[bool, str]:
     if user is not None and user.is_authenticated and allows(LABLET_INSTANCES, user=user):
         if lablet_instance_visible_to(user=user).filter(public_id=instance_id).exists():
             return True, actor
-    student = student_link_principal(scope, instance_id)
-    if student:
-        return True, student
     return False, actor or "anonymous"
 
 
@@ -127,6 +164,7 @@ def _in_thread(function):
 
 
 principal = _in_thread(console_principal)
+student_still_opens = _in_thread(student_link_still_opens)
 target_of = _in_thread(console_target)
 journal = _in_thread(_journal)
 
@@ -251,10 +289,17 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(left)
 
     async def _watch(self):
-        """Close at the instance's teardown: its lifecycle events (any process) come through the hub."""
+        """Close at the instance's teardown: its lifecycle events (any process) come through the hub. A student's
+        console also closes (4403) when its link is revoked or rotated (`student_link.*` events)."""
+        student = self.actor.startswith("student-link:")
         subscription = Subscription(viewer=WATCHER, filters=Filters.parse(instance_ids=[self.target.instance_id]))
         async with contextlib.aclosing(subscription.batches()) as batches:
             async for batch in batches:
+                if student and any(event.event_type.startswith("student_link.") for event in batch):
+                    if not await student_still_opens(self.scope, self.target.instance_id):
+                        await self._refuse(CLOSE_LINK_ENDED, "Your link to this lab is no longer valid.",
+                                           kind="closed")
+                        return
                 if not any(event.event_type.startswith("lablet_instance.") for event in batch):
                     continue
                 if await target_of(self.target.instance_id, self.target.name) != self.target:

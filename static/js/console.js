@@ -2,6 +2,8 @@
 // opens an xterm.js terminal connected over a WebSocket to /ws/lablet-instances/<id>/consoles/<name>, which
 // LabManager proxies to the device's console port. Binary frames are the device's bytes; text frames are
 // control messages ({"type": "error"|"closed", "detail"}) shown in the terminal before the socket closes.
+// Authentication: the dashboard's session cookie; inside [data-console-bearer="<token>"] (the student page) the
+// token goes as the subprotocol labmanager.bearer.<token>, offered with labmanager.v1 (never in the URL).
 (function () {
   "use strict";
 
@@ -16,7 +18,10 @@
     term.open(screen);
     fit.fit();
     var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    var socket = new WebSocket(scheme + window.location.host + box.getAttribute("data-console"));
+    var holder = box.closest("[data-console-bearer]");
+    var bearer = holder ? holder.getAttribute("data-console-bearer") : "";
+    var url = scheme + window.location.host + box.getAttribute("data-console");
+    var socket = bearer ? new WebSocket(url, ["labmanager.v1", "labmanager.bearer." + bearer]) : new WebSocket(url);
     socket.binaryType = "arraybuffer";
     button.disabled = true;
     status.textContent = "connecting";

@@ -1,6 +1,6 @@
 // The student page (/s/<token>): a live countdown to the timeslot end, and the lab's status polled every
 // 10 s from /s/<token>/instances/<id> (no account, so no event stream). A 404/410 reloads the page, which
-// then says the link is no longer valid.
+// then says the link is no longer valid. The consoles are static/js/console.js's (the token as the subprotocol).
 (function () {
   "use strict";
   var main = document.querySelector("[data-student-poll]");
@@ -32,6 +32,13 @@
     }
     end = Date.parse(state.timeslot_end);
     tick();
+    // The consoles the page can open changed (the lab came up, or went down): reload to show them, unless a
+    // console is open (it closes by itself at teardown).
+    var consoles = main.querySelector("[data-console-names]");
+    var names = (state.consoles || []).filter(function (c) { return c.browser; })
+      .map(function (c) { return c.name + " "; }).join("");
+    var open = Array.prototype.some.call(main.querySelectorAll("[data-console]"), function (box) { return box._console; });
+    if (consoles && consoles.getAttribute("data-console-names") !== names && !open) window.location.reload();
   }
 
   var polls = 0;

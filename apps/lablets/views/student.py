@@ -10,6 +10,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.lablets.selectors import lablet_instance_browser_consoles
 from apps.lablets.services.student_links import (
     ACTIVE,
     student_link_expires_at,
@@ -40,21 +41,35 @@ def _open(request, token):
     return found, None
 
 
-def _devices(instance) -> list[str]:
+def _devices(instance) -> list[dict]:
+    """The lab's devices: the topology's nodes (label, node definition), then any device a console entry or
+    port definition names that the topology does not list; each with the names of its console entries."""
     from apps.workers.cml.topology_policy import topology_parse
 
     try:
-        topology = topology_parse(instance.definition.cml_lab_yaml)
-    except Exception:  # a definition that no longer parses shows no device list, not an error page
-        return []
-    nodes = topology.get("nodes") if isinstance(topology, dict) else None
-    return [str(node.get("label")) for node in nodes or [] if isinstance(node, dict) and node.get("label")]
+        nodes = topology_parse(instance.definition.cml_lab_yaml).get("nodes")
+    except Exception:  # a definition that no longer parses lists the devices its consoles name
+        nodes = None
+    devices: dict[str, dict] = {}
+    for node in nodes if isinstance(nodes, list) else []:
+        if isinstance(node, dict) and node.get("label"):
+            devices.setdefault(str(node["label"]), {"label": str(node["label"]),
+                                                    "kind": str(node.get("node_definition") or ""), "consoles": []})
+    for entry in [*(instance.console or []), *(instance.definition.port_definitions or [])]:
+        label = entry.get("device_name") if isinstance(entry, dict) else None
+        if not label:
+            continue
+        device = devices.setdefault(str(label), {"label": str(label), "kind": "", "consoles": []})
+        if entry.get("name") and entry["name"] not in device["consoles"]:
+            device["consoles"].append(entry["name"])
+    return list(devices.values())
 
 
 def _state(found) -> dict:
     instance = found.instance
     booting = instance.nodes_booting
     now = timezone.now()
+    browser = {entry["name"] for entry in lablet_instance_browser_consoles(instance=instance)}
     return {
         "id": instance.public_id,
         "status": instance.status,
@@ -67,9 +82,11 @@ def _state(found) -> dict:
         "link_expires_at": student_link_expires_at(found.link).isoformat(),
         "may_extend": student_link_may_extend(instance),
         "devices": _devices(instance),
-        # Until browser consoles land (the console lane), where each console listens.
+        # Each console entry; `browser`: the page can open it (serial/telnet, the lab up, the port held), over
+        # /ws/lablet-instances/<id>/consoles/<name> with the token as the subprotocol labmanager.bearer.<token>.
         "consoles": [{"name": c.get("name"), "device_name": c.get("device_name"), "host": c.get("host"),
-                      "port": c.get("port"), "console_type": c.get("console_type")} for c in instance.console or []],
+                      "port": c.get("port"), "console_type": c.get("console_type"),
+                      "browser": c.get("name") in browser} for c in instance.console or []],
     }
 
 

@@ -36,7 +36,9 @@ def bearer(token: str) -> APIClient:
 
 
 def journal(event_type: str, username: str) -> list[dict]:
-    return list(AuditEvent.objects.filter(event_type=event_type, resource_id=username).order_by("sequence_num")
+    """In the order written: inside a test's transaction the rows are not sealed (no sequence_num), and
+    PostgreSQL sorts NULLs last where SQLite sorts them first."""
+    return list(AuditEvent.objects.filter(event_type=event_type, resource_id=username).order_by("pk")
                 .values_list("metadata", flat=True))
 
 

@@ -103,9 +103,10 @@ def test_too_much_disk_is_422_naming_the_rule(instructor_client, settings):
         cml_lab_yaml=nodes_yaml(2, data_volume=40, boot_disk_size=11)), format="json")
     negative = instructor_client.post(DEFINITIONS, definition_body(cml_lab_yaml=nodes_yaml(1, boot_disk_size=-5)),
                                       format="json")
-    fits = instructor_client.post(DEFINITIONS, definition_body(cml_lab_yaml=nodes_yaml(2, data_volume=40,
-                                                                                       boot_disk_size=10)),
-                                  format="json")
+    fits = instructor_client.post(DEFINITIONS, definition_body(
+        cml_lab_yaml=nodes_yaml(2, data_volume=40, boot_disk_size=10),
+        port_definitions=[{"name": "console_1", "device_name": "r0", "console_type": "serial"}]),  # a node of it
+        format="json")
 
     body = assert_refused(too_much, "max_disk_gb")
     assert "asks for 102 GiB of disk (data_volume + boot_disk_size); at most 100 are allowed (TOPOLOGY_MAX_DISK_GB)" \

@@ -65,6 +65,14 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple) 
     return str(address)
 
 
+def scope_client_address(scope) -> str:
+    """client_address for an ASGI scope (a WebSocket's handshake), as ClientAddressMiddleware gives requests
+    theirs: the socket peer, X-Forwarded-For only from TRUSTED_PROXIES; "unknown" when there is none."""
+    peer = (scope.get("client") or ("",))[0] or ""
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
+    return client_address(peer, headers.get("x-forwarded-for"), _networks(settings.TRUSTED_PROXIES)) or "unknown"
+
+
 class SyncAndAsyncMiddleware:
     """A middleware that takes the mode of what it wraps. Under ASGI a sync middleware runs in a thread
     and waits there for the rest of the request: an async view's long wait (POST /lab) would hold that

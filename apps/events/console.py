@@ -62,11 +62,9 @@ class Target:
 def student_address(scope) -> str:
     """The socket's client address, as ClientAddressMiddleware gives requests theirs (X-Forwarded-For from
     TRUSTED_PROXIES only): the student page's rate-limit bucket and the journal use the same address."""
-    from apps.core.middleware import _networks, client_address
+    from apps.core.middleware import scope_client_address
 
-    peer = (scope.get("client") or ("",))[0] or ""
-    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
-    return client_address(peer, headers.get("x-forwarded-for"), _networks(settings.TRUSTED_PROXIES)) or "unknown"
+    return scope_client_address(scope)
 
 
 def student_link_principal(scope, instance_id: str) -> str | None:

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "apps.workers",
     "apps.lablets",
     "apps.sessions",
+    "apps.fleet",
     "apps.events",
     "apps.dashboard",
 ]

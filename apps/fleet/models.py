@@ -1,0 +1,1 @@
+"""The fleet's own records (planner decisions are journal rows; see services)."""

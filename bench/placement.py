@@ -159,10 +159,10 @@ def print_query_plan(workers):
     from django.db import connection
     from django.utils import timezone
 
-    from apps.lablets.placement import live_bookings
+    from apps.lablets.placement import instance_booking_query
 
     start = timezone.now() + timedelta(days=2)
-    qs = live_bookings([w.pk for w in workers[:5]], start, start + timedelta(hours=2))
+    qs = instance_booking_query([w.pk for w in workers[:5]], start, start + timedelta(hours=2))
     sql, params = qs.query.sql_with_params()
     explain = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
     with connection.cursor() as cursor:

@@ -8,6 +8,8 @@ class LabletsConfig(AppConfig):
     def ready(self):
         from apps.lablets.selectors import lablet_instance_holdings
         from apps.lablets.services.scheduling import lablet_instances_unplace_worker
+        from apps.lablets.placement import instance_bookings
+        from apps.workers.ledger import worker_bookings
         from apps.workers.signals import worker_holdings, worker_withdrawn
 
         # A worker that can no longer host its scheduled instances: they are placed elsewhere.
@@ -17,3 +19,8 @@ class LabletsConfig(AppConfig):
         # What runs on a worker: its live instances.
         worker_holdings.connect(lambda sender, worker, **kwargs: lablet_instance_holdings(worker=worker),
                                 weak=False, dispatch_uid="lablets_holdings")
+        # The capacity ledger's lablet rows: live instances by slot.
+        worker_bookings.connect(
+            lambda sender, worker_ids, start, end, exclude, **kwargs: instance_bookings(
+                worker_ids, start, end, exclude_pk=exclude.get("instance")),
+            weak=False, dispatch_uid="lablets_bookings")

@@ -6,7 +6,10 @@ every dimension. Since the new need is constant over the slot, that is: for each
 the overlapping bookings inside the slot plus the need is at most the capacity (an interval sweep, not
 a count).
 
-`Planner` holds a set of workers and their live bookings in memory and answers "where would this go";
+What a worker holds comes from the capacity ledger (apps.workers.ledger): lablet instances by slot, session
+labs and warm labs (open-ended), so a lablet never lands on capacity a session or a warm lab holds.
+
+`Planner` holds a set of workers and their holdings in memory and answers "where would this go";
 `apps.lablets.services.scheduling` uses it for one instance (API create, under a worker row lock) and
 for a whole batch (the scheduler pass).
 """
@@ -22,20 +25,10 @@ from django.conf import settings
 
 from apps.lablets.lifecycle import LIVE
 from apps.lablets.models import LabletInstance
+from apps.workers.ledger import (DIMENSION_LABELS, DIMENSIONS, INSTANCE, UNLIMITED,  # noqa: F401 (re-exported)
+                                 UTILISATION_DIMENSIONS, Vector, bookings, capacity_of)
 from apps.workers.models import Worker, WorkerStatus
 
-# The dimensions of a need and of a capacity, in this order.
-DIMENSIONS = ("cpu_cores", "memory_gb", "storage_gb", "node_count", "port_count", "instances")
-DIMENSION_LABELS = {
-    "cpu_cores": "CPU cores",
-    "memory_gb": "memory (GB)",
-    "storage_gb": "storage (GB)",
-    "node_count": "nodes",
-    "port_count": "console ports",
-    "instances": "live instances (personal licence)",
-}
-UTILISATION_DIMENSIONS = 4  # cpu, memory, storage, nodes: what "utilisation" means in reports
-UNLIMITED = 1 << 40
 BOOKING_COLUMNS = ("worker_id", "timeslot_start", "timeslot_end", "cpu_cores", "memory_gb", "storage_gb",
                    "node_count", "port_count")
 BAD_LICENCES = frozenset({"expired", "out_of_compliance"})
@@ -43,9 +36,6 @@ BAD_LICENCES = frozenset({"expired", "out_of_compliance"})
 # Why a worker takes no placement (the `reason` of a rejection).
 FAILED, DRAINING, UNHEALTHY, STOPPED, LICENCE, CAPACITY, PORTS = (
     "failed", "draining", "unhealthy", "stopped", "licence", "capacity", "ports")
-
-
-Vector = tuple[int, ...]
 
 
 def need_of(row) -> Vector:
@@ -57,12 +47,6 @@ def need_of(row) -> Vector:
 def definition_need(definition) -> Vector:
     return (definition.cpu_cores, definition.memory_gb, definition.storage_gb, definition.node_count,
             len(definition.port_definitions or []), 1)
-
-
-def capacity_of(worker: Worker) -> Vector:
-    ports = max(0, settings.CONSOLE_PORT_MAX - settings.CONSOLE_PORT_MIN + 1)
-    instances = settings.PERSONAL_LICENSE_MAX_LIVE_INSTANCES if worker.license_tier == "personal" else UNLIMITED
-    return (worker.cpu_cores, worker.memory_gb, worker.storage_gb, worker.max_nodes, ports, instances)
 
 
 def status_rejection(worker: Worker) -> tuple[str, str] | None:
@@ -214,18 +198,26 @@ def candidate_workers() -> list[WorkerView]:
     return [WorkerView(*row) for row in rows]
 
 
-def live_bookings(worker_ids, start: datetime, end: datetime, *, exclude_pk=None):
-    """Live instances on these workers overlapping [start, end), as BOOKING_COLUMNS tuples.
+def live_bookings(worker_ids, start: datetime, end: datetime, *, exclude_pk=None) -> list[tuple]:
+    """Everything the ledger says these workers hold overlapping [start, end) (apps.workers.ledger: live lablet
+    instances, session labs, warm labs), leaving out the instance `exclude_pk` (the one being placed again)."""
+    return bookings(worker_ids, start, end, exclude={INSTANCE: exclude_pk} if exclude_pk is not None else None)
 
-    Served by the (worker, status, timeslot_start) index: a seek per worker and live status, a range on
-    the start; terminated history is never read.
-    """
-    qs = LabletInstance.objects.filter(
-        worker_id__in=list(worker_ids), status__in=LIVE, timeslot_start__lt=end, timeslot_end__gt=start
-    )
+
+def instance_booking_query(worker_ids, start: datetime, end: datetime, *, exclude_pk=None):
+    """Live instances on these workers (None: all) overlapping [start, end), as BOOKING_COLUMNS tuples.
+    Served by the (worker, status, timeslot_start) index: a seek per worker and live status, a range on the
+    start; terminated history is never read."""
+    qs = LabletInstance.objects.filter(status__in=LIVE, timeslot_start__lt=end, timeslot_end__gt=start)
+    qs = qs.filter(worker_id__isnull=False) if worker_ids is None else qs.filter(worker_id__in=list(worker_ids))
     if exclude_pk is not None:
         qs = qs.exclude(pk=exclude_pk)
     return qs.order_by().values_list(*BOOKING_COLUMNS)
+
+
+def instance_bookings(worker_ids, start: datetime, end: datetime, *, exclude_pk=None) -> list[tuple]:
+    """The ledger's lablet-instance rows (the `worker_bookings` receiver of apps.lablets)."""
+    return [(*row, INSTANCE) for row in instance_booking_query(worker_ids, start, end, exclude_pk=exclude_pk)]
 
 
 class Planner:
@@ -240,7 +232,7 @@ class Planner:
         self._heaps: dict[tuple, list] = {}
         self._dirty: dict[tuple, set[int]] = {}
         self._by_pk = {worker.pk: worker for worker in workers}
-        for worker_pk, start, end, *need in bookings:
+        for worker_pk, start, end, *need, _kind in bookings:
             if worker_pk in self.timelines:
                 self.timelines[worker_pk].add(start, end, (*need, 1))
 

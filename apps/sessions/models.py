@@ -163,6 +163,13 @@ class SessionLab(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_error = models.CharField(max_length=500, blank=True)
+    # What the lab holds on the worker while STARTING or RUNNING (its topology's nodes, CPUs, memory and disk,
+    # apps.workers.cml.topology_policy): its rows in the capacity ledger (apps.workers.ledger), open-ended.
+    cpu_cores = models.PositiveIntegerField(default=0, db_default=0)
+    memory_gb = models.PositiveIntegerField(default=0, db_default=0)
+    storage_gb = models.PositiveIntegerField(default=0, db_default=0)
+    node_count = models.PositiveIntegerField(default=0, db_default=0)
+    held_since = models.DateTimeField(null=True, blank=True, help_text="When the lab began to hold capacity.")
 
     class Meta:
         ordering = ["worker_id"]  # not "worker": that orders by the worker's own ordering, through a join

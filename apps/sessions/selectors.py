@@ -160,3 +160,20 @@ def session_lab_running(*, session: Session) -> SessionLab:
     if lab is None or lab.status != LabStatus.RUNNING:
         raise NotFound(NO_LAB)
     return lab
+
+
+def session_lab_bookings(worker_ids, start, end, *, exclude_pk=None) -> list[tuple]:
+    """The capacity ledger's session-lab rows (the `worker_bookings` receiver of apps.sessions): the labs
+    starting or running on these workers (None: all), held from `held_since` until they are torn down
+    (OPEN_END). `start`/`end` narrow nothing but the start: an open-ended holding overlaps every later window."""
+    from apps.workers.ledger import OPEN_END, SESSION_LAB
+
+    qs = SessionLab.objects.filter(status__in=(LabStatus.STARTING, LabStatus.RUNNING))
+    if worker_ids is not None:
+        qs = qs.filter(worker_id__in=list(worker_ids))
+    if exclude_pk is not None:
+        qs = qs.exclude(pk=exclude_pk)
+    qs = qs.filter(Q(held_since__isnull=True) | Q(held_since__lt=end))
+    return [(worker_pk, since or start, OPEN_END, cpu, memory, storage, nodes, 0, SESSION_LAB)
+            for worker_pk, since, cpu, memory, storage, nodes in qs.order_by().values_list(
+                "worker_id", "held_since", "cpu_cores", "memory_gb", "storage_gb", "node_count")]

@@ -177,8 +177,9 @@ def known_labs(labs: dict[str, str]) -> set[str]:
 
 
 def _journal(row: OrphanLab, *, event: str, actor: str, success: bool = True, error: str = "", **metadata) -> None:
-    audit_record(event_type=f"fleet.{event}", actor=actor, resource_type="worker",
-                 resource_id=row.worker.public_id, action=f"fleet.{event}", success=success, error=error[:500],
+    # An `audit` event on the live stream (operators and admins), `io.lablet.fleet.<event>` for webhooks.
+    audit_record(event_type=f"fleet.{event}", actor=actor, resource_type="orphan_lab",
+                 resource_id=row.cml_lab_id, action=f"fleet.{event}", success=success, error=error[:500],
                  metadata={"worker_id": row.worker.public_id, "cml_lab_id": row.cml_lab_id, "title": row.title,
                            "first_seen_at": row.first_seen_at.isoformat(), **metadata})
 

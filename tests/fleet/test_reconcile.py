@@ -11,6 +11,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from django.conf import settings
+from django.test import Client
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
@@ -64,6 +65,15 @@ def delete_on_cml(worker, lab_id) -> None:
     gateway.cml_lab_delete(**cml_credentials(worker), lab_id=lab_id, force=True, poll_interval=0.05)
 
 
+def page_text(user) -> str:
+    """The overview page as `user` sees it."""
+    client = Client()
+    client.force_login(user)
+    response = client.get("/dashboard/")
+    assert response.status_code == 200
+    return response.content.decode()
+
+
 def import_on_cml(worker, title) -> str:
     return gateway.cml_lab_import(**cml_credentials(worker), topology_yaml=TWO_ROUTERS, title=title)
 
@@ -95,6 +105,8 @@ def test_a_running_instance_whose_worker_was_terminated_in_ec2_ends_as_lost(ec2,
     assert cloudevent_type(event.event_type) == "io.lablet.instance.lost"
     assert events(instance)[-2:] == ["lablet_instance.lost", "lablet_instance.terminated"]
     assert [e.resource_id for e in overview(user=admin_user)["lost_instances"]] == [instance.public_id]
+    page = page_text(admin_user)
+    assert f"{instance.public_id}</a> lost its lab (worker {worker.public_id} terminated): ended" in page
 
     assert "lost_ended" not in fleet_reconcile(now=after_start(instance))  # once only
     assert AuditEvent.objects.filter(event_type="lablet_instance.lost").count() == 1
@@ -166,7 +178,8 @@ def test_an_instance_mid_step_or_still_instantiating_is_not_judged_lost(worker, 
 # --- orphan labs ------------------------------------------------------------------------------------
 
 
-def test_an_orphan_lab_is_listed_then_removed_after_the_grace(worker, definition, cml, admin_user, settings):
+def test_an_orphan_lab_is_listed_then_removed_after_the_grace(worker, definition, cml, admin_user, instructor_user,
+                                                              settings):
     settings.FLEET_ORPHAN_LAB_GRACE_MINUTES = 60
     instance = running(worker, definition)
     stray = import_on_cml(worker, "someone's experiment")
@@ -182,6 +195,8 @@ def test_an_orphan_lab_is_listed_then_removed_after_the_grace(worker, definition
     assert (orphan.cml_lab_id, orphan.title, orphan.worker, orphan.first_seen_at) == (
         stray, "someone's experiment", worker, t0)
     assert overview(user=admin_user)["orphan_labs"] == [orphan]
+    assert overview(user=instructor_user)["orphan_labs"] == []  # operators' business
+    assert f"Orphan lab {stray} (someone&#x27;s experiment) on worker {worker.name}" in page_text(admin_user)
     found = AuditEvent.objects.get(event_type="fleet.orphan_lab_found")
     assert found.metadata["cml_lab_id"] == stray and cloudevent_type(found.event_type) == "io.lablet.fleet.orphan_lab_found"
 

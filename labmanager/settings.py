@@ -203,6 +203,7 @@ Q_SCHEDULES = {
     "cml_health": {"func": "apps.workers.tasks.cml_health", "schedule_type": "I", "minutes": 1},
     "lifecycle_tick": {"func": "apps.lablets.tasks.lifecycle_tick", "schedule_type": "I", "minutes": 1},
     "worker_cost": {"func": "apps.lablets.tasks.worker_cost_tick", "schedule_type": "I", "minutes": 1},
+    "fleet_reconcile": {"func": "apps.fleet.tasks.reconcile", "schedule_type": "I", "minutes": 1},
     "reap_sessions": {"func": "apps.sessions.tasks.reap_sessions", "schedule_type": "I", "minutes": 1},
     "webhooks_catch_up": {"func": "apps.webhooks.tasks.webhooks_catch_up", "schedule_type": "I", "minutes": 1},
     # Does nothing unless AUDIT_ANCHOR_DIR or AUDIT_ANCHOR_BUCKET is set.
@@ -265,6 +266,10 @@ WORKER_IDLE_STOP_MINUTES = env.int("WORKER_IDLE_STOP_MINUTES", default=30)
 # Cost: how long a stopped worker takes to boot and bring CML up; it is started this long (plus
 # LIFECYCLE_LEAD_MINUTES) before the first slot booked on it.
 WORKER_BOOT_MINUTES = env.int("WORKER_BOOT_MINUTES", default=10)
+# The fleet's reconciliation (apps.fleet.reconcile, docs/workers.md#reconciliation-with-ec2-and-cml): a lab on a
+# worker's CML that nothing in LabManager owns is listed, and deleted this long after it was first seen
+# (0: listed only, never deleted).
+FLEET_ORPHAN_LAB_GRACE_MINUTES = env.int("FLEET_ORPHAN_LAB_GRACE_MINUTES", default=60)
 
 # --- topologies: what a lab may ask of CML (apps/workers/cml/topology_policy.py, docs/security.md) ----
 # Node definitions a topology may use (lablet definitions and remote-lab uploads); external connectors are

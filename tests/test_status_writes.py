@@ -50,11 +50,12 @@ LEASE_ALLOWED = {
 RESULT_FIELDS = ("cml_lab_id", "console", "console_access", "archive_key", "artifacts", "last_activity_at", "cml_lab_removed_at",
                  "termination_reason", "expiring_notified_at")
 RESULT_ALLOWED_DIR = "apps/lablets/services/"
-# Other models' fields of the same name, each written in one place: a session lab's CML lab id (import step)
-# and the record of a lab left for a later teardown.
+# Other models' fields of the same name, each written in one place: a session lab's CML lab id (import step),
+# the record of a lab left for a later teardown, and an orphan lab found on a worker's CML (apps.fleet).
 RESULT_ALLOWED = {
     ("apps/sessions/services/labs.py", "_import_step"),
     ("apps/sessions/services/labs.py", "_teardown_later"),
+    ("apps/fleet/reconcile.py", "_orphans_of"),
 }
 
 WRITE_CALL = re.compile(r"\.(?:update|create|get_or_create|update_or_create|bulk_create|bulk_update)\(")

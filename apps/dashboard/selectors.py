@@ -1,9 +1,12 @@
 """Reads of the overview page: counts and short lists, each one query whatever the number of rows."""
 
+from datetime import timedelta
+
 from django.db.models import Count, Prefetch, Q, Sum
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
+from apps.fleet.models import OrphanLab
 from apps.webhooks.models import DeliveryStatus, WebhookDelivery
 from apps.lablets.lifecycle import LIVE
 from apps.lablets.models import InstanceStatus, LabletInstance
@@ -13,6 +16,7 @@ from apps.workers.selectors import percent
 from apps.api.permissions import privileged
 
 SHORT_LIST = 10
+LOST_SHOWN_HOURS = 24  # "Needs attention" lists instances that lost their lab this recently
 WORKER_CARDS = 50  # the overview shows this many workers; the fleet page shows them all
 
 
@@ -61,9 +65,12 @@ def overview(*, user) -> dict:
     now = timezone.now()
     workers = worker_cards(limit=WORKER_CARDS)
     events = AuditEvent.objects.filter(sequence_num__isnull=False).order_by("-sequence_num")
+    lost = AuditEvent.objects.filter(event_type="lablet_instance.lost",
+                                     timestamp__gte=now - timedelta(hours=LOST_SHOWN_HOURS))
     if not privileged(user):  # instructors: the events of their own instances (as on the live stream)
         events = events.filter(resource_type="lablet_instance",
                                resource_id__in=instances.values("public_id"))
+        lost = lost.filter(resource_id__in=instances.values("public_id"))
     return {
         "instance_counts": status_counts(instances, InstanceStatus),
         "worker_counts": status_counts(Worker.objects.all(), WorkerStatus),
@@ -82,6 +89,12 @@ def overview(*, user) -> dict:
                 | (Q(status=WorkerStatus.RUNNING) & ~Q(cml_service_status="available"))
             ).order_by("name")[:SHORT_LIST]
         ),
+        # Lost their lab behind LabManager's back (apps.fleet.reconcile): the journal's lablet_instance.lost rows.
+        "lost_instances": list(lost.order_by("-id")[:SHORT_LIST]),
+        "orphan_labs": list(
+            OrphanLab.objects.filter(removed_at__isnull=True).select_related("worker")
+            .order_by("first_seen_at", "pk")[:SHORT_LIST]
+        ) if privileged(user) else [],
         "failed_deliveries": list(
             WebhookDelivery.objects.filter(status=DeliveryStatus.FAILED).select_related("subscription")
             .order_by("-created_at")[:SHORT_LIST]

@@ -53,8 +53,9 @@ def test_it_has_the_edges_the_seed_demands():
     assert INSTANCE_TRANSITIONS[S.TERMINATED] == frozenset()
 
 
-# The one edge that goes back on purpose: re-placement when a worker can no longer host a scheduled instance.
-BACKWARD_EDGES = {(S.SCHEDULED, S.PENDING)}
+# The edges that go back on purpose: re-placement when a worker can no longer host a scheduled instance, or
+# when the lab of an instance whose slot has not begun was lost (its worker or CML lab gone: apps.fleet).
+BACKWARD_EDGES = {(S.SCHEDULED, S.PENDING), (S.INSTANTIATING, S.PENDING), (S.RUNNING, S.PENDING)}
 
 
 def test_it_never_moves_an_instance_backwards_or_in_place_except_for_re_placement():
@@ -172,8 +173,8 @@ def test_the_instance_table_is_exactly_the_documented_one():
     documented = {
         "pending": {"scheduled", "terminated"},
         "scheduled": {"instantiating", "pending", "terminated"},
-        "instantiating": {"running", "stopping", "terminated"},
-        "running": {"collecting", "stopping", "terminated"},
+        "instantiating": {"running", "stopping", "terminated", "pending"},
+        "running": {"collecting", "stopping", "terminated", "pending"},
         "collecting": {"grading", "stopping", "terminated"},
         "grading": {"stopping", "terminated"},
         "stopping": {"stopped", "terminated"},

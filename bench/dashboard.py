@@ -178,7 +178,7 @@ def main():
                      f"{'same' if same else 'GROWS'}")
         else:
             count = f"queries {queries(client, path)}"
-        print(f"  {path:52} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  {count}")
+        print(f"  {path:60} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  {count}")
     print(f"goal (fleet and timeline at {args.fleet_workers} workers: p50 < 150 ms, queries independent of the fleet):",
           "met" if scale_ok else "NOT met")
 

@@ -1,6 +1,8 @@
-"""Reads of the overview page: counts and short lists, each one query whatever the number of rows."""
+"""Reads of the overview page and the fleet page: counts, short lists and a page of cards, each one query
+whatever the number of rows."""
 
-from django.db.models import Count, Prefetch, Q, Sum
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, Prefetch, Q, Sum, prefetch_related_objects
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
@@ -13,7 +15,8 @@ from apps.workers.selectors import percent
 from apps.api.permissions import privileged
 
 SHORT_LIST = 10
-WORKER_CARDS = 50  # the overview shows this many workers; the fleet page shows them all
+WORKER_CARDS = 50  # the overview shows this many workers; the fleet page pages them (FLEET_PAGE_SIZE)
+FLEET_PAGE_SIZE = 24  # worker cards per page of the fleet page (2, 3 or 4 to a row)
 
 
 def status_counts(queryset, choices) -> list[tuple[str, int]]:
@@ -39,21 +42,53 @@ def worker_load_list(queryset=None):
 INSTANCES_PER_CARD = 20
 
 
-def worker_cards(*, limit: int | None = None, with_instances: bool = False) -> list[Worker]:
-    """worker_load_list with the bars' percentages (`cpu_held_percent`, ...) set on each worker, and with
-    `with_instances` its first live instances as `live_instance_list` (one more query for all workers)."""
-    workers = worker_load_list()
-    if with_instances:
-        live = LabletInstance.objects.filter(status__in=LIVE).only(
-            "public_id", "owner_id", "status", "worker_id").order_by("timeslot_start", "pk")
-        workers = workers.prefetch_related(
-            Prefetch("instances", queryset=live[:INSTANCES_PER_CARD], to_attr="live_instance_list"))
-    workers = list(workers[:limit])
+def _live_instances_prefetch() -> Prefetch:
+    live = LabletInstance.objects.filter(status__in=LIVE).only(
+        "public_id", "owner_id", "status", "worker_id").order_by("timeslot_start", "pk")
+    return Prefetch("instances", queryset=live[:INSTANCES_PER_CARD], to_attr="live_instance_list")
+
+
+def _with_percentages(workers: list[Worker]) -> list[Worker]:
     for worker in workers:
         worker.cpu_held_percent = percent(worker.held_cpu, worker.cpu_cores)
         worker.memory_held_percent = percent(worker.held_memory, worker.memory_gb)
         worker.nodes_held_percent = percent(worker.held_nodes, worker.max_nodes)
     return workers
+
+
+def worker_cards(*, limit: int | None = None) -> list[Worker]:
+    """worker_load_list with the bars' percentages (`cpu_held_percent`, ...) set on each worker."""
+    return _with_percentages(list(worker_load_list()[:limit]))
+
+
+# The statuses the fleet page shows and filters by (terminated workers are gone from it).
+FLEET_STATUSES = [value for value in WorkerStatus.values if value != WorkerStatus.TERMINATED]
+
+
+def fleet_page(*, status: str = "", name: str = "", page=None, per_page: int | None = None) -> dict:
+    """The fleet page: the number of workers per status (one grouped query, the summary) and one page of
+    worker cards (their count, their ids, their sums, their live instances: four queries whatever the fleet), filtered by `status`
+    (one of FLEET_STATUSES; anything else is ignored) and by a part of the `name`."""
+    fleet = Worker.objects.exclude(status=WorkerStatus.TERMINATED)
+    counts = dict(fleet.order_by().values_list("status").annotate(n=Count("pk")))
+    chosen = fleet
+    status = status if status in FLEET_STATUSES else ""
+    if status:
+        chosen = chosen.filter(status=status)
+    if name:
+        chosen = chosen.filter(name__icontains=name)
+    # Paged on the plain rows (the count needs no sums); the sums and the instances only for the page's cards.
+    page_obj: Page = Paginator(chosen.order_by("name", "pk").values_list("pk", flat=True),
+                                  per_page or FLEET_PAGE_SIZE).get_page(page)
+    on_page = list(page_obj.object_list)
+    workers = _with_percentages(list(worker_load_list(Worker.objects.filter(pk__in=on_page))))
+    prefetch_related_objects(workers, _live_instances_prefetch())
+    page_obj.object_list = workers
+    return {
+        "workers": workers, "page_obj": page_obj, "status": status, "name": name,
+        "status_counts": [(value, counts.get(value, 0)) for value in FLEET_STATUSES],
+        "fleet_total": sum(counts.values()),
+    }
 
 
 def overview(*, user) -> dict:

@@ -1,8 +1,11 @@
 """Reads of the overview page and the fleet page: counts, short lists and a page of cards, each one query
 whatever the number of rows."""
 
+from collections import defaultdict
+
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, Prefetch, Q, Sum, prefetch_related_objects
+from django.db.models import Count, F, Q, Sum, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
@@ -42,12 +45,6 @@ def worker_load_list(queryset=None):
 INSTANCES_PER_CARD = 20
 
 
-def _live_instances_prefetch() -> Prefetch:
-    live = LabletInstance.objects.filter(status__in=LIVE).only(
-        "public_id", "owner_id", "status", "worker_id").order_by("timeslot_start", "pk")
-    return Prefetch("instances", queryset=live[:INSTANCES_PER_CARD], to_attr="live_instance_list")
-
-
 def _with_percentages(workers: list[Worker]) -> list[Worker]:
     for worker in workers:
         worker.cpu_held_percent = percent(worker.held_cpu, worker.cpu_cores)
@@ -61,13 +58,36 @@ def worker_cards(*, limit: int | None = None) -> list[Worker]:
     return _with_percentages(list(worker_load_list()[:limit]))
 
 
+def _with_live_instances(workers: list[Worker]) -> list[Worker]:
+    """Set on each worker what worker_load_list annotates (`held_cpu`, `held_memory`, `held_nodes`,
+    `live_instances`) and its first live instances (by timeslot) as `live_instance_list` (dicts: public_id,
+    owner_id, status): two queries (grouped sums, a window over each worker's instances), whatever the fleet.
+    Faster than worker_load_list's join grouped by every worker column and than model instances, for a page."""
+    live = LabletInstance.objects.filter(worker_id__in=[worker.pk for worker in workers], status__in=LIVE).order_by()
+    sums = {row["worker_id"]: row for row in live.values("worker_id").annotate(
+        held_cpu=Sum("cpu_cores"), held_memory=Sum("memory_gb"), held_nodes=Sum("node_count"),
+        live_instances=Count("pk"))}
+    first = live.annotate(rank=Window(RowNumber(), partition_by=[F("worker_id")],
+                                      order_by=[F("timeslot_start").asc(), F("pk").asc()]))
+    listed = defaultdict(list)
+    for row in (first.filter(rank__lte=INSTANCES_PER_CARD).order_by("worker_id", "rank")
+                .values("worker_id", "public_id", "owner_id", "status")):
+        listed[row["worker_id"]].append(row)
+    for worker in workers:
+        held = sums.get(worker.pk, {})
+        for key in ("held_cpu", "held_memory", "held_nodes", "live_instances"):
+            setattr(worker, key, held.get(key, 0))
+        worker.live_instance_list = listed[worker.pk]
+    return workers
+
+
 # The statuses the fleet page shows and filters by (terminated workers are gone from it).
 FLEET_STATUSES = [value for value in WorkerStatus.values if value != WorkerStatus.TERMINATED]
 
 
 def fleet_page(*, status: str = "", name: str = "", page=None, per_page: int | None = None) -> dict:
     """The fleet page: the number of workers per status (one grouped query, the summary) and one page of
-    worker cards (their count, their ids, their sums, their live instances: four queries whatever the fleet), filtered by `status`
+    worker cards (their count, the page, their sums, their live instances: four queries whatever the fleet), filtered by `status`
     (one of FLEET_STATUSES; anything else is ignored) and by a part of the `name`."""
     fleet = Worker.objects.exclude(status=WorkerStatus.TERMINATED)
     counts = dict(fleet.order_by().values_list("status").annotate(n=Count("pk")))
@@ -78,12 +98,9 @@ def fleet_page(*, status: str = "", name: str = "", page=None, per_page: int | N
     if name:
         chosen = chosen.filter(name__icontains=name)
     # Paged on the plain rows (the count needs no sums); the sums and the instances only for the page's cards.
-    page_obj: Page = Paginator(chosen.order_by("name", "pk").values_list("pk", flat=True),
-                                  per_page or FLEET_PAGE_SIZE).get_page(page)
-    on_page = list(page_obj.object_list)
-    workers = _with_percentages(list(worker_load_list(Worker.objects.filter(pk__in=on_page))))
-    prefetch_related_objects(workers, _live_instances_prefetch())
-    page_obj.object_list = workers
+    page_obj: Page = Paginator(chosen.select_related("template").order_by("name", "pk"),
+                               per_page or FLEET_PAGE_SIZE).get_page(page)
+    workers = _with_percentages(_with_live_instances(list(page_obj.object_list)))
     return {
         "workers": workers, "page_obj": page_obj, "status": status, "name": name,
         "status_counts": [(value, counts.get(value, 0)) for value in FLEET_STATUSES],

@@ -1,5 +1,5 @@
-"""The overview page, the fleet page (a card per worker with its live instances; the actions are
-apps.workers.views'), the audit page (the journal and its verification), and the read-only sessions and
+"""The overview page, the fleet page (the workers per status, and a page of cards, one per worker with its live
+instances, filtered by status and name; the actions are apps.workers.views'), the audit page (the journal and its verification), and the read-only sessions and
 webhooks pages."""
 
 from django.contrib import messages
@@ -23,7 +23,11 @@ def overview(request):
 
 @page(FLEET_PAGE)
 def fleet(request):
-    return render(request, "workers/fleet.html", {"workers": selectors.worker_cards(with_instances=True)})
+    context = selectors.fleet_page(status=request.GET.get("status", ""), name=request.GET.get("q", "").strip(),
+                                   page=request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "workers/fleet.html", {**context, "query": query.urlencode()})
 
 
 @page(AUDIT)

@@ -25,7 +25,7 @@ stop() {  # TERM each process, give them STOP_GRACE seconds (default 20) to fini
   done
   for pid in "${pids[@]}"; do
     if kill -0 "$pid" 2>/dev/null; then
-      echo "process $pid did not stop in time: killed" >&2
+      echo "process $pid ($(ps -o args= -p "$pid" | cut -c1-60)) did not stop in time: killed" >&2
       # with all its descendants (the q cluster's sentinel and workers; bin/serve's servers), listed before
       # the first KILL: an orphan would keep running (a daphne holding the port of the next start)
       # shellcheck disable=SC2046

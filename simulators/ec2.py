@@ -9,16 +9,31 @@ proxy so tests can make EC2 throttle, refuse or hang (moto itself always succeed
 As a process: `python -m simulators.ec2 --port 5055` (prints the URL). Faults can also be
 set over HTTP: `POST /_sim/faults {"action": "StartInstances", "code": "...", "times": 1}`,
 `DELETE /_sim/faults`.
+
+State across restarts (`make run`): `--state-file var/sim/ec2.pickle` (or `state_file=`) keeps what moto
+holds (EC2 instances with their ids, states and addresses, security groups, S3 buckets and objects) in a file:
+loaded on start, written again after every call that may change something (and on stop). The file is a
+pickle of moto's own in-memory backends (moto 5 pickles them; LocalStack persists moto the same way), not a
+log of requests to replay: replaying RunInstances would draw new random instance ids and addresses, and the
+database keeps the old ones. The file is tied to the moto version that wrote it: another version (or an
+unreadable file) starts the simulator empty, with a warning. Delete the file to start empty. Without a
+state file (the tests), everything stays in memory and goes with the process. Only load a state file this
+simulator wrote: unpickling runs code.
 """
 
 import argparse
+import contextlib
 import json
+import os
+import pickle
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs
 
 # AWS error code → HTTP status EC2 answers with.
@@ -30,6 +45,8 @@ FAULT_STATUS = {
     "InvalidInstanceID.NotFound": 400,
     "InternalError": 500,
 }
+PERSISTED_SERVICES = ("ec2", "s3")  # moto backends kept in the state file
+READ_ONLY_PREFIXES = ("Describe", "Get", "List")  # EC2 query actions that change nothing
 
 
 class _Server(ThreadingHTTPServer):
@@ -43,18 +60,24 @@ class _Fault:
 
 
 class Ec2Simulator:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, state_file: str | Path | None = None):
         from moto.server import ThreadedMotoServer
 
         self._moto = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
         self._host, self._port = host, port
+        self.state_file = Path(state_file) if state_file else None
         self._faults: dict[str, _Fault] = {}
         self._lock = threading.Lock()
+        # With a state file, calls pass through moto one at a time so that a snapshot never sees a backend
+        # half-changed (the simulator of `make run` serves one person; the tests keep calls concurrent).
+        self.state_lock = threading.Lock() if self.state_file else contextlib.nullcontext()
         self.calls: list[str] = []  # EC2 actions seen, in order
         self._server: ThreadingHTTPServer | None = None
 
     # --- lifecycle -----------------------------------------------------------
     def start(self) -> "Ec2Simulator":
+        if self.state_file is not None:
+            self.load_state()
         self._moto.start()
         moto_host, moto_port = self._moto.get_host_and_port()
         self.moto_url = f"http://{moto_host}:{moto_port}"
@@ -71,7 +94,48 @@ class Ec2Simulator:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        if self.state_file is not None:
+            with self.state_lock:
+                self.save_state()
         self._moto.stop()
+
+    # --- state across restarts ---------------------------------------------------
+    def save_state(self) -> None:
+        """Write moto's backends to the state file (atomically: a new file, then a rename). Callers hold
+        `state_lock`."""
+        import moto
+        from moto.backends import get_backend
+
+        backends = {name: {account: dict(regions) for account, regions in get_backend(name).items()}
+                    for name in PERSISTED_SERVICES}
+        data = pickle.dumps({"moto": moto.__version__, "backends": backends}, protocol=pickle.HIGHEST_PROTOCOL)
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.state_file.with_name(self.state_file.name + ".partial")
+        partial.write_bytes(data)
+        os.replace(partial, self.state_file)
+
+    def load_state(self) -> bool:
+        """Put the state file's backends back into moto (before it serves). False (and a warning on stderr)
+        when there is no file, it does not unpickle, or another moto version wrote it."""
+        import moto
+        from moto.backends import get_backend
+
+        if not self.state_file.exists():
+            return False
+        try:
+            saved = pickle.loads(self.state_file.read_bytes())
+            if saved.get("moto") != moto.__version__:
+                raise ValueError(f"written by moto {saved.get('moto')}, this is moto {moto.__version__}")
+            for name, accounts in saved["backends"].items():
+                live = get_backend(name)
+                for account, regions in accounts.items():
+                    for region, backend in regions.items():
+                        dict.__setitem__(live[account], region, backend)  # live[account] creates the account
+        except Exception as exc:  # noqa: BLE001 - any unreadable state: start empty, say so
+            print(f"EC2 simulator: state file {self.state_file} not loaded ({exc}); starting empty",
+                  file=sys.stderr)
+            return False
+        return True
 
     # --- faults ----------------------------------------------------------------
     def arm(self, action: str, code: str, *, times: int | None = None, delay: float = 0.0) -> None:
@@ -88,7 +152,10 @@ class Ec2Simulator:
         self.disarm()
         self.calls.clear()
         request = urllib.request.Request(f"{self.moto_url}/moto-api/reset", method="POST")
-        urllib.request.urlopen(request, timeout=10).read()
+        with self.state_lock:
+            urllib.request.urlopen(request, timeout=10).read()
+            if self.state_file is not None:
+                self.save_state()
 
     def _take_fault(self, action: str) -> _Fault | None:
         with self._lock:
@@ -159,13 +226,17 @@ def _handler_for(sim: Ec2Simulator):
                 headers["Content-Type"] = "application/octet-stream"
             request = urllib.request.Request(sim.moto_url + self.path, data=body or None, headers=headers,
                                              method=self.command)
-            try:
-                with urllib.request.urlopen(request, timeout=60) as upstream:
-                    status, data, ctype = upstream.status, upstream.read(), upstream.headers.get("Content-Type", "text/xml")
-            except urllib.error.HTTPError as exc:
-                status, data, ctype = exc.code, exc.read(), exc.headers.get("Content-Type", "text/xml")
-            except urllib.error.URLError as exc:  # moto already stopped (a delayed call outlived the run)
-                status, data, ctype = 503, _error_xml("ServiceUnavailable", str(exc.reason)), "text/xml"
+            changes = self.command not in ("GET", "HEAD") and not action.startswith(READ_ONLY_PREFIXES)
+            with sim.state_lock:
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as upstream:
+                        status, data, ctype = upstream.status, upstream.read(), upstream.headers.get("Content-Type", "text/xml")
+                except urllib.error.HTTPError as exc:
+                    status, data, ctype = exc.code, exc.read(), exc.headers.get("Content-Type", "text/xml")
+                except urllib.error.URLError as exc:  # moto already stopped (a delayed call outlived the run)
+                    status, data, ctype = 503, _error_xml("ServiceUnavailable", str(exc.reason)), "text/xml"
+                if changes and sim.state_file is not None and status < 500:
+                    sim.save_state()
             try:
                 self._send(status, data, ctype)
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
@@ -179,18 +250,25 @@ def _handler_for(sim: Ec2Simulator):
 def main() -> None:
     parser = argparse.ArgumentParser(description="EC2/S3 simulator (moto) with fault injection, on 127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--state-file", help="keep moto's state in this file across restarts (make run: "
+                        "var/sim/ec2.pickle); without it the state goes with the process")
     args = parser.parse_args()
     import logging
+    import signal
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per EC2 call
-    sim = Ec2Simulator(port=args.port).start()
+    sim = Ec2Simulator(port=args.port, state_file=args.state_file).start()
     print(sim.url, flush=True)
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # bin/run.sh stops it with TERM: save and leave
+        signal.signal(signum, lambda *_: done.set())
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+        done.wait()
     finally:
-        sim.stop()
+        sim.stop()  # the state file is written
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip the interpreter's teardown of moto's objects (seconds of garbage collection)
 
 
 if __name__ == "__main__":

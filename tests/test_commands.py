@@ -168,6 +168,21 @@ def test_seed_demo_twice_creates_no_duplicates(debug):
     assert all(first.values())
 
 
+def test_seed_demo_again_leaves_the_workers_as_they_are(debug):
+    """`make run` seeds on every start: a demo worker started since keeps running."""
+    from apps.workers import services as workers
+
+    run("seed_demo")
+    third = Worker.objects.get(name="cml-worker-demo-03")
+    workers.worker_start(worker=third, actor="tests")
+    before = sorted(Worker.objects.values_list("public_id", "status"))
+    assert ("running" in dict(before).values()) and Worker.objects.get(pk=third.pk).status == "running"
+
+    run("seed_demo")
+
+    assert sorted(Worker.objects.values_list("public_id", "status")) == before
+
+
 def test_seed_demo_gives_the_demo_definitions_to_the_demo_instructor(debug):
     run("seed_demo")
 

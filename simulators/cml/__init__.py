@@ -12,10 +12,11 @@ In tests::
 
 As a process (for `make run`)::
 
-    python -m simulators.cml --port 0 --print-url
+    python -m simulators.cml --port 0 --print-url [--state-file var/sim/cml.json]
 
 Each `CmlSimulator` object is one CML host with its own state: several workers can
-point at one simulator, or each at its own. Labs and nodes live in memory and move
+point at one simulator, or each at its own. Labs and nodes live in memory (and, with `--state-file`, in a
+JSON file that a restart reads back: simulators/cml/state.py) and move
 like CML's: DEFINED_ON_CORE -> STARTED -> BOOTED (after `boot_delay` seconds, 0 in
 tests) -> STOPPED -> wiped back to DEFINED_ON_CORE. The lab state is BOOTED once all
 its nodes are. While a node runs, each tag `serial:<port>` on it is a device console on 127.0.0.1:<port>

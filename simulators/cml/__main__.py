@@ -21,12 +21,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-gb", type=int, default=64)
     parser.add_argument("--license-tier", default="CML_Enterprise")
     parser.add_argument("--unregistered", action="store_true", help="start with the licence not registered")
+    parser.add_argument("--state-file", help="keep labs, tokens and licence in this JSON file across restarts "
+                        "(make run: var/sim/cml.json); without it the state goes with the process")
     args = parser.parse_args(argv)
 
     simulator = CmlSimulator(
         port=args.port, username=args.username, password=args.password, max_nodes=args.max_nodes,
         boot_delay=args.boot_delay, cpu_count=args.cpu_count, memory_gb=args.memory_gb,
-        license_tier=args.license_tier, registered=not args.unregistered,
+        license_tier=args.license_tier, registered=not args.unregistered, state_file=args.state_file,
     ).start()
     if args.print_url:
         print(simulator.url, flush=True)

@@ -12,6 +12,7 @@ import sys
 import threading
 from dataclasses import asdict, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from . import api_labs as labs
@@ -19,6 +20,7 @@ from . import api_system as system
 from .controller import CmlController
 from .model import NO_CONTENT, Faults, SimError, Text
 from .patty import Patty
+from .state import state_read, state_write
 
 _LAB = r"labs/(?P<lab>[^/]+)"
 _NODE = _LAB + r"/nodes/(?P<node>[^/]+)"
@@ -170,8 +172,11 @@ class CmlSimulator:
                  version: str = "2.10.1+build.24", hostname: str = "cml-controller", max_nodes: int = 20,
                  boot_delay: float = 0.0, cpu_count: int = 16, memory_gb: int = 64, disk_gb: int = 500,
                  license_tier: str = "CML_Enterprise", registered: bool = True,
-                 ssl_context: ssl.SSLContext | None = None):
+                 ssl_context: ssl.SSLContext | None = None, state_file: str | Path | None = None):
         self.port = port
+        # Labs, tokens and licence kept in this JSON file across restarts (simulators/cml/state.py); None (the
+        # tests): in memory only.
+        self.state_file = Path(state_file) if state_file else None
         self.ssl_context = ssl_context  # serve https with it (tests of certificate verification); else http
         self.username, self.password = username, password
         self.controller = CmlController(
@@ -189,6 +194,8 @@ class CmlSimulator:
 
     def start(self) -> CmlSimulator:
         if self._server is None:
+            if self.state_file is not None:
+                self._load_state()
             self._stopping.clear()
             self._server = _Server(("127.0.0.1", self.port), self)
             if self.ssl_context is not None:
@@ -209,6 +216,22 @@ class CmlSimulator:
         self.patty.close_all()
         self._thread.join(timeout=5)
         self._server = self._thread = None
+        self._save_state()
+
+    def _load_state(self) -> None:
+        try:
+            loaded = state_read(self.controller, self.state_file)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"CML simulator: state file {self.state_file} not loaded ({exc}); starting empty", file=sys.stderr)
+            return
+        if loaded:
+            with self.controller.lock:
+                self.patty.reconcile(self.controller.labs.values())  # the running nodes' consoles again
+
+    def _save_state(self) -> None:
+        if self.state_file is not None:
+            with self.controller.lock:
+                state_write(self.controller, self.state_file)
 
     def __enter__(self):
         return self.start()
@@ -297,6 +320,7 @@ class CmlSimulator:
                     finally:
                         if method != "GET":  # a start, stop, wipe or delete opens or closes PATty consoles
                             self.patty.reconcile(self.controller.labs.values())
+                            self._save_state()
             except SimError as exc:
                 return exc.status, {"code": exc.status, "description": exc.description}
             return (204 if payload is NO_CONTENT else 200), payload
@@ -305,6 +329,13 @@ class CmlSimulator:
         return 404, {"code": 404, "description": f"Not found in the CML simulator: {method} /api/v0/{path}"}
 
     def control(self, method: str, path: str, body: bytes) -> tuple[int, object]:
+        try:
+            return self._control(method, path, body)
+        finally:
+            if method != "GET":
+                self._save_state()
+
+    def _control(self, method: str, path: str, body: bytes) -> tuple[int, object]:
         try:
             data = json.loads(body) if body else {}
             if not isinstance(data, dict):

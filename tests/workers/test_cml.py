@@ -325,3 +325,31 @@ def test_the_simulator_runs_as_a_process():
         process.terminate()
         process.wait(timeout=10)
         process.stdout.close()
+
+
+def test_a_simulator_restarted_on_its_state_file_has_the_same_labs(tmp_path):
+    """`make run` (--state-file var/sim/cml.json): labs, node ids and states outlive the process; a booted lab
+    comes back booted, one still booting keeps booting."""
+    state = tmp_path / "cml.json"
+    first = CmlSimulator(username="admin", password="pw-state", boot_delay=0.0, state_file=state).start()
+    cml = {"url": first.url, "username": "admin", "password": "pw-state"}
+    booted = cml_lab_import(**cml, topology_yaml=TWO_ROUTERS)
+    cml_lab_start(**cml, lab_id=booted, wait=True, **FAST)
+    defined = cml_lab_import(**cml, topology_yaml=TWO_ROUTERS, title="defined only")
+    first.configure(boot_delay=60)
+    booting = cml_lab_import(**cml, topology_yaml=TWO_ROUTERS)
+    cml_lab_start(**cml, lab_id=booting)
+    nodes = {lab: [(n.id, n.label) for n in cml_lab_nodes(**cml, lab_id=lab)] for lab in (booted, defined, booting)}
+    exported = cml_lab_export_yaml(**cml, lab_id=booted)
+    first.stop()
+
+    second = CmlSimulator(username="admin", password="pw-state", boot_delay=0.0, state_file=state).start()
+    try:
+        cml = {**cml, "url": second.url}
+        assert {lab: cml_lab_state(**cml, lab_id=lab) for lab in nodes} == {
+            booted: "BOOTED", defined: "DEFINED_ON_CORE", booting: "STARTED"}
+        assert {lab: [(n.id, n.label) for n in cml_lab_nodes(**cml, lab_id=lab)] for lab in nodes} == nodes
+        assert cml_lab_export_yaml(**cml, lab_id=booted) == exported
+    finally:
+        second.stop()
+    assert not CmlSimulator(password="pw-state").controller.labs  # without a state file: in memory only

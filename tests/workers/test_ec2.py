@@ -624,3 +624,17 @@ def test_ec2_unreachable_for_the_type_is_502_saying_to_send_the_capacity(operato
                                     format="json")
     assert response.status_code == 201, response.content
     assert response.json()["capacity"] == capacity
+
+
+def test_the_simulator_starts_empty_on_a_state_file_another_moto_wrote(tmp_path, capsys):
+    """The EC2 simulator's state file (make run: var/sim/ec2.pickle) is a pickle of moto's backends: only the
+    moto version that wrote it reads it back; any other starts empty and says so."""
+    import pickle
+
+    from simulators.ec2 import Ec2Simulator
+
+    state = tmp_path / "ec2.pickle"
+    state.write_bytes(pickle.dumps({"moto": "0.0.1", "backends": {"ec2": {"123456789012": {"us-east-1": None}}}}))
+
+    assert Ec2Simulator(state_file=state).load_state() is False
+    assert "written by moto 0.0.1" in capsys.readouterr().err

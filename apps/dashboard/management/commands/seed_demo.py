@@ -1,6 +1,7 @@
 """Demo data for the embedded default: users per role, workers, definitions, instances in several states.
 
-Idempotent: a second run creates nothing new (it only resets the demo users' passwords).
+Idempotent: a second run (every `make run` start) creates nothing new and changes no worker it did not just
+launch (it only resets the demo users' passwords).
 The demo users have published passwords (`admin` / `admin-demo-pass`): refused unless DEBUG is on, or
 `--force` says the installation is a throw-away one (a benchmark, a demo host).
 """
@@ -88,11 +89,13 @@ class Command(BaseCommand):
             user.save(update_fields=["password"])
             users[username] = user
 
+        launched = set()
         for spec in DEMO_WORKERS:  # launched in EC2 (the simulator under `make run`)
             if not Worker.objects.filter(name=spec["name"]).exclude(status="terminated").exists():
                 workers.worker_create(actor=ACTOR, **spec)
+                launched.add(spec["name"])
         stopped = Worker.objects.exclude(status="terminated").get(name="cml-worker-demo-03")
-        if stopped.status == "running":
+        if stopped.name in launched and stopped.status == "running":  # a restart leaves the fleet as it was
             workers.worker_stop(worker=stopped, actor=ACTOR)
 
         try:  # CML on the demo workers (the simulator under `make run`): available before placing

@@ -105,17 +105,16 @@ def warm_lab_transition(*, warm_lab_pk: int, to: str, actor: str, reason: str = 
     if to not in WARM_TRANSITIONS[locked.status]:
         raise InvalidTransition("Warm lab", locked.public_id, locked.status, to)
     now = timezone.now()
-    values = {"status": to, **(changes or {})}
+    values = dict(changes or {})
     if to == W.READY:
         values["ready_at"] = now
     if to in (W.TAKEN, W.RECYCLING) and locked.ended_at is None:
         values["ended_at"] = now
     if to == W.RECYCLING:
         values["recycle_reason"] = reason[:200]
-    WarmLab.objects.filter(pk=locked.pk).update(**values)
+    WarmLab.objects.filter(pk=locked.pk).update(status=to, **values)
     source = locked.status
-    for name, value in values.items():
-        setattr(locked, name, value)
+    locked.refresh_from_db()
     _journal(locked, event=JOURNAL[to], actor=actor, metadata={"from": source, "to": to, "reason": reason,
                                                                 **(metadata or {})})
     return locked

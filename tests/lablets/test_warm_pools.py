@@ -192,3 +192,18 @@ def test_a_warm_lab_needs_room_on_a_worker_for_good(cml):
     definition = two_router_definition(warm_pool_depth=3, cpu_cores=4)
     warm_pool_tick()
     assert len(warm_labs(definition)) == 1 and warm_labs(definition)[0].worker_id == small.pk
+
+
+def test_the_api_takes_and_shows_the_warm_pool_depth(instructor_client):
+    from tests.lablets.test_api import DEFINITIONS, definition_body
+
+    created = instructor_client.post(DEFINITIONS, definition_body(name="pooled"), format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["warm_pool_depth"] == 0  # the default: no pool
+    url = f"{DEFINITIONS}/{created.json()['id']}"
+
+    changed = instructor_client.put(url, {"warm_pool_depth": 3}, format="json")
+
+    assert changed.status_code == 200 and changed.json()["warm_pool_depth"] == 3
+    assert instructor_client.put(url, {"warm_pool_depth": -1}, format="json").status_code == 422
+    assert instructor_client.get(url).json()["warm_pool_depth"] == 3

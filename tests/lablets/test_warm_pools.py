@@ -207,3 +207,40 @@ def test_the_api_takes_and_shows_the_warm_pool_depth(instructor_client):
     assert changed.status_code == 200 and changed.json()["warm_pool_depth"] == 3
     assert instructor_client.put(url, {"warm_pool_depth": -1}, format="json").status_code == 422
     assert instructor_client.get(url).json()["warm_pool_depth"] == 3
+
+
+def test_the_reports_show_warm_lab_hours_and_their_share_of_the_cost(operator_user):
+    """A worker (48 cores, 2.50/h) runs 08:00-12:00 (cost 10.00) and holds a 12-core warm lab 09:00-11:00:
+    2 warm-lab hours, 24 of its 192 CPU-hours, so 1/8 of its cost (1.25)."""
+    from datetime import date, datetime
+    from datetime import timezone as dt_timezone
+    from decimal import Decimal
+
+    from django.test import Client
+
+    from apps.dashboard.reports import fleet_report_summary
+    from apps.lablets.services.fleet_cost import fleet_report
+    from apps.workers.models import WorkerRunPeriod, WorkerTemplate
+    from tests.factories import WorkerFactory
+
+    day = date(2024, 3, 4)
+    at = lambda hour: datetime(2024, 3, 4, hour, tzinfo=dt_timezone.utc)  # noqa: E731
+    template = WorkerTemplate.objects.create(name="metal", instance_type="m5zn.metal", cpu_cores=48, memory_gb=192,
+                                             storage_gb=500, max_nodes=100, cost_per_hour=Decimal("2.5"))
+    worker = WorkerFactory(name="big", aws_instance_id="", cpu_cores=48, template=template)
+    WorkerRunPeriod.objects.create(worker=worker, started_at=at(8), ended_at=at(12))
+    definition = two_router_definition(cpu_cores=12)
+    WarmLab.objects.create(definition=definition, worker=worker, content_hash="x", fingerprint="x", cpu_cores=12,
+                           created_at=at(9), ended_at=at(11))
+
+    (row,) = fleet_report(start=day, end=day, now=at(23))
+
+    assert (row["running_hours"], row["cost"]) == (4.0, Decimal("10.0000"))
+    assert (row["warm_hours"], row["warm_cost"]) == (2.0, Decimal("1.2500"))
+    assert fleet_report_summary(start=day, end=day, now=at(23))["total"]["warm_cost"] == Decimal("1.2500")
+    client = Client()
+    client.force_login(operator_user)
+    html = client.get("/dashboard/reports/", {"start": "2024-03-04", "end": "2024-03-04"}).content.decode()
+    assert 'id="warm-heading"' in html and "1.25" in html
+    csv_text = client.get("/dashboard/reports/export.csv", {"start": "2024-03-04", "end": "2024-03-04"}).content
+    assert csv_text.decode().splitlines()[1].endswith(",10.0000,2.0000,1.2500")

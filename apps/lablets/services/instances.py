@@ -203,7 +203,7 @@ def lablet_instance_create(
                 extra={"reason": "no_capacity"},
             )
     if warm_lease is not None:  # committed: the lab is booted, RUNNING within the request (network: no transaction)
-        from apps.lablets.engine.warm import warm_lab_hand_over
+        from apps.lablets.engine import warm_lab_hand_over
 
         warm_lab_hand_over(instance.pk, until=warm_lease, now=timezone.now(), actor=actor)
     return LabletInstance.objects.select_related("definition", "worker", "created_by").get(pk=instance.pk)

@@ -65,8 +65,15 @@ class LabletDefinitionAdmin(ServiceDeleteAdmin):
     def has_add_permission(self, request):
         return False
 
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if "warm_pool_depth" in form.base_fields:  # left out of a post: unchanged
+            form.base_fields["warm_pool_depth"].required = False
+        return form
+
     def save_model(self, request, obj, form, change):
-        data = {name: form.cleaned_data[name] for name in ("trusted", "warm_pool_depth") if name in form.changed_data}
+        data = {name: form.cleaned_data[name] for name in ("trusted", "warm_pool_depth")
+                if name in form.changed_data and form.cleaned_data[name] is not None}
         if data:  # through the service, journalled (lablet_definition.updated)
             services.lablet_definition_update(definition=LabletDefinition.objects.get(pk=obj.pk), user=request.user,
                                               actor=request.user.get_username(), data=data,

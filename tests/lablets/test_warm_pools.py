@@ -244,3 +244,23 @@ def test_the_reports_show_warm_lab_hours_and_their_share_of_the_cost(operator_us
     assert 'id="warm-heading"' in html and "1.25" in html
     csv_text = client.get("/dashboard/reports/export.csv", {"start": "2024-03-04", "end": "2024-03-04"}).content
     assert csv_text.decode().splitlines()[1].endswith(",10.0000,2.0000,1.2500")
+
+
+def test_an_admin_sets_the_warm_pool_depth_in_the_admin_through_the_service(admin_user):
+    from django.test import Client
+    from django.urls import reverse
+
+    from apps.lablets.models import LabletDefinition
+    from tests.factories import LabletDefinitionFactory
+
+    definition = LabletDefinitionFactory()
+    admin = Client()
+    admin.force_login(admin_user)
+    url = reverse("admin:lablets_labletdefinition_change", args=[definition.pk])
+
+    saved = admin.post(url, {"warm_pool_depth": "2", "_save": "Save"})
+
+    assert saved.status_code == 302, saved.content.decode()[:2000]
+    assert LabletDefinition.objects.get(pk=definition.pk).warm_pool_depth == 2
+    event = AuditEvent.objects.filter(event_type="lablet_definition.updated", resource_id=definition.public_id).get()
+    assert (event.metadata["before"]["warm_pool_depth"], event.metadata["after"]["warm_pool_depth"]) == (0, 2)

@@ -15,6 +15,7 @@ from apps.lablets.engine.warm import warm_pool_tick
 from apps.lablets.models import ConsolePort, WarmLab
 from apps.lablets.services import lablet_instance_create
 from apps.lablets.services.definitions import lablet_definition_update
+from apps.lablets.services.warm import warm_pool_targets
 from apps.workers.ledger import WARM_LAB, usage_at
 from tests.lablets.engine_support import CONSOLE_HOST, events, fresh, labs, running_worker, two_router_definition
 from tests.waiting import wait_until
@@ -179,6 +180,9 @@ def test_the_pool_shrinks_to_zero_when_no_instance_started_for_the_idle_setting(
 
     warm_pool_tick(now=timezone.now() + timedelta(hours=1))
     assert len(warm_labs(definition, "ready")) == 2  # not idle yet
+    (pool,) = warm_pool_targets(now=timezone.now() + timedelta(hours=1))
+    assert (pool["definition_id"], pool["target"], pool["ready"], pool["pooled"]) == (definition.public_id, 2, 2, 2)
+    assert warm_pool_targets(now=timezone.now() + timedelta(hours=3))[0]["target"] == 0  # what the planner sees
 
     report = warm_pool_tick(now=timezone.now() + timedelta(hours=2, minutes=1))
 

@@ -31,7 +31,7 @@ from apps.lablets.models import WarmLabStatus as W
 from apps.lablets.patty import topology_with_console_tags
 from apps.lablets.services.lease import Claim
 from apps.lablets.services.warm import (
-    POOLED, warm_fingerprint, warm_lab_claim, warm_lab_forget_lab, warm_lab_place, warm_lab_ports_allocate,
+    POOLED, pool_target, warm_fingerprint, warm_lab_claim, warm_lab_forget_lab, warm_lab_place, warm_lab_ports_allocate,
     warm_lab_record_lab, warm_lab_recycle, warm_lab_recycled, warm_lab_release, warm_lab_transition)
 from apps.workers import cml
 from apps.workers.cml.topology_policy import TopologyRefused, topology_check
@@ -49,24 +49,16 @@ GONE = (WorkerStatus.TERMINATED, WorkerStatus.FAILED)
 def warm_lab_hand_over(pk: int, *, until: datetime, now: datetime, actor: str) -> str:
     """Finish an instance that just took a warm lab (after the creation's commit): its lab is recorded and
     booted, so the instantiation's last step runs at once (console ports and entries, RUNNING). Whatever it
-    cannot finish (CML unreachable) the next tick does, as for any instantiating instance."""
-    return instantiate.advance(Claim(instance=load(pk), until=until, now=now, actor=actor))
+    cannot finish (CML unreachable) the next tick does, as for any instantiating instance: the creation has
+    committed, so nothing here fails it."""
+    try:
+        return instantiate.advance(Claim(instance=load(pk), until=until, now=now, actor=actor))
+    except Exception:  # noqa: BLE001 - the booking stands; its claim runs out and the tick takes over
+        log.exception("warm pool: the hand-over of instance %s failed; the lifecycle tick finishes it", pk)
+        return "retry"
 
 
 # --- decisions ------------------------------------------------------------------------------------------
-
-def pool_target(definition: LabletDefinition, now: datetime, last_started: datetime | None) -> tuple[int, str]:
-    """(depth wanted now, why)."""
-    if not definition.warm_pool_depth:
-        return 0, "no warm pool"
-    if not definition.is_active:
-        return 0, "the definition is deprecated"
-    idle = timedelta(hours=settings.WARM_POOL_IDLE_HOURS)
-    reference = max(filter(None, (last_started, definition.updated_at)))
-    if reference + idle <= now:
-        return 0, f"no instance started for {settings.WARM_POOL_IDLE_HOURS} h"
-    return definition.warm_pool_depth, f"depth {definition.warm_pool_depth}"
-
 
 def recycle_reason(warm: WarmLab, definition: LabletDefinition, now: datetime) -> str:
     """Why a pooled warm lab must go ('' when it may stay)."""

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -65,6 +65,40 @@ def is_start_now(start: datetime, now: datetime) -> bool:
     """A slot that has begun (a student arriving now): the only kind that takes a warm lab. A slot starting
     later is brought up by the engine ahead of its start (LIFECYCLE_LEAD_MINUTES)."""
     return start <= now
+
+
+# --- the pools' targets ------------------------------------------------------------------------------
+
+def pool_target(definition: LabletDefinition, now: datetime, last_started: datetime | None) -> tuple[int, str]:
+    """(depth wanted now, why)."""
+    if not definition.warm_pool_depth:
+        return 0, "no warm pool"
+    if not definition.is_active:
+        return 0, "the definition is deprecated"
+    idle = timedelta(hours=settings.WARM_POOL_IDLE_HOURS)
+    reference = max(filter(None, (last_started, definition.updated_at)))
+    if reference + idle <= now:
+        return 0, f"no instance started for {settings.WARM_POOL_IDLE_HOURS} h"
+    return definition.warm_pool_depth, f"depth {definition.warm_pool_depth}"
+
+
+def warm_pool_targets(*, now: datetime | None = None) -> list[dict]:
+    """Every warm pool with its target now and what it holds (for the fleet planner's demand and the pages):
+    [{definition_id, target, why, pooled, ready, need}]. Two queries."""
+    now = now or timezone.now()
+    pooled = Q(warm_pool_depth__gt=0) | Q(pk__in=WarmLab.objects.filter(status__in=POOLED).values("definition"))
+    definitions = list(LabletDefinition.objects.filter(pooled).annotate(last_started=Max("instances__running_at")))
+    counts: dict[tuple[int, str], int] = {}
+    for definition_pk, status in WarmLab.objects.filter(status__in=POOLED).values_list("definition_id", "status"):
+        counts[(definition_pk, status)] = counts.get((definition_pk, status), 0) + 1
+    out = []
+    for definition in definitions:
+        target, why = pool_target(definition, now, definition.last_started)
+        ready = counts.get((definition.pk, W.READY), 0)
+        out.append({"definition_id": definition.public_id, "target": target, "why": why, "ready": ready,
+                    "pooled": ready + counts.get((definition.pk, W.STARTING), 0),
+                    "need": definition_need(definition)})
+    return out
 
 
 # --- the ledger ---------------------------------------------------------------------------------------

@@ -268,3 +268,19 @@ def test_an_admin_sets_the_warm_pool_depth_in_the_admin_through_the_service(admi
     assert LabletDefinition.objects.get(pk=definition.pk).warm_pool_depth == 2
     event = AuditEvent.objects.filter(event_type="lablet_definition.updated", resource_id=definition.public_id).get()
     assert (event.metadata["before"]["warm_pool_depth"], event.metadata["after"]["warm_pool_depth"]) == (0, 2)
+
+
+def test_the_dashboard_editor_sets_the_warm_pool_depth_and_the_page_shows_it(instructor_user):
+    from apps.lablets.models import LabletDefinition
+    from tests.dashboard.test_definitions import NEW, browser, form_data
+
+    client = browser(instructor_user)
+    response = client.post(NEW, form_data(warm_pool_depth="2"))
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    definition = LabletDefinition.objects.get(name="ospf-basics")
+    assert definition.warm_pool_depth == 2
+    page = client.get(response["Location"]).content.decode()
+    assert '<dd id="warm-pool">2 lab(s) booted ahead</dd>' in page
+    edit = client.get(response["Location"] + "edit/").content.decode()
+    assert 'name="warm_pool_depth" value="2"' in edit

@@ -7,9 +7,9 @@
    LIFECYCLE_LEAD_MINUTES), instantiations in progress, teardowns, cleanups of labs left behind.
    Work that a process killed mid-step left claimed is taken over once its claim runs out.
 0. The scheduler: re-placement of what failed or terminated workers held, then waiting reservations.
-5. Warm pools (apps/lablets/engine/warm.py): stale, old and surplus warm labs recycled, missing ones placed,
+4. Warm pools (apps/lablets/engine/warm.py): stale, old and surplus warm labs recycled, missing ones placed,
    starting ones imported and booted.
-4. Capacity freed → waiting reservations are placed at once.
+5. Capacity freed → waiting reservations are placed at once.
 
 Idempotent and safe to run in several q clusters at once: every decision is re-checked under a row
 lock (the transition function) or a compare-and-swap; a stale one is a log line.

@@ -133,8 +133,9 @@ def lablet_instance_create(
     """Book a lab for `owner_id` and place it at once (admission at booking time).
 
     The instance is SCHEDULED on a worker with room for the whole slot, or stays PENDING as a
-    reservation placed as soon as capacity frees; a slot that has begun takes a READY warm lab of the
-    definition when there is one (apps.lablets.services.warm: RUNNING before this returns); with `reserve=False` no room is a 409 instead.
+    reservation placed as soon as capacity frees; with `reserve=False` no room is a 409 instead. A slot
+    that has begun takes a READY warm lab of a definition with a warm pool when there is one
+    (apps.lablets.services.warm): the instance is RUNNING when this returns.
     `place=False` leaves it PENDING for the caller to place with others (a roster: one batch placement).
     """
     from apps.lablets.placement import Planner, need_of
@@ -189,7 +190,7 @@ def lablet_instance_create(
         if not place:
             return instance
         warm_lease = None
-        if is_start_now(timeslot_start, timezone.now()):  # a warm lab of the definition, taken over at once
+        if definition.warm_pool_depth and is_start_now(timeslot_start, timezone.now()):  # taken over at once
             warm_lease = warm_lab_take(instance=instance, actor=actor)
         if warm_lease is None:
             instance = lablet_instance_place(instance=instance, actor=actor)
@@ -202,7 +203,7 @@ def lablet_instance_create(
                 "to keep a pending reservation, or POST /api/scheduler/preview to see each worker's reason.",
                 extra={"reason": "no_capacity"},
             )
-    if warm_lease is not None:  # committed: the lab is booted, RUNNING within the request (network: no transaction)
+    if warm_lease is not None:  # committed; the lab is booted: RUNNING now (network calls, no transaction of ours)
         from apps.lablets.engine import warm_lab_hand_over
 
         warm_lab_hand_over(instance.pk, until=warm_lease, now=timezone.now(), actor=actor)

@@ -258,6 +258,10 @@ LIFECYCLE_STEP_LEASE_SECONDS = env.float("LIFECYCLE_STEP_LEASE_SECONDS", default
 LIFECYCLE_CML_TIMEOUT_SECONDS = env.float("LIFECYCLE_CML_TIMEOUT_SECONDS", default=30.0)  # per CML request of a step
 LIFECYCLE_TICK_BATCH = env.int("LIFECYCLE_TICK_BATCH", default=200)  # instances per kind of work per tick
 LIFECYCLE_TICK_BUDGET_SECONDS = env.float("LIFECYCLE_TICK_BUDGET_SECONDS", default=50.0)  # then no new network step
+# Warm pools (docs/workers.md#warm-pools): a pool shrinks to zero when no instance of its definition started for
+# this long; a warm lab older than this is recycled (deleted from CML, replaced).
+WARM_POOL_IDLE_HOURS = env.float("WARM_POOL_IDLE_HOURS", default=24.0)
+WARM_LAB_MAX_AGE_MINUTES = env.int("WARM_LAB_MAX_AGE_MINUTES", default=360)
 # Instance archives (lab YAML and artifacts) go to S3 (moto's S3 under `make run` and in tests).
 ARCHIVE_S3_BUCKET = env.str("ARCHIVE_S3_BUCKET", default="labmanager-archive")
 ARCHIVE_S3_PREFIX = env.str("ARCHIVE_S3_PREFIX", default="instances/")

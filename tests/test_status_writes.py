@@ -32,6 +32,7 @@ ALLOWED = {
     ("apps/sessions/services/transitions.py", "session_transitions_many"),
     ("apps/sessions/services/transitions.py", "session_lab_transition"),
     ("apps/webhooks/delivery.py", "webhook_delivery_transition"),
+    ("apps/lablets/services/warm.py", "warm_lab_transition"),
 }
 
 # The lablet instance's lease and retry bookkeeping: a second state, written only by the lease module.
@@ -43,6 +44,9 @@ LEASE_ALLOWED = {
     # (when it is retried) and a session lab teardown's attempt count.
     ("apps/webhooks/delivery.py", "_record"),
     ("apps/sessions/services/labs.py", "lab_teardown_run"),
+    # A warm lab's own lease (apps/lablets/services/warm.py: claimed and given back there only).
+    ("apps/lablets/services/warm.py", "warm_lab_claim"),
+    ("apps/lablets/services/warm.py", "warm_lab_release"),
 }
 
 # A lablet instance's step results: written only by apps/lablets/services/ (services/steps.py for the engine's

@@ -6,9 +6,12 @@ Definitions (those of `fleet_report`, apps/lablets/services/fleet_cost.py; days 
 - booked hours / booked CPU-hours: the timeslots of the lablet instances placed on the worker, clipped to
   the day and cut short where the instance stopped or was terminated (× the instance's CPU cores);
 - utilisation: booked CPU-hours / (the worker's CPU cores × its running hours), in %; none without
-  running hours. Summed over days or workers it is the same ratio of the sums, not a mean of percentages.
+  running hours. Summed over days or workers it is the same ratio of the sums, not a mean of percentages;
+- warm hours / warm cost: the hours the worker held warm-pool labs (booted ahead, not yet taken by an
+  instance) and their share of the worker's cost by CPU (docs/workers.md#warm-pools): a separate line of the
+  page, two more columns of the CSV.
 
-Three queries whatever the range and the fleet (those of `fleet_report`); the rest is arithmetic.
+Four queries whatever the range and the fleet (those of `fleet_report`); the rest is arithmetic.
 """
 
 import csv
@@ -17,14 +20,17 @@ from datetime import date, datetime, timedelta
 from apps.lablets.services.fleet_cost import fleet_report
 
 CSV_COLUMNS = ("date", "worker_id", "worker_name", "cpu_cores", "running_hours", "booked_hours",
-               "booked_cpu_hours", "utilisation_percent", "cost")
+               "booked_cpu_hours", "utilisation_percent", "cost", "warm_hours", "warm_cost")
 
 
 def _sum(rows: list[dict]) -> dict:
     capacity = sum(r["cpu_cores"] * r["running_hours"] for r in rows)
     cpu = sum(r["booked_cpu_hours"] for r in rows)
     costs = [r["cost"] for r in rows if r["cost"] is not None]
+    warm_costs = [r["warm_cost"] for r in rows if r["warm_cost"] is not None]
     return {
+        "warm_hours": sum(r["warm_hours"] for r in rows),
+        "warm_cost": sum(warm_costs) if warm_costs else None,
         "running_hours": sum(r["running_hours"] for r in rows),
         "booked_hours": sum(r["booked_hours"] for r in rows),
         "booked_cpu_hours": cpu,
@@ -74,7 +80,7 @@ def _text(value: str) -> str:
 
 def fleet_report_csv(rows: list[dict], out) -> None:
     """Write `rows` (fleet_report_summary's) as CSV to `out`: a header row (CSV_COLUMNS), then one row per
-    worker per day with activity; hours to 4 decimals, utilisation to 2 (blank: no running hours), cost to
+    worker per day with activity; hours to 4 decimals, utilisation to 2 (blank: no running hours), costs to
     4 (blank: no worker template)."""
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
@@ -84,4 +90,5 @@ def fleet_report_csv(rows: list[dict], out) -> None:
             row["date"].isoformat(), row["worker_id"], _text(row["worker_name"]), row["cpu_cores"],
             f"{row['running_hours']:.4f}", f"{row['booked_hours']:.4f}", f"{row['booked_cpu_hours']:.4f}",
             "" if util is None else f"{util:.2f}", "" if cost is None else f"{cost:.4f}",
+            f"{row['warm_hours']:.4f}", "" if row["warm_cost"] is None else f"{row['warm_cost']:.4f}",
         ])

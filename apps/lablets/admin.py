@@ -3,7 +3,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from apps.lablets import services
-from apps.lablets.models import LabletDefinition, LabletInstance
+from apps.lablets.models import LabletDefinition, LabletInstance, WarmLab
 from apps.lablets.services.awaited import (
     lablet_definition_sync_begin,
     lablet_instance_start_collection_begin,
@@ -33,7 +33,7 @@ def _run(modeladmin, request, queryset, call, verb, noun):
 @admin.register(LabletDefinition)
 class LabletDefinitionAdmin(ServiceDeleteAdmin):
     list_display = ("name", "version", "public_id", "owner", "is_active", "trusted", "cpu_cores", "memory_gb",
-                    "node_count", "max_duration_minutes", "updated_at", "dashboard_link")
+                    "node_count", "max_duration_minutes", "warm_pool_depth", "updated_at", "dashboard_link")
     list_select_related = ("owner",)
     list_filter = ("is_active", "trusted")
     search_fields = ("name", "version", "public_id", "description")
@@ -57,18 +57,26 @@ class LabletDefinitionAdmin(ServiceDeleteAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         # Definitions are written through the API (validated there); the admin shows them. An admin (not an
-        # operator) may tick `trusted`: the topology may then use external connectors (docs/security.md).
-        editable = {"trusted"} if has_role(request.user, ADMIN) else set()
+        # operator) may tick `trusted`: the topology may then use external connectors (docs/security.md), and set
+        # the warm pool's depth (docs/workers.md#warm-pools).
+        editable = {"trusted", "warm_pool_depth"} if has_role(request.user, ADMIN) else set()
         return [f.name for f in self.model._meta.fields if f.name not in editable]
 
     def has_add_permission(self, request):
         return False
 
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if "warm_pool_depth" in form.base_fields:  # left out of a post: unchanged
+            form.base_fields["warm_pool_depth"].required = False
+        return form
+
     def save_model(self, request, obj, form, change):
-        if "trusted" in form.changed_data:  # through the service, journalled (lablet_definition.updated)
+        data = {name: form.cleaned_data[name] for name in ("trusted", "warm_pool_depth")
+                if name in form.changed_data and form.cleaned_data[name] is not None}
+        if data:  # through the service, journalled (lablet_definition.updated)
             services.lablet_definition_update(definition=LabletDefinition.objects.get(pk=obj.pk), user=request.user,
-                                              actor=request.user.get_username(),
-                                              data={"trusted": form.cleaned_data["trusted"]},
+                                              actor=request.user.get_username(), data=data,
                                               may_trust=has_role(request.user, ADMIN))
 
     @admin.action(description="Deprecate selected definitions")
@@ -140,3 +148,18 @@ class LabletInstanceAdmin(NoDeleteAdmin):  # an instance ends by "Terminate" (it
         _run(self, request, queryset,
              lambda i, actor: lablet_instance_terminate_begin(instance=i, actor=actor),
              "Ended", "instance(s) (their labs are torn down by a background job)")
+
+
+@admin.register(WarmLab)
+class WarmLabAdmin(NoDeleteAdmin):  # written by the warm pools only (apps/lablets/services/warm.py): shown here
+    list_display = ("public_id", "definition", "worker", "status", "cml_lab_id", "created_at", "ready_at", "ended_at",
+                    "taken_by", "recycle_reason")
+    list_select_related = ("definition", "worker", "taken_by")
+    list_filter = ("status",)
+    search_fields = ("public_id", "cml_lab_id", "definition__public_id", "worker__public_id")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

@@ -24,3 +24,10 @@ class LabletsConfig(AppConfig):
             lambda sender, worker_ids, start, end, exclude, **kwargs: instance_bookings(
                 worker_ids, start, end, exclude_pk=exclude.get("instance")),
             weak=False, dispatch_uid="lablets_bookings")
+        # ... and warm labs, held open-ended until an instance takes one or it is recycled.
+        from apps.lablets.services.warm import warm_lab_bookings
+
+        worker_bookings.connect(
+            lambda sender, worker_ids, start, end, exclude, **kwargs: warm_lab_bookings(
+                worker_ids, start, end, exclude_pk=exclude.get("warm_lab")),
+            weak=False, dispatch_uid="lablets_warm_bookings")

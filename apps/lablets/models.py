@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from apps.core.ids import definition_id, instance_id
+from apps.core.ids import definition_id, instance_id, public_id
 
 
 class LabletDefinition(models.Model):
@@ -36,6 +36,10 @@ class LabletDefinition(models.Model):
         help_text="Students may reach their instance's console ports directly (not only through LabManager): at "
                   "RUNNING an EC2 security-group ingress rule opens each allocated port to the instance's "
                   "student_cidr; removed at teardown (docs/workers.md#direct-console-access).")
+    warm_pool_depth = models.PositiveIntegerField(
+        default=0, db_default=0,
+        help_text="Labs of this definition kept imported and booted ahead, so that a lablet instance starting now "
+                  "takes one and runs within seconds (docs/workers.md#warm-pools). 0: none.")
     # The CML lab the topology is maintained in (POST .../sync pulls it back from there).
     reference_lab_id = models.CharField(max_length=64, blank=True)
     reference_worker = models.ForeignKey(
@@ -196,20 +200,30 @@ class LabletInstance(models.Model):
 
 
 class ConsolePort(models.Model):
-    """A console port on a worker, held by one running lab from instantiation until termination."""
+    """A console port on a worker, held by one running lab from instantiation until termination: an instance's,
+    or a warm lab's until an instance takes it over (the port moves with the lab)."""
 
     worker = models.ForeignKey("workers.Worker", on_delete=models.CASCADE, related_name="console_ports")
     port = models.PositiveIntegerField()
-    instance = models.ForeignKey(LabletInstance, on_delete=models.CASCADE, related_name="console_ports")
+    instance = models.ForeignKey(LabletInstance, null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="console_ports")
+    warm_lab = models.ForeignKey("WarmLab", null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="console_ports")
     name = models.CharField(max_length=100, blank=True, help_text="The port definition it serves.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["worker", "port"]
-        constraints = [models.UniqueConstraint(fields=["worker", "port"], name="console_port_unique_per_worker")]
+        constraints = [
+            models.UniqueConstraint(fields=["worker", "port"], name="console_port_unique_per_worker"),
+            models.CheckConstraint(
+                condition=(models.Q(instance__isnull=False, warm_lab__isnull=True)
+                           | models.Q(instance__isnull=True, warm_lab__isnull=False)),
+                name="console_port_one_holder"),
+        ]
 
     def __str__(self):
-        return f"{self.worker_id}:{self.port} -> {self.instance_id}"
+        return f"{self.worker_id}:{self.port} -> {self.instance_id or self.warm_lab_id}"
 
 
 class StudentLink(models.Model):
@@ -237,3 +251,60 @@ class StudentLink(models.Model):
 
     def __str__(self):
         return f"{self.prefix}… -> {self.instance_id}"
+
+
+def warm_lab_id() -> str:
+    return public_id("warm")
+
+
+class WarmLabStatus(models.TextChoices):
+    STARTING = "starting"  # placed on a worker; being imported and booted
+    READY = "ready"  # every node booted: an instance starting now may take it
+    TAKEN = "taken"  # an instance took it over (its lab, ports and capacity): no longer the pool's
+    RECYCLING = "recycling"  # stale, too old, surplus or broken: being deleted from CML
+    RECYCLED = "recycled"  # gone from CML
+
+
+class WarmLab(models.Model):
+    """A lab of a definition imported and booted ahead on a worker (the definition's warm pool), held in the
+    capacity ledger (kind `warm_lab`, open-ended) until an instance takes it or it is recycled.
+    docs/workers.md#warm-pools. Status and results are written only by apps/lablets/services/warm.py."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=warm_lab_id, editable=False)
+    definition = models.ForeignKey(LabletDefinition, on_delete=models.CASCADE, related_name="warm_labs")
+    worker = models.ForeignKey("workers.Worker", on_delete=models.CASCADE, related_name="warm_labs")
+    cml_lab_id = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=20, choices=WarmLabStatus.choices, default=WarmLabStatus.STARTING,
+                              db_index=True)
+    # What the lab was built from: the definition's content hash, and a fingerprint of everything else that
+    # shapes it (console port definitions, need). A definition edit makes older warm labs stale.
+    content_hash = models.CharField(max_length=64)
+    fingerprint = models.CharField(max_length=64)
+    # What it holds on its worker (the definition's need when it was placed).
+    cpu_cores = models.PositiveIntegerField(default=0)
+    memory_gb = models.PositiveIntegerField(default=0)
+    storage_gb = models.PositiveIntegerField(default=0)
+    node_count = models.PositiveIntegerField(default=0)
+    port_count = models.PositiveIntegerField(default=0)
+    taken_by = models.OneToOneField(LabletInstance, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="warm_lab")
+    recycle_reason = models.CharField(max_length=200, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # The pool's lease: a process importing, booting or deleting the lab holds it until then.
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True, help_text="Taken or recycled: it left the pool.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["definition", "status"], name="warm_lab_definition_status"),
+                   models.Index(fields=["worker", "status"], name="warm_lab_worker_status")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(status__in=WarmLabStatus.values), name="warm_lab_status_valid"),
+        ]
+
+    def __str__(self):
+        return f"{self.public_id} ({self.definition_id}, {self.status})"

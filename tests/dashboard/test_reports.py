@@ -135,10 +135,11 @@ def test_the_csv_has_a_header_and_one_row_per_worker_per_day_with_the_same_filte
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert response["Content-Disposition"] == 'attachment; filename="fleet-report-2024-03-04-to-2024-03-06.csv"'
     assert response.content.decode() == (
-        "date,worker_id,worker_name,cpu_cores,running_hours,booked_hours,booked_cpu_hours,utilisation_percent,cost\r\n"
-        f"2024-03-04,{alpha.public_id},alpha,48,6.0000,3.0000,48.0000,16.67,15.0000\r\n"
-        f"2024-03-05,{alpha.public_id},alpha,48,2.0000,1.0000,24.0000,25.00,5.0000\r\n"
-        f"2024-03-05,{beta.public_id},beta,16,3.0000,1.5000,12.0000,25.00,\r\n"
+        "date,worker_id,worker_name,cpu_cores,running_hours,booked_hours,booked_cpu_hours,utilisation_percent,cost,"
+        "warm_hours,warm_cost\r\n"
+        f"2024-03-04,{alpha.public_id},alpha,48,6.0000,3.0000,48.0000,16.67,15.0000,0.0000,0.0000\r\n"
+        f"2024-03-05,{alpha.public_id},alpha,48,2.0000,1.0000,24.0000,25.00,5.0000,0.0000,0.0000\r\n"
+        f"2024-03-05,{beta.public_id},beta,16,3.0000,1.5000,12.0000,25.00,,0.0000,\r\n"
     )
     day_two = browser(operator_user).get(CSV, {"start": "2024-03-05", "end": "2024-03-05"}).content.decode()
     assert [line.split(",")[0] for line in day_two.splitlines()] == ["date", "2024-03-05", "2024-03-05"]
@@ -156,7 +157,7 @@ def test_a_worker_name_is_never_read_as_a_spreadsheet_formula(operator_user):
 
     lines = browser(operator_user).get(CSV, RANGE).content.decode().splitlines()
 
-    assert lines[1] == f'2024-03-04,{worker.public_id},"\'=HYPERLINK(""http://x"")",4,1.0000,0.0000,0.0000,0.00,'
+    assert lines[1] == f'2024-03-04,{worker.public_id},"\'=HYPERLINK(""http://x"")",4,1.0000,0.0000,0.0000,0.00,,0.0000,'
 
 
 def test_a_range_without_activity_says_so_and_its_csv_is_the_header_only(operator_user, history):
@@ -166,7 +167,7 @@ def test_a_range_without_activity_says_so_and_its_csv_is_the_header_only(operato
     assert 'id="report-chart"' not in html
     csv_text = browser(operator_user).get(CSV, {"start": "2024-03-07", "end": "2024-03-08"}).content.decode()
     assert csv_text.splitlines() == ["date,worker_id,worker_name,cpu_cores,running_hours,booked_hours,"
-                                     "booked_cpu_hours,utilisation_percent,cost"]
+                                     "booked_cpu_hours,utilisation_percent,cost,warm_hours,warm_cost"]
 
 
 def test_the_default_range_is_the_last_14_days_today_included(operator_user):

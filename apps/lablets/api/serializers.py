@@ -41,7 +41,8 @@ class LabletDefinitionSerializer(serializers.ModelSerializer):
         model = LabletDefinition
         fields = [
             "id", "name", "version", "description", "cml_lab_yaml", "content_hash", "resource_requirements",
-            "lifecycle", "port_definitions", "is_active", "trusted", "direct_console_access", "reference_lab_id",
+            "lifecycle", "port_definitions", "is_active", "trusted", "direct_console_access", "warm_pool_depth",
+            "reference_lab_id",
             "reference_worker_id",
             "synced_at", "owner", "created_at", "updated_at",
         ]
@@ -78,6 +79,13 @@ class LabletDefinitionWriteSerializer(serializers.Serializer):
                   "student_cidr runs, its allocated ports are opened to that range in the worker's EC2 security "
                   "group (removed at teardown). Default false: consoles only through LabManager. Changed by "
                   "whoever may change the definition (its owner, admins).")
+
+    warm_pool_depth = serializers.IntegerField(
+        required=False, min_value=0, max_value=100,
+        help_text="Labs of this definition kept imported and booted ahead on suitable workers (held in the capacity "
+                  "ledger): an instance whose timeslot has begun when it is created takes one and is running "
+                  "within seconds. The pool refills in the background, shrinks to zero when no instance started "
+                  "for WARM_POOL_IDLE_HOURS. Default 0: none (docs/workers.md#warm-pools).")
 
     def validate_cml_lab_yaml(self, value):
         # The syntax only, reported with the other field errors; the service checks the topology policy.

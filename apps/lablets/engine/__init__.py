@@ -14,7 +14,8 @@ the services".
 
 Entry points: `lifecycle_tick` and `instance_advance` (django-q2 tasks in apps.lablets.tasks),
 `instance_terminate` (or its two halves `instance_end` and `instance_teardown_now`) and `instance_collect`
-(behind the services in apps.lablets.services.instances and .awaited).
+(behind the services in apps.lablets.services.instances and .awaited), `warm_lab_hand_over` (behind
+lablet_instance_create: an instance that took a warm lab, apps/lablets/engine/warm.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from apps.lablets.models import InstanceStatus as S
 from apps.lablets.models import LabletInstance
 
 from . import instantiate, teardown
+from .warm import warm_lab_hand_over  # noqa: F401 (entry point, behind lablet_instance_create)
 from .collection import collect as instance_collect
 from apps.lablets.services.lease import lease_claim
 

@@ -7,7 +7,9 @@
    LIFECYCLE_LEAD_MINUTES), instantiations in progress, teardowns, cleanups of labs left behind.
    Work that a process killed mid-step left claimed is taken over once its claim runs out.
 0. The scheduler: re-placement of what failed or terminated workers held, then waiting reservations.
-4. Capacity freed → waiting reservations are placed at once.
+4. Warm pools (apps/lablets/engine/warm.py): stale, old and surplus warm labs recycled, missing ones placed,
+   starting ones imported and booted.
+5. Capacity freed → waiting reservations are placed at once.
 
 Idempotent and safe to run in several q clusters at once: every decision is re-checked under a row
 lock (the transition function) or a compare-and-swap; a stale one is a log line.
@@ -36,6 +38,7 @@ from apps.lablets.services.lease import claimable, lease_claim
 
 from .common import log, schedule_pending
 from .ending import end_quietly
+from .warm import warm_pool_tick
 
 NOT_YET_RUNNING = (S.PENDING, S.SCHEDULED, S.INSTANTIATING)
 IDLE_OUTCOMES = frozenset({"stale", "busy", "not_due", "waiting", "clean"})  # nothing done: not counted
@@ -147,6 +150,14 @@ def lifecycle_tick(*, now: datetime | None = None, actor: str = "system") -> dic
             report[key] += count
     except Exception:  # noqa: BLE001 - EC2 trouble must not stop the lifecycle
         log.exception("lifecycle: the console access reconcile failed")
+        report["errors"] += 1
+
+    try:  # warm pools: recycle, refill, boot (apps/lablets/engine/warm.py)
+        for key, count in warm_pool_tick(now=now, actor=actor).items():
+            report[key] += count
+        freed = freed or bool(report["warm_removed"])
+    except Exception:  # noqa: BLE001 - the pools must not stop the lifecycle
+        log.exception("lifecycle: the warm pool pass failed")
         report["errors"] += 1
 
     if freed:

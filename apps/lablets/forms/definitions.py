@@ -58,9 +58,12 @@ class DefinitionForm(forms.Form):
     default_duration_minutes = _count("Default duration (minutes)", initial=120)
     max_duration_minutes = _count("Maximum duration (minutes)", initial=240)
     idle_timeout_minutes = _count("Idle timeout (minutes)", initial=30)
+    warm_pool_depth = forms.IntegerField(
+        min_value=0, max_value=100, initial=0, required=False, label="Warm pool depth",
+        help_text="Labs kept booted ahead: an instance starting now takes one and runs within seconds. 0: none.")
 
     GROUPS = {"Definition": ("name", "version", "description"), "Resource requirements": REQUIREMENT_FIELDS,
-              "Lifecycle": LIFECYCLE_FIELDS}
+              "Lifecycle": LIFECYCLE_FIELDS, "Warm pool": ("warm_pool_depth",)}
     # The keys of a service's ValidationFailed.errors → the field that shows them.
     # The page edits the topology, not the port definitions: a device they name missing from it is the topology's.
     ERROR_FIELDS = {"cml_lab_yaml": "cml_lab_yaml", "lifecycle.max_duration_minutes": "max_duration_minutes",
@@ -68,7 +71,8 @@ class DefinitionForm(forms.Form):
 
     @staticmethod
     def initial_from(definition: LabletDefinition, *, version: str | None = None) -> dict:
-        fields = ("name", "version", "description", "cml_lab_yaml") + REQUIREMENT_FIELDS + LIFECYCLE_FIELDS
+        fields = (("name", "version", "description", "cml_lab_yaml") + REQUIREMENT_FIELDS + LIFECYCLE_FIELDS
+                  + ("warm_pool_depth",))
         initial = {field: getattr(definition, field) for field in fields}
         if version is not None:
             initial["version"] = version
@@ -90,6 +94,7 @@ class DefinitionForm(forms.Form):
             "cml_lab_yaml": data["cml_lab_yaml"],
             "resource_requirements": {key: data[key] for key in REQUIREMENT_FIELDS},
             "lifecycle": {key: data[key] for key in LIFECYCLE_FIELDS},
+            **({} if data.get("warm_pool_depth") is None else {"warm_pool_depth": data["warm_pool_depth"]}),
         }
 
     def add_domain_error(self, exc: DomainError) -> None:

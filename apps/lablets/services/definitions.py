@@ -16,7 +16,7 @@ from apps.core.errors import Conflict, Forbidden, UpstreamUnavailable, Validatio
 REQUIREMENT_FIELDS = ("cpu_cores", "memory_gb", "storage_gb", "node_count")
 LIFECYCLE_FIELDS = ("default_duration_minutes", "max_duration_minutes", "idle_timeout_minutes")
 SNAPSHOT_FIELDS = (("name", "version", "description", "content_hash", "is_active", "trusted",
-                    "direct_console_access") + REQUIREMENT_FIELDS
+                    "direct_console_access", "warm_pool_depth") + REQUIREMENT_FIELDS
                    + LIFECYCLE_FIELDS)
 NOT_OWNER = "Only the definition's owner or an admin may change it."
 FOREIGN_LAB = ("A definition is synced only from its reference lab or from the CML lab of a lablet instance you "
@@ -80,7 +80,7 @@ def _validate_lifecycle(fields: dict) -> None:
 def _flatten(data: dict) -> dict:
     """API shape (nested resource_requirements/lifecycle) → model fields."""
     fields = {key: data[key] for key in ("name", "version", "description", "cml_lab_yaml", "port_definitions", "is_active",
-                                                 "direct_console_access") if key in data}
+                                                 "direct_console_access", "warm_pool_depth") if key in data}
     fields.update({key: data["resource_requirements"][key] for key in REQUIREMENT_FIELDS if key in data.get("resource_requirements", {})})
     fields.update({key: data["lifecycle"][key] for key in LIFECYCLE_FIELDS if key in data.get("lifecycle", {})})
     return fields

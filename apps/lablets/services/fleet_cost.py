@@ -19,7 +19,7 @@ from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from apps.audit.services import audit_record
-from apps.lablets.models import InstanceStatus, LabletInstance
+from apps.lablets.models import InstanceStatus, LabletInstance, WarmLab
 from apps.workers.models import Worker, WorkerRunPeriod, WorkerStatus
 from apps.workers.services.fleet import worker_start, worker_stop
 from apps.core.errors import DomainError, ValidationFailed
@@ -175,8 +175,11 @@ def fleet_report(*, start: date, end: date, now: datetime | None = None) -> list
     clipped to the day, an open one up to now), booked instance-hours and CPU-hours (timeslots clipped
     to the day, cut short where the instance stopped or was terminated early), utilisation (booked
     CPU-hours over the worker's cores × running hours, in %, None without running hours) and cost
-    (running hours × the template's cost_per_hour, None without a template). Days with neither running
-    nor booked time are left out. Three queries, whatever the fleet."""
+    (running hours × the template's cost_per_hour, None without a template). Warm pools
+    (docs/workers.md#warm-pools): warm-lab hours (each warm lab from its placement until it was taken or
+    recycled, clipped to the day) and their share of the cost (cost × the warm labs' CPU-hours over the
+    worker's cores × running hours, at most the cost; None without a template). Days with neither running,
+    booked nor warm time are left out. Four queries, whatever the fleet."""
     if end < start:
         raise ValidationFailed("The report's end date is before its start date.",
                                errors={"end": ["Must not be before start."]})
@@ -200,7 +203,15 @@ def fleet_report(*, start: date, end: date, now: datetime | None = None) -> list
         _spread(booked, row["worker_id"], row["timeslot_start"], finish, bounds)
         _spread(booked_cpu, row["worker_id"], row["timeslot_start"], finish, bounds, weight=row["cpu_cores"])
 
-    keys = set(running) | set(booked)
+    warm: dict = {}
+    warm_cpu: dict = {}
+    for worker_pk, began, ended, cores in WarmLab.objects.filter(created_at__lt=upper).filter(
+        Q(ended_at__isnull=True) | Q(ended_at__gt=lower)
+    ).values_list("worker_id", "created_at", "ended_at", "cpu_cores"):
+        _spread(warm, worker_pk, began, ended or now, bounds)
+        _spread(warm_cpu, worker_pk, began, ended or now, bounds, weight=cores)
+
+    keys = set(running) | set(booked) | set(warm)
     workers = Worker.objects.select_related("template").in_bulk({pk for pk, _ in keys})
     rows = []
     for pk, index in sorted(keys, key=lambda k: (workers[k[0]].name, workers[k[0]].public_id, k[1])):
@@ -208,6 +219,8 @@ def fleet_report(*, start: date, end: date, now: datetime | None = None) -> list
         ran = running.get((pk, index), timedelta(0))
         cpu = booked_cpu.get((pk, index), timedelta(0))
         capacity = ran * worker.cpu_cores
+        cost = cost_of(ran, worker.template.cost_per_hour) if worker.template else None
+        warm_share = min(1, warm_cpu.get((pk, index), timedelta(0)) / capacity) if capacity else 0
         rows.append({
             "date": days[index][0],
             "worker_id": worker.public_id,
@@ -217,7 +230,9 @@ def fleet_report(*, start: date, end: date, now: datetime | None = None) -> list
             "booked_hours": _hours(booked.get((pk, index), timedelta(0))),
             "booked_cpu_hours": _hours(cpu),
             "utilisation_percent": 100 * (cpu / capacity) if capacity else None,
-            "cost": cost_of(ran, worker.template.cost_per_hour) if worker.template else None,
+            "cost": cost,
+            "warm_hours": _hours(warm.get((pk, index), timedelta(0))),
+            "warm_cost": None if cost is None else (cost * Decimal(warm_share)).quantize(Decimal("0.0001")),
         })
     return rows
 

@@ -133,12 +133,15 @@ def lablet_instance_create(
     """Book a lab for `owner_id` and place it at once (admission at booking time).
 
     The instance is SCHEDULED on a worker with room for the whole slot, or stays PENDING as a
-    reservation placed as soon as capacity frees; with `reserve=False` no room is a 409 instead.
+    reservation placed as soon as capacity frees; with `reserve=False` no room is a 409 instead. A slot
+    that has begun takes a READY warm lab of a definition with a warm pool when there is one
+    (apps.lablets.services.warm): the instance is RUNNING when this returns.
     `place=False` leaves it PENDING for the caller to place with others (a roster: one batch placement).
     """
     from apps.lablets.placement import Planner, need_of
     from apps.lablets.services.scheduling import (
         advisory_lock, check_owner_overlap, check_quotas, lablet_instance_place, no_room_summary)
+    from apps.lablets.services.warm import is_start_now, warm_lab_take
 
     student_cidr = student_cidr_clean(student_cidr)  # 422 before anything is booked
     definition = _definition_for_create(definition_id)
@@ -186,8 +189,12 @@ def lablet_instance_create(
         )
         if not place:
             return instance
-        instance = lablet_instance_place(instance=instance, actor=actor)
-        if instance.status == InstanceStatus.PENDING and not reserve:
+        warm_lease = None
+        if definition.warm_pool_depth and is_start_now(timeslot_start, timezone.now()):  # taken over at once
+            warm_lease = warm_lab_take(instance=instance, actor=actor)
+        if warm_lease is None:
+            instance = lablet_instance_place(instance=instance, actor=actor)
+        if warm_lease is None and instance.status == InstanceStatus.PENDING and not reserve:
             planner = Planner.for_slot(timeslot_start, timeslot_end, exclude_pk=instance.pk)
             why = no_room_summary(planner.assess_all(need_of(instance), timeslot_start, timeslot_end))
             raise Conflict(
@@ -196,6 +203,10 @@ def lablet_instance_create(
                 "to keep a pending reservation, or POST /api/scheduler/preview to see each worker's reason.",
                 extra={"reason": "no_capacity"},
             )
+    if warm_lease is not None:  # committed; the lab is booted: RUNNING now (network calls, no transaction of ours)
+        from apps.lablets.engine import warm_lab_hand_over
+
+        warm_lab_hand_over(instance.pk, until=warm_lease, now=timezone.now(), actor=actor)
     return LabletInstance.objects.select_related("definition", "worker", "created_by").get(pk=instance.pk)
 
 

@@ -34,9 +34,8 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.fleet.models import OrphanLab
-from apps.lablets import models as lablet_models
 from apps.lablets.models import InstanceStatus as S
-from apps.lablets.models import LabletDefinition, LabletInstance
+from apps.lablets.models import LabletDefinition, LabletInstance, WarmLab, WarmLabStatus
 from apps.lablets.services.lost import lablet_instance_lost
 from apps.sessions.models import LabStatus, LabTeardown, SessionLab
 from apps.sessions.services.labs import lab_title
@@ -149,12 +148,10 @@ def _list_labs(workers: list[Worker], report: Counter) -> dict[int, dict[str, st
 
 # --- orphan labs ----------------------------------------------------------------------------------
 
-def _warm_lab_ids() -> set[str]:
-    """The labs of the warm pools (apps.lablets.models.WarmLab, where that model exists)."""
-    warm = getattr(lablet_models, "WarmLab", None)
-    if warm is None:
-        return set()
-    return set(warm.objects.exclude(cml_lab_id="").values_list("cml_lab_id", flat=True))
+def _warm_lab_ids(ids: list[str]) -> set[str]:
+    """Of `ids`, the labs of the warm pools that may still be on CML (not recycled yet)."""
+    return set(WarmLab.objects.filter(cml_lab_id__in=ids).exclude(status=WarmLabStatus.RECYCLED)
+               .values_list("cml_lab_id", flat=True))
 
 
 def known_labs(labs: dict[str, str]) -> set[str]:
@@ -165,11 +162,13 @@ def known_labs(labs: dict[str, str]) -> set[str]:
     known |= set(SessionLab.objects.filter(cml_lab_id__in=ids).values_list("cml_lab_id", flat=True))
     known |= set(LabTeardown.objects.filter(cml_lab_id__in=ids).values_list("cml_lab_id", flat=True))
     known |= set(LabletDefinition.objects.filter(reference_lab_id__in=ids).values_list("reference_lab_id", flat=True))
-    known |= _warm_lab_ids() & set(ids)
+    known |= _warm_lab_ids(ids)
     titles = {title for lab_id, title in labs.items() if lab_id not in known and title}
-    if titles:  # labs imported whose id is not recorded yet: an instance's is titled with its public id
+    if titles:  # labs imported whose id is not recorded yet: an instance's (a warm lab's) is titled with its public id
         owned = set(LabletInstance.objects.filter(may_have_lab, public_id__in=titles)
                     .values_list("public_id", flat=True))
+        owned |= set(WarmLab.objects.filter(public_id__in=titles).exclude(status=WarmLabStatus.RECYCLED)
+                     .values_list("public_id", flat=True))
         owned |= {lab_title(token) for token in SessionLab.objects.filter(
             status=LabStatus.STARTING, start_token__isnull=False).values_list("start_token", flat=True)}
         known |= {lab_id for lab_id, title in labs.items() if title in owned}

@@ -20,7 +20,7 @@ from apps.fleet import reconcile as fleet
 from apps.fleet.models import OrphanLab
 from apps.fleet.reconcile import fleet_reconcile
 from apps.lablets.engine import lifecycle_tick
-from apps.lablets.models import ConsolePort, LabletInstance
+from apps.lablets.models import ConsolePort, LabletInstance, WarmLab, WarmLabStatus
 from apps.lablets.services.lease import lease_take
 from apps.sessions.models import SessionLab
 from apps.webhooks.events import cloudevent_type
@@ -238,18 +238,21 @@ def test_a_lab_being_imported_for_an_instance_is_not_an_orphan(worker, definitio
     assert not OrphanLab.objects.exists()
 
 
-def test_warm_labs_are_read_when_the_model_exists(monkeypatch):
-    class Rows:
-        @staticmethod
-        def exclude(**kwargs):
-            return Rows
+def test_the_labs_of_warm_pools_are_not_orphans(worker, definition, cml):
+    """A warm lab's lab, recorded or still being imported (titled with the warm lab's id), belongs to its pool;
+    once the warm lab is recycled its lab is nobody's."""
+    now = timezone.now()
+    common = {"definition": definition, "worker": worker, "content_hash": definition.content_hash,
+              "fingerprint": "-", "created_at": now}
+    recorded = WarmLab.objects.create(status=WarmLabStatus.READY, **common)
+    recorded.cml_lab_id = import_on_cml(worker, recorded.public_id)
+    recorded.save(update_fields=["cml_lab_id"])
+    importing = WarmLab.objects.create(status=WarmLabStatus.STARTING, **common)
+    import_on_cml(worker, importing.public_id)  # imported, its id not recorded yet
 
-        @staticmethod
-        def values_list(*args, **kwargs):
-            return ["lab-warm"]
+    fleet_reconcile()
+    assert not OrphanLab.objects.exists()
 
-    class WarmLab:
-        objects = Rows
-
-    monkeypatch.setattr(fleet.lablet_models, "WarmLab", WarmLab, raising=False)
-    assert fleet._warm_lab_ids() == {"lab-warm"}
+    WarmLab.objects.filter(pk=recorded.pk).update(status=WarmLabStatus.RECYCLED)
+    fleet_reconcile()
+    assert list(OrphanLab.objects.values_list("cml_lab_id", flat=True)) == [recorded.cml_lab_id]

@@ -1,6 +1,6 @@
 """Reads of the overview page: counts and short lists, each one query whatever the number of rows."""
 
-from django.db.models import Count, Prefetch, Q, Sum
+from django.db.models import Count, Prefetch, Q
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
@@ -8,6 +8,7 @@ from apps.webhooks.models import DeliveryStatus, WebhookDelivery
 from apps.lablets.lifecycle import LIVE
 from apps.lablets.models import InstanceStatus, LabletInstance
 from apps.lablets.selectors import lablet_instance_visible_to
+from apps.workers import ledger
 from apps.workers.models import Worker, WorkerStatus
 from apps.workers.selectors import percent
 from apps.api.permissions import privileged
@@ -23,25 +24,20 @@ def status_counts(queryset, choices) -> list[tuple[str, int]]:
 
 
 def worker_load_list(queryset=None):
-    """Workers (not terminated) with what their live instances hold: `held_cpu`, `held_memory`, `held_nodes`,
-    `live_instances`, and percentages for the bars. One query."""
-    live = Q(instances__status__in=LIVE)
+    """Workers (not terminated), in the cards' order; worker_cards adds what they hold. One query."""
     workers = (queryset if queryset is not None else Worker.objects.exclude(status=WorkerStatus.TERMINATED))
-    workers = workers.select_related("template").annotate(
-        held_cpu=Sum("instances__cpu_cores", filter=live, default=0),
-        held_memory=Sum("instances__memory_gb", filter=live, default=0),
-        held_nodes=Sum("instances__node_count", filter=live, default=0),
-        live_instances=Count("instances", filter=live),
-    ).order_by("name", "pk")
-    return workers
+    return workers.select_related("template").order_by("name", "pk")
 
 
 INSTANCES_PER_CARD = 20
 
 
 def worker_cards(*, limit: int | None = None, with_instances: bool = False) -> list[Worker]:
-    """worker_load_list with the bars' percentages (`cpu_held_percent`, ...) set on each worker, and with
-    `with_instances` its first live instances as `live_instance_list` (one more query for all workers)."""
+    """worker_load_list with what each worker is committed to from now on, from the capacity ledger
+    (apps.workers.ledger.commitments: lablet instances, session labs and warm labs at their busiest moment
+    ahead): `held_cpu`, `held_memory`, `held_nodes`, the bars' percentages (`cpu_held_percent`, ...), and the
+    counts `live_instances`, `session_labs`, `warm_labs`; with `with_instances` its first live instances as
+    `live_instance_list` (one more query for all workers). One round of the ledger for all the cards."""
     workers = worker_load_list()
     if with_instances:
         live = LabletInstance.objects.filter(status__in=LIVE).only(
@@ -49,7 +45,14 @@ def worker_cards(*, limit: int | None = None, with_instances: bool = False) -> l
         workers = workers.prefetch_related(
             Prefetch("instances", queryset=live[:INSTANCES_PER_CARD], to_attr="live_instance_list"))
     workers = list(workers[:limit])
+    held = ledger.commitments([worker.pk for worker in workers], timezone.now())
     for worker in workers:
+        entry = held.get(worker.pk)
+        peak = entry["peak"] if entry else (0,) * len(ledger.DIMENSIONS)
+        worker.held_cpu, worker.held_memory, worker.held_nodes = peak[0], peak[1], peak[3]
+        worker.live_instances = entry[ledger.INSTANCE] if entry else 0
+        worker.session_labs = entry[ledger.SESSION_LAB] if entry else 0
+        worker.warm_labs = entry[ledger.WARM_LAB] if entry else 0
         worker.cpu_held_percent = percent(worker.held_cpu, worker.cpu_cores)
         worker.memory_held_percent = percent(worker.held_memory, worker.memory_gb)
         worker.nodes_held_percent = percent(worker.held_nodes, worker.max_nodes)

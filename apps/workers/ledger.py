@@ -130,3 +130,29 @@ def shortfall(worker, need: Vector, start: datetime, end: datetime, *, exclude: 
             return {"dimension": name, "needs": need[d], "free": free, "capacity": capacity[d],
                     "detail": f"{DIMENSION_LABELS[name]}: needs {need[d]}, {free} free of {capacity[d]}"}
     return None
+
+
+def commitments(worker_ids, moment: datetime) -> dict[int, dict]:
+    """What each worker is committed to from `moment` on: {worker_pk: {"peak": vector (the most it holds at
+    any moment from then on, per dimension), "holdings": count, "<kind>": count, ...}}, workers holding
+    nothing left out. What the fleet's bars and CML health figures show, and what makes a worker busy (its
+    termination refused, never stopped for idleness). One round of the ledger."""
+    rows_by_worker: dict[int, list] = {}
+    for row in bookings(worker_ids, moment, OPEN_END):
+        rows_by_worker.setdefault(row[0], []).append(row)
+    out = {}
+    for worker_pk, rows in rows_by_worker.items():
+        entry = {"peak": tuple(peak_of(rows, moment, OPEN_END)), "holdings": len(rows), **dict.fromkeys(KINDS, 0)}
+        for row in rows:
+            entry[row[8]] += 1
+        out[worker_pk] = entry
+    return out
+
+
+def committed(worker, moment: datetime | None = None) -> dict:
+    """commitments() of one worker, zeros when it holds nothing."""
+    from django.utils import timezone
+
+    moment = moment or timezone.now()
+    return commitments([worker.pk], moment).get(worker.pk) or {
+        "peak": (0,) * len(DIMENSIONS), "holdings": 0, **dict.fromkeys(KINDS, 0)}

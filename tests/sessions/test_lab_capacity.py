@@ -17,7 +17,11 @@ from apps.lablets.services import lablet_instance_create
 from apps.sessions.models import LabStatus, SessionLab
 from apps.sessions.selectors import Principal
 from apps.sessions.services.labs import PendingAcquire, session_lab_acquire_begin, session_lab_acquire_give_up
+from apps.core.errors import Conflict
+from apps.dashboard.selectors import worker_cards
 from apps.workers import ledger
+from apps.workers.services.cml import worker_load
+from apps.workers.services.fleet import worker_terminate
 from tests.factories import LabletDefinitionFactory, placeable_worker
 from tests.sessions.conftest import TOPOLOGY, acquire, assert_problem, create, lab_call
 
@@ -83,6 +87,19 @@ def test_a_lablet_booking_makes_a_too_big_session_lab_refused(anon, cml):
     assert "CPU cores" in body["detail"]
     assert not SessionLab.objects.filter(worker=worker).exclude(status=LabStatus.EMPTY).exists()
     assert cml.calls["POST import"] == 0  # nothing reached CML
+
+
+@pytest.mark.django_db
+def test_a_session_lab_is_in_the_workers_bars_and_load_and_refuses_its_termination(anon, worker, cml):
+    session_id = create(anon)["session_id"]
+    assert acquire(anon, session_id).status_code == 200
+
+    [card] = [w for w in worker_cards() if w.pk == worker.pk]
+    assert (card.held_cpu, card.held_memory, card.held_nodes, card.session_labs, card.live_instances) == (2, 1, 2, 1, 0)
+    load = worker_load(worker)
+    assert (load["held_cpu"], load["held_memory"], load["held_nodes"]) == (2, 1, 2)
+    with pytest.raises(Conflict, match="1 session lab"):
+        worker_terminate(worker=worker, actor="tests")
 
 
 @pytest.mark.skipif(not django_settings.IS_POSTGRES, reason="needs concurrent writers: PostgreSQL only")

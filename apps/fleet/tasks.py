@@ -1,0 +1,16 @@
+"""django-q2 entry points of the elastic fleet (schedules in settings.Q_SCHEDULES)."""
+
+import logging
+
+from apps.fleet import power
+
+log = logging.getLogger(__name__)
+
+
+def worker_cost_tick() -> dict:
+    """The `worker_cost` schedule: start stopped workers for booked slots and waiting session pools, stop idle
+    ones (apps.fleet.power)."""
+    summary = power.worker_cost_tick()
+    if summary["started"] or summary["stopped"]:
+        log.info("worker_cost: %s", summary)
+    return summary

@@ -58,6 +58,10 @@ class DefinitionForm(forms.Form):
     default_duration_minutes = _count("Default duration (minutes)", initial=120)
     max_duration_minutes = _count("Maximum duration (minutes)", initial=240)
     idle_timeout_minutes = _count("Idle timeout (minutes)", initial=30)
+    keep_lab_until_slot_end = forms.BooleanField(
+        required=False, label="Keep the lab until the slot ends",
+        help_text="Even once an instance is graded. Unticked: a graded instance is torn down at once (its archive "
+                  "kept) and its capacity freed.")
 
     GROUPS = {"Definition": ("name", "version", "description"), "Resource requirements": REQUIREMENT_FIELDS,
               "Lifecycle": LIFECYCLE_FIELDS}

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
 from django.dispatch import Signal
+from django.utils import timezone
 
 # The dimensions of a need and of a capacity, in this order.
 DIMENSIONS = ("cpu_cores", "memory_gb", "storage_gb", "node_count", "port_count", "instances")
@@ -151,8 +152,6 @@ def commitments(worker_ids, moment: datetime) -> dict[int, dict]:
 
 def committed(worker, moment: datetime | None = None) -> dict:
     """commitments() of one worker, zeros when it holds nothing."""
-    from django.utils import timezone
-
     moment = moment or timezone.now()
     return commitments([worker.pk], moment).get(worker.pk) or {
         "peak": (0,) * len(DIMENSIONS), "holdings": 0, **dict.fromkeys(KINDS, 0)}

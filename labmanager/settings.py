@@ -202,7 +202,7 @@ Q_SCHEDULES = {
     "ec2_sync": {"func": "apps.workers.tasks.ec2_sync", "schedule_type": "I", "minutes": 1},
     "cml_health": {"func": "apps.workers.tasks.cml_health", "schedule_type": "I", "minutes": 1},
     "lifecycle_tick": {"func": "apps.lablets.tasks.lifecycle_tick", "schedule_type": "I", "minutes": 1},
-    "worker_cost": {"func": "apps.lablets.tasks.worker_cost_tick", "schedule_type": "I", "minutes": 1},
+    "worker_cost": {"func": "apps.fleet.tasks.worker_cost_tick", "schedule_type": "I", "minutes": 1},
     "fleet_reconcile": {"func": "apps.fleet.tasks.reconcile", "schedule_type": "I", "minutes": 1},
     "reap_sessions": {"func": "apps.sessions.tasks.reap_sessions", "schedule_type": "I", "minutes": 1},
     "webhooks_catch_up": {"func": "apps.webhooks.tasks.webhooks_catch_up", "schedule_type": "I", "minutes": 1},

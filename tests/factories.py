@@ -124,7 +124,7 @@ def walk_an_instance_through_its_life() -> tuple[LabletInstance, Worker, str]:
     from apps.lablets.services.scheduling import lablet_instances_schedule_pending
     from apps.lablets.services.steps import lablet_instance_record_lab
 
-    definition = LabletDefinitionFactory()
+    definition = LabletDefinitionFactory(keep_lab_until_slot_end=True)  # graded, then stopped by the walk itself
     instance = lablet_instance_create(actor="tests", definition_id=definition.public_id, owner_id="student-ce",
                                       timeslot_start=timezone.now() + timedelta(minutes=1), place=False)
     worker = placeable_worker()

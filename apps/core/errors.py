@@ -20,6 +20,7 @@ CODES: dict[str, str] = {
     "not_acceptable": "406: the Accept header asks for a media type the API does not produce.",
     "conflict": "409: the request conflicts with the current state (e.g. an Idempotency-Key still in progress).",
     "invalid_transition": "409: the resource's status does not allow this verb now.",
+    "insufficient_capacity": "409: the worker has no room for the lab beside what it holds (the capacity ledger).",
     "payload_too_large": "413: the body (e.g. an uploaded topology) is larger than allowed.",
     "unsupported_media_type": "415: the Content-Type is not one the operation reads.",
     "validation_failed": "422: the body or query does not validate; `errors` has the messages by field.",

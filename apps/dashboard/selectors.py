@@ -5,7 +5,7 @@ from collections import defaultdict
 from datetime import timedelta
 
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, F, Q, Sum, Window
+from django.db.models import Count, F, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
@@ -15,6 +15,7 @@ from apps.webhooks.models import DeliveryStatus, WebhookDelivery
 from apps.lablets.lifecycle import LIVE
 from apps.lablets.models import InstanceStatus, LabletInstance
 from apps.lablets.selectors import lablet_instance_visible_to
+from apps.workers import ledger
 from apps.workers.models import Worker, WorkerStatus
 from apps.workers.selectors import percent
 from apps.api.permissions import privileged
@@ -32,24 +33,27 @@ def status_counts(queryset, choices) -> list[tuple[str, int]]:
 
 
 def worker_load_list(queryset=None):
-    """Workers (not terminated) with what their live instances hold: `held_cpu`, `held_memory`, `held_nodes`,
-    `live_instances`, and percentages for the bars. One query."""
-    live = Q(instances__status__in=LIVE)
+    """Workers (not terminated), in the cards' order; worker_cards adds what they hold. One query."""
     workers = (queryset if queryset is not None else Worker.objects.exclude(status=WorkerStatus.TERMINATED))
-    workers = workers.select_related("template").annotate(
-        held_cpu=Sum("instances__cpu_cores", filter=live, default=0),
-        held_memory=Sum("instances__memory_gb", filter=live, default=0),
-        held_nodes=Sum("instances__node_count", filter=live, default=0),
-        live_instances=Count("instances", filter=live),
-    ).order_by("name", "pk")
-    return workers
+    return workers.select_related("template").order_by("name", "pk")
 
 
 INSTANCES_PER_CARD = 20
 
 
-def _with_percentages(workers: list[Worker]) -> list[Worker]:
+def _with_held(workers: list[Worker]) -> list[Worker]:
+    """Set on each worker what it is committed to from now on, from the capacity ledger
+    (apps.workers.ledger.commitments: lablet instances, session labs and warm labs at their busiest moment
+    ahead): `held_cpu`, `held_memory`, `held_nodes`, the bars' percentages (`cpu_held_percent`, ...), and the
+    counts `live_instances`, `session_labs`, `warm_labs`. One round of the ledger for all of them."""
+    held = ledger.commitments([worker.pk for worker in workers], timezone.now())
     for worker in workers:
+        entry = held.get(worker.pk)
+        peak = entry["peak"] if entry else (0,) * len(ledger.DIMENSIONS)
+        worker.held_cpu, worker.held_memory, worker.held_nodes = peak[0], peak[1], peak[3]
+        worker.live_instances = entry[ledger.INSTANCE] if entry else 0
+        worker.session_labs = entry[ledger.SESSION_LAB] if entry else 0
+        worker.warm_labs = entry[ledger.WARM_LAB] if entry else 0
         worker.cpu_held_percent = percent(worker.held_cpu, worker.cpu_cores)
         worker.memory_held_percent = percent(worker.held_memory, worker.memory_gb)
         worker.nodes_held_percent = percent(worker.held_nodes, worker.max_nodes)
@@ -57,19 +61,14 @@ def _with_percentages(workers: list[Worker]) -> list[Worker]:
 
 
 def worker_cards(*, limit: int | None = None) -> list[Worker]:
-    """worker_load_list with the bars' percentages (`cpu_held_percent`, ...) set on each worker."""
-    return _with_percentages(list(worker_load_list()[:limit]))
+    """worker_load_list with what each worker holds (_with_held) set on each."""
+    return _with_held(list(worker_load_list()[:limit]))
 
 
 def _with_live_instances(workers: list[Worker]) -> list[Worker]:
-    """Set on each worker what worker_load_list annotates (`held_cpu`, `held_memory`, `held_nodes`,
-    `live_instances`) and its first live instances (by timeslot) as `live_instance_list` (dicts: public_id,
-    owner_id, status): two queries (grouped sums, a window over each worker's instances), whatever the fleet.
-    Faster than worker_load_list's join grouped by every worker column and than model instances, for a page."""
+    """Set on each worker its first live instances (by timeslot) as `live_instance_list` (dicts: public_id,
+    owner_id, status): one query (a window over each worker's instances), whatever the fleet."""
     live = LabletInstance.objects.filter(worker_id__in=[worker.pk for worker in workers], status__in=LIVE).order_by()
-    sums = {row["worker_id"]: row for row in live.values("worker_id").annotate(
-        held_cpu=Sum("cpu_cores"), held_memory=Sum("memory_gb"), held_nodes=Sum("node_count"),
-        live_instances=Count("pk"))}
     first = live.annotate(rank=Window(RowNumber(), partition_by=[F("worker_id")],
                                       order_by=[F("timeslot_start").asc(), F("pk").asc()]))
     listed = defaultdict(list)
@@ -77,9 +76,6 @@ def _with_live_instances(workers: list[Worker]) -> list[Worker]:
                 .values("worker_id", "public_id", "owner_id", "status")):
         listed[row["worker_id"]].append(row)
     for worker in workers:
-        held = sums.get(worker.pk, {})
-        for key in ("held_cpu", "held_memory", "held_nodes", "live_instances"):
-            setattr(worker, key, held.get(key, 0))
         worker.live_instance_list = listed[worker.pk]
     return workers
 
@@ -90,8 +86,9 @@ FLEET_STATUSES = [value for value in WorkerStatus.values if value != WorkerStatu
 
 def fleet_page(*, status: str = "", name: str = "", page=None, per_page: int | None = None) -> dict:
     """The fleet page: the number of workers per status (one grouped query, the summary) and one page of
-    worker cards (their count, the page, their sums, their live instances: four queries whatever the fleet), filtered by `status`
-    (one of FLEET_STATUSES; anything else is ignored) and by a part of the `name`."""
+    worker cards (their count, the page, what they hold from the capacity ledger, their live instances: a few
+    queries whatever the fleet), filtered by `status` (one of FLEET_STATUSES; anything else is ignored) and by a
+    part of the `name`."""
     fleet = Worker.objects.exclude(status=WorkerStatus.TERMINATED)
     counts = dict(fleet.order_by().values_list("status").annotate(n=Count("pk")))
     chosen = fleet
@@ -100,10 +97,10 @@ def fleet_page(*, status: str = "", name: str = "", page=None, per_page: int | N
         chosen = chosen.filter(status=status)
     if name:
         chosen = chosen.filter(name__icontains=name)
-    # Paged on the plain rows (the count needs no sums); the sums and the instances only for the page's cards.
+    # Paged on the plain rows (the count needs no sums); the holdings and the instances only for the page's cards.
     page_obj: Page = Paginator(chosen.select_related("template").order_by("name", "pk"),
                                per_page or FLEET_PAGE_SIZE).get_page(page)
-    workers = _with_percentages(_with_live_instances(list(page_obj.object_list)))
+    workers = _with_held(_with_live_instances(list(page_obj.object_list)))
     return {
         "workers": workers, "page_obj": page_obj, "status": status, "name": name,
         "status_counts": [(value, counts.get(value, 0)) for value in FLEET_STATUSES],

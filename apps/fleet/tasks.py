@@ -1,6 +1,20 @@
-"""django-q2 entry points of the fleet (schedules in settings.Q_SCHEDULES)."""
+"""django-q2 entry points of the elastic fleet (schedules in settings.Q_SCHEDULES)."""
 
+import logging
+
+from apps.fleet import power
 from apps.fleet.reconcile import fleet_reconcile
+
+log = logging.getLogger(__name__)
+
+
+def worker_cost_tick() -> dict:
+    """The `worker_cost` schedule: start stopped workers for booked slots and waiting session pools, stop idle
+    ones (apps.fleet.power)."""
+    summary = power.worker_cost_tick()
+    if summary["started"] or summary["stopped"]:
+        log.info("worker_cost: %s", summary)
+    return summary
 
 
 def reconcile() -> dict:

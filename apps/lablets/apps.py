@@ -6,19 +6,15 @@ class LabletsConfig(AppConfig):
     label = "lablets"
 
     def ready(self):
-        from apps.lablets.selectors import lablet_instance_holdings
         from apps.lablets.services.scheduling import lablet_instances_unplace_worker
         from apps.lablets.placement import instance_bookings
         from apps.workers.ledger import worker_bookings
-        from apps.workers.signals import worker_holdings, worker_withdrawn
+        from apps.workers.signals import worker_withdrawn
 
         # A worker that can no longer host its scheduled instances: they are placed elsewhere.
         worker_withdrawn.connect(
             lambda sender, worker, actor, reason, **kwargs: lablet_instances_unplace_worker(
                 worker=worker, actor=actor, reason=reason), weak=False, dispatch_uid="lablets_unplace_worker")
-        # What runs on a worker: its live instances.
-        worker_holdings.connect(lambda sender, worker, **kwargs: lablet_instance_holdings(worker=worker),
-                                weak=False, dispatch_uid="lablets_holdings")
         # The capacity ledger's lablet rows: live instances by slot.
         worker_bookings.connect(
             lambda sender, worker_ids, start, end, exclude, **kwargs: instance_bookings(

@@ -26,6 +26,11 @@ class LabletDefinition(models.Model):
     default_duration_minutes = models.PositiveIntegerField(default=120)
     max_duration_minutes = models.PositiveIntegerField(default=240)
     idle_timeout_minutes = models.PositiveIntegerField(default=30)
+    keep_lab_until_slot_end = models.BooleanField(
+        default=False, db_default=False,
+        help_text="Keep an instance's lab (and the capacity it holds) until its slot ends, even once it is graded. "
+                  "Off: a graded instance is torn down at once (archive kept) and its capacity freed "
+                  "(docs/lifecycle.md#graded-release).")
     port_definitions = models.JSONField(default=list, blank=True)
     is_active = models.BooleanField(default=True, help_text="Deprecated definitions take no new instances.")
     trusted = models.BooleanField(

@@ -1,9 +1,9 @@
 """Reads of lablet definitions and instances, with what lists need joined in."""
 
 from django.db import models
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import QuerySet
 
-from apps.lablets.lifecycle import CONSOLE_OPEN, LIVE
+from apps.lablets.lifecycle import CONSOLE_OPEN
 from apps.lablets.models import LabletDefinition, LabletInstance
 from apps.api.permissions import privileged
 from apps.core.sqltime import IsoDateTime
@@ -74,11 +74,3 @@ def lablet_instance_list(*, user, filters: dict | None = None) -> QuerySet[Lable
     if filters.get("worker_id"):
         qs = qs.filter(worker__public_id=filters["worker_id"])
     return qs
-
-
-def lablet_instance_holdings(*, worker) -> dict:
-    """What the live instances on `worker` hold (apps.workers.signals.worker_holdings): their count, cores,
-    GB and nodes. One query."""
-    return LabletInstance.objects.filter(worker=worker, status__in=LIVE).aggregate(
-        live=Count("pk"), cpu_cores=Sum("cpu_cores", default=0), memory_gb=Sum("memory_gb", default=0),
-        nodes=Sum("node_count", default=0))

@@ -1,12 +1,7 @@
-"""django-q2 entry points of the lifecycle engine and the fleet's cost (schedules in settings.Q_SCHEDULES)."""
-
-import logging
+"""django-q2 entry points of the lifecycle engine (schedules in settings.Q_SCHEDULES)."""
 
 from apps.lablets import engine
-from apps.lablets.services import fleet_cost
 from apps.lablets.services.awaited import lablet_definition_sync_for_task, lablet_instance_collect_for_task
-
-log = logging.getLogger(__name__)
 
 
 def lifecycle_tick() -> dict:
@@ -34,12 +29,3 @@ def sync_definition(definition_pk: int, actor: str, lab_id: str = "", worker_id:
     """The topology pull a definition's sync request started: {} or the refusal its request answers with."""
     return lablet_definition_sync_for_task(definition_pk=definition_pk, actor=actor, lab_id=lab_id,
                                            worker_id=worker_id, may_trust=may_trust)
-
-
-def worker_cost_tick() -> dict:
-    """The `worker_cost` schedule: start stopped workers ahead of booked slots, stop idle ones
-    (apps.lablets.services.fleet_cost)."""
-    summary = fleet_cost.worker_cost_tick()
-    if summary["started"] or summary["stopped"]:
-        log.info("worker_cost: %s", summary)
-    return summary

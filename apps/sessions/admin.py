@@ -91,8 +91,9 @@ class SessionLabAdmin(ReadOnlyAdmin):
     list_filter = ("status",)
     list_select_related = ("worker",)
     readonly_fields = ("worker", "status", "owner_key", "topology_name", "topology_sha256", "cml_lab_id", "ref_count",
-                       "devices", "start_token", "started_at", "updated_at", "last_error", "cpu_cores", "memory_gb",
-                       "storage_gb", "node_count", "held_since")
+                       "devices", "start_token", "started_at", "updated_at", "last_error",
+                       # what it holds on the worker (the capacity ledger)
+                       "cpu_cores", "memory_gb", "storage_gb", "node_count", "held_since")
     inlines = [LabClaimInline]
     actions = ["tear_down"]
 

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
 from django.dispatch import Signal
+from django.utils import timezone
 
 # The dimensions of a need and of a capacity, in this order.
 DIMENSIONS = ("cpu_cores", "memory_gb", "storage_gb", "node_count", "port_count", "instances")
@@ -95,3 +96,62 @@ def usage_at(worker_ids, moment: datetime) -> dict[int, dict]:
         entry["total"] = tuple(entry["total"])
     return out
 
+
+
+def peak_of(rows, start: datetime, end: datetime) -> list[int]:
+    """The highest total need of these holding rows at any moment of [start, end), per dimension (a sweep
+    over their starts and ends; the rows need not overlap each other)."""
+    events: list[tuple[datetime, int, Vector]] = []
+    for row in rows:
+        if row[1] < end and row[2] > start:
+            need = need_vector(row)
+            events.append((max(row[1], start), 1, need))
+            if row[2] < end:
+                events.append((row[2], -1, need))
+    events.sort(key=lambda event: (event[0], event[1]))  # ends before starts at the same moment
+    level = [0] * len(DIMENSIONS)
+    best = [0] * len(DIMENSIONS)
+    for index, (moment, sign, need) in enumerate(events):
+        for d, amount in enumerate(need):
+            level[d] += sign * amount
+        if index + 1 == len(events) or events[index + 1][0] != moment:  # the level from this moment on
+            best = [max(b, v) for b, v in zip(best, level)]
+    return best
+
+
+def shortfall(worker, need: Vector, start: datetime, end: datetime, *, exclude: dict | None = None) -> dict | None:
+    """Whether `need` (a vector over DIMENSIONS) fits on `worker` beside everything it holds during [start,
+    end): None when it does, else the first dimension short, {"dimension", "needs", "free", "capacity",
+    "detail"}. The caller holds the worker's row lock (see the module's docstring)."""
+    capacity = capacity_of(worker)
+    peak = peak_of(bookings([worker.pk], start, end, exclude=exclude), start, end)
+    for d, name in enumerate(DIMENSIONS):
+        if peak[d] + need[d] > capacity[d]:
+            free = max(0, capacity[d] - peak[d])
+            return {"dimension": name, "needs": need[d], "free": free, "capacity": capacity[d],
+                    "detail": f"{DIMENSION_LABELS[name]}: needs {need[d]}, {free} free of {capacity[d]}"}
+    return None
+
+
+def commitments(worker_ids, moment: datetime) -> dict[int, dict]:
+    """What each worker is committed to from `moment` on: {worker_pk: {"peak": vector (the most it holds at
+    any moment from then on, per dimension), "holdings": count, "<kind>": count, ...}}, workers holding
+    nothing left out. What the fleet's bars and CML health figures show, and what makes a worker busy (its
+    termination refused, never stopped for idleness). One round of the ledger."""
+    rows_by_worker: dict[int, list] = {}
+    for row in bookings(worker_ids, moment, OPEN_END):
+        rows_by_worker.setdefault(row[0], []).append(row)
+    out = {}
+    for worker_pk, rows in rows_by_worker.items():
+        entry = {"peak": tuple(peak_of(rows, moment, OPEN_END)), "holdings": len(rows), **dict.fromkeys(KINDS, 0)}
+        for row in rows:
+            entry[row[8]] += 1
+        out[worker_pk] = entry
+    return out
+
+
+def committed(worker, moment: datetime | None = None) -> dict:
+    """commitments() of one worker, zeros when it holds nothing."""
+    moment = moment or timezone.now()
+    return commitments([worker.pk], moment).get(worker.pk) or {
+        "peak": (0,) * len(DIMENSIONS), "holdings": 0, **dict.fromkeys(KINDS, 0)}

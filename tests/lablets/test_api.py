@@ -81,8 +81,9 @@ def test_it_creates_the_seed_definition(instructor_client):
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["id"].startswith("def-")
-    for field in ("name", "version", "description", "cml_lab_yaml", "resource_requirements", "lifecycle"):
+    for field in ("name", "version", "description", "cml_lab_yaml", "resource_requirements"):
         assert body[field] == SEED_DEFINITION[field]
+    assert body["lifecycle"] == {**SEED_DEFINITION["lifecycle"], "keep_lab_until_slot_end": False}  # the default
     assert body["port_definitions"][0]["device_name"] == "router1"
     assert body["content_hash"] == hashlib.sha256(TOPOLOGY.encode()).hexdigest()
     assert body["is_active"] is True
@@ -201,7 +202,8 @@ def test_it_updates_part_of_a_nested_group(instructor_client, created_definition
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["resource_requirements"] == {"cpu_cores": 8, "memory_gb": 8, "storage_gb": 50, "node_count": 5}
-    assert body["lifecycle"] == {"default_duration_minutes": 120, "max_duration_minutes": 300, "idle_timeout_minutes": 30}
+    assert body["lifecycle"] == {"default_duration_minutes": 120, "max_duration_minutes": 300, "idle_timeout_minutes": 30,
+                                 "keep_lab_until_slot_end": False}
 
 
 def test_it_rehashes_an_updated_topology(instructor_client, created_definition):

@@ -209,7 +209,9 @@ def grading(worker, definition, cml, client):
     return instance
 
 
-def test_it_records_a_grading_result(worker, definition, cml, admin_client):
+def test_it_records_a_grading_result(worker, cml, admin_client):
+    # A definition that keeps the lab until the slot ends (graded release: tests/lablets/test_graded_release.py).
+    definition = two_router_definition(idle_timeout_minutes=240, keep_lab_until_slot_end=True)
     instance = grading(worker, definition, cml, admin_client)
     assert events(instance)[-1] == "lablet_instance.grading"
 
@@ -261,7 +263,8 @@ def test_it_refuses_a_grading_result_unless_grading(worker, definition, cml, adm
 # --- the end of the slot, idle, warnings --------------------------------------------------------
 
 
-def test_the_end_of_the_slot_stops_archives_and_deletes_the_lab(worker, definition, cml, admin_client):
+def test_the_end_of_the_slot_stops_archives_and_deletes_the_lab(worker, cml, admin_client):
+    definition = two_router_definition(idle_timeout_minutes=240, keep_lab_until_slot_end=True)  # graded, kept
     instance = grading(worker, definition, cml, admin_client)
     admin_client.post(f"{INSTANCES}/{instance.public_id}/grading-result", {"score": 3, "max_score": 4}, format="json")
     lab_id = fresh(instance).cml_lab_id

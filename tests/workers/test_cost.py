@@ -1,11 +1,10 @@
-"""Cost: running-hours recorded by the worker lifecycle, idle workers stopped, stopped workers started
-ahead of booked slots, and the fleet report (service and `manage.py fleet_report`).
+"""Cost: running-hours recorded by the worker lifecycle and the fleet report (service and `manage.py
+fleet_report`). Idle stop and demand start: tests/fleet/test_power.py.
 
 No mocks: stops and starts go through boto3 over HTTP to moto behind the fault-injecting simulator
 (tests/conftest.py). Time is moved forward by passing `now` to the services, never by patching clocks."""
 
 import csv
-import importlib
 from datetime import date, datetime, timedelta
 from datetime import timezone as dt_timezone
 from decimal import Decimal
@@ -20,17 +19,11 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.audit.models import AuditEvent
 from apps.lablets.models import LabletDefinition, LabletInstance
 from apps.lablets.services.instances import lablet_instance_transition
 from apps.workers.models import Worker, WorkerRunPeriod, WorkerTemplate
-from apps.workers.services import worker_drain, worker_transition
-from apps.lablets.services.fleet_cost import (
-    fleet_report,
-    worker_cost_tick,
-    workers_start_for_demand,
-    workers_stop_idle,
-)
+from apps.workers.services import worker_transition
+from apps.lablets.services.fleet_cost import fleet_report
 from apps.core.errors import ValidationFailed
 from tests.factories import TOPOLOGY, WorkerFactory
 
@@ -140,166 +133,6 @@ def test_the_admin_shows_run_periods_read_only(admin_user, sim):
     browser.post(change, {"started_at_0": "2020-01-01", "started_at_1": "00:00:00"})
     period.refresh_from_db()
     assert period.started_at == worker.status_changed_at
-
-
-# --- idle stop ------------------------------------------------------------------------------------
-
-
-def test_a_worker_idle_past_the_setting_is_stopped_in_ec2_and_audited_as_idle(sim):
-    worker = worker_in("running")
-
-    stopped = workers_stop_idle(now=later(settings.WORKER_IDLE_STOP_MINUTES + 1))
-
-    assert stopped == [worker.public_id]
-    assert status_of(worker) == "stopped"
-    assert ec2_state(worker.aws_instance_id) == "stopped"
-    decision = AuditEvent.objects.get(resource_id=worker.public_id, event_type="worker.idle_stop")
-    assert (decision.actor, decision.metadata["reason"]) == ("system", "idle")
-    transitions = AuditEvent.objects.filter(resource_id=worker.public_id, action="worker.transition")
-    assert [(e.metadata["from"], e.metadata["to"]) for e in transitions][-2:] == [
-        ("running", "stopping"), ("stopping", "stopped")]
-    assert WorkerRunPeriod.objects.get(worker=worker).ended_at is not None
-
-
-def test_a_worker_idle_for_less_than_the_setting_keeps_running(sim):
-    worker = worker_in("running")
-
-    assert workers_stop_idle(now=later(settings.WORKER_IDLE_STOP_MINUTES - 1)) == []
-    assert status_of(worker) == "running"
-
-
-def test_a_worker_hosting_a_running_lab_is_not_stopped(sim):
-    worker = worker_in("running")
-    booking(worker, start=later(-30), path=RUNNING_PATH)
-
-    assert workers_stop_idle(now=later(24 * 60)) == []
-    assert status_of(worker) == "running"
-    assert ec2_state(worker.aws_instance_id) == "running"
-
-
-def test_a_worker_booked_soon_keeps_running_and_one_booked_far_ahead_is_stopped(sim):
-    soon, far = worker_in("running"), worker_in("running")
-    now = later(settings.WORKER_IDLE_STOP_MINUTES + 1)
-    booking(soon, start=now + timedelta(minutes=settings.LIFECYCLE_LEAD_MINUTES + 5))
-    booking(far, start=now + timedelta(hours=6))
-
-    assert workers_stop_idle(now=now) == [far.public_id]
-    assert (status_of(soon), status_of(far)) == ("running", "stopped")
-
-
-def test_a_worker_whose_lab_stopped_recently_counts_idle_from_then(sim):
-    worker = worker_in("running")
-    instance = booking(worker, start=later(-120), path=(*RUNNING_PATH, "terminated"))
-    LabletInstance.objects.filter(pk=instance.pk).update(terminated_at=later(20))
-    idle = settings.WORKER_IDLE_STOP_MINUTES
-
-    assert workers_stop_idle(now=later(idle + 1)) == []  # only idle - 19 minutes since the lab ended
-    assert workers_stop_idle(now=later(20 + idle + 1)) == [worker.public_id]
-
-
-def test_a_worker_with_a_lab_still_to_tear_down_is_not_stopped(sim):
-    worker = worker_in("running")
-    instance = booking(worker, start=later(-180), path=(*RUNNING_PATH, "stopping", "stopped"))
-    LabletInstance.objects.filter(pk=instance.pk).update(stopped_at=later(-120))  # archive still to come
-
-    assert workers_stop_idle(now=later(24 * 60)) == []
-
-
-def test_a_draining_worker_with_live_instances_keeps_running_even_if_booked_far_ahead(sim):
-    busy, empty = worker_in("running"), worker_in("running")
-    booking(busy, start=later(24 * 60))
-    worker_drain(worker=busy, actor="tests")
-    worker_drain(worker=empty, actor="tests")
-
-    assert workers_stop_idle(now=later(settings.WORKER_IDLE_STOP_MINUTES + 1)) == [empty.public_id]
-    assert status_of(busy) == "running"
-
-
-def test_an_idle_stop_setting_of_zero_never_stops(sim, settings):
-    settings.WORKER_IDLE_STOP_MINUTES = 0
-    worker = worker_in("running")
-
-    assert workers_stop_idle(now=later(7 * 24 * 60)) == []
-    assert status_of(worker) == "running"
-    assert not AuditEvent.objects.filter(event_type="worker.idle_stop").exists()
-
-
-def test_a_worker_without_an_ec2_instance_is_left_alone(sim):
-    worker = worker_in("running", aws_instance_id="")
-
-    assert workers_stop_idle(now=later(24 * 60)) == []
-    assert status_of(worker) == "running"
-
-
-def test_a_failed_ec2_stop_is_logged_and_the_job_goes_on_to_the_next_worker(sim, caplog):
-    first, second = worker_in("running"), worker_in("running")
-    sim.arm("StopInstances", "UnauthorizedOperation", times=1)
-
-    stopped = workers_stop_idle(now=later(settings.WORKER_IDLE_STOP_MINUTES + 1))
-
-    assert stopped == [second.public_id]
-    assert (status_of(first), status_of(second)) == ("running", "stopped")
-    assert AuditEvent.objects.filter(resource_id=first.public_id, event_type="worker.ec2_failed").exists()
-    assert f"could not stop worker {first.public_id}" in caplog.text
-
-
-# --- start ahead of demand ------------------------------------------------------------------------
-
-
-def test_a_stopped_worker_is_started_ahead_of_a_scheduled_lab(sim):
-    due, early = worker_in("stopped"), worker_in("stopped")
-    ahead = settings.LIFECYCLE_LEAD_MINUTES + settings.WORKER_BOOT_MINUTES
-    instance = booking(due, start=later(ahead - 2))
-    booking(early, start=later(ahead + 60))
-
-    started = workers_start_for_demand()
-
-    assert started == [due.public_id]
-    assert (status_of(due), status_of(early)) == ("running", "stopped")
-    assert ec2_state(due.aws_instance_id) == "running"
-    decision = AuditEvent.objects.get(resource_id=due.public_id, event_type="worker.demand_start")
-    assert (decision.metadata["reason"], decision.metadata["instance_id"]) == ("demand", instance.public_id)
-    assert WorkerRunPeriod.objects.filter(worker=due, ended_at__isnull=True).count() == 1
-    assert workers_start_for_demand(now=later(ahead + 59)) == [early.public_id]
-
-
-def test_only_scheduled_labs_make_demand(sim):
-    worker = worker_in("stopped")
-    booking(worker, start=later(5), path=("terminated",))
-    booking(worker, start=later(5), path=())  # pending: not placed yet
-
-    assert workers_start_for_demand() == []
-
-
-def test_the_boot_time_setting_moves_the_start_earlier(sim, settings):
-    worker = worker_in("stopped")
-    booking(worker, start=later(settings.LIFECYCLE_LEAD_MINUTES + 40))
-
-    assert workers_start_for_demand() == []
-    settings.WORKER_BOOT_MINUTES = 45
-    assert workers_start_for_demand() == [worker.public_id]
-
-
-def test_the_cost_tick_starts_and_stops_and_survives_ec2_failures(sim):
-    idle, wanted = worker_in("running"), worker_in("stopped")
-    booking(wanted, start=later(settings.LIFECYCLE_LEAD_MINUTES))
-    sim.arm("StartInstances", "UnauthorizedOperation", times=1)
-
-    summary = worker_cost_tick(now=later(settings.WORKER_IDLE_STOP_MINUTES + 1))
-
-    assert summary == {"started": [], "stopped": [idle.public_id]}
-    assert status_of(wanted) == "stopped"
-    assert worker_cost_tick()["started"] == [wanted.public_id]  # the next tick tries again
-
-
-def test_the_worker_cost_schedule_runs_the_task(sim):
-    spec = settings.Q_SCHEDULES["worker_cost"]
-    module, name = spec["func"].rsplit(".", 1)
-    task = getattr(importlib.import_module(module), name)
-    worker_in("running")
-
-    assert (spec["schedule_type"], spec["minutes"]) == ("I", 1)
-    assert task() == {"started": [], "stopped": []}  # just started: not idle yet
 
 
 # --- fleet report ---------------------------------------------------------------------------------

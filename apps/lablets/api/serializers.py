@@ -17,6 +17,10 @@ class LifecycleSerializer(serializers.Serializer):
     default_duration_minutes = serializers.IntegerField(min_value=1, required=False, default=120)
     max_duration_minutes = serializers.IntegerField(min_value=1, required=False)
     idle_timeout_minutes = serializers.IntegerField(min_value=1, required=False, default=30)
+    keep_lab_until_slot_end = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Keep an instance's lab until its slot ends, even once it is graded. Default false: a graded "
+                  "instance is torn down at once (its archive kept) and the capacity it held is freed.")
 
 
 class PortDefinitionSerializer(serializers.Serializer):

@@ -1,7 +1,8 @@
 """The lifecycle tick (every minute, `apps.lablets.tasks.lifecycle_tick`): what is due, in order.
 
 1. Ends, database only: not RUNNING LIFECYCLE_EXPIRE_AFTER_MINUTES after the slot began → 'expired';
-   slot over → 'timeslot ended'; RUNNING and idle → 'idle'.
+   slot over → 'timeslot ended'; RUNNING and idle → 'idle'; graded, its definition not keeping the lab
+   until the slot ends → 'graded' (the grading result ends it at once; this catches one left behind).
 2. `lablet_instance.expiring`, once, LIFECYCLE_EXPIRING_WARNING_MINUTES before the end of the slot.
 3. Network steps, each under its own claim: instantiations due (slot start minus
    LIFECYCLE_LEAD_MINUTES), instantiations in progress, teardowns, cleanups of labs left behind.
@@ -29,6 +30,7 @@ from apps.lablets.lifecycle import TEARDOWN
 from apps.lablets.models import InstanceStatus as S
 from apps.lablets.models import LabletInstance
 from apps.lablets.services.console_access import console_access_reconcile
+from apps.lablets.services.instances import GRADED_REASON
 from apps.lablets.services.scheduling import scheduler_tick
 from apps.lablets.services.steps import lablet_instance_record_expiring
 from apps.workers.models import WorkerStatus
@@ -68,6 +70,12 @@ def idle_pks(now: datetime) -> list[int]:
         if idle_minutes and last_activity + timedelta(minutes=idle_minutes) <= now:
             due.append(pk)
     return due[:_batch()]
+
+
+def graded_pks() -> list[int]:
+    """GRADING instances with a grading result whose definition does not keep the lab until the slot ends."""
+    return _pks(LabletInstance.objects.filter(status=S.GRADING, grading_result__isnull=False,
+                                              definition__keep_lab_until_slot_end=False))
 
 
 def notify_expiring(now: datetime, actor: str) -> int:
@@ -111,6 +119,7 @@ def lifecycle_tick(*, now: datetime | None = None, actor: str = "system") -> dic
     end(_pks(LabletInstance.objects.filter(status__in=NOT_YET_RUNNING + ACTIVE, timeslot_end__lte=now)),
         "timeslot ended", "ended")
     end(idle_pks(now), "idle", "idle")
+    end(graded_pks(), GRADED_REASON, "graded")
     report["expiring"] = notify_expiring(now, actor)
 
     def run(key, function, pk):

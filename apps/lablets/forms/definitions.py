@@ -61,6 +61,10 @@ class DefinitionForm(forms.Form):
     warm_pool_depth = forms.IntegerField(
         min_value=0, max_value=100, initial=0, required=False, label="Warm pool depth",
         help_text="Labs kept booted ahead: an instance starting now takes one and runs within seconds. 0: none.")
+    keep_lab_until_slot_end = forms.BooleanField(
+        required=False, label="Keep the lab until the slot ends",
+        help_text="Even once an instance is graded. Unticked: a graded instance is torn down at once (its archive "
+                  "kept) and its capacity freed.")
 
     GROUPS = {"Definition": ("name", "version", "description"), "Resource requirements": REQUIREMENT_FIELDS,
               "Lifecycle": LIFECYCLE_FIELDS, "Warm pool": ("warm_pool_depth",)}

@@ -14,7 +14,8 @@ from apps.api.permissions import may_change_definition
 from apps.core.errors import Conflict, Forbidden, UpstreamUnavailable, ValidationFailed
 
 REQUIREMENT_FIELDS = ("cpu_cores", "memory_gb", "storage_gb", "node_count")
-LIFECYCLE_FIELDS = ("default_duration_minutes", "max_duration_minutes", "idle_timeout_minutes")
+LIFECYCLE_FIELDS = ("default_duration_minutes", "max_duration_minutes", "idle_timeout_minutes",
+                    "keep_lab_until_slot_end")
 SNAPSHOT_FIELDS = (("name", "version", "description", "content_hash", "is_active", "trusted",
                     "direct_console_access", "warm_pool_depth") + REQUIREMENT_FIELDS
                    + LIFECYCLE_FIELDS)

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record_many
-from apps.lablets.lifecycle import EXTENDABLE, STAMP_FIELD, TRANSITIONS
+from apps.lablets.lifecycle import EXTENDABLE, STAMP_FIELD, TEARDOWN, TRANSITIONS
 from apps.lablets.models import InstanceStatus, LabletDefinition, LabletInstance
 from apps.lablets.services.console_access import student_cidr_clean
 from apps.lablets.services.journal import instance_audit, instance_audit_entry
@@ -280,11 +280,34 @@ def lablet_instance_extend(
     return locked
 
 
+GRADED_REASON = "graded"  # the termination reason of an instance released once graded
+TERMINATE_TASK = "apps.lablets.tasks.terminate_instance"
+
+
+def _release_graded(instance: LabletInstance, *, actor: str, now: datetime) -> None:
+    """The graded instance ends now (STOPPING); its teardown runs in the q cluster after the commit (or at the
+    next lifecycle tick, which also ends any graded instance left GRADING: apps.lablets.engine.tick)."""
+    from apps.lablets.engine import instance_end
+
+    ended = instance_end(instance=instance, actor=actor, reason=GRADED_REASON, now=now)
+    if ended.status in TEARDOWN:
+        def dispatch():
+            from django_q.tasks import async_task
+
+            async_task(TERMINATE_TASK, ended.pk, actor, task_name=f"graded-teardown-{ended.public_id}")
+        transaction.on_commit(dispatch)
+
+
 @transaction.atomic
 def lablet_instance_record_grading(*, instance: LabletInstance, actor: str, score: float, max_score: float,
                                    details=None) -> LabletInstance:
     """A grader's result for a GRADING instance: stored as `grading_result` with the time and the grader,
-    `lablet_instance.graded` in the journal. 409 unless grading; 422 for a score outside 0..max_score."""
+    `lablet_instance.graded` in the journal. 409 unless grading; 422 for a score outside 0..max_score.
+
+    Then, unless its definition keeps the lab until the slot ends (`keep_lab_until_slot_end`), the instance
+    ends with reason "graded" (apps.lablets.engine.instance_end: STOPPING, in this transaction) and its
+    teardown (stop, archive, delete; the archive is kept) is enqueued once this commits: the capacity it held
+    is freed as it leaves the teardown's STOPPING, without waiting for the slot's end (docs/lifecycle.md)."""
     locked = (
         LabletInstance.objects.select_for_update(of=("self",))
         .select_related("definition", "worker")
@@ -308,6 +331,8 @@ def lablet_instance_record_grading(*, instance: LabletInstance, actor: str, scor
     LabletInstance.objects.filter(pk=locked.pk).update(grading_result=result, last_activity_at=now, updated_at=now)
     instance_audit(locked, event_type="lablet_instance.graded", actor=actor, action="lablet_instance.grade",
            metadata={"score": score, "max_score": max_score})
+    if not locked.definition.keep_lab_until_slot_end:
+        _release_graded(locked, actor=actor, now=now)
     return LabletInstance.objects.select_related("definition", "worker", "created_by").get(pk=locked.pk)
 
 

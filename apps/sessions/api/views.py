@@ -146,6 +146,8 @@ class LabView(RemoteLabView):
         responses={200: AcquireResponseSerializer, **LAB_GATE, **problem_responses(
             s400="The topology file has no name, or it does not end in .yml/.yaml.",
             s404="Session not found.",
+            s409="`insufficient_capacity`: the worker has no room for the lab beside the lablet instances and warm "
+                 "labs it holds (`dimension`, `needs`, `free`, `capacity`).",
             s413="The files are larger than SESSION_UPLOAD_MAX_BYTES.",
             s422="Missing topology, too many files, unsafe or duplicate file names, a topology the topology policy "
                  "refuses (`violations`: node, rule, detail; nothing is sent to CML), or CML refused the topology.",

@@ -7,6 +7,16 @@ committed decisions, never inside a transaction:
     decide (lock slot: attach, wait, refuse, or mark STARTING with a token)  →  CML import
     → record the lab id  →  CML start, converged?, nodes  →  RUNNING (if the token still matches)
 
+A lab holds capacity on its worker from STARTING until it goes EMPTY: its topology's CPUs, memory (GB, rounded
+up), disk and nodes are stored on the slot and are its rows in the capacity ledger (apps.workers.ledger). A
+decision locks the worker's row first, then the slot (this order wherever both are taken; lablet placement locks
+its instance, then the worker, and never a slot, so the two cannot deadlock). The worker lock is FOR NO KEY
+UPDATE: it excludes placement's FOR UPDATE and another decision's, but not the key-share lock PostgreSQL takes
+on the worker for a new row that refers to it (a LabTeardown written by a transaction holding a slot), which
+would otherwise wait for us while we wait for its slot. A start reads the ledger again under the worker lock
+and refuses with 409 `insufficient_capacity` a lab that does not fit beside the lablet instances and warm labs
+the worker holds.
+
 The decision is the short, synchronous part of POST /lab (`session_lab_acquire_begin`); the rest can
 take minutes and runs on the event loop (`session_lab_acquire_finish`, awaited by the async view): it
 sleeps with asyncio between polls, and only single steps (a transaction, one CML call) run in threads.
@@ -36,8 +46,8 @@ from apps.sessions.models import LabClaim, LabStatus, LabTeardown, Session, Sess
 from apps.sessions.selectors import NO_LAB, SESSION_NOT_ACTIVE, Principal, session_get_active
 from apps.sessions.services import storage
 from apps.sessions.services.transitions import session_lab_transition
-from apps.workers import cml
-from apps.workers.cml.topology_policy import topology_check
+from apps.workers import cml, ledger
+from apps.workers.cml.topology_policy import TopologySummary, topology_check
 from apps.workers.models import Worker, WorkerStatus
 from apps.workers.services.cml import cml_credentials
 from apps.core.errors import Conflict, Locked, NotFound, UpstreamUnavailable, ValidationFailed
@@ -51,6 +61,16 @@ START_POLL_SECONDS = 2.0  # a start asks CML whether its lab converged this ofte
 TEARDOWN_TASK = "apps.sessions.tasks.session_lab_teardown"
 TEARDOWN_RETRY_SECONDS = 60  # the reaper re-dispatches an unfinished teardown after attempts × this (≤ 1 h)
 STUCK_MARGIN_SECONDS = 120  # a STARTING lab this long past the start timeout was abandoned (process died)
+
+
+NO_CAPACITY = "The worker has no room for this lab"  # 409 insufficient_capacity
+NEED_FIELDS = ("cpu_cores", "memory_gb", "storage_gb", "node_count")
+
+
+def lab_need(summary: TopologySummary) -> dict:
+    """What a topology holds on its worker while it runs (SessionLab's NEED_FIELDS): memory rounded up to GB."""
+    return {"cpu_cores": summary.cpus, "memory_gb": -(-summary.memory_mb // 1024), "storage_gb": summary.disk_gb,
+            "node_count": summary.nodes}
 
 
 @dataclass(frozen=True)
@@ -171,17 +191,20 @@ class PendingAcquire:
     staged: storage.StagedUpload
     reuse: bool
     decision: _Decision
+    need: dict = dataclasses.field(default_factory=dict)  # lab_need() of the topology
 
 
-def _decide(*, session: Session, staged: storage.StagedUpload, reuse: bool, actor: str) -> _Decision:
+def _decide(*, session: Session, staged: storage.StagedUpload, reuse: bool, actor: str, need: dict) -> _Decision:
     sha = staged.topology_sha256
     with transaction.atomic():
+        # The worker's row first, then the slot (the module's docstring): a start books capacity on the worker.
+        list(Worker.objects.select_for_update(no_key=True).filter(pk=session.worker_id))
         slot = _slot_locked(session.worker_id)
         if not Session.objects.filter(pk=session.pk, status=SessionStatus.ACTIVE, worker_id=session.worker_id).exists():
             raise Locked(SESSION_NOT_ACTIVE)  # ended or reaped since the request began
         claim = LabClaim.objects.filter(session_id=session.pk).first()
         if slot.status != LabStatus.EMPTY and slot.owner_key != session.lab_owner_key:
-            return _decide_foreign(session=session, slot=slot, staged=staged, claim=claim, actor=actor)
+            return _decide_foreign(session=session, slot=slot, staged=staged, claim=claim, actor=actor, need=need)
         if slot.status == LabStatus.RUNNING and slot.topology_sha256 == sha and reuse:
             if claim is None:
                 LabClaim.objects.create(session_id=session.pk, lab=slot)
@@ -197,31 +220,49 @@ def _decide(*, session: Session, staged: storage.StagedUpload, reuse: bool, acto
         if slot.status == LabStatus.RUNNING and slot.ref_count > 0:
             raise Locked(BUSY)  # another topology (or reuse=false) while sessions hold the running one
         # Nothing runs, or an idle lab (no claims) that is not the one wanted: replace it.
-        return _replace(session=session, slot=slot, staged=staged, claim=claim, actor=actor,
+        return _replace(session=session, slot=slot, staged=staged, claim=claim, actor=actor, need=need,
                         why="idle lab replaced by another topology")
 
 
 def _decide_foreign(*, session: Session, slot: SessionLab, staged: storage.StagedUpload, claim,
-                    actor: str) -> _Decision:
+                    actor: str, need: dict) -> _Decision:
     """The worker's lab is another principal's (it outlived that principal's session, kept for its next
     one): never attached to, waited for or shown. Idle, it is replaced (torn down) as an idle lab of another
     topology is; held or starting, the worker is busy, as for another topology."""
     if slot.status == LabStatus.RUNNING and slot.ref_count == 0:
-        return _replace(session=session, slot=slot, staged=staged, claim=claim, actor=actor,
+        return _replace(session=session, slot=slot, staged=staged, claim=claim, actor=actor, need=need,
                         why="idle lab of another principal replaced")
     raise Locked(BUSY)
 
 
+def _capacity_check(*, session: Session, slot: SessionLab, need: dict, now) -> None:
+    """409 insufficient_capacity when the lab does not fit on its worker, from now on, beside everything else
+    the worker holds (the ledger read again under the worker's row lock; the slot's own lab, replaced, left
+    out). Journalled as every refused call is (`api_call.refused`)."""
+    worker = Worker.objects.get(pk=session.worker_id)
+    vector = (*(need.get(name, 0) for name in NEED_FIELDS), 0, 1)  # no console ports; one lab
+    short = ledger.shortfall(worker, vector, now, ledger.OPEN_END, exclude={ledger.SESSION_LAB: slot.pk})
+    if short is None:
+        return
+    detail = f"{NO_CAPACITY} (worker {worker.public_id}: {short['detail']})."
+    raise Conflict(detail, code="insufficient_capacity", extra={
+        "worker": worker.public_id, "dimension": short["dimension"], "needs": short["needs"], "free": short["free"],
+        "capacity": short["capacity"]})
+
+
 def _replace(*, session: Session, slot: SessionLab, staged: storage.StagedUpload, claim, actor: str,
-             why: str) -> _Decision:
-    """Mark the (locked) slot STARTING for this session's principal, with this session's claim; the idle
-    lab it held, if any, is torn down."""
+             why: str, need: dict) -> _Decision:
+    """Mark the (locked) slot STARTING for this session's principal, with this session's claim and the
+    topology's need (when it fits on the worker: 409 otherwise); the idle lab it held, if any, is torn down."""
+    now = timezone.now()
+    _capacity_check(session=session, slot=slot, need=need, now=now)
     old_lab, old_sha = slot.cml_lab_id, slot.topology_sha256
     token = uuid.uuid4()
     session_lab_transition(lab=slot, to=LabStatus.STARTING, actor=actor,
                            reason=f"session {session.pk} starts its topology", topology_sha256=staged.topology_sha256,
                            topology_name=staged.topology_name[:255], cml_lab_id="", owner_key=session.lab_owner_key,
-                           devices=[], start_token=token, started_at=None, last_error="")
+                           devices=[], start_token=token, started_at=None, last_error="", held_since=now,
+                           **{name: need.get(name, 0) for name in NEED_FIELDS})
     LabClaim.objects.filter(lab=slot).delete()  # an idle lab has none; belt and braces
     if claim is not None:
         claim.delete()
@@ -362,7 +403,8 @@ async def _wait_turn(pending: PendingAcquire) -> PendingAcquire:
         await asyncio.sleep(WAIT_POLL_SECONDS)
         if not await _step(_still_starting, worker_id=session.worker_id, sha256=sha):
             pending = dataclasses.replace(pending, decision=await _step(
-                _decide, session=session, staged=pending.staged, reuse=pending.reuse, actor=pending.actor))
+                _decide, session=session, staged=pending.staged, reuse=pending.reuse, actor=pending.actor,
+                need=pending.need))
     return pending
 
 
@@ -372,7 +414,8 @@ def session_lab_acquire_begin(*, session_id, principal: Principal, topology, ext
     decide to start it (or to wait for another request starting it): `session_lab_acquire_finish` does that
     without holding a thread.
 
-    404 unknown session, 423 not active / another topology in use / being started; 400/413/422 for the
+    404 unknown session, 423 not active / another topology in use / being started, 409 (insufficient_capacity)
+    when the worker has no room for the lab beside its lablet instances and warm labs; 400/413/422 for the
     upload, 422 for a topology the topology policy refuses (apps.workers.cml.topology_policy, as untrusted),
     before anything reaches CML. The upload is kept in the session's directory only on success."""
     session = session_get_active(session_id=session_id, principal=principal)
@@ -382,11 +425,12 @@ def session_lab_acquire_begin(*, session_id, principal: Principal, topology, ext
     storage.upload_check_length(content_length)
     staged = storage.upload_stage(topology=topology, extra_files=extra_files)
     try:
-        topology_check(staged.topology_text, trusted=False, field="topology")  # an upload is never trusted
-        decision = _decide(session=session, staged=staged, reuse=reuse, actor=principal.actor)
+        summary = topology_check(staged.topology_text, trusted=False, field="topology")  # an upload: untrusted
+        need = lab_need(summary)
+        decision = _decide(session=session, staged=staged, reuse=reuse, actor=principal.actor, need=need)
         if decision.kind != "attached":
             return PendingAcquire(session=session, actor=principal.actor, staged=staged, reuse=reuse,
-                                  decision=decision)
+                                  decision=decision, need=need)
         storage.stage_commit(staged, session_id=session.pk)
         return AcquiredLab(reused=True, devices=decision.devices)
     except BaseException:

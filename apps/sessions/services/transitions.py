@@ -45,11 +45,14 @@ def session_transitions_many(*, moves: list[tuple], source: str, to: str, actor:
 def session_lab_transition(*, lab: SessionLab, to: str, actor: str, reason: str, **fields) -> bool:
     """Move a worker's lab slot from its status as read (`lab`, locked by the caller) to `to`, writing
     `fields` too (`updated_at` is stamped), and journal it as `session_lab.<to>` with the slot's worker,
-    its lab and the principal it belongs to (the ones dropped, for EMPTY) and the reason. False, and nothing journalled, when the slot moved on meanwhile."""
+    its lab and the principal it belongs to (the ones dropped, for EMPTY) and the reason. False, and nothing journalled, when the slot moved on meanwhile.
+    An EMPTY slot holds no capacity: its need and `held_since` are cleared here (the capacity ledger)."""
     source = lab.status
     if to not in LAB_TRANSITIONS.get(source, ()):
         raise InvalidTransition("Session lab", str(lab.pk), source, to)
     fields.setdefault("updated_at", timezone.now())
+    if to == LabStatus.EMPTY:
+        fields.update(cpu_cores=0, memory_gb=0, storage_gb=0, node_count=0, held_since=None)
     if not SessionLab.objects.filter(pk=lab.pk, status=source).update(status=to, **fields):
         return False
     event = f"session_lab.{to}"

@@ -13,10 +13,9 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import audit_record
-from apps.workers import cml
+from apps.workers import cml, ledger
 from apps.workers.models import Worker, WorkerStatus
 from apps.workers.selectors import percent
-from apps.workers.signals import holdings_of
 from apps.core.awaited import await_task, enqueue, reporting
 from apps.core.encryption import DecryptionFailed, decrypt
 from apps.core.errors import Conflict, UpstreamUnavailable, ValidationFailed
@@ -111,10 +110,12 @@ LOAD_PERCENTS = ("cpu_usage_percent", "memory_usage_percent")
 
 
 def worker_load(worker: Worker) -> dict:
-    """What the fleet's bars show: cores, GB and nodes held by the worker's live instances, of its capacity
-    (and as percentages), and CPU and memory use and nodes running as CML last reported them. One query."""
-    holdings = holdings_of(worker)
-    held = {"held_cpu": holdings["cpu_cores"], "held_memory": holdings["memory_gb"], "held_nodes": holdings["nodes"]}
+    """What the fleet's bars show: cores, GB and nodes the worker is committed to from now on (the capacity
+    ledger: its lablet instances, session labs and warm labs, at their busiest moment ahead), of its capacity
+    (and as percentages), and CPU and memory use and nodes running as CML last reported them. One round of
+    the ledger."""
+    peak = ledger.committed(worker)["peak"]
+    held = {"held_cpu": peak[0], "held_memory": peak[1], "held_nodes": peak[3]}
     cpu, memory = worker.cpu_usage_percent, worker.memory_usage_percent
     return {
         **held, "cpu_cores": worker.cpu_cores, "memory_gb": worker.memory_gb, "max_nodes": worker.max_nodes,

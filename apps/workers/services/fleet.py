@@ -14,7 +14,8 @@ from apps.audit.services import audit_record
 from apps.workers import ec2
 from apps.workers.lifecycle import TRANSITIONS
 from apps.workers.models import Worker, WorkerRunPeriod, WorkerStatus, WorkerTemplate
-from apps.workers.signals import holdings_of, worker_withdrawn
+from apps.workers import ledger
+from apps.workers.signals import worker_withdrawn
 from apps.core.encryption import encrypt
 from apps.core.errors import Conflict, DomainError, InvalidTransition, UpstreamUnavailable, ValidationFailed
 
@@ -299,18 +300,26 @@ def worker_stop(*, worker: Worker, actor: str) -> Worker:
                        rollback=WorkerStatus.RUNNING)
 
 
-def worker_live_instance_count(worker: Worker) -> int:
-    """The live work on the worker, as the apps that place it count it (apps.workers.signals)."""
-    return holdings_of(worker)["live"]
+def worker_holdings(worker: Worker) -> dict:
+    """What the worker holds from now on, of every kind (the capacity ledger, apps.workers.ledger): live
+    lablet instances (running or booked ahead), session labs starting or running, warm labs."""
+    return ledger.committed(worker)
+
+
+def _holdings_text(held: dict) -> str:
+    kinds = ((ledger.INSTANCE, "live lablet instance(s)"), (ledger.SESSION_LAB, "session lab(s)"),
+             (ledger.WARM_LAB, "warm lab(s)"))
+    return ", ".join(f"{held[kind]} {label}" for kind, label in kinds if held[kind])
 
 
 def worker_terminate(*, worker: Worker, actor: str, force: bool = False) -> Worker:
-    """Terminate the EC2 instance, then the record. Refused while it hosts live instances unless forced."""
+    """Terminate the EC2 instance, then the record. Refused while it holds anything in the capacity ledger
+    (live instances, session labs, warm labs) unless forced."""
     if worker.status == WorkerStatus.TERMINATED:
         raise InvalidTransition("Worker", worker.public_id, worker.status, WorkerStatus.TERMINATED)
-    live = worker_live_instance_count(worker)
-    if live and not force:
-        raise Conflict(f"Worker {worker.public_id} hosts {live} live lablet instance(s); "
+    held = worker_holdings(worker)
+    if held["holdings"] and not force:
+        raise Conflict(f"Worker {worker.public_id} holds {_holdings_text(held)}; "
                        "drain it and wait, or terminate with force=true.")
     if worker.aws_instance_id:
         try:
@@ -319,7 +328,7 @@ def worker_terminate(*, worker: Worker, actor: str, force: bool = False) -> Work
             pass  # already gone from EC2: the record follows
         except ec2.Ec2Error as exc:
             raise _ec2_failed(worker, exc, actor=actor, action="worker.terminate")
-    reason = f"terminate requested (force, {live} live instance(s))" if live else "terminate requested"
+    reason = f"terminate requested (force, {_holdings_text(held)})" if held["holdings"] else "terminate requested"
     return worker_transition(worker=worker, to=WorkerStatus.TERMINATED, actor=actor, reason=reason)
 
 

@@ -66,7 +66,8 @@ class SessionNotFound(RemoteLabError):
 
 
 class LabConflict(RemoteLabError):
-    """409: e.g. `DELETE /lab?force=false` while the lab is still in use."""
+    """409: e.g. `DELETE /lab?force=false` while the lab is still in use, or `POST /lab` when the worker has no
+    room for the topology beside its lablet bookings (`problem["code"] == "insufficient_capacity"`)."""
 
 
 class SessionLocked(RemoteLabError):

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('lablets', '0009_direct_console_access'),
+        ('lablets', '0010_definition_keep_lab_until_slot_end'),
         ('workers', '0007_worker_console_host'),
     ]
 

@@ -45,15 +45,15 @@ def _with_held(workers: list[Worker]) -> list[Worker]:
     """Set on each worker what it is committed to from now on, from the capacity ledger
     (apps.workers.ledger.commitments: lablet instances, session labs and warm labs at their busiest moment
     ahead): `held_cpu`, `held_memory`, `held_nodes`, the bars' percentages (`cpu_held_percent`, ...), and the
-    counts `live_instances`, `session_labs`, `warm_labs`. One round of the ledger for all of them."""
+    counts `live_instances`, `held_session_labs`, `held_warm_labs`. One round of the ledger for all of them."""
     held = ledger.commitments([worker.pk for worker in workers], timezone.now())
     for worker in workers:
         entry = held.get(worker.pk)
         peak = entry["peak"] if entry else (0,) * len(ledger.DIMENSIONS)
         worker.held_cpu, worker.held_memory, worker.held_nodes = peak[0], peak[1], peak[3]
         worker.live_instances = entry[ledger.INSTANCE] if entry else 0
-        worker.session_labs = entry[ledger.SESSION_LAB] if entry else 0
-        worker.warm_labs = entry[ledger.WARM_LAB] if entry else 0
+        worker.held_session_labs = entry[ledger.SESSION_LAB] if entry else 0
+        worker.held_warm_labs = entry[ledger.WARM_LAB] if entry else 0
         worker.cpu_held_percent = percent(worker.held_cpu, worker.cpu_cores)
         worker.memory_held_percent = percent(worker.held_memory, worker.memory_gb)
         worker.nodes_held_percent = percent(worker.held_nodes, worker.max_nodes)

@@ -95,7 +95,7 @@ def test_a_session_lab_is_in_the_workers_bars_and_load_and_refuses_its_terminati
     assert acquire(anon, session_id).status_code == 200
 
     [card] = [w for w in worker_cards() if w.pk == worker.pk]
-    assert (card.held_cpu, card.held_memory, card.held_nodes, card.session_labs, card.live_instances) == (2, 1, 2, 1, 0)
+    assert (card.held_cpu, card.held_memory, card.held_nodes, card.held_session_labs, card.live_instances) == (2, 1, 2, 1, 0)
     load = worker_load(worker)
     assert (load["held_cpu"], load["held_memory"], load["held_nodes"]) == (2, 1, 2)
     with pytest.raises(Conflict, match="1 session lab"):

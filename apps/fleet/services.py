@@ -74,7 +74,7 @@ def _failed_recently(template: WorkerTemplate, now: datetime) -> AuditEvent | No
             .order_by("-id").first())
 
 
-def _launch_reason(launch: Launch) -> str:
+def launch_reason(launch: Launch) -> str:
     if launch.pool:
         return (f"session pool {launch.pool} has {launch.bookings} waiting session(s) and no worker; "
                 f"launching a {launch.template.name} worker for it")
@@ -82,7 +82,7 @@ def _launch_reason(launch: Launch) -> str:
             f"launching worker; launching a {launch.template.name} worker to be ready by then")
 
 
-def _hold_reason(launch: Launch) -> str:
+def hold_reason(launch: Launch) -> str:
     n = launch.numbers
     name = launch.template.name
     if launch.held == "FLEET_MAX_WORKERS":
@@ -111,7 +111,7 @@ def _do_launch(launch: Launch, *, now: datetime) -> Worker | None:
     number = Worker.objects.filter(template=template).count() + 1
     name = f"{template.name}-{number}"
     with transaction.atomic():
-        _journal(LAUNCH, template.public_id, {"reason": _launch_reason(launch), "name": name, **launch.figures(),
+        _journal(LAUNCH, template.public_id, {"reason": launch_reason(launch), "name": name, **launch.figures(),
                                               **launch.numbers})
     try:
         worker = worker_launch(actor=ACTOR, name=name, template=template)
@@ -164,7 +164,7 @@ def fleet_plan_run(*, now: datetime | None = None) -> dict:
         if launch.due > now:
             continue  # planned: shown on the fleet plan page, launched when due
         if launch.held:
-            held += _hold(launch.template.public_id, {"reason": _hold_reason(launch), "limit": launch.held,
+            held += _hold(launch.template.public_id, {"reason": hold_reason(launch), "limit": launch.held,
                                                       **launch.figures(), **launch.numbers}, now=now)
             continue
         worker = _do_launch(launch, now=now)

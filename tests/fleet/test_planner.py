@@ -202,3 +202,23 @@ def test_a_launch_refused_everywhere_fails_the_worker_and_waits(ec2, cml):
 def test_without_a_scalable_template_the_planner_does_nothing(ec2, cml):
     full_worker_and_a_reservation(starts_in=timedelta(minutes=5))
     assert fleet_plan_run()["skipped"] is True
+
+
+def test_a_session_pool_waiting_with_no_worker_gets_one_launched_into_it(ec2, cml):
+    from apps.sessions.models import SessionPool
+    from apps.sessions.selectors import Principal
+    from apps.sessions.services import session_create
+
+    template = scalable_template()
+    SessionPool.objects.create(name="ci")  # its workers were terminated: sessions queue with none to serve them
+    for _ in range(2):
+        session = session_create(principal=Principal(user_id=None, actor="anonymous@127.0.0.1"), pool_name="ci")
+    assert session.status == "waiting"
+
+    (launched,) = fleet_plan_run()["launched"]
+
+    worker = Worker.objects.get(public_id=launched)
+    assert (worker.template, worker.session_pool) == (template, "ci")
+    (launch,) = decisions("fleet.launch")
+    assert launch.metadata["pool"] == "ci" and "2 waiting session(s)" in launch.metadata["reason"]
+    assert fleet_plan_run()["launched"] == [], "the pool has a worker now"

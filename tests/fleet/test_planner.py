@@ -222,3 +222,32 @@ def test_a_session_pool_waiting_with_no_worker_gets_one_launched_into_it(ec2, cm
     (launch,) = decisions("fleet.launch")
     assert launch.metadata["pool"] == "ci" and "2 waiting session(s)" in launch.metadata["reason"]
     assert fleet_plan_run()["launched"] == [], "the pool has a worker now"
+
+
+def test_decisions_are_sealed_and_handed_to_the_live_streams_and_webhooks(ec2, cml, settings,
+                                                                         django_capture_on_commit_callbacks):
+    from apps.audit.publish import events_sealed
+    from apps.events.payload import LiveEvent
+
+    settings.FLEET_MAX_WORKERS = 1  # the full worker is the one
+    given_out = []
+
+    def receiver(sender, events, **kwargs):
+        given_out.extend(event for event in events if event.event_type.startswith("fleet."))
+
+    events_sealed.connect(receiver, dispatch_uid="test-fleet-events")
+    try:
+        # One capture for the whole test: the journal's seal runs once per outer transaction (the test's).
+        with django_capture_on_commit_callbacks(execute=True):
+            scalable_template()
+            full_worker_and_a_reservation(starts_in=timedelta(minutes=5))
+            fleet_plan_run()
+    finally:
+        events_sealed.disconnect(dispatch_uid="test-fleet-events")
+
+    (hold,) = given_out
+    assert hold.sequence_num is not None and hold.metadata["limit"] == "FLEET_MAX_WORKERS"
+    live = LiveEvent({name: getattr(hold, name) for name in (
+        "sequence_num", "timestamp", "event_type", "actor", "resource_type", "resource_id", "action", "success",
+        "error", "metadata")})
+    assert (live.name, live.payload()["type"]) == ("audit", "io.lablet.fleet.hold")

@@ -5,7 +5,8 @@ Demand, from now to now + FLEET_PLAN_HORIZON_HOURS:
 - what the capacity ledger holds (apps.workers.ledger: lablet instances by slot, session labs, warm labs);
 - PENDING lablet instances (bookings and reservations no worker has room for yet);
 - warm-pool targets not yet booted (`apps.lablets.warm.warm_pool_demand()`, when that app provides one);
-- remote-lab pools with waiting sessions and no worker at all (a pool worker is a whole worker).
+- remote-lab pools with waiting sessions and no worker at all (a pool worker is a whole worker);
+- scalable templates with fewer live workers than their `min_workers` (the minimum fleet they keep).
 Capacity: every worker not terminated, failed or draining: running, stopped (startable: starting them is
 apps.fleet.power's job) and launching (pending).
 
@@ -58,6 +59,7 @@ class Launch:
     bookings: int
     need: list[int]
     pool: str = ""
+    minimum: bool = False  # for the template's min_workers, not for demand
     held: str = ""  # the limit that holds it back, "" when it may go
     numbers: dict = field(default_factory=dict)
 
@@ -66,7 +68,8 @@ class Launch:
                 "instance_type": self.template.instance_type, "due": self.due.isoformat(),
                 "first_slot_start": self.first_start.isoformat(), "bookings": self.bookings,
                 "cpu_cores": self.need[0], "memory_gb": self.need[1],
-                "cost_per_day": float(self.template.cost_per_hour * 24), **({"pool": self.pool} if self.pool else {})}
+                "cost_per_day": float(self.template.cost_per_hour * 24), **({"pool": self.pool} if self.pool else {}),
+                **({"minimum": True} if self.minimum else {})}
 
 
 @dataclass
@@ -240,6 +243,12 @@ def plan_fleet(*, now: datetime, horizon_hours: int | None = None) -> Plan:
                                    need=[0] * 4, pool=pool))
         else:
             unfit.append({"what": f"session pool {pool}", "start": now.isoformat(), "need": [], "waiting": waiting})
+
+    # A scalable template below its min_workers: the missing ones, now.
+    for template in scalable:
+        have = sum(1 for row in live if row["template_id"] == template.pk)
+        launches.extend(Launch(template=template, due=now, first_start=now, bookings=0, need=[0] * 4, minimum=True)
+                        for _ in range(template.min_workers - have))
 
     figures = _apply_limits(launches, live, templates, now=now)
     figures["pending"] = len(pending)

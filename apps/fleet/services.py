@@ -75,6 +75,9 @@ def _failed_recently(template: WorkerTemplate, now: datetime) -> AuditEvent | No
 
 
 def launch_reason(launch: Launch) -> str:
+    if launch.minimum:
+        return (f"template {launch.template.name} keeps at least {launch.template.min_workers} worker(s) "
+                f"(min_workers); launching one")
     if launch.pool:
         return (f"session pool {launch.pool} has {launch.bookings} waiting session(s) and no worker; "
                 f"launching a {launch.template.name} worker for it")
@@ -95,7 +98,8 @@ def hold_reason(launch: Launch) -> str:
     else:
         limit = (f"template {name} max_cost_per_day: {n['template_cost_per_day']:.2f} per day now + "
                  f"{n['launch_cost_per_day']:.2f} > {n['template_max_cost_per_day']:.2f}")
-    what = f"session pool {launch.pool}" if launch.pool else f"{launch.bookings} booking(s)"
+    what = (f"session pool {launch.pool}" if launch.pool else "its min_workers" if launch.minimum
+            else f"{launch.bookings} booking(s)")
     return f"held back: a {launch.template.name} worker for {what} would pass {limit}"
 
 

@@ -37,7 +37,8 @@ class WorkerTemplate(models.Model):
         "Instance types tried, in order, when EC2 has no capacity for instance_type in any zone; each must "
         "offer at least the template's capacity (the worker declares the template's)."))
     min_workers = models.PositiveIntegerField(default=0, help_text=(
-        "The planner keeps at least this many workers of the template (it never terminates below)."))
+        "The planner keeps at least this many live workers of the template: it launches the missing ones and "
+        "never terminates below."))
     max_workers = models.PositiveIntegerField(null=True, blank=True, help_text=(
         "At most this many live workers of the template; blank: only the fleet's limit (FLEET_MAX_WORKERS)."))
     max_cost_per_day = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True, help_text=(

@@ -251,3 +251,15 @@ def test_decisions_are_sealed_and_handed_to_the_live_streams_and_webhooks(ec2, c
         "sequence_num", "timestamp", "event_type", "actor", "resource_type", "resource_id", "action", "success",
         "error", "metadata")})
     assert (live.name, live.payload()["type"]) == ("audit", "io.lablet.fleet.hold")
+
+
+def test_a_template_below_its_min_workers_gets_the_missing_ones(ec2, cml):
+    template = scalable_template(min_workers=2, max_workers=1)
+
+    result = fleet_plan_run()
+
+    assert len(result["launched"]) == 1 and result["held"] == 1  # the second would pass its max_workers
+    (launch,) = decisions("fleet.launch")
+    assert launch.metadata["minimum"] is True and "min_workers" in launch.metadata["reason"]
+    assert decisions("fleet.hold")[0].metadata["limit"] == "max_workers"
+    assert fleet_plan_run()["launched"] == [] and Worker.objects.filter(template=template).count() == 1

@@ -109,7 +109,8 @@ class WorkerTemplateSerializer(serializers.ModelSerializer):
         help_text="Instance types tried in order when EC2 has no capacity for instance_type "
                   "(each at least the template's capacity).")
     min_workers = serializers.IntegerField(min_value=0, required=False,
-                                           help_text="The planner keeps at least this many of its workers.")
+                                           help_text="The planner keeps at least this many live workers of the template "
+                                                     "(launches the missing ones, never terminates below).")
     max_workers = serializers.IntegerField(min_value=0, required=False, allow_null=True,
                                            help_text="At most this many live workers; null: no own limit.")
     max_cost_per_day = serializers.DecimalField(

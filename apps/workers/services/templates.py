@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 
 from apps.audit.services import audit_record
 from apps.workers.models import WorkerTemplate
-from apps.core.errors import Conflict
+from apps.core.errors import Conflict, ValidationFailed
 
 FIELDS = ("name", "instance_type", "ami_id", "launch_template_id", "aws_region", "cpu_cores", "memory_gb",
           "storage_gb", "max_nodes", "license_tier", "cost_per_hour", "scalable", "availability_zones", "subnet_ids",
@@ -19,7 +19,21 @@ def _snapshot(template: WorkerTemplate) -> dict:
     return {f: str(getattr(template, f)) for f in FIELDS}
 
 
+LIST_FIELDS = ("availability_zones", "subnet_ids", "fallback_instance_types")
+
+
+def _check_lists(data: dict) -> None:
+    """The placement lists are lists of names (the API's serializer checks it too; the admin's JSON fields
+    take any JSON)."""
+    errors = {name: ["A list of names, e.g. [\"us-west-2a\", \"us-west-2b\"]."] for name in LIST_FIELDS
+              if name in data and not (isinstance(data[name], list)
+                                       and all(isinstance(v, str) and v.strip() for v in data[name]))}
+    if errors:
+        raise ValidationFailed("Zones, subnets and fallback instance types are lists of names.", errors=errors)
+
+
 def worker_template_create(*, actor: str, data: dict) -> WorkerTemplate:
+    _check_lists(data)
     try:
         with transaction.atomic():
             template = WorkerTemplate.objects.create(**{k: v for k, v in data.items() if k in FIELDS})
@@ -32,6 +46,7 @@ def worker_template_create(*, actor: str, data: dict) -> WorkerTemplate:
 
 
 def worker_template_update(*, template: WorkerTemplate, actor: str, data: dict) -> WorkerTemplate:
+    _check_lists(data)
     try:
         with transaction.atomic():
             locked = WorkerTemplate.objects.select_for_update().get(pk=template.pk)

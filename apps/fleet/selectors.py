@@ -51,7 +51,8 @@ def fleet_plan(*, now: datetime | None = None, hours: int = 24) -> dict:
     plan = plan_fleet(now=now, horizon_hours=hours)
     step = timedelta(minutes=BUCKET_MINUTES)
     count = hours * 60 // BUCKET_MINUTES
-    t0 = now - timedelta(seconds=now.second, microseconds=now.microsecond)
+    # Buckets on the clock's half hours (slots usually start on them): the first is the one now falls in.
+    t0 = now.replace(minute=now.minute - now.minute % BUCKET_MINUTES, second=0, microsecond=0)
     series = {name: _Series(t0, step, count) for name in (
         "demand_cpu", "demand_memory", "running_cpu", "running_memory", "startable_cpu", "startable_memory",
         "planned_cpu", "planned_memory")}

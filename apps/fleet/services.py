@@ -80,9 +80,9 @@ def launch_reason(launch: Launch) -> str:
                 f"(min_workers); launching one")
     if launch.pool:
         return (f"session pool {launch.pool} has {launch.bookings} waiting session(s) and no worker; "
-                f"launching a {launch.template.name} worker for it")
+                f"launching a worker of template {launch.template.name} for it")
     return (f"{launch.bookings} booking(s) from {launch.first_start:%Y-%m-%d %H:%M} UTC fit no running, stopped or "
-            f"launching worker; launching a {launch.template.name} worker to be ready by then")
+            f"launching worker; launching a worker of template {launch.template.name} to be ready by then")
 
 
 def hold_reason(launch: Launch) -> str:
@@ -100,7 +100,7 @@ def hold_reason(launch: Launch) -> str:
                  f"{n['launch_cost_per_day']:.2f} > {n['template_max_cost_per_day']:.2f}")
     what = (f"session pool {launch.pool}" if launch.pool else "its min_workers" if launch.minimum
             else f"{launch.bookings} booking(s)")
-    return f"held back: a {launch.template.name} worker for {what} would pass {limit}"
+    return f"held back: a worker of template {launch.template.name} for {what} would pass {limit}"
 
 
 def _do_launch(launch: Launch, *, now: datetime) -> Worker | None:

@@ -24,10 +24,10 @@
       data: {
         labels: data.labels,
         datasets: [
-          line("Demand", data.demand, "#b00020", { fill: "origin", backgroundColor: "rgba(176,0,32,0.15)", order: 4 }),
-          line("Running", data.running, "#17623a", { order: 3 }),
-          line("+ stopped and launching", data.startable, "#1f4e99", { borderDash: [6, 3], order: 2 }),
-          line("+ planned launches", data.planned, "#8a5300", { borderDash: [2, 3], order: 1 }),
+          line("Demand", data.demand, "#b00020", { fill: "origin", backgroundColor: "rgba(176,0,32,0.15)" }),
+          line("Running", data.running, "#17623a", {}),
+          line("+ stopped and launching", data.startable, "#1f4e99", { borderDash: [6, 3] }),
+          line("+ planned launches", data.planned, "#8a5300", { borderDash: [2, 3] }),
         ],
       },
       options: {

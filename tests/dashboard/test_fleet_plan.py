@@ -54,7 +54,7 @@ def test_it_charts_demand_against_capacity_and_lists_the_actions_and_decisions(o
 
     data = chart_data(html)
     assert len(data["labels"]) == 48  # 24 h per 30 min
-    assert data["running"][0] == 16 and data["demand"][0] == 12 + 8
+    assert data["running"][0] == 16 and data["demand"][1] == 12 + 8  # both overlap the second half hour
     assert data["demand"][-1] == 0
     assert "held back" in html and "max_cost_per_day" in html
     assert "fleet.hold" in html, "the recent decisions table shows the journalled hold"

@@ -17,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
@@ -156,12 +157,41 @@ def _do_terminate(item: dict, *, now: datetime) -> bool:
     return True
 
 
+# One planner pass at a time across processes (PostgreSQL: a session advisory lock, "LMFLEET"): two passes
+# overlapping (one slower than a minute) would both launch for the same demand.
+PASS_LOCK_KEY = 0x004C_4D46_4C45_4554
+
+
+@contextmanager
+def _single_pass():
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield True  # SQLite: the embedded default, one q cluster; inside a test's transaction: nothing to race
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [PASS_LOCK_KEY])
+        held = cursor.fetchone()[0]
+    try:
+        yield held
+    finally:
+        if held:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [PASS_LOCK_KEY])
+
+
 def fleet_plan_run(*, now: datetime | None = None) -> dict:
     """One planner pass: decide (apps.fleet.planner.plan_fleet), then launch what is due, journal holds, and
-    terminate what nobody needs. Acts only when FLEET_PLANNER_ENABLED and a template is scalable."""
+    terminate what nobody needs. Acts only when FLEET_PLANNER_ENABLED and a template is scalable; a pass
+    still running elsewhere makes this one skip."""
     now = now or timezone.now()
     if not settings.FLEET_PLANNER_ENABLED or not WorkerTemplate.objects.filter(scalable=True).exists():
         return {"launched": [], "held": 0, "terminated": [], "skipped": True}
+    with _single_pass() as held:
+        if not held:
+            return {"launched": [], "held": 0, "terminated": [], "skipped": True, "busy": True}
+        return _run(now)
+
+
+def _run(now: datetime) -> dict:
     plan: Plan = plan_fleet(now=now)
     launched, held, terminated = [], 0, []
     for launch in plan.launches:

@@ -263,3 +263,24 @@ def test_a_template_below_its_min_workers_gets_the_missing_ones(ec2, cml):
     assert launch.metadata["minimum"] is True and "min_workers" in launch.metadata["reason"]
     assert decisions("fleet.hold")[0].metadata["limit"] == "max_workers"
     assert fleet_plan_run()["launched"] == [] and Worker.objects.filter(template=template).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pass_skips_while_another_one_runs_on_postgresql(ec2, cml):
+    from django.db import connection
+
+    from apps.fleet.services import PASS_LOCK_KEY
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the pass lock is PostgreSQL's advisory lock (SQLite: one q cluster)")
+    import psycopg
+
+    scalable_template()
+    full_worker_and_a_reservation(starts_in=timedelta(minutes=5))
+    params = connection.get_connection_params()
+    with psycopg.connect(**{k: v for k, v in params.items() if k in ("dbname", "host", "port", "user", "password")},
+                         autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [PASS_LOCK_KEY])
+        assert fleet_plan_run()["busy"] is True
+        other.execute("SELECT pg_advisory_unlock(%s)", [PASS_LOCK_KEY])
+    assert len(fleet_plan_run()["launched"]) == 1

@@ -144,7 +144,8 @@ def _pending_demand(now: datetime, end: datetime) -> list[tuple]:
     rows = (LabletInstance.objects.filter(status=InstanceStatus.PENDING, timeslot_end__gt=now,
                                           timeslot_start__lt=end)
             .order_by("-priority", "created_at", "pk").values_list(*PENDING_COLUMNS))
-    return [(need_of(dict(zip(PENDING_COLUMNS[3:], row[3:]))), max(row[1], now), row[2], row[0]) for row in rows]
+    return [(need_of(dict(zip(PENDING_COLUMNS[3:], row[3:]))), max(row[1], now), row[2],
+             f"instance {row[0]} from {row[1]:%Y-%m-%d %H:%M} UTC") for row in rows]
 
 
 def _virtual_bound(template: WorkerTemplate, unplaced: list[tuple]) -> int:
@@ -212,7 +213,7 @@ def plan_fleet(*, now: datetime, horizon_hours: int | None = None) -> Plan:
         for need, start, end, label in unplaced:
             choice = simulated.choose(need, start, end)
             if choice is None:
-                unfit.append({"what": label, "start": start.isoformat(), "need": list(need[:4])})
+                unfit.append({"what": label, "need": list(need[:4])})
                 continue
             pk = choice.worker.pk
             simulated.book(pk, need, start, end)
@@ -230,8 +231,7 @@ def plan_fleet(*, now: datetime, horizon_hours: int | None = None) -> Plan:
             launch.due = launch.first_start - lead
         launches.extend(used.values())
     elif unplaced:
-        unfit.extend({"what": label, "start": start.isoformat(), "need": list(need[:4])}
-                     for need, start, end, label in unplaced)
+        unfit.extend({"what": label, "need": list(need[:4])} for need, start, end, label in unplaced)
 
     # Session pools waiting with no worker at all: a worker of the cheapest scalable template each.
     pool_workers = {row["session_pool"] for row in live if row["session_pool"]}
@@ -242,7 +242,7 @@ def plan_fleet(*, now: datetime, horizon_hours: int | None = None) -> Plan:
             launches.append(Launch(template=scalable[0], due=now, first_start=now, bookings=waiting,
                                    need=[0] * 4, pool=pool))
         else:
-            unfit.append({"what": f"session pool {pool}", "start": now.isoformat(), "need": [], "waiting": waiting})
+            unfit.append({"what": f"session pool {pool}", "need": [], "waiting": waiting})
 
     # A scalable template below its min_workers: the missing ones, now.
     for template in scalable:

@@ -51,8 +51,14 @@ def _journal(event_type: str, resource_id: str, metadata: dict, *, success: bool
                  action=event_type, success=success, error=error, metadata=metadata)
 
 
+# What makes two holds "the same situation": everything but the times (a late reservation's slot start is
+# clipped to now, so it moves every minute) and the words.
+VOLATILE = frozenset({"due", "first_slot_start", "reason", "unfit"})
+
+
 def _fingerprint(metadata: dict) -> str:
-    return hashlib.sha256(json.dumps(metadata, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    stable = {k: v for k, v in metadata.items() if k not in VOLATILE}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _hold(resource_id: str, metadata: dict, *, now: datetime) -> bool:

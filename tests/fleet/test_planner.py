@@ -95,10 +95,11 @@ def test_a_booking_far_ahead_is_planned_not_launched_yet(ec2, cml):
     assert not decisions("fleet.launch")
 
 
-def test_a_daily_cost_cap_stops_launching_and_the_decision_says_so(ec2, cml, settings):
+@pytest.mark.parametrize("starts_in", [timedelta(minutes=5), timedelta(minutes=-10)], ids=["soon", "late"])
+def test_a_daily_cost_cap_stops_launching_and_the_decision_says_so(ec2, cml, settings, starts_in):
     settings.FLEET_MAX_COST_PER_DAY = 50.0  # the template costs 2.5 × 24 = 60 a day
     template = scalable_template()
-    full_worker_and_a_reservation(starts_in=timedelta(minutes=5))
+    full_worker_and_a_reservation(starts_in=starts_in)
 
     result = fleet_plan_run()
 

@@ -285,3 +285,20 @@ def test_a_pass_skips_while_another_one_runs_on_postgresql(ec2, cml):
         assert fleet_plan_run()["busy"] is True
         other.execute("SELECT pg_advisory_unlock(%s)", [PASS_LOCK_KEY])
     assert len(fleet_plan_run()["launched"]) == 1
+
+
+def test_warm_pool_targets_count_as_demand_when_apps_lablets_offers_them(ec2, cml, monkeypatch):
+    import apps.lablets.selectors
+
+    scalable_template()
+    placeable_worker(cpu_cores=8, memory_gb=32, storage_gb=150, max_nodes=15)
+    # The warm pools' contract (apps.lablets: `warm_pool_demand()`): labs to hold from now on, not booted yet.
+    monkeypatch.setattr(apps.lablets.selectors, "warm_pool_demand", lambda: [
+        {"cpu_cores": 6, "memory_gb": 8, "storage_gb": 20, "node_count": 3, "port_count": 0, "count": 2}],
+        raising=False)
+
+    plan = plan_fleet(now=timezone.now())
+
+    assert plan.figures["pending"] == 2 and plan.figures["unplaced"] == 1  # one fits beside, one does not
+    (launch,) = plan.launches
+    assert launch.bookings == 1 and launch.due <= timezone.now()

@@ -159,10 +159,6 @@ def _virtual_bound(template: WorkerTemplate, unplaced: list[tuple]) -> int:
     return min(worst, len(unplaced), MAX_VIRTUAL_PER_TEMPLATE)
 
 
-def _fits_at_all(template: WorkerTemplate, need) -> bool:
-    return all(need[d] <= cap for d, cap in enumerate(capacity_of(template)))
-
-
 def _waiting_pools() -> dict[str, int]:
     """Session pools with waiting sessions: {pool name: waiting count}."""
     rows = (Session.objects.filter(status=SessionStatus.WAITING).values("pool__name")
@@ -184,12 +180,13 @@ def plan_fleet(*, now: datetime, horizon_hours: int | None = None) -> Plan:
             Worker.objects.exclude(status=WorkerStatus.TERMINATED).order_by("pk").values_list(*WORKER_COLUMNS)]
     live = [row for row in rows if row["status"] in LIVE_STATUSES]
     views = [_view(row, placeable=row["status"] in LIVE_STATUSES) for row in rows]
-    holdings = bookings([row["pk"] for row in rows], now, horizon_end)
-    real = Planner(views, holdings, policy=settings.SCHEDULER_POLICY)
-
     pending = _pending_demand(now, horizon_end)
+    # The ledger up to the end of the last pending slot (a slot may run past the horizon).
+    read_until = max([horizon_end, *(item[2] for item in pending)])
     for need, count in warm_pool_demand():
         pending.extend((need, now, OPEN_END, "warm pool") for _ in range(count))
+    holdings = bookings([row["pk"] for row in rows], now, read_until)
+    real = Planner(views, holdings, policy=settings.SCHEDULER_POLICY)
     unplaced = []
     for need, start, end, label in pending:
         choice = real.choose(need, start, end)

@@ -48,6 +48,7 @@ bench: setup
 	$(PY) -m bench.list_instances
 	$(PY) -m bench.workers
 	$(PY) -m bench.placement
+	$(PY) -m bench.fleet_planner
 	$(PY) -m bench.audit
 	$(PY) -m bench.sse
 	$(PY) -m bench.auth

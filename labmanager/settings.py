@@ -205,6 +205,8 @@ Q_SCHEDULES = {
     "worker_cost": {"func": "apps.fleet.tasks.worker_cost_tick", "schedule_type": "I", "minutes": 1},
     "fleet_reconcile": {"func": "apps.fleet.tasks.reconcile", "schedule_type": "I", "minutes": 1},
     "reap_sessions": {"func": "apps.sessions.tasks.reap_sessions", "schedule_type": "I", "minutes": 1},
+    # Does nothing unless FLEET_PLANNER_ENABLED and a worker template is scalable.
+    "fleet_plan": {"func": "apps.fleet.tasks.fleet_plan_tick", "schedule_type": "I", "minutes": 1},
     "webhooks_catch_up": {"func": "apps.webhooks.tasks.webhooks_catch_up", "schedule_type": "I", "minutes": 1},
     # Does nothing unless AUDIT_ANCHOR_DIR or AUDIT_ANCHOR_BUCKET is set.
     "audit_anchor": {"func": "apps.audit.tasks.audit_anchor_tick", "schedule_type": "I",
@@ -274,6 +276,21 @@ WORKER_BOOT_MINUTES = env.int("WORKER_BOOT_MINUTES", default=10)
 # worker's CML that nothing in LabManager owns is listed, and deleted this long after it was first seen
 # (0: listed only, never deleted).
 FLEET_ORPHAN_LAB_GRACE_MINUTES = env.int("FLEET_ORPHAN_LAB_GRACE_MINUTES", default=60)
+
+# --- the elastic fleet's planner (apps.fleet.planner, docs/workers.md#the-planner) ------------------------
+# Every minute it launches workers of scalable templates for demand the fleet cannot hold and terminates
+# stopped ones nobody needs. It acts only on templates marked scalable: on by default.
+FLEET_PLANNER_ENABLED = env.bool("FLEET_PLANNER_ENABLED", default=True)
+# Limits over the whole fleet: live workers (every one not terminated or failed) and their cost per day
+# (cost_per_hour × 24 of each, from its template). Blank cost: no limit. Templates may set lower ones.
+FLEET_MAX_WORKERS = env.int("FLEET_MAX_WORKERS", default=10)
+FLEET_MAX_COST_PER_DAY = env.float("FLEET_MAX_COST_PER_DAY", default=None)
+# The planner never terminates below this many live workers (templates add their own min_workers).
+FLEET_MIN_WORKERS = env.int("FLEET_MIN_WORKERS", default=0)
+# A stopped worker of a scalable template with nothing booked for this long is terminated (0: never).
+FLEET_TERMINATE_UNNEEDED_HOURS = env.float("FLEET_TERMINATE_UNNEEDED_HOURS", default=24.0)
+# How far ahead the planner looks at bookings and reservations.
+FLEET_PLAN_HORIZON_HOURS = env.int("FLEET_PLAN_HORIZON_HOURS", default=24)
 
 # --- topologies: what a lab may ask of CML (apps/workers/cml/topology_policy.py, docs/security.md) ----
 # Node definitions a topology may use (lablet definitions and remote-lab uploads); external connectors are

@@ -4,11 +4,13 @@ proxy so tests can make EC2 throttle, refuse or hang (moto itself always succeed
     sim = Ec2Simulator(); sim.start()       # boto3 endpoint_url = sim.url
     sim.arm("StartInstances", "InsufficientInstanceCapacity", times=1)
     sim.arm("*", "timeout", delay=3)        # every call hangs 3 s
+    sim.arm("RunInstances", "InsufficientInstanceCapacity",  # only calls with these request parameters
+            match={"Placement.AvailabilityZone": "us-west-2a"})
     sim.disarm(); sim.reset(); sim.stop()
 
 As a process: `python -m simulators.ec2 --port 5055` (prints the URL). Faults can also be
 set over HTTP: `POST /_sim/faults {"action": "StartInstances", "code": "...", "times": 1}`,
-`DELETE /_sim/faults`.
+`DELETE /_sim/faults` (with `"match": {...}` as in `arm`).
 
 State across restarts (`make run`): `--state-file var/sim/ec2.pickle` (or `state_file=`) keeps what moto
 holds (EC2 instances with their ids, states and addresses, security groups, S3 buckets and objects) in a file:
@@ -55,8 +57,15 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Fault:
-    def __init__(self, code: str, times: int | None, delay: float):
-        self.code, self.times, self.delay = code, times, delay
+    def __init__(self, action: str, code: str, times: int | None, delay: float, match: dict | None = None):
+        self.action, self.code, self.times, self.delay = action, code, times, delay
+        self.match = dict(match or {})
+
+    def key(self) -> tuple:
+        return self.action, tuple(sorted(self.match.items()))
+
+    def applies(self, action: str, params: dict) -> bool:
+        return self.action in (action, "*") and all(params.get(k) == v for k, v in self.match.items())
 
 
 class Ec2Simulator:
@@ -66,7 +75,7 @@ class Ec2Simulator:
         self._moto = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
         self._host, self._port = host, port
         self.state_file = Path(state_file) if state_file else None
-        self._faults: dict[str, _Fault] = {}
+        self._faults: dict[tuple, _Fault] = {}
         self._lock = threading.Lock()
         # With a state file, calls pass through moto one at a time so that a snapshot never sees a backend
         # half-changed (the simulator of `make run` serves one person; the tests keep calls concurrent).
@@ -138,10 +147,14 @@ class Ec2Simulator:
         return True
 
     # --- faults ----------------------------------------------------------------
-    def arm(self, action: str, code: str, *, times: int | None = None, delay: float = 0.0) -> None:
-        """Make `action` ("*" for all) fail with AWS error `code` (or "timeout": hang `delay` s)."""
+    def arm(self, action: str, code: str, *, times: int | None = None, delay: float = 0.0,
+            match: dict | None = None) -> None:
+        """Make `action` ("*" for all) fail with AWS error `code` (or "timeout": hang `delay` s); with `match`,
+        only the calls whose query parameters (EC2's flattened form: `Placement.AvailabilityZone`,
+        `InstanceType`, `SubnetId`) have these values. A fault with a `match` goes before one without."""
+        fault = _Fault(action, code, times, delay, match)
         with self._lock:
-            self._faults[action] = _Fault(code, times, delay)
+            self._faults[fault.key()] = fault
 
     def disarm(self) -> None:
         with self._lock:
@@ -157,9 +170,11 @@ class Ec2Simulator:
             if self.state_file is not None:
                 self.save_state()
 
-    def _take_fault(self, action: str) -> _Fault | None:
+    def _take_fault(self, action: str, params: dict | None = None) -> _Fault | None:
+        params = params or {}
         with self._lock:
-            fault = self._faults.get(action) or self._faults.get("*")
+            ranked = sorted(self._faults.values(), key=lambda f: (not f.match, f.action == "*"))
+            fault = next((f for f in ranked if f.applies(action, params)), None)
             if fault is None:
                 return None
             if fault.times is not None:
@@ -200,7 +215,8 @@ def _handler_for(sim: Ec2Simulator):
                 sim.disarm()
             else:
                 spec = json.loads(body or b"{}")
-                sim.arm(spec.get("action", "*"), spec["code"], times=spec.get("times"), delay=spec.get("delay", 0.0))
+                sim.arm(spec.get("action", "*"), spec["code"], times=spec.get("times"), delay=spec.get("delay", 0.0),
+                        match=spec.get("match"))
             self._send(204, b"", "application/json")
 
         def _proxy(self) -> None:
@@ -208,10 +224,11 @@ def _handler_for(sim: Ec2Simulator):
             if self.path.startswith("/_sim/faults"):
                 return self._control(body)
             form = "x-www-form-urlencoded" in (self.headers.get("Content-Type") or "")  # EC2's query API;
-            action = (parse_qs(body.decode(errors="replace")).get("Action") or [""])[0] if form else ""  # not S3
+            params = {k: v[0] for k, v in parse_qs(body.decode(errors="replace")).items()} if form else {}
+            action = params.get("Action", "")  # EC2's query API; not S3
             if action:
                 sim.calls.append(action)
-                fault = sim._take_fault(action)
+                fault = sim._take_fault(action, params)
                 if fault is not None:
                     if fault.code == "timeout":
                         time.sleep(fault.delay)

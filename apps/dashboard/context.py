@@ -18,6 +18,7 @@ def navigation(request) -> dict:
     if allows(FLEET_PAGE, user=user):  # operators and admins
         links.append(("Fleet", reverse("dashboard:fleet")))
         links.append(("Reports", reverse("dashboard:reports")))
+        links.append(("Fleet plan", reverse("dashboard:fleet_plan")))
     if allows(SESSIONS_PAGE, user=user):  # instructors: their own sessions
         links.append(("Sessions", reverse("dashboard:sessions")))
     if allows(AUDIT, user=user):

@@ -20,3 +20,15 @@ def worker_cost_tick() -> dict:
 def reconcile() -> dict:
     """The `fleet_reconcile` schedule (every minute): lost instances and orphan labs, against EC2 and CML."""
     return fleet_reconcile()
+
+
+def fleet_plan_tick() -> dict:
+    """The `fleet_plan` schedule (every minute): the planner's pass (apps.fleet.services.fleet_plan_run).
+    Never raises: a failed pass is logged and the next minute's tries again."""
+    from apps.fleet.services import fleet_plan_run
+
+    try:
+        return fleet_plan_run()
+    except Exception:
+        log.exception("fleet: the planner's pass failed")
+        return {"error": True}

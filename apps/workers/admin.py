@@ -137,9 +137,10 @@ class WorkerAdmin(NoDeleteAdmin):  # a worker ends by "Terminate" (EC2 first, jo
 @admin.register(WorkerTemplate)
 class WorkerTemplateAdmin(NoDeleteAdmin):  # created and changed through the services; no service deletes one
     list_display = ("name", "public_id", "instance_type", "aws_region", "cpu_cores", "memory_gb", "max_nodes",
-                    "license_tier", "cost_per_hour")
+                    "license_tier", "cost_per_hour", "scalable", "min_workers", "max_workers", "boot_seconds")
+    list_filter = ("scalable",)
     search_fields = ("name", "instance_type")
-    readonly_fields = ("public_id", "created_at", "updated_at")
+    readonly_fields = ("public_id", "boot_seconds", "boot_samples", "created_at", "updated_at")
 
     def save_model(self, request, obj, form, change):
         data = {f: form.cleaned_data[f] for f in form.changed_data}

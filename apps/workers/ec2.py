@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 MANAGED_TAG = "labmanager:managed"
 WORKER_ID_TAG = "labmanager:worker-id"
 PAGE_SIZE = 1000  # describe_instances' maximum: 500 workers are one call
+# EC2 refusals that say "not here, not now" rather than "never": a launch tries the template's next zone
+# or instance type (apps.workers.services.fleet.worker_launch).
+CAPACITY_CODES = frozenset({"InsufficientInstanceCapacity", "InstanceLimitExceeded", "IncorrectInstanceState",
+                            "Unsupported", "InsufficientHostCapacity", "InsufficientCapacity",
+                            "VcpuLimitExceeded"})
 
 
 class Ec2Error(Exception):
@@ -93,7 +98,7 @@ def _call(region: str, operation: str, **kwargs):
         message = exc.response.get("Error", {}).get("Message", str(exc))
         if code.startswith(("InvalidInstanceID", "InvalidAMIID", "InvalidInstanceType")):
             raise Ec2NotFound(f"EC2: {message}", code=code)
-        if code in ("InsufficientInstanceCapacity", "InstanceLimitExceeded", "IncorrectInstanceState"):
+        if code in CAPACITY_CODES:
             raise Ec2CapacityError(f"EC2 refused ({code}): {message}", code=code)
         raise Ec2Unavailable(f"EC2 failed ({code or 'error'}): {message}", code=code)
     except BotoCoreError as exc:
@@ -194,7 +199,11 @@ def ec2_launch(
     name: str,
     image_id: str = "",
     launch_template_id: str = "",
+    subnet_id: str = "",
+    availability_zone: str = "",
 ) -> InstanceInfo:
+    """RunInstances for one worker. `subnet_id` (else settings.WORKER_SUBNET_ID) and `availability_zone`
+    (Placement) say where; blank: wherever EC2 chooses."""
     kwargs = {
         "MinCount": 1,
         "MaxCount": 1,
@@ -205,8 +214,10 @@ def ec2_launch(
         kwargs["LaunchTemplate"] = {"LaunchTemplateId": launch_template_id}
     if image_id:
         kwargs["ImageId"] = image_id
-    if settings.WORKER_SUBNET_ID:
-        kwargs["SubnetId"] = settings.WORKER_SUBNET_ID
+    if subnet_id or settings.WORKER_SUBNET_ID:
+        kwargs["SubnetId"] = subnet_id or settings.WORKER_SUBNET_ID
+    if availability_zone:
+        kwargs["Placement"] = {"AvailabilityZone": availability_zone}
     if settings.WORKER_SECURITY_GROUP_IDS:
         kwargs["SecurityGroupIds"] = settings.WORKER_SECURITY_GROUP_IDS
     if settings.WORKER_KEY_NAME:

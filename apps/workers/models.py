@@ -24,11 +24,39 @@ class WorkerTemplate(models.Model):
     max_nodes = models.PositiveIntegerField()
     license_tier = models.CharField(max_length=40, default="enterprise")
     cost_per_hour = models.DecimalField(max_digits=8, decimal_places=4, default=0)
+    # The elastic fleet (apps.fleet.planner, docs/workers.md#the-planner): a scalable template is what the
+    # planner launches workers from when the demand exceeds the fleet, and terminates them again.
+    scalable = models.BooleanField(default=False, help_text="The fleet planner may launch and terminate "
+                                                            "workers of this template.")
+    availability_zones = models.JSONField(default=list, blank=True, help_text=(
+        "Availability zones to launch in, tried in order when EC2 has no capacity in one (Placement)."))
+    subnet_ids = models.JSONField(default=list, blank=True, help_text=(
+        "Subnets to launch in, tried in order (each implies its zone); when set, they are used instead of "
+        "availability_zones. Blank: settings.WORKER_SUBNET_ID."))
+    fallback_instance_types = models.JSONField(default=list, blank=True, help_text=(
+        "Instance types tried, in order, when EC2 has no capacity for instance_type in any zone; each must "
+        "offer at least the template's capacity (the worker declares the template's)."))
+    min_workers = models.PositiveIntegerField(default=0, help_text=(
+        "The planner keeps at least this many live workers of the template: it launches the missing ones and "
+        "never terminates below."))
+    max_workers = models.PositiveIntegerField(null=True, blank=True, help_text=(
+        "At most this many live workers of the template; blank: only the fleet's limit (FLEET_MAX_WORKERS)."))
+    max_cost_per_day = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True, help_text=(
+        "At most this cost per day (cost_per_hour × 24 of its live workers); blank: no own limit."))
+    # Measured by the CML health poll: launch or start → CML available, a moving average (until the first
+    # measurement, settings.WORKER_BOOT_MINUTES).
+    boot_seconds = models.FloatField(null=True, blank=True, editable=False)
+    boot_samples = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
+
+    @property
+    def instance_types(self) -> list[str]:
+        """The instance type, then its fallbacks, without repeats."""
+        return list(dict.fromkeys([self.instance_type, *(self.fallback_instance_types or [])]))
 
     def __str__(self):
         return f"{self.name} ({self.instance_type})"
@@ -89,6 +117,9 @@ class Worker(models.Model):
     last_ec2_sync_at = models.DateTimeField(null=True, blank=True)
     last_cml_sync_at = models.DateTimeField(null=True, blank=True)
     status_changed_at = models.DateTimeField(null=True, blank=True)
+    # When the current boot began (launch, or a start: entering PENDING); cleared once CML is available, when
+    # the time it took is folded into the template's boot_seconds (apps.workers.services.templates).
+    boot_started_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -16,7 +16,8 @@ pytestmark = BROWSER_MARKS
 
 TABLET = (768, 1024)
 PAGES = ["/dashboard/", "/dashboard/instances/", "/dashboard/instances/timeline/", "/dashboard/instances/schedule/",
-         "/dashboard/definitions/", "/dashboard/fleet/", "/dashboard/reports/", "/dashboard/audit/",
+         "/dashboard/definitions/", "/dashboard/fleet/", "/dashboard/fleet/plan/", "/dashboard/reports/",
+         "/dashboard/audit/",
          "/dashboard/sessions/", "/dashboard/webhooks/"]
 
 

@@ -96,13 +96,38 @@ class WorkerTemplateSerializer(serializers.ModelSerializer):
     memory_gb = serializers.IntegerField(min_value=1)
     storage_gb = serializers.IntegerField(min_value=1)
     max_nodes = serializers.IntegerField(min_value=1)
+    scalable = serializers.BooleanField(required=False, help_text=(
+        "The fleet planner may launch workers of this template for demand and terminate them when unneeded."))
+    availability_zones = serializers.ListField(
+        child=serializers.CharField(max_length=40), required=False, max_length=20,
+        help_text="Availability zones to launch in, tried in order when EC2 has no capacity in one.")
+    subnet_ids = serializers.ListField(
+        child=serializers.CharField(max_length=40), required=False, max_length=20,
+        help_text="Subnets to launch in, tried in order; when given they are used instead of availability_zones.")
+    fallback_instance_types = serializers.ListField(
+        child=serializers.CharField(max_length=40), required=False, max_length=10,
+        help_text="Instance types tried in order when EC2 has no capacity for instance_type "
+                  "(each at least the template's capacity).")
+    min_workers = serializers.IntegerField(min_value=0, required=False,
+                                           help_text="The planner keeps at least this many live workers of the template "
+                                                     "(launches the missing ones, never terminates below).")
+    max_workers = serializers.IntegerField(min_value=0, required=False, allow_null=True,
+                                           help_text="At most this many live workers; null: no own limit.")
+    max_cost_per_day = serializers.DecimalField(
+        max_digits=10, decimal_places=2, min_value=0, required=False, allow_null=True,
+        help_text="At most this cost per day (cost_per_hour × 24 of its live workers); null: no own limit.")
+    boot_seconds = serializers.FloatField(read_only=True, allow_null=True, help_text=(
+        "Measured launch/start → CML available (moving average); null until measured "
+        "(the planner then assumes WORKER_BOOT_MINUTES)."))
 
     class Meta:
         model = WorkerTemplate
         fields = [
             "id", "name", "instance_type", "ami_id", "launch_template_id", "aws_region", "cpu_cores", "memory_gb",
-            "storage_gb", "max_nodes", "license_tier", "cost_per_hour", "created_at", "updated_at",
+            "storage_gb", "max_nodes", "license_tier", "cost_per_hour", "scalable", "availability_zones",
+            "subnet_ids", "fallback_instance_types", "min_workers", "max_workers", "max_cost_per_day",
+            "boot_seconds", "created_at", "updated_at",
         ]
-        read_only_fields = ["id", "created_at", "updated_at"]
+        read_only_fields = ["id", "boot_seconds", "created_at", "updated_at"]
         validators = []  # name uniqueness is the service's 409, not a 422
         extra_kwargs = {"name": {"validators": []}}

@@ -26,4 +26,8 @@ from apps.workers.services.fleet import (  # noqa: F401
     worker_update_connection,
 )
 from apps.workers.services.sync import worker_ec2_sync, worker_ec2_sync_begin  # noqa: F401
-from apps.workers.services.templates import worker_template_create, worker_template_update  # noqa: F401
+from apps.workers.services.templates import (  # noqa: F401
+    worker_template_create,
+    worker_template_record_boot,
+    worker_template_update,
+)

@@ -16,6 +16,7 @@ from apps.audit.services import audit_record
 from apps.workers import cml, ledger
 from apps.workers.models import Worker, WorkerStatus
 from apps.workers.selectors import percent
+from apps.workers.services.templates import worker_template_record_boot
 from apps.core.awaited import await_task, enqueue, reporting
 from apps.core.encryption import DecryptionFailed, decrypt
 from apps.core.errors import Conflict, UpstreamUnavailable, ValidationFailed
@@ -87,6 +88,12 @@ def _record(worker: Worker, status: cml.CmlSystemStatus, *, actor: str) -> Worke
         locked.nodes_running = status.nodes_running or 0
         locked.cml_health = {"valid": status.health_valid, "issues": list(status.health_issues),
                              "ready": status.ready, "elapsed_s": status.elapsed_s}
+    booted = locked.boot_started_at is not None and locked.cml_service_status == "available"
+    if booted:
+        if locked.template_id is not None:
+            worker_template_record_boot(template_id=locked.template_id, started_at=locked.boot_started_at,
+                                        available_at=locked.last_cml_sync_at)
+        locked.boot_started_at = None
     locked.save()
     _load_event(locked, actor=actor)
     after = (locked.cml_service_status, locked.license_status)

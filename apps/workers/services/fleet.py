@@ -79,7 +79,11 @@ def worker_transition(*, worker: Worker, to: str, actor: str, reason: str = "") 
         raise InvalidTransition("Worker", locked.public_id, source, to)
     locked.status = to
     locked.status_changed_at = timezone.now()
-    locked.save(update_fields=["status", "status_changed_at", "updated_at"])
+    columns = ["status", "status_changed_at", "updated_at"]
+    if to == WorkerStatus.PENDING:  # a boot begins: the CML health poll measures it (WorkerTemplate.boot_seconds)
+        locked.boot_started_at = locked.status_changed_at
+        columns.append("boot_started_at")
+    locked.save(update_fields=columns)
     _record_run_period(locked, source=source, to=to, at=locked.status_changed_at)
     _audit(locked, event_type=f"worker.{to}", actor=actor, action="worker.transition",
            metadata={"from": source, "to": to, "reason": reason})
@@ -227,9 +231,28 @@ def worker_import(*, actor: str, aws_instance_id: str, aws_region: str, name: st
     return worker_apply_ec2_state(worker=worker, info=info, actor=actor, reason="imported from EC2")
 
 
+def _launch_tries(instance_type: str, template: WorkerTemplate | None) -> list[tuple[str, dict]]:
+    """(instance type, placement) pairs to try in order: each type (the template's own, then its fallbacks)
+    in each of the template's subnets, else its availability zones, else wherever EC2 chooses."""
+    types = [instance_type]
+    if template is not None:
+        types += [t for t in template.instance_types if t != instance_type]
+    places: list[dict] = [{}]
+    if template is not None and template.subnet_ids:
+        places = [{"subnet_id": subnet} for subnet in template.subnet_ids]
+    elif template is not None and template.availability_zones:
+        places = [{"availability_zone": zone} for zone in template.availability_zones]
+    return [(kind, place) for kind in types for place in places]
+
+
 def worker_launch(*, actor: str, name: str, instance_type: str = "", aws_region: str = "",
                   template: WorkerTemplate | None = None, capacity: dict | None = None) -> Worker:
-    """Launch a new EC2 instance from a template (or the configured AMI / launch template)."""
+    """Launch a new EC2 instance from a template (or the configured AMI / launch template).
+
+    When EC2 has no capacity (ec2.Ec2CapacityError: InsufficientInstanceCapacity, InstanceLimitExceeded,
+    Unsupported, ...), the template's other subnets / availability zones and then its fallback instance types
+    are tried in order (`_launch_tries`); each refusal is journalled (`worker.ec2_failed` with the type and
+    place tried). Any other failure, or the last refusal, fails the worker."""
     instance_type = instance_type or (template.instance_type if template else "m5zn.metal")
     aws_region = aws_region or (template.aws_region if template else settings.AWS_REGION)
     image_id = (template.ami_id if template else "") or settings.WORKER_AMI_ID
@@ -242,18 +265,38 @@ def worker_launch(*, actor: str, name: str, instance_type: str = "", aws_region:
         )
     worker = _create_record(actor=actor, mode="launch", fields={
         "name": name, "aws_region": aws_region, "instance_type": instance_type, "template": template,
+        "boot_started_at": timezone.now(),
         **_capacity(instance_type, capacity, template, region=aws_region, actor=actor),
     })
-    try:
-        info = ec2.ec2_launch(region=aws_region, instance_type=instance_type, worker_id=worker.public_id, name=name,
-                              image_id=image_id, launch_template_id=launch_template_id)
-        _record_ec2_facts(worker, info)
-        info = ec2.ec2_describe(region=aws_region, instance_id=info.instance_id)  # pending, or already running
-    except ec2.Ec2Error as exc:
-        error = _ec2_failed(worker, exc, actor=actor, action="worker.launch")
-        worker_transition(worker=worker, to=WorkerStatus.FAILED, actor=actor, reason=f"launch failed: {exc}")
-        raise error
-    return worker_apply_ec2_state(worker=worker, info=info, actor=actor, reason="launched")
+    tries = _launch_tries(instance_type, template)
+    for number, (kind, place) in enumerate(tries, start=1):
+        try:
+            info = ec2.ec2_launch(region=aws_region, instance_type=kind, worker_id=worker.public_id, name=name,
+                                  image_id=image_id, launch_template_id=launch_template_id, **place)
+        except ec2.Ec2CapacityError as exc:
+            if number < len(tries):
+                _audit(worker, event_type="worker.ec2_failed", actor=actor, action="worker.launch", success=False,
+                       error=str(exc), metadata={"code": exc.code, "instance_type": kind, **place, "try": number,
+                                                 "tries": len(tries), "then": "the next zone or instance type"})
+                continue
+            raise _launch_failed(worker, exc, actor=actor)
+        except ec2.Ec2Error as exc:
+            raise _launch_failed(worker, exc, actor=actor)
+        try:
+            _record_ec2_facts(worker, info)
+            info = ec2.ec2_describe(region=aws_region, instance_id=info.instance_id)  # pending, or already running
+        except ec2.Ec2Error as exc:
+            raise _launch_failed(worker, exc, actor=actor)
+        where = ", ".join([kind, *place.values()])
+        reason = "launched" if number == 1 else f"launched ({where}: try {number} of {len(tries)})"
+        return worker_apply_ec2_state(worker=worker, info=info, actor=actor, reason=reason)
+    raise AssertionError("unreachable: _launch_tries always yields one try")
+
+
+def _launch_failed(worker: Worker, exc: ec2.Ec2Error, *, actor: str) -> DomainError:
+    error = _ec2_failed(worker, exc, actor=actor, action="worker.launch")
+    worker_transition(worker=worker, to=WorkerStatus.FAILED, actor=actor, reason=f"launch failed: {exc}")
+    return error
 
 
 def worker_create(*, actor: str, name: str = "", aws_instance_id: str = "", aws_region: str = "",

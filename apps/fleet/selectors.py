@@ -16,6 +16,8 @@ from apps.workers.models import WorkerStatus, WorkerTemplate
 
 BUCKET_MINUTES = 30
 RECENT_DECISIONS = 25
+# The power job's decisions (apps.fleet.power): a stopped worker started for demand, an idle one stopped.
+POWER_DECISIONS = ("worker.demand_start", "worker.idle_stop")
 
 
 class _Series:
@@ -114,8 +116,9 @@ def fleet_plan(*, now: datetime | None = None, hours: int = 24) -> dict:
 
 
 def recent_decisions(limit: int = RECENT_DECISIONS) -> list[dict]:
-    """The planner's latest journalled decisions, newest first."""
-    rows = (AuditEvent.objects.filter(event_type__in=DECISIONS).order_by("-id")
+    """The fleet's latest journalled decisions (the planner's launches, holds and terminations; the power job's
+    starts and stops), newest first."""
+    rows = (AuditEvent.objects.filter(event_type__in=DECISIONS + POWER_DECISIONS).order_by("-id")
             .values("timestamp", "event_type", "resource_id", "success", "error", "metadata")[:limit])
     return [{**row, "reason": (row["metadata"] or {}).get("reason", ""),
              "limit": (row["metadata"] or {}).get("limit", ""),

@@ -92,3 +92,14 @@ def test_the_navigation_links_the_fleet_plan_for_operators(request, who, shown):
     html = browser(request.getfixturevalue(who)).get("/dashboard/").content.decode()
     nav = html[html.index('<nav aria-label="Main">'):html.index("</nav>")]
     assert (f'href="{PAGE}"' in nav) is shown
+
+
+def test_the_power_jobs_starts_and_stops_are_among_the_decisions(operator_user, db):
+    from apps.audit.services import audit_record
+
+    worker = placeable_worker()
+    audit_record(event_type="worker.idle_stop", actor="system", resource_type="worker", resource_id=worker.public_id,
+                 action="worker.idle_stop", metadata={"reason": "idle", "idle_minutes": 42})
+    html = browser(operator_user).get(PAGE).content.decode()
+
+    assert "worker.idle_stop" in html and worker.public_id in html

@@ -97,7 +97,6 @@ def usage_at(worker_ids, moment: datetime) -> dict[int, dict]:
     return out
 
 
-
 def peak_of(rows, start: datetime, end: datetime) -> list[int]:
     """The highest total need of these holding rows at any moment of [start, end), per dimension (a sweep
     over their starts and ends; the rows need not overlap each other)."""

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.lablets.lifecycle import LIVE
-from apps.lablets.models import LabletDefinition
+from apps.lablets.models import LabletDefinition, WarmLab, WarmLabStatus
 from apps.lablets.patty import port_definition_errors
 from apps.workers.cml.topology_policy import topology_check, topology_parse
 from apps.lablets.selectors import lablet_instance_visible_to
@@ -212,6 +212,11 @@ def lablet_definition_delete(*, definition: LabletDefinition, user, actor: str) 
             f"Lablet definition {locked.public_id} is used by {total} instance(s) ({hint}); "
             'deprecate it instead with PUT {"is_active": false}.'
         )
+    warm = WarmLab.objects.filter(definition=locked).exclude(status=WarmLabStatus.RECYCLED).count()
+    if warm:  # their labs run on CML, hold capacity and console ports: recycled first, never dropped
+        raise Conflict(
+            f"Lablet definition {locked.public_id} still has {warm} warm lab(s) on CML; set its warm_pool_depth "
+            "to 0 (the pool is then recycled within a lifecycle tick or two) and delete it once they are gone.")
     audit_record(
         event_type="lablet_definition.deleted",
         actor=actor,

@@ -192,6 +192,14 @@ def lablet_instance_create(
         warm_lease = None
         if definition.warm_pool_depth and is_start_now(timeslot_start, timezone.now()):  # taken over at once
             warm_lease = warm_lab_take(instance=instance, actor=actor)
+        if warm_lease is not None:
+            # The lab is booted: RUNNING once the booking is committed (network calls, no transaction open).
+            # Here, when this creation is the outermost transaction; when a roster books it inside its own
+            # (every worker locked), once the roster commits, never while the fleet is locked.
+            from apps.lablets.engine import warm_lab_hand_over
+
+            lease, pk = warm_lease, instance.pk
+            transaction.on_commit(lambda: warm_lab_hand_over(pk, until=lease, now=timezone.now(), actor=actor))
         if warm_lease is None:
             instance = lablet_instance_place(instance=instance, actor=actor)
         if warm_lease is None and instance.status == InstanceStatus.PENDING and not reserve:
@@ -203,10 +211,6 @@ def lablet_instance_create(
                 "to keep a pending reservation, or POST /api/scheduler/preview to see each worker's reason.",
                 extra={"reason": "no_capacity"},
             )
-    if warm_lease is not None:  # committed; the lab is booted: RUNNING now (network calls, no transaction of ours)
-        from apps.lablets.engine import warm_lab_hand_over
-
-        warm_lab_hand_over(instance.pk, until=warm_lease, now=timezone.now(), actor=actor)
     return LabletInstance.objects.select_related("definition", "worker", "created_by").get(pk=instance.pk)
 
 

@@ -4,7 +4,7 @@ and for session pools whose queue waits with no worker up (docs/workers.md#capac
 It sees both kinds of demand (lablet bookings and remote-lab sessions), so it lives in apps.fleet, above
 apps.lablets and apps.sessions. What a worker holds comes from the capacity ledger (apps.workers.ledger).
 
-The stop and start go through `worker_stop` / `worker_start` (EC2 outside any transaction, audited); a worker
+The stop and start go through `worker_stop_decided` (the decision moves the worker to STOPPING in its own transaction) / `worker_start` (EC2 outside any transaction, audited); a worker
 whose EC2 call fails is logged and skipped, so one bad worker never breaks the job. Each decision is audited
 first (`worker.idle_stop`, reason "idle"; `worker.demand_start`, reason "demand" for a booked slot, "session
 pool <name>: N waiting" for a pool's queue). The running/booked-hours report stays in
@@ -24,7 +24,7 @@ from apps.lablets.models import InstanceStatus, LabletInstance
 from apps.sessions.models import LabStatus, Session, SessionLab, SessionStatus
 from apps.workers import ledger
 from apps.workers.models import Worker, WorkerStatus
-from apps.workers.services.fleet import worker_start, worker_stop
+from apps.workers.services.fleet import worker_start, worker_stop_decided, worker_transition
 from apps.core.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,9 @@ def _claim_idle(worker: Worker, *, now: datetime, actor: str) -> bool:
                      resource_id=locked.public_id, action="worker.idle_stop",
                      metadata={"reason": "idle", "idle_since": since.isoformat(),
                                "idle_minutes": int((now - since) / timedelta(minutes=1))})
+        # Stopping from this commit on: no placement, session lab, warm lab or promotion lands on it meanwhile
+        # (they lock the row, then see it stopping); EC2 is called after the commit.
+        worker_transition(worker=locked, to=WorkerStatus.STOPPING, actor=actor, reason="idle stop requested")
     return True
 
 
@@ -102,7 +105,8 @@ def workers_stop_idle(*, actor: str = "system", now: datetime | None = None) -> 
     for worker in list(_idle_workers(now).order_by("pk")):
         if not _claim_idle(worker, now=now, actor=actor):
             continue
-        if _call(worker_stop, worker=worker, actor=actor, verb="stop"):
+        worker.refresh_from_db()
+        if _call(worker_stop_decided, worker=worker, actor=actor, verb="stop"):
             stopped.append(worker.public_id)
     return stopped
 

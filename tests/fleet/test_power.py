@@ -210,6 +210,18 @@ def test_a_session_pool_worker_is_not_stopped_while_a_session_is_active(sim):
     assert workers_stop_idle(now=later(idle + 1)) == [worker.public_id]
 
 
+def test_the_idle_decision_moves_the_worker_to_stopping_so_no_session_is_handed_it_before_ec2_stops_it(sim):
+    """The decision and the state change commit together: between the decision and EC2's stop (a separate
+    call), a session arriving finds no free worker in the pool instead of one about to stop."""
+    from apps.fleet.power import _claim_idle
+
+    worker = pool_worker("running")
+    assert _claim_idle(worker, now=later(24 * 60), actor="tests")
+    assert status_of(worker) == "stopping"
+    session = session_create(principal=ANONYMOUS, pool_name="default")
+    assert (session.status, session.worker_id) == ("waiting", None)
+
+
 def test_a_worker_whose_session_lab_outlives_its_session_is_not_stopped(sim):
     worker = pool_worker("running")
     slot = SessionLab.objects.create(worker=worker)

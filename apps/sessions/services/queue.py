@@ -31,7 +31,7 @@ from apps.sessions.models import Session, SessionLab, SessionPool, SessionStatus
 from apps.sessions.selectors import SESSION_NOT_FOUND, SYSTEM, Principal, parse_session_id
 from apps.sessions.services import labs, storage
 from apps.sessions.services.transitions import session_transition, session_transitions_many
-from apps.workers.models import Worker
+from apps.workers.models import Worker, WorkerStatus
 from apps.workers.selectors import worker_placeable_list
 from apps.core.sqltime import IsoDateTime
 from apps.core.errors import NotFound, QueueFull, ValidationFailed
@@ -138,10 +138,18 @@ def _promote(pool: SessionPool, *, now, actor: str) -> list:
                  .order_by("ticket").values_list("pk", flat=True)[:len(free)])
     if not heads:
         return []
-    names = dict(Worker.objects.filter(pk__in=free[:len(heads)]).values_list("pk", "public_id"))
+    # The workers handed out are locked (FOR NO KEY UPDATE: waits for an idle stop's decision, FOR UPDATE, to
+    # commit) and read again: one that an idle stop just moved to stopping is not handed out.
+    names = dict(Worker.objects.select_for_update(no_key=True, of=("self",))
+                 .filter(pk__in=free[:len(heads)], status=WorkerStatus.RUNNING, draining=False)
+                 .order_by("pk").values_list("pk", "public_id"))
+    free = [worker_id for worker_id in free if worker_id in names]
+    heads = heads[:len(free)]
+    if not heads:
+        return []
     # last_seen_at restarts: the client gets the whole active timeout to notice its promotion.
     moves = [(session_id, {"worker_id": worker_id, "activated_at": now, "last_seen_at": now},
-              {"pool": pool.name, "worker_id": names.get(worker_id)}) for session_id, worker_id in zip(heads, free)]
+              {"pool": pool.name, "worker_id": names[worker_id]}) for session_id, worker_id in zip(heads, free)]
     session_transitions_many(moves=moves, source=SessionStatus.WAITING, to=SessionStatus.ACTIVE, actor=actor)
     return heads
 

@@ -313,6 +313,12 @@ def worker_create(*, actor: str, name: str = "", aws_instance_id: str = "", aws_
 def _ec2_action(worker: Worker, *, actor: str, call, verb: str, pending: str, rollback: str) -> Worker:
     """Move to `pending`, call EC2, then take the state EC2 reports; on failure go back to `rollback`."""
     worker = worker_transition(worker=worker, to=pending, actor=actor, reason=f"{verb} requested")
+    return _ec2_confirm(worker, actor=actor, call=call, verb=verb, rollback=rollback)
+
+
+def _ec2_confirm(worker: Worker, *, actor: str, call, verb: str, rollback: str) -> Worker:
+    """Call EC2 for a worker already moved to its pending state, then take the state EC2 reports; on failure go
+    back to `rollback`."""
     try:
         call(region=worker.aws_region, instance_id=worker.aws_instance_id)
         info = ec2.ec2_describe(region=worker.aws_region, instance_id=worker.aws_instance_id)
@@ -341,6 +347,16 @@ def worker_stop(*, worker: Worker, actor: str) -> Worker:
     _require_instance(worker, "stop")
     return _ec2_action(worker, actor=actor, call=ec2.ec2_stop, verb="stop", pending=WorkerStatus.STOPPING,
                        rollback=WorkerStatus.RUNNING)
+
+
+def worker_stop_decided(*, worker: Worker, actor: str) -> Worker:
+    """EC2's stop of a worker that a decision already moved to STOPPING in its own transaction (the idle stop,
+    apps.fleet.power: the decision and the state change commit together, so nothing is placed on the worker
+    between them); back to RUNNING when EC2 refuses."""
+    if worker.status != WorkerStatus.STOPPING:
+        raise InvalidTransition("Worker", worker.public_id, worker.status, WorkerStatus.STOPPING)
+    _require_instance(worker, "stop")
+    return _ec2_confirm(worker, actor=actor, call=ec2.ec2_stop, verb="stop", rollback=WorkerStatus.RUNNING)
 
 
 def worker_holdings(worker: Worker) -> dict:

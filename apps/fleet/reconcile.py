@@ -16,7 +16,7 @@ its workers against what EC2 and CML report. docs/workers.md#reconciliation-with
    deleted on CML (`fleet.orphan_lab_removed`), checked once more just before. A lab that becomes known
    again, or leaves CML by other hands, is dropped from the list (`fleet.orphan_lab_cleared`).
 
-Workers that share one CML controller (the same URL: `make run`, the tests) are listed once.
+Workers that share one CML controller under one account (the same URL and user: `make run`, the tests) are listed once.
 CML calls run in threads with no transaction open; the decisions are taken in this thread.
 """
 
@@ -113,35 +113,38 @@ def _lost_labs(held: list[dict], listings: dict, *, now: datetime, actor: str, r
 # --- asking CML ---------------------------------------------------------------------------------------
 
 def _list_labs(workers: list[Worker], report: Counter) -> dict[int, dict[str, str]]:
-    """worker pk -> {lab id: title} for every worker whose CML answered; one request per controller URL."""
-    by_url: dict[str, list[Worker]] = {}
-    creds_of: dict[str, dict] = {}
+    """worker pk -> {lab id: title} for every worker whose CML answered; one request per controller and account
+    (URL, user name, TLS verification): a CML user sees only its own labs unless an admin, so workers that
+    share a controller under different accounts are listed apart."""
+    by_key: dict[tuple, list[Worker]] = {}
+    creds_of: dict[tuple, dict] = {}
     for worker in workers:
         creds = cml_credentials(worker)
         if creds is None:
             continue
-        by_url.setdefault(creds["url"], []).append(worker)
-        creds_of.setdefault(creds["url"], creds)
-    if not by_url:
+        key = (creds["url"], creds["username"], creds["tls_verify"])
+        by_key.setdefault(key, []).append(worker)
+        creds_of.setdefault(key, creds)
+    if not by_key:
         return {}
-    urls = list(by_url)
+    keys = list(by_key)
 
-    def listing(url: str):
+    def listing(key: tuple):
         try:
-            return cml.cml_lab_titles(**creds_of[url], timeout=settings.CML_TIMEOUT_SECONDS)
+            return cml.cml_lab_titles(**creds_of[key], timeout=settings.CML_TIMEOUT_SECONDS)
         except cml.CmlError as exc:
             return exc
 
-    with ThreadPoolExecutor(max_workers=max(1, min(settings.CML_HEALTH_CONCURRENCY, len(urls)))) as pool:
-        answers = list(pool.map(listing, urls))
+    with ThreadPoolExecutor(max_workers=max(1, min(settings.CML_HEALTH_CONCURRENCY, len(keys)))) as pool:
+        answers = list(pool.map(listing, keys))
     listings = {}
-    for url, answer in zip(urls, answers):
+    for key, answer in zip(keys, answers):
         if isinstance(answer, cml.CmlError):
             report["cml_errors"] += 1
-            log.warning("fleet reconcile: CML at %s did not list its labs: %s", url, answer)
+            log.warning("fleet reconcile: CML at %s (as %s) did not list its labs: %s", key[0], key[1], answer)
             continue
         report["controllers_listed"] += 1
-        for worker in by_url[url]:
+        for worker in by_key[key]:
             listings[worker.pk] = answer
     return listings
 

@@ -338,3 +338,29 @@ def test_a_definition_with_warm_labs_is_not_deleted_until_its_pool_is_recycled(w
         warm_pool_tick()
     lablet_definition_delete(definition=definition, user=admin_user, actor="tests")
     assert not LabletDefinition.objects.filter(pk=definition.pk).exists() and labs(cml) == {}
+
+
+def test_a_warm_lab_past_its_age_is_never_handed_out(worker, definition, cml, settings):
+    fill(definition, cml)
+    settings.WARM_LAB_MAX_AGE_MINUTES = 0  # every warm lab is now too old (the next tick recycles them)
+
+    instance = start_now(definition)
+
+    assert instance.status != "running" and not WarmLab.objects.filter(taken_by=instance).exists()
+
+
+def test_warm_labs_of_a_stopped_worker_wait_for_it_and_hold_nothing_meanwhile(worker, definition, cml):
+    from apps.workers.services import worker_transition
+
+    fill(definition, cml)
+    for to in ("stopping", "stopped"):
+        worker_transition(worker=worker, to=to, actor="tests", reason="stopped by an operator")
+    calls = sum(n for key, n in cml.calls.items() if key.startswith("DELETE"))
+
+    warm_pool_tick()
+    warm_pool_tick()
+
+    assert {w.status for w in warm_labs(definition)} == {"recycling"}
+    assert all(not w.last_error for w in warm_labs(definition))  # not tried: CML is down with its worker
+    assert sum(n for key, n in cml.calls.items() if key.startswith("DELETE")) == calls  # nothing deleted
+    assert worker.pk not in usage_at([worker.pk], timezone.now())  # the stopped worker holds nothing

@@ -175,6 +175,9 @@ def remove_recycling(pk: int, *, now: datetime, actor: str) -> str:
     if warm.status != W.RECYCLING:
         warm_lab_release(warm_lab_pk=pk, until=until)
         return "stale"
+    if warm.worker.status not in GONE and warm.worker.status != WorkerStatus.RUNNING:
+        warm_lab_release(warm_lab_pk=pk, until=until)  # CML is down with its worker: deleted once it runs again
+        return "waiting"
     if warm.worker.status not in GONE:  # a lab on a terminated or failed worker went with it
         try:
             creds = _creds(warm)

@@ -106,7 +106,10 @@ def warm_pool_targets(*, now: datetime | None = None) -> list[dict]:
 def warm_lab_bookings(worker_ids, start: datetime, end: datetime, *, exclude_pk=None) -> list[tuple]:
     """The ledger's warm-lab rows (the `worker_bookings` receiver): every warm lab still held (starting, ready,
     recycling), from its creation, open-ended."""
-    qs = WarmLab.objects.filter(status__in=HELD, created_at__lt=end)
+    # A lab being recycled on a worker that is not running holds nothing: its CML is down with the worker (the
+    # lab is deleted once it runs again), and counting it would keep a stopped worker from ever being terminated.
+    qs = WarmLab.objects.filter(status__in=HELD, created_at__lt=end).exclude(
+        Q(status=W.RECYCLING) & ~Q(worker__status=WorkerStatus.RUNNING))
     if worker_ids is not None:
         qs = qs.filter(worker_id__in=list(worker_ids))
     if exclude_pk is not None:
@@ -292,7 +295,9 @@ def warm_lab_take(*, instance: LabletInstance, actor: str, now: datetime | None 
     now = now or timezone.now()
     definition = instance.definition
     fresh = WarmLab.objects.filter(definition=definition, status=W.READY, content_hash=definition.content_hash,
-                                   fingerprint=warm_fingerprint(definition)).exclude(cml_lab_id="")
+                                   fingerprint=warm_fingerprint(definition),
+                                   created_at__gt=now - timedelta(minutes=settings.WARM_LAB_MAX_AGE_MINUTES),
+                                   ).exclude(cml_lab_id="")  # too old: recycled at the next tick, never handed out
     tried: list[int] = []
     for _ in range(5):  # a few candidates at most; each locked alone, so others stay free for other creations
         warm = (fresh.exclude(pk__in=tried).select_for_update(skip_locked=True, of=("self",))

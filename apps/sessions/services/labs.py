@@ -244,9 +244,13 @@ def _capacity_check(*, session: Session, slot: SessionLab, need: dict, now) -> N
     short = ledger.shortfall(worker, vector, now, ledger.OPEN_END, exclude={ledger.SESSION_LAB: slot.pk})
     if short is None:
         return
-    detail = f"{NO_CAPACITY} (worker {worker.public_id}: {short['detail']})."
+    # What is free is left out: it would tell any client of the pool (anonymous ones too) how much other work,
+    # lablets of other tenants included, the worker holds.
+    label = ledger.DIMENSION_LABELS[short["dimension"]]
+    detail = (f"{NO_CAPACITY} (worker {worker.public_id}: {label}: the lab needs {short['needs']}, more than the "
+              f"worker has free beside its other work; its capacity is {short['capacity']}).")
     raise Conflict(detail, code="insufficient_capacity", extra={
-        "worker": worker.public_id, "dimension": short["dimension"], "needs": short["needs"], "free": short["free"],
+        "worker": worker.public_id, "dimension": short["dimension"], "needs": short["needs"],
         "capacity": short["capacity"]})
 
 

@@ -105,6 +105,12 @@ def warm_pool_demand(now: datetime | None = None) -> list[tuple]:
             for pool in warm_pool_targets(now=now) if pool["target"] > pool["pooled"]]
 
 
+def _usable(row: dict) -> bool:
+    if row["status"] in (WorkerStatus.STOPPING, WorkerStatus.STOPPED):
+        return bool(row["aws_instance_id"]) and settings.SCHEDULER_USE_STOPPED_WORKERS
+    return row["status"] in LIVE_STATUSES
+
+
 def _view(row: dict, *, placeable: bool) -> WorkerView:
     """The worker as the planner's simulation sees it: a stopped or launching worker counts as capacity it
     will have (tier 0), a failed one as none."""
@@ -164,7 +170,10 @@ def plan_fleet(*, now: datetime, horizon_hours: int | None = None) -> Plan:
     rows = [dict(zip(WORKER_COLUMNS, values)) for values in
             Worker.objects.exclude(status=WorkerStatus.TERMINATED).order_by("pk").values_list(*WORKER_COLUMNS)]
     live = [row for row in rows if row["status"] in LIVE_STATUSES]
-    views = [_view(row, placeable=row["status"] in LIVE_STATUSES) for row in rows]
+    # Capacity the scheduler can use: a stopped worker only with an EC2 instance to start and while the scheduler
+    # places on stopped workers (SCHEDULER_USE_STOPPED_WORKERS); a launching or running one whatever its CML says
+    # yet (it is booting).
+    views = [_view(row, placeable=_usable(row)) for row in rows]
     pending = _pending_demand(now, horizon_end)
     # The ledger up to the end of the last pending slot (a slot may run past the horizon).
     read_until = max([horizon_end, *(item[2] for item in pending)])

@@ -298,3 +298,16 @@ def test_warm_pool_labs_not_booted_yet_count_as_demand(ec2, cml):
     assert plan.figures["pending"] == 2 and plan.figures["unplaced"] == 1  # one fits beside, one does not
     (launch,) = plan.launches
     assert launch.bookings == 1 and launch.due <= timezone.now()
+
+
+def test_a_stopped_worker_the_scheduler_cannot_start_is_not_counted_as_capacity(ec2, cml, settings):
+    scalable_template()
+    full_worker_and_a_reservation(starts_in=timedelta(minutes=5))
+    WorkerFactory(status="stopped", aws_instance_id="", cpu_cores=16, memory_gb=64, storage_gb=250, max_nodes=30)
+    assert len(plan_fleet(now=timezone.now()).launches) == 1  # no EC2 instance to start: not capacity
+
+    started = WorkerFactory(status="stopped", cpu_cores=16, memory_gb=64, storage_gb=250, max_nodes=30)
+    assert started.aws_instance_id
+    assert plan_fleet(now=timezone.now()).launches == []  # startable: the scheduler places on it, power starts it
+    settings.SCHEDULER_USE_STOPPED_WORKERS = False
+    assert len(plan_fleet(now=timezone.now()).launches) == 1

@@ -30,10 +30,10 @@ def test_each_role_logs_in_and_sees_its_navigation(chromium, server, users):
                            owner_id="student-001", timeslot_start=timezone.now() + timedelta(minutes=30))
     expected = {
         "instructor": ["Overview", "Instances", "Definitions", "Sessions", "API docs"],
-        "operator": ["Overview", "Instances", "Definitions", "Fleet", "Reports", "Sessions", "Audit", "Django admin",
-                     "API docs"],
-        "admin": ["Overview", "Instances", "Definitions", "Fleet", "Reports", "Sessions", "Audit", "Webhooks",
-                  "Django admin", "API docs"],
+        "operator": ["Overview", "Instances", "Definitions", "Fleet", "Reports", "Fleet plan", "Sessions", "Audit",
+                     "Django admin", "API docs"],
+        "admin": ["Overview", "Instances", "Definitions", "Fleet", "Reports", "Fleet plan", "Sessions", "Audit",
+                  "Webhooks", "Django admin", "API docs"],
     }
     for role, labels in expected.items():
         page = log_in(chromium, server, role, screenshot=role == "instructor")
@@ -42,7 +42,7 @@ def test_each_role_logs_in_and_sees_its_navigation(chromium, server, users):
         playwright_sync.expect(page.locator("[data-live-indicator]")).to_have_text("live")
         shot(page, f"overview-{role}")
         if role == "operator":
-            page.get_by_role("link", name="Fleet").click()
+            page.get_by_role("link", name="Fleet", exact=True).click()
             playwright_sync.expect(page.locator(f'[data-live-worker="{worker.public_id}"]')).to_have_text("running")
             shot(page, "fleet")
         page.context.close()
@@ -155,7 +155,7 @@ def test_an_operator_drains_a_worker_and_sees_its_state_live_and_an_admin_verifi
     worker = worker_transition(worker=WorkerFactory(aws_instance_id="", name="cml-drain-me",
                                                     cml_service_status="available"), to="running", actor="tests")
     page = log_in(chromium, server, "operator")
-    page.get_by_role("link", name="Fleet").click()
+    page.get_by_role("link", name="Fleet", exact=True).click()
     card = page.locator("article", has_text="cml-drain-me")
     page.once("dialog", lambda dialog: dialog.dismiss())  # cancelled: nothing happens
     card.get_by_role("button", name="Drain").click()

@@ -138,9 +138,11 @@ def _promote(pool: SessionPool, *, now, actor: str) -> list:
                  .order_by("ticket").values_list("pk", flat=True)[:len(free)])
     if not heads:
         return []
-    # The workers handed out are locked (FOR NO KEY UPDATE: waits for an idle stop's decision, FOR UPDATE, to
-    # commit) and read again: one that an idle stop just moved to stopping is not handed out.
-    names = dict(Worker.objects.select_for_update(no_key=True, of=("self",))
+    # The workers handed out are locked (FOR NO KEY UPDATE) and read again: one that an idle stop just moved to
+    # stopping is not handed out. SKIP LOCKED: a worker another transaction holds (an idle stop deciding, a lab
+    # start on it: worker row, then lab slot) is left for the next promotion, never waited for, since this
+    # transaction may hold that slot already (ending a session drops its claims) and waiting could deadlock.
+    names = dict(Worker.objects.select_for_update(no_key=True, skip_locked=True, of=("self",))
                  .filter(pk__in=free[:len(heads)], status=WorkerStatus.RUNNING, draining=False)
                  .order_by("pk").values_list("pk", "public_id"))
     free = [worker_id for worker_id in free if worker_id in names]

@@ -111,6 +111,19 @@ def setup_django(env: dict | None = None, *, migrate: bool = False) -> None:
         call_command("migrate", verbosity=0, interactive=False)
 
 
+def setup_bench_database(sqlite_path: Path, **settings) -> None:
+    """Django in this process on a migrated database: DATABASE_URL's when set (PostgreSQL), else a fresh SQLite
+    file at `sqlite_path`; `settings` (environment names) are set over this process's environment."""
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "labmanager.settings")
+    if "DATABASE_URL" not in env:
+        fresh_sqlite(sqlite_path)
+        env["SQLITE_PATH"] = str(sqlite_path)
+    env.setdefault("LOG_LEVEL", "WARNING")
+    env.update({name: str(value) for name, value in settings.items()})
+    setup_django(env, migrate=True)
+
+
 def fresh_sqlite(path: Path) -> None:
     """No SQLite database at `path` (nor its journal files); its directory exists."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,13 +14,12 @@ database, the script empties the tables it fills). Seeding uses bulk_create and 
 for a benchmark, not how the application changes states. Nothing is started; no network.
 """
 
-import os
 import statistics
 import time
 from datetime import timedelta
 from decimal import Decimal
 
-from bench.common import BENCH_DIR, Failure, argument_parser, fresh_sqlite, run, setup_django
+from bench.common import BENCH_DIR, Failure, argument_parser, run, setup_bench_database
 
 DB_PATH = BENCH_DIR / "fleet_planner.sqlite3"
 POOLS = 10
@@ -36,14 +35,8 @@ def parse_args():
 
 
 def setup_bench_django():
-    env = dict(os.environ)
-    env.setdefault("DJANGO_SETTINGS_MODULE", "labmanager.settings")
-    if "DATABASE_URL" not in env:
-        fresh_sqlite(DB_PATH)
-        env["SQLITE_PATH"] = str(DB_PATH)
-    env.setdefault("LOG_LEVEL", "WARNING")
-    env["FLEET_MAX_WORKERS"] = "1000"  # the limits let the launches through: the whole decision is timed
-    setup_django(env, migrate=True)
+    # The limits let the launches through: the whole decision is timed.
+    setup_bench_database(DB_PATH, FLEET_MAX_WORKERS=1000)
 
 
 def seed(args):

@@ -17,12 +17,11 @@ throwaway database, the script empties the tables it fills). Seeding uses bulk_c
 application changes states. Nothing is started; no network.
 """
 
-import os
 import statistics
 import time
 from datetime import timedelta
 
-from bench.common import BENCH_DIR, argument_parser, fresh_sqlite, run, setup_django
+from bench.common import BENCH_DIR, argument_parser, run, setup_bench_database
 
 DB_PATH = BENCH_DIR / "placement.sqlite3"
 
@@ -38,13 +37,7 @@ def parse_args():
 
 
 def setup_placement_django():
-    env = dict(os.environ)
-    env.setdefault("DJANGO_SETTINGS_MODULE", "labmanager.settings")
-    if "DATABASE_URL" not in env:
-        fresh_sqlite(DB_PATH)
-        env["SQLITE_PATH"] = str(DB_PATH)
-    env.setdefault("LOG_LEVEL", "WARNING")
-    setup_django(env, migrate=True)
+    setup_bench_database(DB_PATH)
 
 
 def make_workers(count):

@@ -129,15 +129,24 @@ def _ensure_lab(warm: WarmLab, creds: dict, ports: list[dict]) -> str:
     return recorded
 
 
-def advance_starting(pk: int, *, now: datetime, actor: str) -> str:
-    """Import, start and look at a STARTING warm lab; READY once every node booted."""
+def _claimed(pk: int, *, now: datetime, status: str) -> tuple[WarmLab | None, datetime | None, str]:
+    """Take the warm lab's lease and read it: (warm lab, lease end, "") when it is still in `status`; else
+    (None, None, "busy") when another process holds it, (None, None, "stale") when it moved on (lease released)."""
     until = warm_lab_claim(warm_lab_pk=pk, now=now)
     if until is None:
-        return "busy"
+        return None, None, "busy"
     warm = WarmLab.objects.select_related("definition", "worker").get(pk=pk)
-    if warm.status != W.STARTING:
+    if warm.status != status:
         warm_lab_release(warm_lab_pk=pk, until=until)
-        return "stale"
+        return None, None, "stale"
+    return warm, until, ""
+
+
+def advance_starting(pk: int, *, now: datetime, actor: str) -> str:
+    """Import, start and look at a STARTING warm lab; READY once every node booted."""
+    warm, until, outcome = _claimed(pk, now=now, status=W.STARTING)
+    if warm is None:
+        return outcome
     lab_id = ""
     try:
         creds = _creds(warm)
@@ -168,13 +177,9 @@ def advance_starting(pk: int, *, now: datetime, actor: str) -> str:
 
 def remove_recycling(pk: int, *, now: datetime, actor: str) -> str:
     """Delete a RECYCLING warm lab's lab from CML (by id and by title) → RECYCLED."""
-    until = warm_lab_claim(warm_lab_pk=pk, now=now)
-    if until is None:
-        return "busy"
-    warm = WarmLab.objects.select_related("definition", "worker").get(pk=pk)
-    if warm.status != W.RECYCLING:
-        warm_lab_release(warm_lab_pk=pk, until=until)
-        return "stale"
+    warm, until, outcome = _claimed(pk, now=now, status=W.RECYCLING)
+    if warm is None:
+        return outcome
     if warm.worker.status not in GONE and warm.worker.status != WorkerStatus.RUNNING:
         warm_lab_release(warm_lab_pk=pk, until=until)  # CML is down with its worker: deleted once it runs again
         return "waiting"

@@ -71,7 +71,7 @@ def _probe(worker: Worker) -> cml.CmlSystemStatus:
 
 
 @transaction.atomic
-def _record(worker: Worker, status: cml.CmlSystemStatus, *, actor: str) -> Worker:
+def _record(worker: Worker, status: cml.CmlSystemStatus, *, actor: str, peak: tuple | None = None) -> Worker:
     locked = Worker.objects.select_for_update().get(pk=worker.pk)
     before = (locked.cml_service_status, locked.license_status)
     locked.cml_service_status = status.cml_service_status
@@ -95,7 +95,7 @@ def _record(worker: Worker, status: cml.CmlSystemStatus, *, actor: str) -> Worke
                                         available_at=locked.last_cml_sync_at)
         locked.boot_started_at = None
     locked.save()
-    _load_event(locked, actor=actor)
+    _load_event(locked, actor=actor, peak=peak)
     after = (locked.cml_service_status, locked.license_status)
     if after != before:  # the journal gets changes, not every minute's reading
         audit_record(event_type="worker.cml_status_changed", actor=actor, resource_type="worker",
@@ -116,12 +116,12 @@ LOAD_COUNTS = ("held_cpu", "cpu_cores", "held_memory", "memory_gb", "held_nodes"
 LOAD_PERCENTS = ("cpu_usage_percent", "memory_usage_percent")
 
 
-def worker_load(worker: Worker) -> dict:
+def worker_load(worker: Worker, *, peak: tuple | None = None) -> dict:
     """What the fleet's bars show: cores, GB and nodes the worker is committed to from now on (the capacity
     ledger: its lablet instances, session labs and warm labs, at their busiest moment ahead), of its capacity
     (and as percentages), and CPU and memory use and nodes running as CML last reported them. One round of
-    the ledger."""
-    peak = ledger.committed(worker)["peak"]
+    the ledger, unless the caller read it for many workers at once (`peak`: ledger.commitments' peak)."""
+    peak = ledger.committed(worker)["peak"] if peak is None else peak
     held = {"held_cpu": peak[0], "held_memory": peak[1], "held_nodes": peak[3]}
     cpu, memory = worker.cpu_usage_percent, worker.memory_usage_percent
     return {
@@ -147,14 +147,14 @@ def _load_moved(before: dict | None, after: dict) -> bool:
     return False
 
 
-def _load_event(worker: Worker, *, actor: str) -> None:
+def _load_event(worker: Worker, *, actor: str, peak: tuple | None = None) -> None:
     """`worker.load_changed` with the new figures (worker_load) when they moved since the worker's last one:
     the fleet's bars follow it live (static/js/live.js), within a health poll."""
     last = (AuditEvent.objects.filter(resource_type="worker", resource_id=worker.public_id,
                                       event_type="worker.load_changed",
                                       timestamp__gte=timezone.now() - LOAD_EVENT_WINDOW)
             .order_by("-id").values_list("metadata", flat=True).first())
-    figures = worker_load(worker)
+    figures = worker_load(worker, peak=peak)
     if _load_moved(last, figures):
         audit_record(event_type="worker.load_changed", actor=actor, resource_type="worker",
                      resource_id=worker.public_id, action="worker.cml_health", metadata=figures)
@@ -188,10 +188,14 @@ def worker_cml_health_all(*, actor: str = "system") -> dict:
         return {"checked": 0, "available": 0}
     with ThreadPoolExecutor(max_workers=max(1, min(settings.CML_HEALTH_CONCURRENCY, len(workers)))) as pool:
         results = list(pool.map(_probe, workers))
+    # What every worker is committed to, read from the ledger once for the whole pass (not per worker).
+    committed = ledger.commitments([worker.pk for worker in workers], timezone.now())
+    nothing = (0,) * len(ledger.DIMENSIONS)
     available = 0
     for worker, status in zip(workers, results):
+        peak = committed[worker.pk]["peak"] if worker.pk in committed else nothing
         try:
-            available += _record(worker, status, actor=actor).cml_service_status == "available"
+            available += _record(worker, status, actor=actor, peak=peak).cml_service_status == "available"
         except Exception:  # one bad row must not stop the others
             log.exception("cml_health: could not record worker %s", worker.public_id)
     return {"checked": len(workers), "available": available}
